@@ -1,0 +1,16 @@
+"""Topic names (SPEC "Architecture"). Versioned: a breaking change is a new topic."""
+
+from __future__ import annotations
+
+CDRS = "cdrwatch.cdrs.v1"
+CDRS_RAW = "cdrwatch.cdrs.raw.v1"
+CDRS_DLQ = "cdrwatch.cdrs.dlq.v1"
+ALERTS = "cdrwatch.alerts.v1"
+STATS = "cdrwatch.stats.v1"
+
+ALL = (CDRS, CDRS_RAW, CDRS_DLQ, ALERTS, STATS)
+
+# Message headers on cdrwatch.stats.v1 (see schemas.stats_v1).
+HEADER_WINDOW = "cdrwatch-window"
+HEADER_TENANT = "cdrwatch-tenant"
+HEADER_PROFILE = "cdrwatch-profile"

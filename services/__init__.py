@@ -1,0 +1,1 @@
+"""cdrwatch services: ingest, detector, api, and the `cdrwatch` command line."""

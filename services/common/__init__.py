@@ -1,0 +1,1 @@
+"""What every service shares: settings base, Kafka client factory, auth, logging, broker."""

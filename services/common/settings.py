@@ -1,0 +1,70 @@
+"""Typed settings, built once at each entrypoint and passed down (STYLE habit 3).
+
+Every setting can come from the environment with the `CDRWATCH_` prefix, e.g.
+`CDRWATCH_KAFKA_BOOTSTRAP=127.0.0.1:9092`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """Settings every service needs."""
+
+    model_config = SettingsConfigDict(env_prefix="CDRWATCH_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # Idempotent producer: on for Apache Kafka; off for the embedded Tansu broker, which
+    # answers InitProducerId with an error. Dedup by call_id absorbs retries either way.
+    kafka_idempotence: bool = False
+    kafka_partitions: int = Field(default=4, ge=1, le=1024)
+    data_dir: Path = Path(".cdrwatch")
+    database_url: str | None = None
+    log_json: bool | None = None  # None: JSON when stderr is not a terminal
+
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy async URL: the setting, else SQLite under the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'cdrwatch.db').resolve()}"
+
+
+class IngestSettings(CommonSettings):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=0, le=65535)
+    max_records: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # A CDR more than this many seconds in the future of the ingest clock is rejected.
+    future_tolerance_seconds: int = Field(default=3600, ge=0)
+    # Key of the HMAC that pseudonymises callee numbers. When unset, `cdrwatch up` and the
+    # ingest entrypoint create one in data_dir/pseudonym.key and keep it across restarts.
+    pseudonym_key: str | None = None
+    send_timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class DetectorSettings(CommonSettings):
+    app_id: str = "cdrwatch-detector"
+    default_profile: str = "it"
+    dedup_retention_days: int = Field(default=8, ge=1)
+    lateness_days: int = Field(default=7, ge=0)
+    batch_max: int = Field(default=2000, ge=1)
+    batch_within_seconds: float = Field(default=0.05, gt=0)
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics server
+    session_timeout_seconds: float = Field(default=10.0, gt=0)
+    store: str = "memory://"
+
+
+class ApiSettings(IngestSettings):
+    """The api; it inherits the ingest limits because it serves the ingest routes too."""
+
+    port: int = Field(default=8080, ge=0, le=65535)
+    alert_retention_days: int = Field(default=730, ge=1)
+    metrics_campaign_cap: int = Field(default=2000, ge=1)
+    consumer_group: str = "cdrwatch-api"
+    # The api also serves POST /v1/cdrs (the ingest routes) so that one URL does all of
+    # SPEC's HTTP API; a separate ingest process scales the write path on its own.
+    serve_ingest: bool = True

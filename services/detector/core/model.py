@@ -1,0 +1,111 @@
+"""Core data: a call as the rules see it, its classification, and bucket counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+AGENT_GUARANTEED_MODES = frozenset({"progressive", "preview", "manual"})
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One call attempt, normalised by ingest. Every datetime is aware and in UTC.
+
+    `callee_zones` are the IANA zones the callee's number maps to (an explicit
+    `callee_tz` from the dialer is the only entry when given); empty when unknown, in
+    which case the profile's home zone applies.
+    """
+
+    call_id: str
+    campaign_id: str
+    originated_at: datetime
+    ended_at: datetime
+    callee_key: str = ""
+    tenant_id: str | None = None
+    dial_mode: str = "predictive"
+    callee_country: str | None = None
+    callee_zones: tuple[str, ...] = ()
+    callee_region: str | None = None
+    ringing_at: datetime | None = None
+    answered_at: datetime | None = None
+    greeting_ended_at: datetime | None = None
+    agent_connected_at: datetime | None = None
+    message_started_at: datetime | None = None
+    amd_result: str = "none"
+    message_type: str | None = None
+    hangup_side: str | None = None
+    refusal: bool | None = None
+
+    @property
+    def agent_guaranteed(self) -> bool:
+        """SPEC: progressive, preview and manual dial modes guarantee an agent."""
+        return self.dial_mode in AGENT_GUARANTEED_MODES
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    """What one call counts as (SPEC "Classification"). `violations` holds the rule ids of
+    per-call violations the profile has (empty in profiles without such rules)."""
+
+    answered: bool
+    answered_by_person: bool
+    amd_machine: bool
+    silent: bool
+    abandoned: bool
+    out_of_hours: bool
+    short_ring: bool
+    violations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BucketCounts:
+    """The eight counts of SPEC's stats, for one bucket or any sum of buckets."""
+
+    attempts: int = 0
+    answered: int = 0
+    answered_by_person: int = 0
+    amd_machine: int = 0
+    silent: int = 0
+    abandoned: int = 0
+    out_of_hours: int = 0
+    short_ring: int = 0
+
+    def add(self, outcome: CallOutcome) -> BucketCounts:
+        """These counts plus one call."""
+        return BucketCounts(
+            self.attempts + 1,
+            self.answered + outcome.answered,
+            self.answered_by_person + outcome.answered_by_person,
+            self.amd_machine + outcome.amd_machine,
+            self.silent + outcome.silent,
+            self.abandoned + outcome.abandoned,
+            self.out_of_hours + outcome.out_of_hours,
+            self.short_ring + outcome.short_ring,
+        )
+
+    def merge(self, other: BucketCounts) -> BucketCounts:
+        """Field-wise sum: buckets are summed on read to form any window."""
+        return BucketCounts(*(a + b for a, b in zip(self.to_list(), other.to_list(), strict=True)))
+
+    def to_list(self) -> list[int]:
+        return [
+            self.attempts,
+            self.answered,
+            self.answered_by_person,
+            self.amd_machine,
+            self.silent,
+            self.abandoned,
+            self.out_of_hours,
+            self.short_ring,
+        ]
+
+    @classmethod
+    def from_list(cls, values: list[int]) -> BucketCounts:
+        return cls(*values)
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+EMPTY = BucketCounts()
