@@ -1,0 +1,335 @@
+"""`cdrwatch`: one command for every service.
+
+    cdrwatch up [--simulate]     the embedded stack: broker, ingest, detector, api (+ dialers)
+    cdrwatch ingest | detector | api     one service in the foreground
+    cdrwatch simulate            simulated dialers posting CDRs to an ingest URL
+    cdrwatch token create        a new bearer token (printed once, stored hashed)
+    cdrwatch topics              create the Kafka topics on the configured broker
+
+Settings come from the environment (`CDRWATCH_*`, see services/common/settings.py); flags
+override the few that matter on a command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from services.common.settings import (
+    ApiSettings,
+    CommonSettings,
+    DetectorSettings,
+    IngestSettings,
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cdrwatch",
+        description="Streaming compliance monitor for outbound call centres.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser(
+        "up",
+        help="run the embedded stack (broker, ingest, detector, api) in the foreground",
+        description="Start a local Kafka-compatible broker (Tansu, memory storage) unless "
+        "CDRWATCH_KAFKA_BOOTSTRAP is set, create the topics, run ingest, detector and api, "
+        "print the URLs and fresh tokens, and stop everything on Ctrl-C or SIGTERM.",
+    )
+    up.add_argument("--simulate", action="store_true", help="also run simulated dialers")
+    up.add_argument("--api-port", type=int, default=8080, help="api port (default 8080, "
+                    "or a free port when taken)")
+    up.add_argument("--ingest-port", type=int, default=8081, help="ingest port (default "
+                    "8081, or a free port when taken)")
+    up.add_argument("--data-dir", type=Path, default=None, help="state directory "
+                    "(default .cdrwatch)")
+
+    for name, text in (
+        ("ingest", "run the ingest HTTP service (POST /v1/cdrs)"),
+        ("api", "run the API, dashboard and /metrics"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+        p.add_argument("--port", type=int, default=None, help="port")
+
+    det = sub.add_parser("detector", help="run one detector worker (faust)",
+                         description="Run one detector worker; start more for scale-out.")
+    det.add_argument("--metrics-port", type=int, default=None,
+                     help="serve the detector's /metrics on 127.0.0.1:PORT")
+
+    sim = sub.add_parser("simulate", help="post simulated dialer traffic to ingest",
+                         description="Post realistic CDRs for several campaigns, one batch "
+                         "a second, until interrupted.")
+    sim.add_argument("--ingest-url", required=True, help="e.g. http://127.0.0.1:8081")
+    sim.add_argument("--token", default=os.environ.get("CDRWATCH_SIMULATE_TOKEN"),
+                     help="ingest token (or CDRWATCH_SIMULATE_TOKEN)")
+    sim.add_argument("--seed", type=int, default=None, help="random seed")
+    sim.add_argument("--duration", type=float, default=None, help="seconds to run")
+
+    tok = sub.add_parser("token", help="manage bearer tokens", description="Manage tokens.")
+    tok_sub = tok.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = tok_sub.add_parser("create", help="create a token and print it once",
+                                description="Create a token; only its hash is stored.")
+    create.add_argument("--role", required=True,
+                        choices=("ingest", "viewer", "compliance", "admin"))
+    create.add_argument("--tenant", default=None, help="bind the token to one tenant")
+
+    sub.add_parser("topics", help="create the Kafka topics (idempotent)",
+                   description="Create every cdrwatch topic on CDRWATCH_KAFKA_BOOTSTRAP.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command
+    if command == "up":
+        return _up(args)
+    if command == "ingest":
+        from services.common.logging import configure_logging
+        from services.ingest.app import main as ingest_main
+
+        settings = IngestSettings(**_flags(host=args.host, port=args.port))
+        configure_logging("ingest", settings.log_json)
+        ingest_main(settings)
+        return 0
+    if command == "api":
+        from services.api.app import main as api_main
+        from services.common.logging import configure_logging
+
+        api_settings = ApiSettings(**_flags(host=args.host, port=args.port))
+        configure_logging("api", api_settings.log_json)
+        api_main(api_settings)
+        return 0
+    if command == "detector":
+        from services.common.logging import configure_logging
+        from services.detector.app import main as detector_main
+
+        detector_settings = DetectorSettings(**_flags(metrics_port=args.metrics_port))
+        configure_logging("detector", detector_settings.log_json)
+        detector_main(detector_settings)
+        return 0
+    if command == "simulate":
+        if not args.token:
+            print("cdrwatch simulate: --token (or CDRWATCH_SIMULATE_TOKEN) is required",
+                  file=sys.stderr)
+            return 2
+        from services.simulate import run_simulation
+
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run_simulation(args.ingest_url, args.token, seed=args.seed,
+                                       duration_seconds=args.duration))
+        return 0
+    if command == "token":
+        token = asyncio.run(_create_token(CommonSettings(), args.role, args.tenant))
+        print(token)
+        return 0
+    if command == "topics":
+        from services.common.kafka import ensure_topics
+
+        common = CommonSettings()
+        asyncio.run(ensure_topics(common.kafka_bootstrap, common.kafka_partitions))
+        print(f"topics ready on {common.kafka_bootstrap}")
+        return 0
+    raise AssertionError(command)
+
+
+def _flags(**values: object) -> dict[str, object]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+async def _create_token(settings: CommonSettings, role: str, tenant: str | None) -> str:
+    from services.common.auth import TokenStore
+    from services.common.db import create_engine, migrate
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.resolved_database_url())
+    try:
+        await migrate(engine)
+        return await TokenStore(engine).create(role, tenant)  # type: ignore[arg-type]
+    finally:
+        await engine.dispose()
+
+
+# -- cdrwatch up --------------------------------------------------------------------------
+
+
+def _port_or_free(preferred: int) -> int:
+    import socket
+
+    from services.common.broker import free_port
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
+
+
+def _die_with_parent() -> None:
+    """Runs in each child before exec: SIGTERM it if `cdrwatch up` itself dies."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    os.setpgrp()  # Ctrl-C reaches `up` only; `up` stops the children in order
+
+
+class _Stack:
+    def __init__(self) -> None:
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        log_file = (log_dir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "services.cli", *args],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+        self.children.append((name, proc))
+
+    def dead(self) -> list[tuple[str, int]]:
+        return [(n, p.returncode) for n, p in self.children if p.poll() is not None]
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for _, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + timeout
+        for _, proc in reversed(self.children):
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                proc.wait(remaining)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_ready(url: str, stack: _Stack, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dead = stack.dead()
+        if dead:
+            raise RuntimeError(f"service exited during start-up: {dead}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout:.0f} s")
+
+
+def _up(args: argparse.Namespace) -> int:
+    from services.common.broker import EmbeddedBroker
+    from services.common.kafka import ensure_topics
+    from services.common.logging import configure_logging
+
+    env = dict(os.environ)
+    if args.data_dir is not None:
+        env["CDRWATCH_DATA_DIR"] = str(args.data_dir)
+    settings = CommonSettings(_env_file=None, **_env_overrides(env))  # type: ignore[call-arg]
+    configure_logging("up", settings.log_json)
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = data_dir / "logs"
+    log_dir.mkdir(exist_ok=True)
+    env["CDRWATCH_DATA_DIR"] = str(data_dir)
+
+    stopping = False
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+    broker: EmbeddedBroker | None = None
+    stack = _Stack()
+    try:
+        if "CDRWATCH_KAFKA_BOOTSTRAP" in os.environ:
+            bootstrap = os.environ["CDRWATCH_KAFKA_BOOTSTRAP"]
+            print(f"Using Kafka at {bootstrap}", flush=True)
+        else:
+            broker = EmbeddedBroker(log_path=log_dir / "broker.log")
+            bootstrap = broker.start()
+            env["CDRWATCH_KAFKA_IDEMPOTENCE"] = "false"
+        env["CDRWATCH_KAFKA_BOOTSTRAP"] = bootstrap
+        asyncio.run(ensure_topics(bootstrap, settings.kafka_partitions))
+
+        tokens = {
+            role: asyncio.run(_create_token(CommonSettings(data_dir=data_dir), role, None))
+            for role in ("admin", "compliance", "viewer", "ingest")
+        }
+        from services.ingest.app import load_pseudonym_key
+
+        load_pseudonym_key(IngestSettings(data_dir=data_dir))  # created once, shared
+
+        api_port = _port_or_free(args.api_port)
+        ingest_port = _port_or_free(args.ingest_port)
+        metrics_port = _port_or_free(9102)
+        stack.spawn("detector", ["detector", "--metrics-port", str(metrics_port)], env, log_dir)
+        stack.spawn("ingest", ["ingest", "--port", str(ingest_port)], env, log_dir)
+        stack.spawn("api", ["api", "--port", str(api_port)], env, log_dir)
+        api_url = f"http://127.0.0.1:{api_port}"
+        ingest_url = f"http://127.0.0.1:{ingest_port}"
+        _wait_ready(f"{ingest_url}/readyz", stack)
+        _wait_ready(f"{api_url}/readyz", stack)
+        if args.simulate:
+            sim_env = dict(env, CDRWATCH_SIMULATE_TOKEN=tokens["ingest"])
+            stack.spawn("simulate", ["simulate", "--ingest-url", ingest_url], sim_env, log_dir)
+
+        print(
+            "\n".join(
+                [
+                    "",
+                    "cdrwatch is running.",
+                    f"  API and dashboard: {api_url}",
+                    f"  Ingest (POST /v1/cdrs, also served by the API): {ingest_url}",
+                    f"  Detector metrics: http://127.0.0.1:{metrics_port}/metrics",
+                    f"  Kafka bootstrap: {bootstrap}",
+                    f"  Data and logs: {data_dir}",
+                    "  Tokens (shown once; create more with `cdrwatch token create`):",
+                    *(f"    {role:<10} {token}" for role, token in tokens.items()),
+                    f"  Try: curl -H 'Authorization: Bearer {tokens['viewer']}' "
+                    f"{api_url}/v1/alerts",
+                    "Press Ctrl-C to stop.",
+                    "",
+                ]
+            ),
+            flush=True,
+        )
+        while not stopping:
+            dead = stack.dead()
+            if dead:
+                print(f"a service stopped unexpectedly: {dead}; see {log_dir}", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        stack.stop()
+        if broker is not None:
+            broker.stop()
+        print("cdrwatch stopped.", flush=True)
+
+
+def _env_overrides(env: dict[str, str]) -> dict[str, str]:
+    """Settings read from `env` rather than os.environ (for --data-dir)."""
+    value = env.get("CDRWATCH_DATA_DIR")
+    return {"data_dir": value} if value else {}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

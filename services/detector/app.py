@@ -1,0 +1,383 @@
+"""The faust worker: topics, the state table and the agent. Translation only; every
+decision is made by `services.detector.core.engine.Engine`.
+
+Design notes (why it looks like this):
+- One table (`state`) holds seen-entries, minute buckets and campaign records under
+  prefixed keys, so their change log is ONE ordered log per partition; the engine's write
+  order on top of that is what makes a kill -9 and restart exact (see engine docstring).
+- Events are processed in batches (`take_events`); faust acks a batch only after the body
+  ran, and flushes its producer (change log, stats, alerts) before committing offsets, so
+  every output is published at least once; downstream upserts make that exact.
+- Table writes need to know their partition: faust takes it from the "current event"
+  context variable. In a batch the current event is not the one whose state we write, so
+  `TableState` sets that variable to an event of the right partition around each write.
+- faust's hopping windows are not used (SPEC "Windows": they key one entry per window per
+  event and expire on the wall clock); buckets are event-time minutes, summed on read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from typing import Any
+
+import faust
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.streams import _current_event  # see module docstring: partition context
+from faust.types import EventT
+from prometheus_client import CollectorRegistry, start_http_server
+from pydantic import ValidationError
+
+from schemas import AlertV1, NormalizedCdrV1, stats_from_counts, topics
+from services.common.settings import DetectorSettings
+from services.detector.core.engine import (
+    BatchOutput,
+    BucketState,
+    CampaignConfig,
+    CampaignState,
+    Engine,
+    Event,
+)
+from services.detector.core.model import CallRecord
+from services.detector.core.profiles import ProfileError, load_profile
+from services.detector.core.windows import minute_start
+from services.detector.metrics import DetectorMetrics
+
+log = logging.getLogger("cdrwatch.detector")
+
+SEEN, BUCKET, CAMPAIGN = "s\x1f", "b\x1f", "c\x1f"
+
+
+def to_call_record(cdr: NormalizedCdrV1) -> CallRecord:
+    """The one mapping from the wire model to the core's type."""
+    return CallRecord(
+        call_id=cdr.call_id,
+        campaign_id=cdr.campaign_id,
+        originated_at=cdr.originated_at,
+        ended_at=cdr.ended_at,
+        callee_key=cdr.callee_key,
+        tenant_id=cdr.tenant_id,
+        dial_mode=cdr.dial_mode,
+        callee_country=cdr.callee_country,
+        callee_zones=tuple(cdr.callee_zones),
+        callee_region=cdr.callee_region,
+        ringing_at=cdr.ringing_at,
+        answered_at=cdr.answered_at,
+        greeting_ended_at=cdr.greeting_ended_at,
+        agent_connected_at=cdr.agent_connected_at,
+        message_started_at=cdr.message_started_at,
+        amd_result=cdr.amd_result,
+        message_type=cdr.message_type,
+        hangup_side=cdr.hangup_side,
+        refusal=cdr.refusal,
+    )
+
+
+class TableState:
+    """`StateStore` on one faust table, writing each key in its source partition."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self._event_of_partition: dict[int, EventT] = {}
+
+    def bind(self, events: Iterable[EventT]) -> None:
+        for event in events:
+            self._event_of_partition[event.message.partition] = event
+
+    def _put(self, key: str, value: Any, partition: int) -> None:
+        token = _current_event.set(weakref.ref(self._event_of_partition[partition]))
+        try:
+            self._table[key] = value
+        finally:
+            _current_event.reset(token)
+
+    def delete(self, key: str, partition: int) -> None:
+        token = _current_event.set(weakref.ref(self._event_of_partition[partition]))
+        try:
+            del self._table[key]
+        finally:
+            _current_event.reset(token)
+
+    def get_seen(self, key: str) -> tuple[int, int, int] | None:
+        raw = self._table.get(SEEN + key)
+        return None if raw is None else (raw[0], raw[1], raw[2])
+
+    def put_seen(self, key: str, value: tuple[int, int, int], partition: int) -> None:
+        self._put(SEEN + key, list(value), partition)
+
+    def get_bucket(self, campaign_id: str, minute: int) -> BucketState | None:
+        raw = self._table.get(f"{BUCKET}{campaign_id}\x1f{minute}")
+        return None if raw is None else BucketState.from_json(raw)
+
+    def put_bucket(self, campaign_id: str, minute: int, state: BucketState, partition: int) -> None:
+        self._put(f"{BUCKET}{campaign_id}\x1f{minute}", state.to_json(), partition)
+
+    def get_campaign(self, campaign_id: str) -> CampaignState | None:
+        raw = self._table.get(CAMPAIGN + campaign_id)
+        return None if raw is None else CampaignState.from_json(raw)
+
+    def put_campaign(self, campaign_id: str, state: CampaignState, partition: int) -> None:
+        self._put(CAMPAIGN + campaign_id, state.to_json(), partition)
+
+
+class CampaignConfigs:
+    """Campaign profiles from `cdrwatch.campaigns.v1` (written by PUT /v1/campaigns/{id}).
+
+    Every worker reads the whole topic (no consumer group) into memory: configurations are
+    few and every worker needs the ones of the campaigns it owns after any rebalance.
+    """
+
+    def __init__(self, settings: DetectorSettings) -> None:
+        self._settings = settings
+        self._default = CampaignConfig(load_profile(settings.default_profile))
+        self._configs: dict[str, CampaignConfig] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._partitions: list[TopicPartition] = []
+
+    def config_for(self, campaign_id: str) -> CampaignConfig:
+        return self._configs.get(campaign_id, self._default)
+
+    def knows(self, campaign_id: str) -> bool:
+        return campaign_id in self._configs
+
+    def apply(self, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            record = orjson.loads(value)
+            campaign_id = str(record["campaign_id"])
+            profile = load_profile(
+                str(record.get("profile") or self._settings.default_profile),
+                record.get("overrides") or None,
+            )
+            ratio = Fraction(str(record.get("amd_false_positive_ratio") or 0))
+        except (ProfileError, ValueError, KeyError, TypeError) as exc:
+            log.error("campaign_config_unreadable error=%s", exc)
+            return
+        self._configs[campaign_id] = CampaignConfig(profile, ratio)
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await self._consumer.start()
+        parts = await self._consumer._client.fetch_all_metadata()  # noqa: SLF001
+        numbers = parts.partitions_for_topic(topics.CAMPAIGNS) or set()
+        self._partitions = [TopicPartition(topics.CAMPAIGNS, p) for p in sorted(numbers)]
+        if self._partitions:
+            self._consumer.assign(self._partitions)
+            await self._consumer.seek_to_beginning(*self._partitions)
+        self._task = asyncio.create_task(self._run())
+        await self.catch_up()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        if not self._partitions:
+            return
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500)
+            for messages in batches.values():
+                for message in messages:
+                    self.apply(message.value)
+
+    async def catch_up(self, timeout: float = 5.0) -> None:
+        """Wait until every configuration written so far is applied (bounded)."""
+        if self._consumer is None or not self._partitions:
+            return
+        ends = await self._consumer.end_offsets(self._partitions)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(await self._position(tp) >= end for tp, end in ends.items()):
+                return
+            await asyncio.sleep(0.02)
+        log.warning("campaign_config_catch_up_timeout timeout_s=%s", timeout)
+
+    async def _position(self, tp: TopicPartition) -> int:
+        assert self._consumer is not None
+        return await self._consumer.position(tp)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+def _faust_broker_url(bootstrap: str) -> str:
+    return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
+
+
+class Detector:
+    """Wires the faust app, the engine and the publishers together."""
+
+    def __init__(
+        self,
+        settings: DetectorSettings,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.registry = registry or CollectorRegistry()
+        self.metrics = DetectorMetrics(self.registry)
+        self.app = faust.App(
+            settings.app_id,
+            broker=_faust_broker_url(settings.kafka_bootstrap),
+            store=settings.store,
+            web_enabled=False,
+            datadir=str(settings.data_dir / "detector"),
+            topic_partitions=settings.kafka_partitions,
+            topic_replication_factor=1,
+            broker_session_timeout=settings.session_timeout_seconds,
+            broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
+            broker_commit_interval=1.0,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            producer_linger_ms=5,
+        )
+        self.cdrs = self.app.topic(topics.CDRS, key_serializer="raw", value_serializer="raw")
+        self.alerts = self.app.topic(topics.ALERTS, key_serializer="raw", value_serializer="raw")
+        self.stats = self.app.topic(topics.STATS, key_serializer="raw", value_serializer="raw")
+        self.dlq = self.app.topic(topics.CDRS_DLQ, key_serializer="raw", value_serializer="raw")
+        self.table = self.app.Table(
+            "state",
+            default=None,
+            partitions=settings.kafka_partitions,
+            key_serializer="json",
+            value_serializer="json",
+        )
+        self.state = TableState(self.table)
+        self.configs = CampaignConfigs(settings)
+        self.engine = Engine(
+            self.state,
+            self.configs.config_for,
+            lateness=timedelta(days=settings.lateness_days),
+            clock=clock,
+        )
+        self._register()
+
+    def _register(self) -> None:
+        app = self.app
+
+        @app.agent(self.cdrs, name="cdrwatch-detector-process")
+        async def process(stream: Any) -> None:
+            async for events in stream.take_events(
+                self.settings.batch_max, within=self.settings.batch_within_seconds
+            ):
+                await self.handle(events)
+
+        @app.on_partitions_assigned.connect  # type: ignore[misc]
+        async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
+            self.engine.reset_caches()
+
+        @app.service
+        class Configs(faust.Service):  # noqa: N801 - faust registers the class itself
+            async def on_start(inner) -> None:  # noqa: N805
+                await self.configs.start()
+
+            async def on_stop(inner) -> None:  # noqa: N805
+                await self.configs.stop()
+
+        if self.settings.metrics_port:
+            start_http_server(self.settings.metrics_port, addr="127.0.0.1", registry=self.registry)
+
+    async def handle(self, events: Sequence[EventT]) -> None:
+        started = time.perf_counter()
+        decoded: list[Event] = []
+        newest_accepted: datetime | None = None
+        for event in events:
+            message = event.message
+            try:
+                cdr = NormalizedCdrV1.model_validate_json(event.value)
+            except ValidationError as exc:
+                self._dead_letter(event.value, message.partition, message.offset, "unreadable",
+                                  str(exc.errors(include_url=False)[:3]))
+                self.metrics.rejected.labels(reason="unreadable").inc()
+                continue
+            if newest_accepted is None or cdr.accepted_at > newest_accepted:
+                newest_accepted = cdr.accepted_at
+            decoded.append(Event(message.partition, message.offset, to_call_record(cdr)))
+        self.state.bind(events)
+        if any(
+            not self.configs.knows(e.call.campaign_id)
+            and self.state.get_campaign(e.call.campaign_id) is None
+            for e in decoded
+        ):
+            # A campaign seen for the first time: make sure a profile set just before its
+            # first CDRs (SPEC: set the profile first) is applied.
+            await self.configs.catch_up()
+        out = self.engine.process(decoded)
+        self._publish(out)
+        self.metrics.observe_batch(out, time.perf_counter() - started)
+        if newest_accepted is not None:
+            self.metrics.lag.set(max(0.0, (self.clock() - newest_accepted).total_seconds()))
+
+    def _publish(self, out: BatchOutput) -> None:
+        for m in out.minute_stats:
+            stats = stats_from_counts(
+                m.campaign_id, minute_start(m.minute), minute_start(m.minute + 1),
+                m.counts.as_dict(),
+            )
+            self._send_stats(stats.model_dump_json(by_alias=True), m.campaign_id, "minute",
+                             m.tenant_id, m.profile)
+        for w in out.window_stats:
+            stats = stats_from_counts(w.campaign_id, w.start, w.end, w.counts.as_dict())
+            self._send_stats(stats.model_dump_json(by_alias=True), w.campaign_id, w.window,
+                             w.tenant_id, w.profile)
+        for payload in out.alerts:
+            alert = AlertV1.model_validate(payload)
+            self.alerts.send_soon(key=alert.campaign_id.encode(), value=alert.model_dump_json().encode())
+        for dead in out.dead_letters:
+            record = {"call_id": dead.event.call.call_id, "campaign_id": dead.event.call.campaign_id}
+            self._dead_letter(orjson.dumps(record), dead.event.partition, dead.event.offset,
+                              dead.reason, dead.detail)
+
+    def _send_stats(
+        self, body: str, campaign_id: str, window: str, tenant: str | None, profile: str
+    ) -> None:
+        self.stats.send_soon(
+            key=campaign_id.encode(),
+            value=body.encode(),
+            headers=[
+                (topics.HEADER_WINDOW, window.encode()),
+                (topics.HEADER_TENANT, (tenant or "").encode()),
+                (topics.HEADER_PROFILE, profile.encode()),
+            ],
+        )
+
+    def _dead_letter(
+        self, value: bytes | None, partition: int, offset: int, reason: str, detail: str
+    ) -> None:
+        envelope = {
+            "reason": reason,
+            "detail": detail,
+            "source": {"topic": topics.CDRS, "partition": partition, "offset": offset},
+            "record": _json_or_text(value),
+        }
+        self.dlq.send_soon(key=reason.encode(), value=orjson.dumps(envelope))
+
+
+def _json_or_text(value: bytes | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value.decode("utf-8", errors="replace")
+
+
+def main(settings: DetectorSettings) -> None:
+    """Run one detector worker in the foreground until SIGINT/SIGTERM."""
+    detector = Detector(settings)
+    worker = faust.Worker(detector.app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,532 @@
+"""The detector's per-batch state machine, free of faust: dedup, lateness, buckets,
+windows, rule evaluation and alert transitions.
+
+Exactness across crashes (SPEC "Quality bars": no loss, no double count across a kill -9):
+processing is at-least-once, so after a restart events may be seen again whose effects
+were already stored. All state lives in ONE keyed store whose change log is a single
+ordered log per partition (one faust table), and each batch writes in a fixed order: the
+seen-entry of each call as it is processed, then the touched buckets, then the campaign
+record last. A restart recovers some prefix of that log, so:
+- campaign.watermark >= offset  ⇒ the event and everything it touched are stored: skip it;
+- otherwise the campaign record is as it was before the event's batch, the event is judged
+  again (duplicate? too late?) exactly as the first time, and a bucket whose watermark
+  already covers the offset is not added to twice;
+- a seen-entry with the same (partition, offset) is the event itself, replayed; with
+  another offset, a true duplicate.
+Events of one campaign come from one partition in offset order (the CDR topic is keyed by
+campaign), which is what makes watermarks meaningful.
+
+The state store is a port (`StateStore`); the faust adapter implements it with tables and
+tests with dicts. `process()` returns everything to publish; it never does I/O itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from fractions import Fraction
+from typing import Any, Protocol
+
+from services.detector.core.alerting import AlertStatus, advance, alert_id
+from services.detector.core.classify import classify
+from services.detector.core.model import EMPTY, BucketCounts, CallOutcome, CallRecord
+from services.detector.core.profiles import Profile, RateRule
+from services.detector.core.rules import Measurement, assess, rate_terms
+from services.detector.core.windows import (
+    EPOCH,
+    MINUTE,
+    RollingSum,
+    local_day_bounds,
+    local_day_of,
+    minute_of,
+    minute_start,
+    sum_buckets,
+)
+
+EVIDENCE_SAMPLES = 20
+ROLLING_WINDOWS = {"15m": 15, "1h": 60, "24h": 1440}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One CDR as read from its partition."""
+
+    partition: int
+    offset: int
+    call: CallRecord
+
+
+@dataclass(slots=True)
+class BucketState:
+    counts: BucketCounts
+    watermark: int
+
+    def to_json(self) -> list[int]:
+        return [self.watermark, *self.counts.to_list()]
+
+    @classmethod
+    def from_json(cls, raw: list[int]) -> BucketState:
+        return cls(BucketCounts.from_list(raw[1:]), raw[0])
+
+
+@dataclass(slots=True)
+class CampaignState:
+    """Everything kept per campaign besides its buckets (one record, written once a batch)."""
+
+    campaign_id: str
+    tenant_id: str | None
+    profile: str
+    first_minute: int
+    newest_minute: int
+    newest_at: datetime
+    totals: BucketCounts = EMPTY
+    watermark: int = -1
+    too_late: int = 0
+    duplicates: int = 0
+    silent_samples: list[tuple[int, str]] = field(default_factory=list)
+    abandoned_samples: list[tuple[int, str]] = field(default_factory=list)
+    alerts: dict[str, AlertStatus] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "campaign_id": self.campaign_id,
+            "tenant_id": self.tenant_id,
+            "profile": self.profile,
+            "first_minute": self.first_minute,
+            "newest_minute": self.newest_minute,
+            "newest_at_us": (self.newest_at - EPOCH) // timedelta(microseconds=1),
+            "totals": self.totals.to_list(),
+            "watermark": self.watermark,
+            "too_late": self.too_late,
+            "duplicates": self.duplicates,
+            "silent_samples": [list(s) for s in self.silent_samples],
+            "abandoned_samples": [list(s) for s in self.abandoned_samples],
+            "alerts": {
+                key: [
+                    a.id,
+                    a.window_key,
+                    a.severity,
+                    a.state,
+                    (a.opened_at - EPOCH) // timedelta(microseconds=1),
+                    None
+                    if a.resolved_at is None
+                    else (a.resolved_at - EPOCH) // timedelta(microseconds=1),
+                ]
+                for key, a in self.alerts.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> CampaignState:
+        def instant(us: int | None) -> datetime | None:
+            return None if us is None else EPOCH + timedelta(microseconds=us)
+
+        alerts = {}
+        for key, (aid, wkey, severity, state, opened, resolved) in raw["alerts"].items():
+            opened_at = instant(opened)
+            assert opened_at is not None
+            alerts[key] = AlertStatus(aid, wkey, severity, state, opened_at, instant(resolved))
+        newest_at = instant(raw["newest_at_us"])
+        assert newest_at is not None
+        return cls(
+            campaign_id=raw["campaign_id"],
+            tenant_id=raw["tenant_id"],
+            profile=raw["profile"],
+            first_minute=raw["first_minute"],
+            newest_minute=raw["newest_minute"],
+            newest_at=newest_at,
+            totals=BucketCounts.from_list(raw["totals"]),
+            watermark=raw["watermark"],
+            too_late=raw["too_late"],
+            duplicates=raw["duplicates"],
+            silent_samples=[(int(m), str(c)) for m, c in raw["silent_samples"]],
+            abandoned_samples=[(int(m), str(c)) for m, c in raw["abandoned_samples"]],
+            alerts=alerts,
+        )
+
+
+class StateStore(Protocol):
+    """Keyed state the engine reads and writes (faust tables in production)."""
+
+    def get_seen(self, key: str) -> tuple[int, int, int] | None:
+        """(partition, offset, originated minute) of the first accepted copy."""
+
+    def put_seen(self, key: str, value: tuple[int, int, int], partition: int) -> None: ...
+
+    def get_bucket(self, campaign_id: str, minute: int) -> BucketState | None: ...
+
+    def put_bucket(self, campaign_id: str, minute: int, state: BucketState, partition: int) -> None: ...
+
+    def get_campaign(self, campaign_id: str) -> CampaignState | None: ...
+
+    def put_campaign(self, campaign_id: str, state: CampaignState, partition: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignConfig:
+    """A campaign's profile as set by PUT /v1/campaigns/{id} (or the default)."""
+
+    profile: Profile
+    amd_false_positive_ratio: Fraction = Fraction(0)
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteStats:
+    campaign_id: str
+    minute: int
+    counts: BucketCounts
+    tenant_id: str | None
+    profile: str
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    campaign_id: str
+    window: str
+    start: datetime
+    end: datetime
+    counts: BucketCounts
+    tenant_id: str | None
+    profile: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    event: Event
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class BatchOutput:
+    minute_stats: list[MinuteStats] = field(default_factory=list)
+    window_stats: list[WindowStats] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    processed: int = 0
+    duplicates: int = 0
+    too_late: int = 0
+    outcomes: dict[str, BucketCounts] = field(default_factory=dict)
+
+
+def seen_key(call: CallRecord) -> str:
+    """Dedup key: `call_id` is unique per tenant (SPEC "Duplicates")."""
+    return f"{call.tenant_id or ''}\x1f{call.call_id}"
+
+
+def _keep_recent(samples: list[tuple[int, str]], sample: tuple[int, str]) -> None:
+    """Keep the EVIDENCE_SAMPLES most recent (by originated minute, then call id): the
+    choice depends only on the set of calls, never on their arrival order."""
+    if sample in samples:
+        return
+    samples.append(sample)
+    samples.sort(reverse=True)
+    del samples[EVIDENCE_SAMPLES:]
+
+
+class Engine:
+    """Applies batches of events to the state store and says what to publish."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        config_for: Callable[[str], CampaignConfig],
+        *,
+        lateness: timedelta,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._config_for = config_for
+        self._lateness = lateness
+        self._clock = clock
+        # Caches derived from stored buckets; dropped on rebalance (see reset_caches).
+        self._rolling: dict[tuple[str, str], RollingSum] = {}
+        self._days: dict[tuple[str, date, str], BucketCounts] = {}
+        self._last_emitted: dict[str, tuple[Any, ...]] = {}
+
+    def reset_caches(self) -> None:
+        """Forget derived sums (call when partitions are reassigned)."""
+        self._rolling.clear()
+        self._days.clear()
+        self._last_emitted.clear()
+
+    # -- processing -------------------------------------------------------------------
+
+    def process(self, events: Sequence[Event]) -> BatchOutput:
+        out = BatchOutput()
+        campaigns: dict[str, CampaignState] = {}
+        partitions: dict[str, int] = {}
+        buckets: dict[tuple[str, int], BucketState] = {}
+        touched_days: dict[str, set[date]] = {}
+        configs: dict[str, CampaignConfig] = {}
+
+        def bucket_counts(campaign_id: str) -> Callable[[int], BucketCounts]:
+            def lookup(minute: int) -> BucketCounts:
+                working = buckets.get((campaign_id, minute))
+                if working is not None:
+                    return working.counts
+                stored = self._store.get_bucket(campaign_id, minute)
+                return EMPTY if stored is None else stored.counts
+
+            return lookup
+
+        for event in events:
+            call = event.call
+            cid = call.campaign_id
+            state = campaigns.get(cid) or self._store.get_campaign(cid)
+            if state is not None and state.watermark >= event.offset:
+                continue  # fully applied before a restart
+            config = configs.get(cid)
+            if config is None:
+                config = configs[cid] = self._config_for(cid)
+            key = seen_key(call)
+            seen = self._store.get_seen(key)
+            minute = minute_of(call.originated_at)
+            if state is None:
+                state = CampaignState(
+                    campaign_id=cid,
+                    tenant_id=call.tenant_id,
+                    profile=config.profile.name,
+                    first_minute=minute,
+                    newest_minute=minute,
+                    newest_at=call.originated_at,
+                )
+            campaigns[cid] = state
+            partitions[cid] = event.partition
+
+            if seen is not None and (seen[0], seen[1]) != (event.partition, event.offset):
+                out.duplicates += 1
+                state.duplicates += 1
+                state.watermark = event.offset
+                continue
+            if state.watermark >= 0 and call.originated_at < state.newest_at - self._lateness:
+                out.too_late += 1
+                out.dead_letters.append(
+                    DeadLetter(
+                        event,
+                        "too_late",
+                        f"originated_at more than {self._lateness} before the newest call "
+                        f"already accepted for campaign {cid}",
+                    )
+                )
+                state.too_late += 1
+                state.watermark = event.offset
+                continue
+
+            outcome = classify(call, config.profile)
+            out.processed += 1
+            lookup = bucket_counts(cid)
+            bkey = (cid, minute)
+            bucket = buckets.get(bkey) or self._store.get_bucket(cid, minute)
+            if bucket is None:
+                bucket = BucketState(EMPTY, -1)
+            if bucket.watermark < event.offset:
+                delta = EMPTY.add(outcome)
+                bucket = BucketState(bucket.counts.merge(delta), event.offset)
+                self._on_bucket_change(cid, minute, delta, config.profile.home_zone)
+            buckets[bkey] = bucket
+            touched_days.setdefault(cid, set()).add(local_day_of(minute, config.profile.home_zone))
+            self._apply_to_campaign(state, call, outcome, minute, event.offset)
+            for length_name in ROLLING_WINDOWS:
+                rolling = self._rolling.get((cid, length_name))
+                if rolling is not None:
+                    rolling.move_end(state.newest_minute, lookup)
+            if seen is None:
+                self._store.put_seen(key, (event.partition, event.offset, minute), event.partition)
+
+        now = self._clock()
+        for (cid, minute), bucket in buckets.items():
+            state = campaigns[cid]
+            self._store.put_bucket(cid, minute, bucket, partitions[cid])
+            out.minute_stats.append(
+                MinuteStats(cid, minute, bucket.counts, state.tenant_id, state.profile)
+            )
+        for cid, state in campaigns.items():
+            config = configs[cid]
+            state.profile = config.profile.name
+            self._evaluate(state, config, bucket_counts(cid), touched_days.get(cid, set()), now, out)
+            self._store.put_campaign(cid, state, partitions[cid])
+        return out
+
+    def _apply_to_campaign(
+        self, state: CampaignState, call: CallRecord, outcome: CallOutcome, minute: int, offset: int
+    ) -> None:
+        state.totals = state.totals.add(outcome)
+        state.watermark = offset
+        state.first_minute = min(state.first_minute, minute)
+        if call.originated_at > state.newest_at:
+            state.newest_at = call.originated_at
+        state.newest_minute = max(state.newest_minute, minute)
+        if state.tenant_id is None and call.tenant_id is not None:
+            state.tenant_id = call.tenant_id
+        if outcome.silent:
+            _keep_recent(state.silent_samples, (minute, call.call_id))
+        if outcome.abandoned:
+            _keep_recent(state.abandoned_samples, (minute, call.call_id))
+
+    def _on_bucket_change(self, cid: str, minute: int, delta: BucketCounts, zone: str) -> None:
+        for length_name in ROLLING_WINDOWS:
+            rolling = self._rolling.get((cid, length_name))
+            if rolling is not None:
+                rolling.on_bucket_change(minute, delta)
+        day_key = (cid, local_day_of(minute, zone), zone)
+        cached = self._days.get(day_key)
+        if cached is not None:
+            self._days[day_key] = cached.merge(delta)
+
+    # -- evaluation -------------------------------------------------------------------
+
+    def _rolling_counts(
+        self, cid: str, name: str, newest: int, lookup: Callable[[int], BucketCounts]
+    ) -> RollingSum:
+        rolling = self._rolling.get((cid, name))
+        if rolling is None:
+            rolling = RollingSum(ROLLING_WINDOWS[name], newest, lookup)
+            self._rolling[(cid, name)] = rolling
+        else:
+            rolling.move_end(newest, lookup)
+        return rolling
+
+    def _day_counts(
+        self, cid: str, day: date, zone: str, lookup: Callable[[int], BucketCounts]
+    ) -> BucketCounts:
+        key = (cid, day, zone)
+        cached = self._days.get(key)
+        if cached is None:
+            first, last = local_day_bounds(day, zone)
+            cached = self._days[key] = sum_buckets(lookup, first, last)
+            if len(self._days) > 50_000:
+                self._days.clear()
+                self._days[key] = cached
+        return cached
+
+    def _evaluate(
+        self,
+        state: CampaignState,
+        config: CampaignConfig,
+        lookup: Callable[[int], BucketCounts],
+        days: set[date],
+        now: datetime,
+        out: BatchOutput,
+    ) -> None:
+        profile = config.profile
+        cid = state.campaign_id
+        windows: list[tuple[RateRule, str, str, datetime, datetime, BucketCounts]] = []
+        cumulative_end = minute_start(state.newest_minute + 1)
+        out.window_stats.append(
+            WindowStats(
+                cid,
+                "cumulative",
+                minute_start(state.first_minute),
+                cumulative_end,
+                state.totals,
+                state.tenant_id,
+                profile.name,
+            )
+        )
+        for name in ROLLING_WINDOWS:
+            rolling = self._rolling_counts(cid, name, state.newest_minute, lookup)
+            out.window_stats.append(
+                WindowStats(
+                    cid,
+                    name,
+                    minute_start(rolling.first),
+                    cumulative_end,
+                    rolling.counts,
+                    state.tenant_id,
+                    profile.name,
+                )
+            )
+        for rule in (*profile.rate_rules, *profile.early_warning):
+            if not rule.enabled:
+                continue
+            if rule.window == "cumulative":
+                windows.append(
+                    (rule, "cumulative", "cumulative", minute_start(state.first_minute),
+                     cumulative_end, state.totals)
+                )
+            elif rule.window in ROLLING_WINDOWS:
+                rolling = self._rolling_counts(cid, rule.window, state.newest_minute, lookup)
+                start = minute_start(rolling.first)
+                windows.append((rule, "rolling", start.isoformat(), start, cumulative_end,
+                                rolling.counts))
+            elif rule.window in ("daily", "calendar_day"):
+                for day in sorted(days):
+                    first, last = local_day_bounds(day, profile.home_zone)
+                    counts = self._day_counts(cid, day, profile.home_zone, lookup)
+                    windows.append((rule, "day", day.isoformat(), minute_start(first),
+                                    minute_start(last), counts))
+            # Other regulatory windows (sliding worst 24 h, 30-day periods) come with
+            # their profiles; a rule with an unknown window is never silently "ok".
+        for rule, kind, window_key, start, end, counts in windows:
+            numerator, denominator = rate_terms(
+                rule.metric, counts, config.amd_false_positive_ratio
+            )
+            level = assess(numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample)
+            measurement = Measurement(
+                rule.id, window_key, start, end, numerator, denominator, rule.cap, level
+            )
+            state_key = f"{rule.id}|{window_key}" if kind == "day" else rule.id
+            previous = state.alerts.get(state_key)
+            new_id = alert_id(rule.id, cid, window_key)
+            status = advance(previous, level, new_id, window_key, now)
+            if status is None:
+                continue
+            state.alerts[state_key] = status
+            samples = state.silent_samples if rule.metric == "silent" else state.abandoned_samples
+            first_minute, end_minute = minute_of(start), minute_of(end)
+            evidence = [c for m, c in samples if first_minute <= m < end_minute]
+            alert = _alert_payload(rule, profile.name, cid, status, measurement, evidence)
+            fingerprint = (
+                status.severity,
+                status.state,
+                measurement.numerator,
+                measurement.denominator,
+                measurement.end,
+                tuple(evidence),
+            )
+            if self._last_emitted.get(status.id) != fingerprint:
+                self._last_emitted[status.id] = fingerprint
+                out.alerts.append(alert)
+        self._trim_day_alerts(state)
+
+    @staticmethod
+    def _trim_day_alerts(state: CampaignState) -> None:
+        """Closed day windows keep their final state in the alert store; the campaign
+        record keeps only the most recent ones it can still amend (late data)."""
+        day_keys = sorted(k for k in state.alerts if "|" in k)
+        for key in day_keys[:-16]:
+            del state.alerts[key]
+
+
+def _number(value: Fraction) -> int | float:
+    return int(value) if value.denominator == 1 else float(value)
+
+
+def _alert_payload(
+    rule: RateRule,
+    profile: str,
+    campaign_id: str,
+    status: AlertStatus,
+    m: Measurement,
+    evidence: list[str],
+) -> dict[str, Any]:
+    value = m.value
+    return {
+        "id": status.id,
+        "rule": rule.id,
+        "profile": profile,
+        "campaign_id": campaign_id,
+        "severity": status.severity,
+        "state": status.state,
+        "value": None if value is None else float(value),
+        "threshold": float(rule.cap),
+        "numerator": _number(m.numerator),
+        "denominator": _number(m.denominator),
+        "window": {"start": m.start, "end": m.end},
+        "opened_at": status.opened_at,
+        "resolved_at": status.resolved_at,
+        "evidence": {"call_ids": evidence[:EVIDENCE_SAMPLES]},
+        "reference": rule.reference,
+    }

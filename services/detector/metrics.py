@@ -1,0 +1,54 @@
+"""Every metric the detector exposes, against an injected registry (STYLE habit 8)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.detector.core.engine import BatchOutput
+
+
+class DetectorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.processed = Counter(
+            "cdrwatch_detector_cdrs_processed_total",
+            "CDRs classified and counted by the detector.",
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "cdrwatch_cdrs_duplicate_total",
+            "CDRs whose call_id was already accepted; counted once, ignored after.",
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "cdrwatch_cdrs_rejected_total",
+            "CDRs rejected by the detector, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.alerts_published = Counter(
+            "cdrwatch_detector_alert_updates_total",
+            "Alert transitions and updates published.",
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "cdrwatch_detector_lag_seconds",
+            "Wall-clock seconds between ingest accepting the newest CDR of the last batch and "
+            "the detector processing it.",
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "cdrwatch_detector_batch_seconds",
+            "Time to process one batch of CDRs.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+        for reason in ("too_late", "unreadable"):
+            self.rejected.labels(reason=reason)
+
+    def observe_batch(self, out: BatchOutput, seconds: float) -> None:
+        self.processed.inc(out.processed)
+        self.duplicates.inc(out.duplicates)
+        if out.too_late:
+            self.rejected.labels(reason="too_late").inc(out.too_late)
+        self.alerts_published.inc(len(out.alerts))
+        self.batch_seconds.observe(seconds)
