@@ -23,9 +23,14 @@ from pydantic import (
 
 from schemas.instants import format_instant, parse_instant
 
+# The JSON Schema states what the validator accepts: RFC 3339 text or epoch milliseconds.
+_InstantInput = (
+    Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+    | Annotated[int, Field(ge=0, le=253402300799999)]
+)
 Instant = Annotated[
     datetime,
-    BeforeValidator(parse_instant),
+    BeforeValidator(parse_instant, json_schema_input_type=_InstantInput),
     PlainSerializer(format_instant, return_type=str, when_used="json"),
 ]
 DialMode = Literal["predictive", "progressive", "preview", "manual", "agentless"]
@@ -79,6 +84,10 @@ class _CallFields(BaseModel):
 class CdrV1(_CallFields):
     """A call detail record as a dialer sends it (SPEC "CDR v1")."""
 
+    # Unknown fields are accepted on the wire (moved into `extra`), so the published
+    # JSON Schema must not forbid them.
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": True})
+
     callee_number: Annotated[str, Field(min_length=3, max_length=40)]
     callee_country: Annotated[str | None, Field(default=None, pattern=r"^[A-Z]{2}$")] = None
     callee_tz: Annotated[str | None, Field(default=None, min_length=1, max_length=64)] = None
@@ -123,14 +132,13 @@ def instant_order_errors(cdr: _CallFields) -> list[FieldError]:
     """Errors for instants out of order (SPEC: originated ≤ ringing ≤ answered ≤ ended;
     greeting/agent/message need answered_at and lie in [answered_at, ended_at])."""
     errors: list[FieldError] = []
-    chain = [
-        ("originated_at", cdr.originated_at),
+    later: list[tuple[str, datetime | None]] = [
         ("ringing_at", cdr.ringing_at),
         ("answered_at", cdr.answered_at),
         ("ended_at", cdr.ended_at),
     ]
-    previous_name, previous = chain[0]
-    for name, value in chain[1:]:
+    previous_name, previous = "originated_at", cdr.originated_at
+    for name, value in later:
         if value is None:
             continue
         if value < previous:

@@ -56,7 +56,9 @@ def rate(numerator: int, denominator: int) -> float | None:
     return None if denominator == 0 else numerator / denominator
 
 
-def stats_from_counts(campaign_id: str, start: object, end: object, counts: dict[str, int]) -> StatsV1:
+def stats_from_counts(
+    campaign_id: str, start: object, end: object, counts: dict[str, int]
+) -> StatsV1:
     """Build a StatsV1 with its three rates from the eight counts."""
     return StatsV1.model_validate(
         {

@@ -7,8 +7,10 @@ CDRS_RAW = "cdrwatch.cdrs.raw.v1"
 CDRS_DLQ = "cdrwatch.cdrs.dlq.v1"
 ALERTS = "cdrwatch.alerts.v1"
 STATS = "cdrwatch.stats.v1"
+# Campaign configuration from PUT /v1/campaigns/{id}; compacted, keyed by campaign_id.
+CAMPAIGNS = "cdrwatch.campaigns.v1"
 
-ALL = (CDRS, CDRS_RAW, CDRS_DLQ, ALERTS, STATS)
+ALL = (CDRS, CDRS_RAW, CDRS_DLQ, ALERTS, STATS, CAMPAIGNS)
 
 # Message headers on cdrwatch.stats.v1 (see schemas.stats_v1).
 HEADER_WINDOW = "cdrwatch-window"

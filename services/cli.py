@@ -48,12 +48,21 @@ def _parser() -> argparse.ArgumentParser:
         "print the URLs and fresh tokens, and stop everything on Ctrl-C or SIGTERM.",
     )
     up.add_argument("--simulate", action="store_true", help="also run simulated dialers")
-    up.add_argument("--api-port", type=int, default=8080, help="api port (default 8080, "
-                    "or a free port when taken)")
-    up.add_argument("--ingest-port", type=int, default=8081, help="ingest port (default "
-                    "8081, or a free port when taken)")
-    up.add_argument("--data-dir", type=Path, default=None, help="state directory "
-                    "(default .cdrwatch)")
+    up.add_argument(
+        "--api-port",
+        type=int,
+        default=8080,
+        help="api port (default 8080, or a free port when taken)",
+    )
+    up.add_argument(
+        "--ingest-port",
+        type=int,
+        default=8081,
+        help="ingest port (default 8081, or a free port when taken)",
+    )
+    up.add_argument(
+        "--data-dir", type=Path, default=None, help="state directory (default .cdrwatch)"
+    )
 
     for name, text in (
         ("ingest", "run the ingest HTTP service (POST /v1/cdrs)"),
@@ -63,30 +72,50 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
         p.add_argument("--port", type=int, default=None, help="port")
 
-    det = sub.add_parser("detector", help="run one detector worker (faust)",
-                         description="Run one detector worker; start more for scale-out.")
-    det.add_argument("--metrics-port", type=int, default=None,
-                     help="serve the detector's /metrics on 127.0.0.1:PORT")
+    det = sub.add_parser(
+        "detector",
+        help="run one detector worker (faust)",
+        description="Run one detector worker; start more for scale-out.",
+    )
+    det.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve the detector's /metrics on 127.0.0.1:PORT",
+    )
 
-    sim = sub.add_parser("simulate", help="post simulated dialer traffic to ingest",
-                         description="Post realistic CDRs for several campaigns, one batch "
-                         "a second, until interrupted.")
+    sim = sub.add_parser(
+        "simulate",
+        help="post simulated dialer traffic to ingest",
+        description="Post realistic CDRs for several campaigns, one batch "
+        "a second, until interrupted.",
+    )
     sim.add_argument("--ingest-url", required=True, help="e.g. http://127.0.0.1:8081")
-    sim.add_argument("--token", default=os.environ.get("CDRWATCH_SIMULATE_TOKEN"),
-                     help="ingest token (or CDRWATCH_SIMULATE_TOKEN)")
+    sim.add_argument(
+        "--token",
+        default=os.environ.get("CDRWATCH_SIMULATE_TOKEN"),
+        help="ingest token (or CDRWATCH_SIMULATE_TOKEN)",
+    )
     sim.add_argument("--seed", type=int, default=None, help="random seed")
     sim.add_argument("--duration", type=float, default=None, help="seconds to run")
 
     tok = sub.add_parser("token", help="manage bearer tokens", description="Manage tokens.")
     tok_sub = tok.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    create = tok_sub.add_parser("create", help="create a token and print it once",
-                                description="Create a token; only its hash is stored.")
-    create.add_argument("--role", required=True,
-                        choices=("ingest", "viewer", "compliance", "admin"))
+    create = tok_sub.add_parser(
+        "create",
+        help="create a token and print it once",
+        description="Create a token; only its hash is stored.",
+    )
+    create.add_argument(
+        "--role", required=True, choices=("ingest", "viewer", "compliance", "admin")
+    )
     create.add_argument("--tenant", default=None, help="bind the token to one tenant")
 
-    sub.add_parser("topics", help="create the Kafka topics (idempotent)",
-                   description="Create every cdrwatch topic on CDRWATCH_KAFKA_BOOTSTRAP.")
+    sub.add_parser(
+        "topics",
+        help="create the Kafka topics (idempotent)",
+        description="Create every cdrwatch topic on CDRWATCH_KAFKA_BOOTSTRAP.",
+    )
     return parser
 
 
@@ -121,14 +150,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if command == "simulate":
         if not args.token:
-            print("cdrwatch simulate: --token (or CDRWATCH_SIMULATE_TOKEN) is required",
-                  file=sys.stderr)
+            print(
+                "cdrwatch simulate: --token (or CDRWATCH_SIMULATE_TOKEN) is required",
+                file=sys.stderr,
+            )
             return 2
         from services.simulate import run_simulation
 
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run_simulation(args.ingest_url, args.token, seed=args.seed,
-                                       duration_seconds=args.duration))
+            asyncio.run(
+                run_simulation(
+                    args.ingest_url, args.token, seed=args.seed, duration_seconds=args.duration
+                )
+            )
         return 0
     if command == "token":
         token = asyncio.run(_create_token(CommonSettings(), args.role, args.tenant))
@@ -249,7 +283,7 @@ def _up(args: argparse.Namespace) -> int:
 
     stopping = False
 
-    def _on_signal(signum: int, _frame: object) -> None:
+    def _on_signal(_signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
 

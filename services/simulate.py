@@ -82,7 +82,11 @@ def make_cdr(plan: CampaignPlan, rng: random.Random, now: datetime) -> dict[str,
             disposition="DROP",
         )
         return cdr
-    wait = rng.uniform(2.3, 6) if roll < plan.silent_share + plan.late_connect_share else rng.uniform(0.2, 1.8)
+    wait = (
+        rng.uniform(2.3, 6)
+        if roll < plan.silent_share + plan.late_connect_share
+        else rng.uniform(0.2, 1.8)
+    )
     agent = answered + timedelta(seconds=wait)
     cdr.update(
         agent_connected_at=agent.isoformat(),

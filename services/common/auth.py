@@ -24,7 +24,7 @@ from services.common.db import api_tokens
 
 Role = Literal["ingest", "viewer", "compliance", "admin"]
 ROLES: tuple[Role, ...] = ("ingest", "viewer", "compliance", "admin")
-TOKEN_PREFIX = "cdrw_"
+TOKEN_PREFIX = "cdrw_"  # noqa: S105 - a public prefix, not a secret
 
 # Which roles satisfy a required role.
 _GRANTS: dict[str, frozenset[str]] = {

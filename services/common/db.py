@@ -8,11 +8,45 @@ in place at start-up (the app creates and migrates its own schema, no external t
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from schemas.stats_v1 import COUNT_FIELDS
+
 metadata = sa.MetaData()
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """An instant stored in UTC and always read back timezone-aware.
+
+    SQLite has no time zone type: it stores the UTC wall time as text, which sorts and
+    compares correctly because every value is in UTC. PostgreSQL stores `timestamptz`.
+    Naive datetimes are refused rather than guessed.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r} cannot be stored; give it a UTC offset")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:  # noqa: ARG002
+        if value is None:
+            return None
+        instant: datetime = value
+        if instant.tzinfo is None:
+            return instant.replace(tzinfo=UTC)
+        return instant.astimezone(UTC)
+
 
 schema_version = sa.Table(
     "schema_version",
@@ -30,6 +64,101 @@ api_tokens = sa.Table(
     sa.Column("tenant_id", sa.String(200), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# --- api store (services/api/store.py) ---------------------------------------------------
+
+# Every campaign the api has seen: from stats and alerts (observed) or from PUT (configured).
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("campaign_id", sa.String(200), primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=True, index=True),
+    # `profile` is the configured one (PUT; None: the detector's default profile applies);
+    # `observed_profile` the one the detector last reported in stats or alerts.
+    sa.Column("profile", sa.String(60), nullable=True),
+    sa.Column("observed_profile", sa.String(60), nullable=True),
+    sa.Column("overrides", sa.JSON, nullable=False, default=dict),
+    sa.Column("amd_false_positive_ratio", sa.Float, nullable=False, default=0.0),
+    sa.Column("first_seen_at", UtcDateTime, nullable=False),
+    sa.Column("configured_at", UtcDateTime, nullable=True),  # last PUT; None: observed only
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# One row per alert id (upserted from cdrwatch.alerts.v1). `body` is the AlertV1 JSON as the
+# detector sent it, without the acknowledgement, which the api owns (columns below).
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("campaign_id", sa.String(200), nullable=False, index=True),
+    sa.Column("rule", sa.String(120), nullable=False, index=True),
+    sa.Column("severity", sa.String(20), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("opened_at", UtcDateTime, nullable=False),
+    sa.Column("resolved_at", UtcDateTime, nullable=True),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("acknowledged_by", sa.String(200), nullable=True),
+    sa.Column("acknowledged_at", UtcDateTime, nullable=True),
+    sa.Column("ack_note", sa.Text, nullable=True),
+    sa.Index("ix_alerts_opened_at_id", "opened_at", "id"),
+    sa.Index("ix_alerts_state_severity", "state", "severity"),
+)
+
+# Every (state, severity) an alert entered, in arrival order: a row only when it changes.
+alert_history = sa.Table(
+    "alert_history",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.String(80), nullable=False, index=True),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("severity", sa.String(20), nullable=False),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("numerator", sa.Float, nullable=False),
+    sa.Column("denominator", sa.Float, nullable=False),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+)
+
+
+def _count_columns() -> list[sa.Column[int]]:
+    """The eight counts of Stats v1, one BIGINT column each."""
+    return [sa.Column(name, sa.BigInteger, nullable=False, default=0) for name in COUNT_FIELDS]
+
+
+# Absolute counts of one event-time minute [minute_start, minute_start + 1 min) of a
+# campaign; summed on read for any minute-aligned range.
+minute_stats = sa.Table(
+    "minute_stats",
+    metadata,
+    sa.Column("campaign_id", sa.String(200), primary_key=True),
+    sa.Column("minute_start", UtcDateTime, primary_key=True),
+    *_count_columns(),
+)
+
+# The latest figures of each live window (cumulative, 15m, 1h, 24h, ...) per campaign.
+window_stats = sa.Table(
+    "window_stats",
+    metadata,
+    sa.Column("campaign_id", sa.String(200), primary_key=True),
+    sa.Column("window", sa.String(40), primary_key=True),
+    sa.Column("profile", sa.String(60), nullable=True),
+    sa.Column("window_from", UtcDateTime, nullable=False),
+    sa.Column("window_to", UtcDateTime, nullable=False),
+    *_count_columns(),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Next offset to read per consumer group and partition, written in the same transaction as
+# the records' effects: on (re)assignment the consumer seeks here, so a batch stored just
+# before a crash is not applied twice even if its Kafka commit was lost.
+consumer_positions = sa.Table(
+    "consumer_positions",
+    metadata,
+    sa.Column("group_id", sa.String(200), primary_key=True),
+    sa.Column("topic", sa.String(250), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("next_offset", sa.BigInteger, nullable=False),
 )
 
 SCHEMA_VERSION = 1

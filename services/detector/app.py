@@ -196,7 +196,8 @@ class CampaignConfigs:
         ends = await self._consumer.end_offsets(self._partitions)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(await self._position(tp) >= end for tp, end in ends.items()):
+            positions = [await self._position(tp) for tp in ends]
+            if all(pos >= end for pos, end in zip(positions, ends.values(), strict=True)):
                 return
             await asyncio.sleep(0.02)
         log.warning("campaign_config_catch_up_timeout timeout_s=%s", timeout)
@@ -230,6 +231,7 @@ class Detector:
         self.clock = clock
         self.registry = registry or CollectorRegistry()
         self.metrics = DetectorMetrics(self.registry)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             settings.app_id,
             broker=_faust_broker_url(settings.kafka_bootstrap),
@@ -244,6 +246,8 @@ class Detector:
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             producer_linger_ms=5,
+            table_key_serializer="json",
+            table_value_serializer="json",
         )
         self.cdrs = self.app.topic(topics.CDRS, key_serializer="raw", value_serializer="raw")
         self.alerts = self.app.topic(topics.ALERTS, key_serializer="raw", value_serializer="raw")
@@ -253,8 +257,6 @@ class Detector:
             "state",
             default=None,
             partitions=settings.kafka_partitions,
-            key_serializer="json",
-            value_serializer="json",
         )
         self.state = TableState(self.table)
         self.configs = CampaignConfigs(settings)
@@ -277,7 +279,7 @@ class Detector:
                 await self.handle(events)
 
         @app.on_partitions_assigned.connect  # type: ignore[misc]
-        async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
+        async def on_assigned(_sender: Any, **_: Any) -> None:
             self.engine.reset_caches()
 
         @app.service
@@ -300,8 +302,13 @@ class Detector:
             try:
                 cdr = NormalizedCdrV1.model_validate_json(event.value)
             except ValidationError as exc:
-                self._dead_letter(event.value, message.partition, message.offset, "unreadable",
-                                  str(exc.errors(include_url=False)[:3]))
+                self._dead_letter(
+                    event.value,
+                    message.partition,
+                    message.offset,
+                    "unreadable",
+                    str(exc.errors(include_url=False)[:3]),
+                )
                 self.metrics.rejected.labels(reason="unreadable").inc()
                 continue
             if newest_accepted is None or cdr.accepted_at > newest_accepted:
@@ -325,22 +332,44 @@ class Detector:
     def _publish(self, out: BatchOutput) -> None:
         for m in out.minute_stats:
             stats = stats_from_counts(
-                m.campaign_id, minute_start(m.minute), minute_start(m.minute + 1),
+                m.campaign_id,
+                minute_start(m.minute),
+                minute_start(m.minute + 1),
                 m.counts.as_dict(),
             )
-            self._send_stats(stats.model_dump_json(by_alias=True), m.campaign_id, "minute",
-                             m.tenant_id, m.profile)
+            self._send_stats(
+                stats.model_dump_json(by_alias=True),
+                m.campaign_id,
+                "minute",
+                m.tenant_id,
+                m.profile,
+            )
         for w in out.window_stats:
             stats = stats_from_counts(w.campaign_id, w.start, w.end, w.counts.as_dict())
-            self._send_stats(stats.model_dump_json(by_alias=True), w.campaign_id, w.window,
-                             w.tenant_id, w.profile)
+            self._send_stats(
+                stats.model_dump_json(by_alias=True),
+                w.campaign_id,
+                w.window,
+                w.tenant_id,
+                w.profile,
+            )
         for payload in out.alerts:
             alert = AlertV1.model_validate(payload)
-            self.alerts.send_soon(key=alert.campaign_id.encode(), value=alert.model_dump_json().encode())
+            self.alerts.send_soon(
+                key=alert.campaign_id.encode(), value=alert.model_dump_json().encode()
+            )
         for dead in out.dead_letters:
-            record = {"call_id": dead.event.call.call_id, "campaign_id": dead.event.call.campaign_id}
-            self._dead_letter(orjson.dumps(record), dead.event.partition, dead.event.offset,
-                              dead.reason, dead.detail)
+            record = {
+                "call_id": dead.event.call.call_id,
+                "campaign_id": dead.event.call.campaign_id,
+            }
+            self._dead_letter(
+                orjson.dumps(record),
+                dead.event.partition,
+                dead.event.offset,
+                dead.reason,
+                dead.detail,
+            )
 
     def _send_stats(
         self, body: str, campaign_id: str, window: str, tenant: str | None, profile: str

@@ -330,7 +330,7 @@ def test_shuffled_replay_gives_identical_counts_and_alerts() -> None:
                     alert["numerator"],
                     alert["denominator"],
                 )
-        return store.buckets(), {k: v for k, v in latest.items()}
+        return store.buckets(), latest
 
     shuffled = calls[:]
     random.Random(5).shuffle(shuffled)

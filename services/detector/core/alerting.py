@@ -55,7 +55,9 @@ def advance(
         severity: Severity = "violation" if level == "violation" else "warning"
         if firing:
             assert previous is not None
-            return previous if previous.severity == severity else replace(previous, severity=severity)
+            return (
+                previous if previous.severity == severity else replace(previous, severity=severity)
+            )
         if previous is not None and previous.id == new_id:
             # The same window breaches again: the alert re-opens in place.
             return replace(previous, severity=severity, state="firing", resolved_at=None)

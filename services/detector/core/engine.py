@@ -35,7 +35,6 @@ from services.detector.core.profiles import Profile, RateRule
 from services.detector.core.rules import Measurement, assess, rate_terms
 from services.detector.core.windows import (
     EPOCH,
-    MINUTE,
     RollingSum,
     local_day_bounds,
     local_day_of,
@@ -156,7 +155,9 @@ class StateStore(Protocol):
 
     def get_bucket(self, campaign_id: str, minute: int) -> BucketState | None: ...
 
-    def put_bucket(self, campaign_id: str, minute: int, state: BucketState, partition: int) -> None: ...
+    def put_bucket(
+        self, campaign_id: str, minute: int, state: BucketState, partition: int
+    ) -> None: ...
 
     def get_campaign(self, campaign_id: str) -> CampaignState | None: ...
 
@@ -345,7 +346,9 @@ class Engine:
         for cid, state in campaigns.items():
             config = configs[cid]
             state.profile = config.profile.name
-            self._evaluate(state, config, bucket_counts(cid), touched_days.get(cid, set()), now, out)
+            self._evaluate(
+                state, config, bucket_counts(cid), touched_days.get(cid, set()), now, out
+            )
             self._store.put_campaign(cid, state, partitions[cid])
         return out
 
@@ -443,20 +446,35 @@ class Engine:
                 continue
             if rule.window == "cumulative":
                 windows.append(
-                    (rule, "cumulative", "cumulative", minute_start(state.first_minute),
-                     cumulative_end, state.totals)
+                    (
+                        rule,
+                        "cumulative",
+                        "cumulative",
+                        minute_start(state.first_minute),
+                        cumulative_end,
+                        state.totals,
+                    )
                 )
             elif rule.window in ROLLING_WINDOWS:
                 rolling = self._rolling_counts(cid, rule.window, state.newest_minute, lookup)
                 start = minute_start(rolling.first)
-                windows.append((rule, "rolling", start.isoformat(), start, cumulative_end,
-                                rolling.counts))
+                windows.append(
+                    (rule, "rolling", start.isoformat(), start, cumulative_end, rolling.counts)
+                )
             elif rule.window in ("daily", "calendar_day"):
                 for day in sorted(days):
                     first, last = local_day_bounds(day, profile.home_zone)
                     counts = self._day_counts(cid, day, profile.home_zone, lookup)
-                    windows.append((rule, "day", day.isoformat(), minute_start(first),
-                                    minute_start(last), counts))
+                    windows.append(
+                        (
+                            rule,
+                            "day",
+                            day.isoformat(),
+                            minute_start(first),
+                            minute_start(last),
+                            counts,
+                        )
+                    )
             # Other regulatory windows (sliding worst 24 h, 30-day periods) come with
             # their profiles; a rule with an unknown window is never silently "ok".
         for rule, kind, window_key, start, end, counts in windows:

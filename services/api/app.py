@@ -1,0 +1,193 @@
+"""The api app: wiring only. `create_app` builds it; `main` serves it with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+
+from services.api.campaigns import (
+    CampaignConfigError,
+    CampaignNotFound,
+    DetectorProfiles,
+    ProfileValidator,
+    TenantForbidden,
+)
+from services.api.clock import Clock, utc_now
+from services.api.consumer import ConsumerFactory, StoreConsumer
+from services.api.metrics import ApiMetrics
+from services.api.publisher import CampaignPublisher, KafkaCampaignPublisher, PublishUnavailable
+from services.api.routes import alerts, campaigns, dashboard, health
+from services.api.store import AlertStore, InvalidCursor
+from services.common.auth import TokenStore
+from services.common.db import create_engine, migrate
+from services.common.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+
+PURGE_INTERVAL = timedelta(hours=1)
+RETRY_AFTER_SECONDS = 5
+
+
+def create_app(
+    settings: ApiSettings,
+    *,
+    store: AlertStore | None = None,
+    consumer_enabled: bool = True,
+    clock: Clock | None = None,
+    campaign_publisher: CampaignPublisher | None = None,
+    profiles: ProfileValidator | None = None,
+    registry: CollectorRegistry | None = None,
+    consumer_factory: ConsumerFactory | None = None,
+) -> FastAPI:
+    """The api. Without `store` it opens the settings' database (created and migrated at
+    start-up, disposed at shutdown); without `campaign_publisher` PUT produces to Kafka;
+    `consumer_enabled=False` leaves the topics alone (tests feed the store directly)."""
+    clock = clock or utc_now
+    registry = registry if registry is not None else CollectorRegistry()
+    owns_engine = store is None
+    if store is None:
+        store = AlertStore(create_engine(settings.resolved_database_url()), clock=clock)
+    kafka_publisher = None
+    if campaign_publisher is None:
+        kafka_publisher = KafkaCampaignPublisher(settings)
+        campaign_publisher = kafka_publisher
+    consumer = StoreConsumer(settings, store, consumer_factory=consumer_factory)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if owns_engine:
+                if settings.database_url is None:
+                    settings.data_dir.mkdir(parents=True, exist_ok=True)
+                stack.push_async_callback(store.engine.dispose)
+            await migrate(store.engine)
+            if kafka_publisher is not None:
+                stack.push_async_callback(kafka_publisher.stop)
+            ingest_stop = await _start_ingest(app)
+            if ingest_stop is not None:
+                stack.push_async_callback(ingest_stop)
+            if consumer_enabled:
+                app.state.consumer = consumer
+                stack.push_async_callback(_cancel, asyncio.create_task(consumer.run()))
+            retention = timedelta(days=settings.alert_retention_days)
+            stack.push_async_callback(_cancel, asyncio.create_task(_purge(store, retention)))
+            yield
+
+    app = FastAPI(
+        title="cdrwatch api",
+        version="1",
+        summary="Per-campaign silent/abandoned-call compliance: stats, alerts, configuration.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.clock = clock
+    app.state.store = store
+    app.state.tokens = TokenStore(store.engine)
+    app.state.campaign_publisher = campaign_publisher
+    app.state.profiles = profiles or DetectorProfiles()
+    app.state.consumer = None  # set while the consumer runs; None: disabled
+    app.state.metrics = ApiMetrics(
+        registry,
+        campaign_cap=settings.metrics_campaign_cap,
+        clock=clock,
+        newest_output_at=lambda: consumer.newest_output_at,
+    )
+    _add_error_handlers(app)
+    if settings.serve_ingest:
+        _mount_ingest(app, settings, registry, clock)
+    for module in (health, campaigns, alerts, dashboard):
+        app.include_router(module.router)
+    return app
+
+
+def _mount_ingest(
+    app: FastAPI, settings: ApiSettings, registry: CollectorRegistry, clock: Clock
+) -> None:
+    """Serve POST /v1/cdrs from this app too (SPEC: one URL for the whole HTTP API). Its
+    Kafka publisher is started and stopped by the lifespan (`_start_ingest`)."""
+    try:
+        from services.ingest.app import load_pseudonym_key
+        from services.ingest.metrics import IngestMetrics
+        from services.ingest.normalize import Normalizer
+        from services.ingest.routes import router
+        from services.ingest.service import IngestService, KafkaPublisher
+    except ImportError as exc:  # the ingest package is optional for the api
+        log.warning("ingest_not_mounted error=%s", exc)
+        return
+    normalizer = Normalizer(
+        load_pseudonym_key(settings), clock, timedelta(seconds=settings.future_tolerance_seconds)
+    )
+    app.state.ingest = IngestService(
+        settings, KafkaPublisher(settings), normalizer, IngestMetrics(registry)
+    )
+    app.include_router(router)
+
+
+async def _start_ingest(app: FastAPI) -> Callable[[], Awaitable[None]] | None:
+    service = getattr(app.state, "ingest", None)
+    if service is None:
+        return None
+    await service.publisher.start()
+    stop: Callable[[], Awaitable[None]] = service.publisher.stop
+    return stop
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _purge(store: AlertStore, retention: timedelta) -> None:
+    """Drop resolved alerts and minute buckets older than the retention, hourly."""
+    while True:
+        try:
+            deleted_alerts, deleted_buckets = await store.purge_older_than(retention)
+            if deleted_alerts or deleted_buckets:
+                log.info("purged alerts=%s buckets=%s", deleted_alerts, deleted_buckets)
+        except Exception as exc:  # a failed purge is retried at the next interval
+            log.warning("purge_failed error=%r", exc)
+        await asyncio.sleep(PURGE_INTERVAL.total_seconds())
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def handler(
+        status: int, body: Callable[[Exception], object], headers: dict[str, str] | None = None
+    ) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        async def respond(_: Request, exc: Exception) -> JSONResponse:
+            return JSONResponse({"detail": body(exc)}, status_code=status, headers=headers)
+
+        return respond
+
+    def field_error(where: str) -> Callable[[Exception], object]:
+        def body(exc: Exception) -> object:
+            field = getattr(exc, "field", "cursor")
+            return [{"type": "value_error", "loc": [where, field], "msg": str(exc)}]
+
+        return body
+
+    app.add_exception_handler(CampaignNotFound, handler(404, lambda _: "campaign not found"))
+    app.add_exception_handler(CampaignConfigError, handler(422, field_error("body")))
+    app.add_exception_handler(InvalidCursor, handler(422, field_error("query")))
+    app.add_exception_handler(TenantForbidden, handler(403, str))
+    app.add_exception_handler(
+        PublishUnavailable,
+        handler(
+            503,
+            lambda exc: f"campaign configuration not applied: {exc}",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ),
+    )
+
+
+def main(settings: ApiSettings) -> None:
+    """Serve the api on settings.host:settings.port (127.0.0.1 by default) until stopped."""
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)

@@ -1,0 +1,248 @@
+"""Consumes the detector's alerts and stats into the store.
+
+`apply_messages` is the whole translation from topic records to store writes; the Kafka
+loop around it only fetches a batch, applies it in one transaction, and commits the
+batch's offsets to Kafka after that transaction committed. The transaction also stores
+the next offset of each partition (table consumer_positions) and the consumer seeks there
+when partitions are assigned, so a batch whose Kafka commit was lost in a crash is not
+applied twice; every store write is idempotent besides (see services.api.store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from pydantic import ValidationError
+
+from schemas import topics
+from schemas.alert_v1 import AlertV1
+from schemas.stats_v1 import COUNT_FIELDS, StatsV1
+from services.api.store import AlertStore, LiveWindow, MinuteBucket, Sighting, StoreBatch
+from services.common.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+
+MINUTE = timedelta(minutes=1)
+_MAX_WINDOW_NAME = 40  # window_stats.window
+_MAX_PROFILE_NAME = 60
+_MAX_TENANT = 200
+
+
+class Message(NamedTuple):
+    """One topic record as `apply_messages` takes it (a plain 4-tuple works too)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+class UnreadableMessage(ValueError):
+    pass
+
+
+def alert_message(alert: AlertV1) -> Message:
+    """The record the detector publishes for an alert (the inverse of parsing it)."""
+    return Message(
+        topics.ALERTS, alert.campaign_id.encode(), orjson.dumps(alert.model_dump(mode="json"))
+    )
+
+
+def stats_message(
+    stats: StatsV1, window: str, *, tenant_id: str | None = None, profile: str | None = None
+) -> Message:
+    """The record the detector publishes for a minute bucket or a live window."""
+    return Message(
+        topics.STATS,
+        stats.campaign_id.encode(),
+        orjson.dumps(stats.model_dump(mode="json", by_alias=True)),
+        [
+            (topics.HEADER_WINDOW, window.encode()),
+            (topics.HEADER_TENANT, (tenant_id or "").encode()),
+            (topics.HEADER_PROFILE, (profile or "").encode()),
+        ],
+    )
+
+
+def _header(headers: Iterable[tuple[str, bytes]], name: str) -> str | None:
+    for key, value in headers or ():
+        if key == name and value:
+            return value.decode("utf-8", errors="replace")
+    return None
+
+
+def _bounded(value: str | None, limit: int, what: str) -> str | None:
+    if value is not None and len(value) > limit:
+        raise UnreadableMessage(f"{what} longer than {limit} characters")
+    return value
+
+
+def _parse_stats(value: bytes, headers: Sequence[tuple[str, bytes]], batch: StoreBatch) -> None:
+    stats = StatsV1.model_validate(orjson.loads(value))
+    window = _bounded(_header(headers, topics.HEADER_WINDOW), _MAX_WINDOW_NAME, "window header")
+    if window is None:
+        raise UnreadableMessage(f"no {topics.HEADER_WINDOW} header")
+    tenant = _bounded(_header(headers, topics.HEADER_TENANT), _MAX_TENANT, "tenant header")
+    profile = _bounded(_header(headers, topics.HEADER_PROFILE), _MAX_PROFILE_NAME, "profile")
+    counts = {name: getattr(stats, name) for name in COUNT_FIELDS}
+    if window == "minute":
+        start = stats.from_
+        if start.second or start.microsecond or stats.to - start != MINUTE:
+            raise UnreadableMessage(f"minute bucket [{start}, {stats.to}) is not one minute")
+        batch.minutes.append(MinuteBucket(stats.campaign_id, start, counts))
+    else:
+        batch.windows.append(
+            LiveWindow(stats.campaign_id, window, profile, stats.from_, stats.to, counts)
+        )
+    batch.sightings.append(Sighting(stats.campaign_id, tenant, profile))
+
+
+def parse_messages(messages: Iterable[Message | tuple[Any, ...]]) -> StoreBatch:
+    """The store writes for a batch of records; unreadable records are logged and skipped
+    (the detector is the only producer: a record it cannot have meant is not retried)."""
+    batch = StoreBatch()
+    for message in messages:
+        topic, _key, value, *rest = message
+        headers = rest[0] if rest else ()
+        try:
+            if value is None:
+                raise UnreadableMessage("no value")
+            if topic == topics.ALERTS:
+                batch.alerts.append(AlertV1.model_validate(orjson.loads(value)))
+            elif topic == topics.STATS:
+                _parse_stats(value, headers, batch)
+            else:
+                raise UnreadableMessage(f"not a topic the api consumes: {topic}")
+        except (UnreadableMessage, ValidationError, orjson.JSONDecodeError) as exc:
+            log.warning("message_skipped topic=%s error=%s", topic, str(exc)[:500])
+    return batch
+
+
+async def apply_messages(
+    store: AlertStore,
+    messages: Iterable[Message | tuple[Any, ...]],
+    *,
+    positions: Mapping[tuple[str, str, int], int] | None = None,
+) -> StoreBatch:
+    """Parse a batch of records and write it, with the consumer `positions` reached
+    ((group, topic, partition) -> next offset), in one transaction."""
+    batch = parse_messages(messages)
+    batch.positions.update(positions or {})
+    await store.apply_batch(batch)
+    return batch
+
+
+ConsumerFactory = Callable[[], AIOKafkaConsumer]
+
+
+class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: AIOKafkaConsumer, store: AlertStore, group_id: str) -> None:
+        self._consumer = consumer
+        self._store = store
+        self._group_id = group_id
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        stored = await self._store.consumer_positions(self._group_id)
+        for tp in assigned:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is not None:
+                self._consumer.seek(tp, offset)
+
+
+class StoreConsumer:
+    """Runs the consumer loop, restarting it with back-off after any failure.
+
+    `running` is True while connected to the broker and consuming; `newest_output_at` is
+    the broker timestamp of the newest record consumed (the detector's produce time), from
+    which /metrics derives cdrwatch_detector_lag_seconds.
+    """
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        store: AlertStore,
+        *,
+        consumer_factory: ConsumerFactory | None = None,
+        max_records: int = 2000,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._factory = consumer_factory or self._kafka_consumer
+        self._max_records = max_records
+        self.running = False
+        self.newest_output_at: datetime | None = None
+
+    def _kafka_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            group_id=self._settings.consumer_group,
+            client_id="cdrwatch-api",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+
+    async def run(self) -> None:
+        """Consume until cancelled."""
+        delay = 0.5
+        while True:
+            consumer = self._factory()
+            try:
+                await consumer.start()
+                consumer.subscribe(
+                    [topics.ALERTS, topics.STATS],
+                    listener=_SeekToStoredPositions(
+                        consumer, self._store, self._settings.consumer_group
+                    ),
+                )
+                self.running = True
+                delay = 0.5
+                log.info("consumer_started group=%s", self._settings.consumer_group)
+                while True:
+                    await self.consume_once(consumer)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("consumer_failed error=%r retry_in_s=%s", exc, delay)
+            finally:
+                self.running = False
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def consume_once(self, consumer: AIOKafkaConsumer) -> int:
+        """Fetch one batch, store it in one transaction, then commit its offsets."""
+        fetched = await consumer.getmany(timeout_ms=1000, max_records=self._max_records)
+        messages: list[Message] = []
+        offsets: dict[TopicPartition, int] = {}
+        newest = 0
+        for tp, records in fetched.items():
+            for record in records:
+                messages.append(Message(record.topic, record.key, record.value, record.headers))
+                newest = max(newest, record.timestamp or 0)
+            if records:
+                offsets[tp] = records[-1].offset + 1
+        if not offsets:
+            return 0
+        group = self._settings.consumer_group
+        await apply_messages(
+            self._store,
+            messages,
+            positions={(group, tp.topic, tp.partition): n for tp, n in offsets.items()},
+        )
+        await consumer.commit(offsets)
+        if newest > 0:
+            produced = datetime.fromtimestamp(newest / 1000, UTC)
+            if self.newest_output_at is None or produced > self.newest_output_at:
+                self.newest_output_at = produced
+        return len(messages)

@@ -1,0 +1,102 @@
+"""Request and response bodies of the api that are not wire models of `schemas/`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.alert_v1 import AlertV1, Severity
+from schemas.cdr_v1 import Instant
+from schemas.stats_v1 import StatsV1
+
+CampaignStatus = Literal["ok", "warning", "violation"]
+CampaignId = Annotated[str, Field(min_length=1, max_length=200)]
+TenantId = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class CampaignConfig(BaseModel):
+    """A campaign's configuration as PUT stores it and `cdrwatch.campaigns.v1` carries it.
+
+    `profile` None means the detector's default profile; `overrides` are that profile's
+    parameters replaced for this campaign.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    campaign_id: CampaignId
+    profile: str | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    amd_false_positive_ratio: float = 0.0
+    tenant_id: TenantId | None = None
+    updated_at: Instant
+
+
+class CampaignUpdate(BaseModel):
+    """Body of `PUT /v1/campaigns/{id}`; a key left out keeps the stored value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: Annotated[str, Field(min_length=1, max_length=60)] | None = None
+    overrides: dict[str, Any] | None = None
+    amd_false_positive_ratio: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    tenant_id: TenantId | None = None
+
+
+class Campaign(BaseModel):
+    """A campaign as `GET /v1/campaigns` lists it.
+
+    `profile` is the configured profile, else the one the detector reported; `status` comes
+    from the campaign's firing alerts; `windows` holds the latest figures of each live
+    window the detector publishes (`cumulative`, `15m`, `1h`, `24h`, ...).
+    """
+
+    campaign_id: str
+    tenant_id: str | None
+    profile: str | None
+    overrides: dict[str, Any]
+    amd_false_positive_ratio: float
+    configured_at: Instant | None
+    first_seen_at: Instant
+    status: CampaignStatus
+    firing_alerts: int
+    windows: dict[str, StatsV1]
+
+
+class CampaignPage(BaseModel):
+    items: list[Campaign]
+    next_cursor: str | None
+
+
+class AlertPage(BaseModel):
+    items: list[AlertV1]
+    next_cursor: str | None
+
+
+class AlertTransition(BaseModel):
+    """One (state, severity) an alert entered, with its figures at that moment."""
+
+    state: Literal["firing", "resolved"]
+    severity: Severity
+    value: float | None
+    numerator: float
+    denominator: float
+    recorded_at: Instant
+
+
+class AlertDetail(AlertV1):
+    """An alert with its acknowledgement note and every transition it went through."""
+
+    ack_note: str | None = None
+    history: list[AlertTransition] = Field(default_factory=list)
+
+
+class AckRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: Annotated[str, Field(max_length=2000)] = ""
+
+
+class Readiness(BaseModel):
+    database: Literal["ok", "unreachable"]
+    consumer: Literal["running", "stopped", "disabled"]

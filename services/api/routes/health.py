@@ -1,0 +1,43 @@
+"""Liveness, readiness and Prometheus metrics (no auth)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
+
+from services.api.deps import StoreDep
+from services.api.metrics import ApiMetrics
+from services.api.models import Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """200 while the process serves."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+async def readyz(request: Request, store: StoreDep) -> JSONResponse:
+    """200 when the database answers and the consumer is running (or disabled)."""
+    ready = Readiness(database="ok", consumer="disabled")
+    try:
+        await store.ping()
+    except (SQLAlchemyError, OSError):
+        ready.database = "unreachable"
+    consumer = request.app.state.consumer
+    if consumer is not None:
+        ready.consumer = "running" if consumer.running else "stopped"
+    ok = ready.database == "ok" and ready.consumer != "stopped"
+    return JSONResponse(ready.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request, store: StoreDep) -> Response:
+    """Prometheus text exposition of the api's registry."""
+    api_metrics: ApiMetrics = request.app.state.metrics
+    await api_metrics.refresh(store)
+    return Response(generate_latest(api_metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,711 @@
+"""The api's relational store: alerts with their history, campaigns, minute buckets and
+live window figures (SQLAlchemy Core; SQLite and PostgreSQL).
+
+Everything the consumer writes is idempotent, so a batch redelivered after a crash
+changes nothing: alerts are upserted by id and a history row is added only when
+(state, severity) changes; minute buckets keep the field-wise maximum of stored and
+incoming counts (counts of a bucket only grow); a live window keeps the message with the
+latest `to`. One `apply_batch` is one transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from schemas.alert_v1 import AlertV1
+from schemas.instants import parse_instant
+from schemas.stats_v1 import COUNT_FIELDS, StatsV1, stats_from_counts
+from services.api.clock import Clock, utc_now
+from services.api.models import (
+    AlertDetail,
+    AlertPage,
+    AlertTransition,
+    Campaign,
+    CampaignConfig,
+    CampaignPage,
+    CampaignStatus,
+)
+from services.common.db import (
+    alert_history,
+    alerts,
+    campaigns,
+    consumer_positions,
+    minute_stats,
+    window_stats,
+)
+
+_ACK_FIELDS = frozenset({"acknowledged_by", "acknowledged_at"})
+_CHUNK = 500  # ids per IN (...) and rows per statement: well under every driver's limits
+
+
+class InvalidCursor(ValueError):
+    """A paging cursor this store did not issue."""
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteBucket:
+    """Absolute counts of one event-time minute [minute_start, minute_start + 1 min)."""
+
+    campaign_id: str
+    minute_start: datetime
+    counts: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveWindow:
+    """The figures of one live window (`cumulative`, `15m`, ...) of a campaign."""
+
+    campaign_id: str
+    window: str
+    profile: str | None
+    start: datetime
+    end: datetime
+    counts: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """A campaign seen on a topic, with the scope the detector reported for it."""
+
+    campaign_id: str
+    tenant_id: str | None = None
+    profile: str | None = None
+
+
+@dataclass(slots=True)
+class StoreBatch:
+    """What one consumer batch writes, in arrival order."""
+
+    alerts: list[AlertV1] = field(default_factory=list)
+    minutes: list[MinuteBucket] = field(default_factory=list)
+    windows: list[LiveWindow] = field(default_factory=list)
+    sightings: list[Sighting] = field(default_factory=list)
+    # (group_id, topic, partition) -> next offset to read, stored with the batch's effects.
+    positions: dict[tuple[str, str, int], int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.alerts or self.minutes or self.windows or self.sightings or self.positions)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSample:
+    campaign_id: str
+    window: str
+    profile: str
+    counts: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSnapshot:
+    """What /metrics exposes from the store. `windows` are ordered by the campaign's
+    first sighting, so the campaigns that keep their own label under the cap are stable."""
+
+    windows: list[WindowSample]
+    firing: dict[tuple[str, str], int]
+
+
+def encode_cursor(values: Sequence[str]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(values))).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, size: int) -> list[str]:
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):
+        raise InvalidCursor("cursor is not one this api issued") from None
+    if not (
+        isinstance(values, list) and len(values) == size and all(isinstance(v, str) for v in values)
+    ):
+        raise InvalidCursor("cursor is not one this api issued")
+    return values
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class AlertStore:
+    """Reads and writes of the api; the consumer and the routes share one instance."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def ping(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    # --- dialect -----------------------------------------------------------------------
+
+    def _insert(self, table: sa.Table) -> Any:
+        name = self._engine.dialect.name
+        if name == "postgresql":
+            return postgresql.insert(table)
+        if name == "sqlite":
+            return sqlite.insert(table)
+        raise NotImplementedError(f"no upsert for database dialect {name!r}")
+
+    def _greatest(self, a: Any, b: Any) -> Any:
+        if self._engine.dialect.name == "postgresql":
+            return sa.func.greatest(a, b)
+        return sa.func.max(a, b)  # SQLite's two-argument max() is scalar
+
+    # --- writes from the consumer ------------------------------------------------------
+
+    async def apply_batch(self, batch: StoreBatch) -> None:
+        """Write one consumer batch in one transaction."""
+        if not batch:
+            return
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            sightings = list(batch.sightings)
+            sightings += [Sighting(a.campaign_id, profile=a.profile) for a in batch.alerts]
+            await self._record_sightings(conn, sightings, now)
+            await self._upsert_alerts(conn, batch.alerts, now)
+            await self._upsert_minutes(conn, batch.minutes)
+            await self._upsert_windows(conn, batch.windows, now)
+            await self._store_positions(conn, batch.positions)
+
+    async def upsert_alerts(self, items: Sequence[AlertV1]) -> None:
+        await self.apply_batch(StoreBatch(alerts=list(items)))
+
+    async def upsert_minute_buckets(self, buckets: Sequence[MinuteBucket]) -> None:
+        await self.apply_batch(StoreBatch(minutes=list(buckets)))
+
+    async def upsert_window_stats(self, windows: Sequence[LiveWindow]) -> None:
+        await self.apply_batch(StoreBatch(windows=list(windows)))
+
+    async def consumer_positions(self, group_id: str) -> dict[tuple[str, int], int]:
+        """The next offset to read per (topic, partition) the group stored with its data."""
+        query = sa.select(
+            consumer_positions.c.topic,
+            consumer_positions.c.partition,
+            consumer_positions.c.next_offset,
+        ).where(consumer_positions.c.group_id == group_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {(row.topic, row.partition): int(row.next_offset) for row in rows}
+
+    async def _store_positions(
+        self, conn: AsyncConnection, positions: Mapping[tuple[str, str, int], int]
+    ) -> None:
+        if not positions:
+            return
+        stmt = self._insert(consumer_positions)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[
+                consumer_positions.c.group_id,
+                consumer_positions.c.topic,
+                consumer_positions.c.partition,
+            ],
+            set_={"next_offset": stmt.excluded.next_offset},
+        )
+        rows: list[dict[str, Any]] = [
+            {"group_id": group, "topic": topic, "partition": partition, "next_offset": offset}
+            for (group, topic, partition), offset in positions.items()
+        ]
+        await conn.execute(stmt, rows)
+
+    async def _record_sightings(
+        self, conn: AsyncConnection, sightings: Sequence[Sighting], now: datetime
+    ) -> None:
+        # One row per campaign: the first tenant reported wins (a campaign never changes
+        # tenant behind an admin's back), the last profile reported is the observed one.
+        merged: dict[str, Sighting] = {}
+        for s in sightings:
+            old = merged.get(s.campaign_id)
+            merged[s.campaign_id] = Sighting(
+                s.campaign_id,
+                (old.tenant_id if old and old.tenant_id else None) or s.tenant_id,
+                s.profile or (old.profile if old else None),
+            )
+        if not merged:
+            return
+        stmt = self._insert(campaigns)
+        tenant = sa.func.coalesce(campaigns.c.tenant_id, stmt.excluded.tenant_id)
+        profile = sa.func.coalesce(stmt.excluded.observed_profile, campaigns.c.observed_profile)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[campaigns.c.campaign_id],
+            set_={"tenant_id": tenant, "observed_profile": profile},
+            where=sa.or_(
+                campaigns.c.tenant_id.is_distinct_from(tenant),
+                campaigns.c.observed_profile.is_distinct_from(profile),
+            ),
+        )
+        rows: list[dict[str, Any]] = [
+            {
+                "campaign_id": s.campaign_id,
+                "tenant_id": s.tenant_id,
+                "observed_profile": s.profile,
+                "overrides": {},
+                "amd_false_positive_ratio": 0.0,
+                "first_seen_at": now,
+                "updated_at": now,
+            }
+            for s in merged.values()
+        ]
+        for chunk in _chunks(rows):
+            await conn.execute(stmt, list(chunk))
+
+    async def _upsert_alerts(
+        self, conn: AsyncConnection, items: Sequence[AlertV1], now: datetime
+    ) -> None:
+        if not items:
+            return
+        last: dict[str, tuple[str, str]] = {}
+        ids = sorted({a.id for a in items})
+        for chunk in _chunks(ids):
+            result = await conn.execute(
+                sa.select(alerts.c.id, alerts.c.state, alerts.c.severity).where(
+                    alerts.c.id.in_(chunk)
+                )
+            )
+            last.update({row.id: (row.state, row.severity) for row in result})
+        final: dict[str, AlertV1] = {}
+        history: list[dict[str, Any]] = []
+        for alert in items:
+            if last.get(alert.id) != (alert.state, alert.severity):
+                last[alert.id] = (alert.state, alert.severity)
+                history.append(
+                    {
+                        "alert_id": alert.id,
+                        "state": alert.state,
+                        "severity": alert.severity,
+                        "value": alert.value,
+                        "numerator": alert.numerator,
+                        "denominator": alert.denominator,
+                        "recorded_at": now,
+                    }
+                )
+            final[alert.id] = alert
+        stmt = self._insert(alerts)
+        replaced = ("campaign_id", "rule", "severity", "state", "opened_at", "resolved_at")
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[alerts.c.id],
+            set_={name: stmt.excluded[name] for name in (*replaced, "body", "updated_at")},
+        )
+        rows = [
+            {
+                "id": a.id,
+                "campaign_id": a.campaign_id,
+                "rule": a.rule,
+                "severity": a.severity,
+                "state": a.state,
+                "opened_at": a.opened_at,
+                "resolved_at": a.resolved_at,
+                "body": a.model_dump(mode="json", exclude=set(_ACK_FIELDS)),
+                "updated_at": now,
+            }
+            for a in final.values()
+        ]
+        for chunk in _chunks(rows):
+            await conn.execute(stmt, list(chunk))
+        for chunk in _chunks(history):
+            await conn.execute(alert_history.insert(), list(chunk))
+
+    async def _upsert_minutes(self, conn: AsyncConnection, buckets: Sequence[MinuteBucket]) -> None:
+        merged: dict[tuple[str, datetime], dict[str, int]] = {}
+        for b in buckets:
+            counts = merged.setdefault(
+                (b.campaign_id, b.minute_start), dict.fromkeys(COUNT_FIELDS, 0)
+            )
+            for name in COUNT_FIELDS:
+                counts[name] = max(counts[name], int(b.counts.get(name, 0)))
+        if not merged:
+            return
+        stmt = self._insert(minute_stats)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[minute_stats.c.campaign_id, minute_stats.c.minute_start],
+            set_={
+                name: self._greatest(minute_stats.c[name], stmt.excluded[name])
+                for name in COUNT_FIELDS
+            },
+        )
+        rows = [
+            {"campaign_id": campaign_id, "minute_start": start, **counts}
+            for (campaign_id, start), counts in merged.items()
+        ]
+        for chunk in _chunks(rows):
+            await conn.execute(stmt, list(chunk))
+
+    async def _upsert_windows(
+        self, conn: AsyncConnection, windows: Sequence[LiveWindow], now: datetime
+    ) -> None:
+        latest: dict[tuple[str, str], LiveWindow] = {}
+        for w in windows:
+            old = latest.get((w.campaign_id, w.window))
+            if old is None or w.end >= old.end:
+                latest[(w.campaign_id, w.window)] = w
+        if not latest:
+            return
+        stmt = self._insert(window_stats)
+        replaced = ("profile", "window_from", "window_to", *COUNT_FIELDS, "updated_at")
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[window_stats.c.campaign_id, window_stats.c.window],
+            set_={name: stmt.excluded[name] for name in replaced},
+            # A replayed older snapshot never replaces a newer one.
+            where=stmt.excluded.window_to >= window_stats.c.window_to,
+        )
+        rows = [
+            {
+                "campaign_id": w.campaign_id,
+                "window": w.window,
+                "profile": w.profile,
+                "window_from": w.start,
+                "window_to": w.end,
+                **{name: int(w.counts.get(name, 0)) for name in COUNT_FIELDS},
+                "updated_at": now,
+            }
+            for w in latest.values()
+        ]
+        for chunk in _chunks(rows):
+            await conn.execute(stmt, list(chunk))
+
+    # --- stats -------------------------------------------------------------------------
+
+    async def sum_stats(
+        self, campaign_id: str, start: datetime, end: datetime, *, tenant_id: str | None = None
+    ) -> dict[str, int] | None:
+        """Exact sums of the campaign's minute buckets with start <= minute_start < end;
+        None when the campaign is unknown or, with `tenant_id`, of another tenant."""
+        known = sa.select(campaigns.c.tenant_id).where(campaigns.c.campaign_id == campaign_id)
+        query = sa.select(
+            *(sa.func.coalesce(sa.func.sum(minute_stats.c[name]), 0) for name in COUNT_FIELDS)
+        ).where(
+            minute_stats.c.campaign_id == campaign_id,
+            minute_stats.c.minute_start >= start,
+            minute_stats.c.minute_start < end,
+        )
+        async with self._engine.connect() as conn:
+            owner = (await conn.execute(known)).first()
+            if owner is None or (tenant_id is not None and owner.tenant_id != tenant_id):
+                return None
+            row = (await conn.execute(query)).one()
+        return {name: int(value) for name, value in zip(COUNT_FIELDS, row, strict=True)}
+
+    # --- campaigns ---------------------------------------------------------------------
+
+    async def get_campaign(self, campaign_id: str) -> Campaign | None:
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(campaigns).where(campaigns.c.campaign_id == campaign_id)
+                )
+            ).all()
+            found = await self._campaigns_from_rows(conn, rows)
+        return found[0] if found else None
+
+    async def list_campaigns(
+        self, *, tenant_id: str | None, cursor: str | None = None, limit: int = 100
+    ) -> CampaignPage:
+        """Campaigns by id; `tenant_id` None sees every tenant."""
+        query = sa.select(campaigns).order_by(campaigns.c.campaign_id).limit(limit + 1)
+        if tenant_id is not None:
+            query = query.where(campaigns.c.tenant_id == tenant_id)
+        if cursor is not None:
+            (after,) = decode_cursor(cursor, 1)
+            query = query.where(campaigns.c.campaign_id > after)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            items = await self._campaigns_from_rows(conn, rows[:limit])
+        next_cursor = encode_cursor([items[-1].campaign_id]) if len(rows) > limit else None
+        return CampaignPage(items=items, next_cursor=next_cursor)
+
+    async def put_campaign(
+        self,
+        campaign_id: str,
+        decide: Callable[[CampaignConfig | None], CampaignConfig],
+        publish: Callable[[CampaignConfig], Awaitable[None]],
+    ) -> Campaign:
+        """Store a campaign's configuration, all or nothing.
+
+        In one transaction: read the stored configuration (locked on PostgreSQL, so
+        concurrent PUTs of a campaign publish and store in the same order), `decide` the
+        new one (it raises to refuse), `publish` it (it raises when the broker is
+        unavailable), write it. Any exception rolls back: nothing is stored.
+        """
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(campaigns)
+                    .where(campaigns.c.campaign_id == campaign_id)
+                    .with_for_update()
+                )
+            ).first()
+            current = None
+            if row is not None and row.configured_at is not None:
+                current = CampaignConfig(
+                    campaign_id=campaign_id,
+                    profile=row.profile,
+                    overrides=row.overrides or {},
+                    amd_false_positive_ratio=row.amd_false_positive_ratio,
+                    tenant_id=row.tenant_id,
+                    updated_at=row.configured_at,
+                )
+            elif row is not None:  # observed only: its tenant is already known
+                current = CampaignConfig(
+                    campaign_id=campaign_id, tenant_id=row.tenant_id, updated_at=row.updated_at
+                )
+            config = decide(current)
+            await publish(config)
+            values = {
+                "profile": config.profile,
+                "overrides": config.overrides,
+                "amd_false_positive_ratio": config.amd_false_positive_ratio,
+                "tenant_id": config.tenant_id,
+                "configured_at": config.updated_at,
+                "updated_at": now,
+            }
+            stmt = self._insert(campaigns).values(
+                campaign_id=campaign_id, first_seen_at=now, **values
+            )
+            await conn.execute(
+                stmt.on_conflict_do_update(index_elements=[campaigns.c.campaign_id], set_=values)
+            )
+            rows = (
+                await conn.execute(
+                    sa.select(campaigns).where(campaigns.c.campaign_id == campaign_id)
+                )
+            ).all()
+            return (await self._campaigns_from_rows(conn, rows))[0]
+
+    async def _campaigns_from_rows(
+        self, conn: AsyncConnection, rows: Sequence[sa.Row[Any]]
+    ) -> list[Campaign]:
+        if not rows:
+            return []
+        ids = [row.campaign_id for row in rows]
+        firing: dict[str, dict[str, int]] = {}
+        result = await conn.execute(
+            sa.select(alerts.c.campaign_id, alerts.c.severity, sa.func.count())
+            .where(alerts.c.state == "firing", alerts.c.campaign_id.in_(ids))
+            .group_by(alerts.c.campaign_id, alerts.c.severity)
+        )
+        for campaign_id, severity, count in result:
+            firing.setdefault(campaign_id, {})[severity] = int(count)
+        windows: dict[str, dict[str, StatsV1]] = {}
+        result = await conn.execute(
+            sa.select(window_stats)
+            .where(window_stats.c.campaign_id.in_(ids))
+            .order_by(window_stats.c.campaign_id, window_stats.c.window)
+        )
+        for w in result:
+            counts = {name: getattr(w, name) for name in COUNT_FIELDS}
+            windows.setdefault(w.campaign_id, {})[w.window] = stats_from_counts(
+                w.campaign_id, w.window_from, w.window_to, counts
+            )
+        items = []
+        for row in rows:
+            severities = firing.get(row.campaign_id, {})
+            status: CampaignStatus = "ok"
+            if severities:
+                status = "violation" if "violation" in severities else "warning"
+            items.append(
+                Campaign(
+                    campaign_id=row.campaign_id,
+                    tenant_id=row.tenant_id,
+                    profile=row.profile or row.observed_profile,
+                    overrides=row.overrides or {},
+                    amd_false_positive_ratio=row.amd_false_positive_ratio,
+                    configured_at=row.configured_at,
+                    first_seen_at=row.first_seen_at,
+                    status=status,
+                    firing_alerts=sum(severities.values()),
+                    windows=windows.get(row.campaign_id, {}),
+                )
+            )
+        return items
+
+    # --- alerts ------------------------------------------------------------------------
+
+    async def list_alerts(
+        self,
+        *,
+        tenant_id: str | None,
+        campaign_id: str | None = None,
+        state: str | None = None,
+        rule: str | None = None,
+        severity: str | None = None,
+        since: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> AlertPage:
+        """Alerts newest first (opened_at, then id, descending); `since` keeps those opened
+        at or after it; `tenant_id` None sees every tenant."""
+        query = sa.select(alerts).order_by(alerts.c.opened_at.desc(), alerts.c.id.desc())
+        conditions = [
+            column == value
+            for column, value in (
+                (alerts.c.campaign_id, campaign_id),
+                (alerts.c.state, state),
+                (alerts.c.rule, rule),
+                (alerts.c.severity, severity),
+            )
+            if value is not None
+        ]
+        if since is not None:
+            conditions.append(alerts.c.opened_at >= since)
+        if tenant_id is not None:
+            conditions.append(alerts.c.campaign_id.in_(self._tenant_campaigns(tenant_id)))
+        if cursor is not None:
+            opened, last_id = decode_cursor(cursor, 2)
+            try:
+                opened_at = parse_instant(opened)
+            except ValueError:
+                raise InvalidCursor("cursor is not one this api issued") from None
+            conditions.append(
+                sa.or_(
+                    alerts.c.opened_at < opened_at,
+                    sa.and_(alerts.c.opened_at == opened_at, alerts.c.id < last_id),
+                )
+            )
+        query = query.where(*conditions).limit(limit + 1)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        items = [self._alert(row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = encode_cursor([last.opened_at.isoformat(), last.id])
+        return AlertPage(items=items, next_cursor=next_cursor)
+
+    async def get_alert(self, alert_id: str, *, tenant_id: str | None) -> AlertDetail | None:
+        """The alert with its history, or None when absent or of another tenant."""
+        async with self._engine.connect() as conn:
+            return await self._alert_detail(conn, alert_id, tenant_id)
+
+    async def ack(
+        self, alert_id: str, *, by: str, note: str, tenant_id: str | None
+    ) -> AlertDetail | None:
+        """Acknowledge an alert once; acknowledging it again changes nothing."""
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            scope = [alerts.c.id == alert_id, alerts.c.acknowledged_at.is_(None)]
+            if tenant_id is not None:
+                scope.append(alerts.c.campaign_id.in_(self._tenant_campaigns(tenant_id)))
+            await conn.execute(
+                alerts.update()
+                .where(*scope)
+                .values(acknowledged_by=by, acknowledged_at=now, ack_note=note)
+            )
+            return await self._alert_detail(conn, alert_id, tenant_id)
+
+    async def _alert_detail(
+        self, conn: AsyncConnection, alert_id: str, tenant_id: str | None
+    ) -> AlertDetail | None:
+        query = sa.select(alerts).where(alerts.c.id == alert_id)
+        if tenant_id is not None:
+            query = query.where(alerts.c.campaign_id.in_(self._tenant_campaigns(tenant_id)))
+        row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        history = await conn.execute(
+            sa.select(alert_history)
+            .where(alert_history.c.alert_id == alert_id)
+            .order_by(alert_history.c.seq)
+        )
+        return AlertDetail.model_validate(
+            {
+                **self._alert(row).model_dump(),
+                "ack_note": row.ack_note,
+                "history": [
+                    AlertTransition.model_validate(h, from_attributes=True) for h in history
+                ],
+            }
+        )
+
+    @staticmethod
+    def _tenant_campaigns(tenant_id: str) -> sa.Select[Any]:
+        return sa.select(campaigns.c.campaign_id).where(campaigns.c.tenant_id == tenant_id)
+
+    @staticmethod
+    def _alert(row: sa.Row[Any]) -> AlertV1:
+        return AlertV1.model_validate(
+            {
+                **row.body,
+                "acknowledged_by": row.acknowledged_by,
+                "acknowledged_at": row.acknowledged_at,
+            }
+        )
+
+    # --- metrics and retention ---------------------------------------------------------
+
+    async def metrics_snapshot(self) -> MetricsSnapshot:
+        windows_query = (
+            sa.select(
+                window_stats,
+                sa.func.coalesce(
+                    window_stats.c.profile, campaigns.c.profile, campaigns.c.observed_profile, ""
+                ).label("profile_label"),
+            )
+            .join(campaigns, campaigns.c.campaign_id == window_stats.c.campaign_id)
+            .order_by(campaigns.c.first_seen_at, campaigns.c.campaign_id, window_stats.c.window)
+        )
+        firing_query = (
+            sa.select(alerts.c.rule, alerts.c.severity, sa.func.count())
+            .where(alerts.c.state == "firing")
+            .group_by(alerts.c.rule, alerts.c.severity)
+        )
+        async with self._engine.connect() as conn:
+            windows = [
+                WindowSample(
+                    campaign_id=row.campaign_id,
+                    window=row.window,
+                    profile=row.profile_label,
+                    counts={name: int(getattr(row, name)) for name in COUNT_FIELDS},
+                )
+                for row in await conn.execute(windows_query)
+            ]
+            firing = {
+                (rule, severity): int(count)
+                for rule, severity, count in await conn.execute(firing_query)
+            }
+        return MetricsSnapshot(windows=windows, firing=firing)
+
+    async def purge_older_than(self, retention: timedelta) -> tuple[int, int]:
+        """Delete resolved alerts (and their history) resolved more than `retention` ago,
+        and minute buckets more than `retention` older than their campaign's newest bucket
+        (event time, never the wall clock). Returns (alerts, buckets) deleted."""
+        cutoff = self._clock() - retention
+        old_alerts = sa.select(alerts.c.id).where(
+            alerts.c.state == "resolved",
+            sa.func.coalesce(alerts.c.resolved_at, alerts.c.updated_at) < cutoff,
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                alert_history.delete().where(alert_history.c.alert_id.in_(old_alerts))
+            )
+            deleted_alerts = (
+                await conn.execute(alerts.delete().where(alerts.c.id.in_(old_alerts)))
+            ).rowcount
+            newest = await conn.execute(
+                sa.select(
+                    minute_stats.c.campaign_id, sa.func.max(minute_stats.c.minute_start)
+                ).group_by(minute_stats.c.campaign_id)
+            )
+            deleted_buckets = 0
+            for campaign_id, newest_start in newest.all():
+                result = await conn.execute(
+                    minute_stats.delete().where(
+                        minute_stats.c.campaign_id == campaign_id,
+                        minute_stats.c.minute_start < newest_start - retention,
+                    )
+                )
+                deleted_buckets += result.rowcount or 0
+        return int(deleted_alerts or 0), deleted_buckets

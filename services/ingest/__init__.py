@@ -1,0 +1,1 @@
+"""Ingest: validates, normalises and pseudonymises CDRs and produces them to Kafka."""

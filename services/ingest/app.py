@@ -1,0 +1,150 @@
+"""The ingest FastAPI app: wiring of settings, publisher, token store, metrics and routes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.auth import TokenStore
+from services.common.db import create_engine, migrate
+from services.common.settings import IngestSettings
+from services.ingest.metrics import IngestMetrics
+from services.ingest.normalize import Normalizer
+from services.ingest.routes import router
+from services.ingest.service import (
+    IngestService,
+    KafkaPublisher,
+    Publisher,
+    SupportsReadiness,
+)
+
+PSEUDONYM_KEY_FILE = "pseudonym.key"
+MIN_PSEUDONYM_KEY_CHARS = 16
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def load_pseudonym_key(settings: IngestSettings) -> bytes:
+    """The HMAC key for callee pseudonyms: the setting, else `data_dir/pseudonym.key`.
+
+    The key is the UTF-8 bytes of the text (setting or file, stripped), so every process
+    reading the same text gets the same pseudonyms. The file is created once, atomically
+    (a 0600 temporary file hard-linked into place, so concurrent starters agree on one
+    key), holding 32 random bytes in hex.
+    """
+    if settings.pseudonym_key is not None:
+        key = settings.pseudonym_key.strip()
+        if len(key) < MIN_PSEUDONYM_KEY_CHARS:
+            raise ValueError(
+                f"pseudonym_key must be at least {MIN_PSEUDONYM_KEY_CHARS} characters: "
+                "phone numbers are few enough to brute-force a weak key"
+            )
+        return key.encode()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / PSEUDONYM_KEY_FILE
+    if not path.exists():
+        _create_key_file(path)
+    key = path.read_text().strip()
+    if len(key) < MIN_PSEUDONYM_KEY_CHARS:
+        raise ValueError(f"{path} holds no usable key; delete it to create a new one")
+    return key.encode()
+
+
+def _create_key_file(path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pseudonym-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+        os.chmod(tmp, 0o600)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
+def create_app(
+    settings: IngestSettings,
+    publisher: Publisher | None = None,
+    tokens: TokenStore | None = None,
+    *,
+    registry: CollectorRegistry | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> FastAPI:
+    """The ingest app. Without an injected publisher it produces to Kafka (started and
+    stopped by the lifespan); without a token store it opens the database of the settings
+    and migrates it."""
+    registry = registry if registry is not None else CollectorRegistry()
+    kafka_publisher: KafkaPublisher | None = None
+    if publisher is None:
+        kafka_publisher = KafkaPublisher(settings)
+        publisher = kafka_publisher
+    engine: AsyncEngine | None = None
+    if tokens is None:
+        engine = create_engine(settings.resolved_database_url())
+        tokens = TokenStore(engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if engine is not None:
+                if settings.database_url is None:
+                    settings.data_dir.mkdir(parents=True, exist_ok=True)
+                stack.push_async_callback(engine.dispose)
+                await migrate(engine)
+            if kafka_publisher is not None:
+                stack.push_async_callback(kafka_publisher.stop)
+                await kafka_publisher.start()
+            yield
+
+    app = FastAPI(title="cdrwatch ingest", version="1", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.tokens = tokens
+    app.state.ingest = IngestService(
+        settings,
+        publisher,
+        Normalizer(
+            load_pseudonym_key(settings),
+            clock,
+            timedelta(seconds=settings.future_tolerance_seconds),
+        ),
+        IngestMetrics(registry),
+    )
+    app.include_router(router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        service: IngestService = request.app.state.ingest
+        publisher = service.publisher
+        ready = not isinstance(publisher, SupportsReadiness) or await publisher.check_ready()
+        return Response(
+            content=b'{"status":"ready"}' if ready else b'{"status":"broker not connected"}',
+            status_code=200 if ready else 503,
+            media_type="application/json",
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def main(settings: IngestSettings) -> None:
+    """Serve the ingest app on settings.host:settings.port until interrupted."""
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)

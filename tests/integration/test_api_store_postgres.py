@@ -1,0 +1,36 @@
+"""The api store's tests (tests/service/test_api_store.py) against a real PostgreSQL.
+
+`postgres_url` (tests/conftest.py) creates a database cdrwatch_test_<random> for the
+session, drops it at the end, and fails, never skips, when PostgreSQL is not running.
+Every test here starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from services.api.store import AlertStore
+from services.common.db import create_engine, metadata, migrate
+from tests.service import test_api_store as store_cases
+
+pytestmark = pytest.mark.integration
+
+# Collect every store test here too; the `store` fixture below gives them PostgreSQL.
+globals().update({name: f for name, f in vars(store_cases).items() if name.startswith("test_")})
+clock = store_cases.clock
+
+
+@pytest.fixture
+async def store(postgres_url, clock):
+    engine = create_engine(postgres_url)
+    await migrate(engine)
+    async with engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            if table.name != "schema_version":
+                await conn.execute(table.delete())
+    yield AlertStore(engine, clock=clock)
+    await engine.dispose()
+
+
+async def test_postgres_is_the_dialect_under_test(store):
+    assert store.engine.dialect.name == "postgresql"

@@ -1,0 +1,179 @@
+"""The detector as it runs in production: a faust worker process on a real Kafka-protocol
+broker (embedded Tansu), fed normalised CDRs, read back from its output topics."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from schemas import topics
+from services.common.broker import EmbeddedBroker
+from services.common.kafka import ensure_topics
+from services.detector.core.model import EMPTY
+from tests.helpers import wait_until_async
+from tests.stack import OutputReader, ServiceProcess, expected_buckets, normalized_cdr, service_env
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)  # Monday 10:30 in Rome
+KINDS = ["connected"] * 82 + ["silent"] * 6 + ["late"] * 3 + ["machine"] * 5 + ["unanswered"] * 4
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[str]:
+    """A broker of this test's own: the detector reads its topics from the beginning."""
+    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log")
+    bootstrap = broker.start()
+    try:
+        await ensure_topics(bootstrap, 4)
+        yield bootstrap
+    finally:
+        broker.stop()
+
+
+def traffic(n: int, campaigns: list[str], seed: int, start: int = 0) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [
+        normalized_cdr(
+            f"call-{start + i}",
+            rng.choice(campaigns),
+            rng.choice(KINDS),
+            T0 + timedelta(seconds=rng.randint(0, 4 * 3600)),
+        )
+        for i in range(n)
+    ]
+
+
+async def produce(bootstrap: str, records: list[dict[str, Any]], raw: list[bytes] = ()) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for record in records:
+            await producer.send(
+                topics.CDRS, key=record["campaign_id"].encode(), value=orjson.dumps(record)
+            )
+        for value in raw:
+            await producer.send(topics.CDRS, key=b"garbage", value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def detector(bootstrap: str, tmp_path: Path, name: str = "detector") -> ServiceProcess:
+    return ServiceProcess(
+        ["detector"], service_env(bootstrap, tmp_path / "data"), tmp_path / f"{name}.log"
+    ).start()
+
+
+async def wait_for_totals(
+    reader: OutputReader, expected: dict[str, list[int]], proc: ServiceProcess, timeout: float
+) -> None:
+    def done(published: Any) -> bool:
+        return all(
+            cid in published.cumulative and published.cumulative[cid].to_list() == totals
+            for cid, totals in expected.items()
+        )
+
+    try:
+        await wait_until_async(lambda: _poll_check(reader, done), timeout=timeout, interval=0.1)
+    except Exception as exc:
+        got = {cid: c.to_list() for cid, c in reader.published.cumulative.items()}
+        raise AssertionError(
+            f"detector totals {got} never reached {expected}: {exc}\n{proc.log_tail()}"
+        ) from None
+
+
+async def _poll_check(reader: OutputReader, done: Any) -> bool:
+    return done(await reader.poll())
+
+
+def totals_by_campaign(buckets: dict[tuple[str, int], Any]) -> dict[str, list[int]]:
+    totals: dict[str, Any] = {}
+    for (cid, _minute), counts in buckets.items():
+        totals[cid] = totals.get(cid, EMPTY).merge(counts)
+    return {cid: c.to_list() for cid, c in totals.items()}
+
+
+async def test_counts_duplicates_alerts_and_dead_letters_on_a_real_broker(
+    broker: str, tmp_path: Path
+) -> None:
+    records = traffic(3000, ["camp-a", "camp-b", "camp-c"], seed=1)
+    duplicates = [dict(r, accepted_at=r["accepted_at"]) for r in records[100:150]]
+    await produce(broker, records + duplicates, raw=[b"not json", b'{"call_id": 1}'])
+    expected = expected_buckets(records + duplicates)
+    reader = OutputReader(broker)
+    await reader.start()
+    proc = detector(broker, tmp_path)
+    try:
+        await wait_for_totals(reader, totals_by_campaign(expected), proc, timeout=90)
+        published = await reader.poll()
+        assert published.minutes == expected
+        assert {d["reason"] for d in published.dead_letters} == {"unreadable"}
+        assert len(published.dead_letters) == 2
+        cumulative_alerts = [
+            a for a in published.alerts.values() if a["rule"] == "it-silent-rate-cumulative"
+        ]
+        assert {a["campaign_id"] for a in cumulative_alerts} == {"camp-a", "camp-b", "camp-c"}
+        for alert in cumulative_alerts:
+            totals = published.cumulative[alert["campaign_id"]]
+            assert alert["numerator"] == totals.silent
+            assert alert["denominator"] == totals.answered_by_person
+            assert alert["severity"] == "violation" and alert["state"] == "firing"
+            assert 0 < len(alert["evidence"]["call_ids"]) <= 20
+    finally:
+        proc.stop()
+        await reader.stop()
+
+
+async def test_kill_9_mid_stream_and_restart_ends_exact_without_duplicate_alerts(
+    broker: str, tmp_path: Path
+) -> None:
+    campaigns = [f"kill-{i}" for i in range(6)]
+    first = traffic(20_000, campaigns, seed=2)
+    await produce(broker, first)
+    reader = OutputReader(broker)
+    await reader.start()
+    proc = detector(broker, tmp_path, "detector-1")
+    try:
+        # Kill while the worker is in the middle of the stream, not before or after it.
+        await wait_until_async(
+            lambda: _poll_check(
+                reader, lambda p: sum(c.attempts for c in p.cumulative.values()) >= 3000
+            ),
+            timeout=90,
+            interval=0.05,
+        )
+        proc.kill9()
+        processed_at_kill = sum(c.attempts for c in reader.published.cumulative.values())
+        assert processed_at_kill < len(first), "killed too late to prove anything"
+
+        second = traffic(5000, campaigns, seed=3, start=len(first))
+        replayed = first[:500]  # a dialer retry of records already counted
+        await produce(broker, second + replayed)
+        expected = expected_buckets(first + second + replayed)
+        proc = detector(broker, tmp_path, "detector-2")
+        await wait_for_totals(reader, totals_by_campaign(expected), proc, timeout=150)
+        published = await reader.poll()
+        assert published.minutes == expected
+        by_campaign: dict[str, set[str]] = {}
+        for alert in published.alert_messages:
+            if alert["rule"] == "it-silent-rate-cumulative":
+                by_campaign.setdefault(alert["campaign_id"], set()).add(alert["id"])
+        assert by_campaign and all(len(ids) == 1 for ids in by_campaign.values())
+        for alert in published.alerts.values():
+            if alert["rule"] == "it-silent-rate-cumulative":
+                totals = published.cumulative[alert["campaign_id"]]
+                assert (alert["numerator"], alert["denominator"]) == (
+                    totals.silent,
+                    totals.answered_by_person,
+                )
+    finally:
+        proc.stop()
+        await reader.stop()

@@ -1,0 +1,169 @@
+"""The api's consumer loop with a fake Kafka consumer: store first, then commit; positions
+stored with the data; unreadable records skipped."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+
+from schemas import topics
+from schemas.stats_v1 import COUNT_FIELDS, stats_from_counts
+from services.api.consumer import Message, StoreConsumer, parse_messages, stats_message
+from services.api.store import AlertStore
+from services.common.db import create_engine, migrate
+from services.common.settings import ApiSettings
+from tests.helpers import wait_until_async
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+STATS_0 = TopicPartition(topics.STATS, 0)
+
+
+class Record(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+class FakeConsumer:
+    """Hands out the given batches, then nothing; records commits and seeks."""
+
+    def __init__(self, batches, *, assigned=(STATS_0,), commit_error=None) -> None:
+        self.batches = list(batches)
+        self.assigned = assigned
+        self.commit_error = commit_error
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.seeks: list[tuple[TopicPartition, int]] = []
+        self.listener = None
+        self.stopped = False
+
+    async def start(self) -> None:
+        pass
+
+    def subscribe(self, topics, listener) -> None:
+        self.listener = listener
+
+    async def getmany(self, timeout_ms: int, max_records: int):
+        if self.listener is not None and self.assigned is not None:
+            assigned, self.assigned = self.assigned, None
+            await self.listener.on_partitions_assigned(list(assigned))
+        if self.batches:
+            return self.batches.pop(0)
+        await asyncio.sleep(timeout_ms / 1000)
+        return {}
+
+    async def commit(self, offsets) -> None:
+        if self.commit_error is not None:
+            raise self.commit_error
+        self.commits.append(dict(offsets))
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+@pytest.fixture
+async def store(tmp_path):
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'api.db'}")
+    await migrate(engine)
+    yield AlertStore(engine, clock=lambda: T0)
+    await engine.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path) -> ApiSettings:
+    return ApiSettings(data_dir=tmp_path, consumer_group="api-test", serve_ingest=False)
+
+
+def minute_record(offset: int, start: datetime, attempts: int, timestamp_ms: int = 0) -> Record:
+    counts = dict.fromkeys(COUNT_FIELDS, 0) | {"attempts": attempts}
+    message = stats_message(stats_from_counts("c1", start, start + MINUTE, counts), "minute")
+    return Record(
+        topics.STATS, 0, offset, timestamp_ms, message.key, message.value, message.headers
+    )
+
+
+async def attempts(store: AlertStore) -> int:
+    return (await store.sum_stats("c1", T0, T0 + timedelta(hours=1)))["attempts"]
+
+
+async def test_batch_is_stored_then_committed_with_its_positions(store, settings):
+    produced_ms = int((T0 + timedelta(seconds=5)).timestamp() * 1000)
+    fake = FakeConsumer(
+        [{STATS_0: [minute_record(7, T0, 3), minute_record(8, T0 + MINUTE, 4, produced_ms)]}]
+    )
+    consumer = StoreConsumer(settings, store)
+    assert await consumer.consume_once(fake) == 2
+    assert await attempts(store) == 7
+    assert fake.commits == [{STATS_0: 9}]
+    assert await store.consumer_positions("api-test") == {(topics.STATS, 0): 9}
+    assert consumer.newest_output_at == T0 + timedelta(seconds=5)
+    assert await consumer.consume_once(FakeConsumer([])) == 0
+
+
+async def test_nothing_is_committed_when_the_store_fails(store, settings):
+    class BrokenStore(AlertStore):
+        async def apply_batch(self, batch):
+            raise RuntimeError("database down")
+
+    fake = FakeConsumer([{STATS_0: [minute_record(0, T0, 1)]}])
+    with pytest.raises(RuntimeError):
+        await StoreConsumer(settings, BrokenStore(store.engine)).consume_once(fake)
+    assert fake.commits == []
+
+
+async def test_a_lost_kafka_commit_does_not_apply_the_batch_twice(store, settings):
+    """Stored, then the process died before the Kafka commit: on restart the consumer seeks
+    to the position stored with the data instead of re-reading the batch."""
+    batch = {STATS_0: [minute_record(0, T0, 1), minute_record(1, T0 + MINUTE, 1)]}
+    crashed = FakeConsumer([batch], commit_error=ConnectionError("broker gone"))
+    with pytest.raises(ConnectionError):
+        await StoreConsumer(settings, store).consume_once(crashed)
+    assert await attempts(store) == 2
+
+    restarted = FakeConsumer([], assigned=[STATS_0, TopicPartition(topics.ALERTS, 0)])
+    consumer = StoreConsumer(settings, store, consumer_factory=lambda: restarted)
+    task = asyncio.create_task(consumer.run())
+    try:
+        await wait_until_async(lambda: restarted.seeks, timeout=5, message="seek on assignment")
+        assert consumer.running
+        assert restarted.seeks == [(STATS_0, 2)]  # the alerts partition has no stored position
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert restarted.stopped
+    assert not consumer.running
+
+
+def test_unreadable_records_are_skipped_and_the_rest_kept():
+    good = minute_record(0, T0, 1)
+    misaligned = minute_record(1, T0 + timedelta(seconds=30), 1)
+    no_window = Message(topics.STATS, b"c1", good.value, [])
+    long_window = Message(topics.STATS, b"c1", good.value, [(topics.HEADER_WINDOW, b"w" * 41)])
+    batch = parse_messages(
+        [
+            Message(topics.ALERTS, b"c1", b"{not json"),
+            Message(topics.ALERTS, b"c1", orjson.dumps({"id": "x"})),
+            Message(topics.STATS, b"c1", None),
+            Message("cdrwatch.other.v1", b"c1", good.value),
+            (misaligned.topic, misaligned.key, misaligned.value, misaligned.headers),
+            no_window,
+            long_window,
+            (good.topic, good.key, good.value, good.headers),
+        ]
+    )
+    assert [(m.campaign_id, m.minute_start) for m in batch.minutes] == [("c1", T0)]
+    assert batch.alerts == []
+    assert batch.windows == []

@@ -1,0 +1,195 @@
+"""The api's /metrics: exact figures from the store, capped campaign labels, promtool."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from schemas.alert_v1 import AlertV1
+from schemas.stats_v1 import COUNT_FIELDS, stats_from_counts
+from services.api.app import create_app
+from services.api.consumer import alert_message, apply_messages, stats_message
+from services.api.metrics import ApiMetrics
+from services.api.store import AlertStore
+from services.common.db import create_engine, migrate
+from services.common.settings import ApiSettings
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+NOW = T0 + timedelta(hours=1)
+
+
+@pytest.fixture
+async def store(tmp_path):
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'api.db'}")
+    await migrate(engine)
+    yield AlertStore(engine, clock=lambda: NOW)
+    await engine.dispose()
+
+
+def window(campaign: str, name: str = "cumulative", profile: str = "it", **values: int):
+    counts = {field: values.get(field, 0) for field in COUNT_FIELDS}
+    stats = stats_from_counts(campaign, T0, T0 + timedelta(minutes=30), counts)
+    return stats_message(stats, name, profile=profile)
+
+
+def firing(campaign: str, rule: str, severity: str, state: str = "firing"):
+    return alert_message(
+        AlertV1.model_validate(
+            {
+                "id": f"{rule}:{campaign}",
+                "rule": rule,
+                "profile": "it",
+                "campaign_id": campaign,
+                "severity": severity,
+                "state": state,
+                "value": 0.05,
+                "threshold": 0.03,
+                "numerator": 5,
+                "denominator": 100,
+                "window": {"start": "2026-03-02T10:00:00Z", "end": "2026-03-02T10:30:00Z"},
+                "opened_at": "2026-03-02T10:20:00Z",
+            }
+        )
+    )
+
+
+def metrics_for(cap: int = 2000, newest=None) -> ApiMetrics:
+    return ApiMetrics(
+        CollectorRegistry(), campaign_cap=cap, clock=lambda: NOW, newest_output_at=lambda: newest
+    )
+
+
+async def test_rates_totals_and_firing_alerts_are_exact(store):
+    await apply_messages(
+        store,
+        [
+            window(
+                "c1",
+                attempts=400,
+                answered_by_person=300,
+                silent=9,
+                abandoned=12,
+                out_of_hours=4,
+                short_ring=3,
+                amd_machine=20,
+                answered=330,
+            ),
+            window("c1", "15m", attempts=40, answered_by_person=0, out_of_hours=10),
+            firing("c1", "it.silent_rate.cumulative", "warning"),
+            firing("c2", "it.silent_rate.cumulative", "warning"),
+            firing("c2", "it.out_of_hours.day", "violation"),
+            firing("c3", "it.out_of_hours.day", "violation", state="resolved"),
+        ],
+    )
+    metrics = metrics_for()
+    await metrics.refresh(store)
+    value = metrics.registry.get_sample_value
+    labels = {"campaign": "c1", "profile": "it", "window": "cumulative"}
+    assert value("cdrwatch_campaign_rate", labels | {"metric": "silent"}) == 9 / 300
+    assert value("cdrwatch_campaign_rate", labels | {"metric": "abandoned"}) == 12 / 300
+    assert value("cdrwatch_campaign_rate", labels | {"metric": "out_of_hours"}) == 4 / 400
+    rolling = {"campaign": "c1", "profile": "it", "window": "15m"}
+    assert value("cdrwatch_campaign_rate", rolling | {"metric": "out_of_hours"}) == 0.25
+    # no rate while its denominator is 0
+    assert value("cdrwatch_campaign_rate", rolling | {"metric": "silent"}) is None
+    expected = {
+        "attempts": 400,
+        "answered_by_person": 300,
+        "silent": 9,
+        "abandoned": 12,
+        "out_of_hours": 4,
+        "short_ring": 3,
+        "amd_machine": 20,
+    }
+    for outcome, total in expected.items():
+        sample = value("cdrwatch_campaign_calls_total", {"campaign": "c1", "outcome": outcome})
+        assert sample == total, outcome
+    assert value("cdrwatch_campaign_calls_total", {"campaign": "c1", "outcome": "answered"}) is None
+    assert (
+        value(
+            "cdrwatch_alerts_firing", {"rule": "it.silent_rate.cumulative", "severity": "warning"}
+        )
+        == 2
+    )
+    assert (
+        value("cdrwatch_alerts_firing", {"rule": "it.out_of_hours.day", "severity": "violation"})
+        == 1
+    )
+    assert value("cdrwatch_detector_lag_seconds") is None
+
+
+async def test_campaigns_beyond_the_cap_fold_into_other(store):
+    # Seen in this order: a, b, then c and d beyond a cap of 2.
+    for campaign, silent in (("a", 1), ("b", 2), ("c", 3), ("d", 6)):
+        await apply_messages(
+            store, [window(campaign, attempts=100, answered_by_person=100, silent=silent)]
+        )
+    metrics = metrics_for(cap=2)
+    await metrics.refresh(store)
+    value = metrics.registry.get_sample_value
+
+    def silent_rate(campaign: str):
+        labels = {"campaign": campaign, "profile": "it", "metric": "silent", "window": "cumulative"}
+        return value("cdrwatch_campaign_rate", labels)
+
+    assert (silent_rate("a"), silent_rate("b")) == (0.01, 0.02)
+    assert silent_rate("c") is None
+    assert silent_rate("_other") == (3 + 6) / 200  # from the summed counts, not averaged
+    assert value("cdrwatch_campaign_calls_total", {"campaign": "_other", "outcome": "silent"}) == 9
+    assert (
+        value("cdrwatch_campaign_calls_total", {"campaign": "_other", "outcome": "attempts"}) == 200
+    )
+    campaigns = {
+        sample.labels["campaign"]
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if "campaign" in sample.labels
+    }
+    assert campaigns == {"a", "b", "_other"}
+
+
+async def test_detector_lag_is_the_age_of_the_newest_consumed_output(store):
+    metrics = metrics_for(newest=NOW - timedelta(seconds=2.5))
+    await metrics.refresh(store)
+    assert metrics.registry.get_sample_value("cdrwatch_detector_lag_seconds") == 2.5
+
+
+async def test_metrics_endpoint_needs_no_auth_and_passes_promtool(tmp_path):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: apt-get install prometheus (make test installs it)")
+    settings = ApiSettings(
+        data_dir=tmp_path,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'api.db'}",
+        serve_ingest=False,
+        metrics_campaign_cap=1,
+    )
+    app = create_app(settings, consumer_enabled=False, clock=lambda: NOW)
+    async with app.router.lifespan_context(app):
+        await apply_messages(
+            app.state.store,
+            [
+                window("c1", attempts=10, answered_by_person=5, silent=1),
+                window("c2", attempts=10, answered_by_person=5, abandoned=1),
+                firing("c1", "it.silent_rate.cumulative", "violation"),
+            ],
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            response = await client.get("/metrics")
+    assert response.status_code == 200
+    text = response.text
+    assert "# TYPE cdrwatch_campaign_calls_total counter" in text
+    assert 'cdrwatch_campaign_calls_total{campaign="_other",outcome="abandoned"} 1.0' in text
+    assert (
+        'cdrwatch_alerts_firing{rule="it.silent_rate.cumulative",severity="violation"} 1.0' in text
+    )
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -1,0 +1,405 @@
+"""The api store fed through the consumer's own apply function (SQLite here; the same
+tests run against PostgreSQL in tests/integration/test_api_store_postgres.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from schemas.alert_v1 import AlertV1
+from schemas.stats_v1 import COUNT_FIELDS, stats_from_counts
+from services.api.consumer import Message, alert_message, apply_messages, stats_message
+from services.api.models import CampaignConfig
+from services.api.store import AlertStore, InvalidCursor
+from services.common.db import create_engine, migrate
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+class FakeClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0 + timedelta(hours=2))
+
+
+@pytest.fixture
+async def store(tmp_path, clock):
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'api.db'}")
+    await migrate(engine)
+    yield AlertStore(engine, clock=clock)
+    await engine.dispose()
+
+
+def counts(**values: int) -> dict[str, int]:
+    return {name: values.get(name, 0) for name in COUNT_FIELDS}
+
+
+def minute(campaign: str, start: datetime, tenant: str | None = None, **values: int) -> Message:
+    stats = stats_from_counts(campaign, start, start + MINUTE, counts(**values))
+    return stats_message(stats, "minute", tenant_id=tenant, profile="it")
+
+
+def window(
+    campaign: str, name: str, start: datetime, end: datetime, tenant: str | None = None, **values
+) -> Message:
+    stats = stats_from_counts(campaign, start, end, counts(**values))
+    return stats_message(stats, name, tenant_id=tenant, profile="it")
+
+
+def alert(
+    campaign: str = "c1",
+    *,
+    rule: str = "it.silent_rate.cumulative",
+    severity: str = "warning",
+    state: str = "firing",
+    opened: datetime = T0,
+    numerator: int = 25,
+    alert_id: str | None = None,
+) -> AlertV1:
+    return AlertV1.model_validate(
+        {
+            "id": alert_id or f"{rule}:{campaign}",
+            "rule": rule,
+            "profile": "it",
+            "campaign_id": campaign,
+            "severity": severity,
+            "state": state,
+            "value": numerator / 1000,
+            "threshold": 0.03,
+            "numerator": numerator,
+            "denominator": 1000,
+            "window": {"start": T0.isoformat(), "end": (T0 + timedelta(hours=1)).isoformat()},
+            "opened_at": opened.isoformat(),
+            "resolved_at": (opened + MINUTE).isoformat() if state == "resolved" else None,
+            "evidence": {"call_ids": ["call-1", "call-2"]},
+            "reference": "Garante 20 Feb 2014",
+        }
+    )
+
+
+async def feed(store: AlertStore, *messages: Message | AlertV1) -> None:
+    await apply_messages(
+        store, [alert_message(m) if isinstance(m, AlertV1) else m for m in messages]
+    )
+
+
+async def test_stats_are_exact_sums_of_the_minute_buckets_in_the_range(store):
+    await feed(
+        store,
+        minute("c1", T0, attempts=10, answered=8, answered_by_person=7, silent=1),
+        minute("c1", T0 + MINUTE, attempts=5, answered=5, answered_by_person=4, abandoned=2),
+        minute("c1", T0 + 2 * MINUTE, attempts=3, out_of_hours=3),
+        minute("c1", T0 + 60 * MINUTE, attempts=100, short_ring=4),
+        minute("c2", T0, attempts=1000),
+    )
+    first_two = await store.sum_stats("c1", T0, T0 + 2 * MINUTE)
+    assert first_two == counts(
+        attempts=15, answered=13, answered_by_person=11, silent=1, abandoned=2
+    )
+    # [10:01, 11:00) excludes 10:00 and the bucket starting exactly at 11:00.
+    middle = await store.sum_stats("c1", T0 + MINUTE, T0 + 60 * MINUTE)
+    assert middle == counts(
+        attempts=8, answered=5, answered_by_person=4, abandoned=2, out_of_hours=3
+    )
+    everything = await store.sum_stats("c1", T0 - timedelta(days=1), T0 + timedelta(days=1))
+    assert everything["attempts"] == 118
+    assert everything["short_ring"] == 4
+    assert await store.sum_stats("c1", T0 + 3 * MINUTE, T0 + 60 * MINUTE) == counts()
+
+
+async def test_unknown_campaign_and_other_tenant_get_no_stats(store):
+    await feed(store, minute("c1", T0, tenant="acme", attempts=1))
+    assert await store.sum_stats("nope", T0, T0 + MINUTE) is None
+    assert await store.sum_stats("c1", T0, T0 + MINUTE, tenant_id="other") is None
+    assert (await store.sum_stats("c1", T0, T0 + MINUTE, tenant_id="acme"))["attempts"] == 1
+
+
+async def test_minute_bucket_keeps_fieldwise_max_so_replays_and_reordering_are_harmless(store):
+    later = minute("c1", T0, attempts=10, answered=6, answered_by_person=6, silent=2)
+    earlier = minute("c1", T0, attempts=7, answered=6, answered_by_person=5, silent=3)
+    await feed(store, later)
+    await feed(store, later)  # replay
+    await feed(store, earlier)  # an older snapshot arriving late
+    result = await store.sum_stats("c1", T0, T0 + MINUTE)
+    assert result == counts(attempts=10, answered=6, answered_by_person=6, silent=3)
+
+
+async def test_same_bucket_twice_in_one_batch_is_folded(store):
+    await feed(
+        store,
+        minute("c1", T0, attempts=3),
+        minute("c1", T0, attempts=5, silent=1),
+        minute("c1", T0, attempts=4),
+    )
+    assert await store.sum_stats("c1", T0, T0 + MINUTE) == counts(attempts=5, silent=1)
+
+
+async def test_alert_is_upserted_by_id_and_each_transition_recorded_once(store, clock):
+    await feed(store, alert(severity="warning", numerator=25))
+    await feed(store, alert(severity="warning", numerator=25))  # identical re-publish
+    await feed(store, alert(severity="warning", numerator=26))  # value moves, same state
+    clock.now += MINUTE
+    await feed(store, alert(severity="violation", numerator=31))
+    await feed(store, alert(severity="violation", numerator=31), alert(severity="violation"))
+    clock.now += MINUTE
+    await feed(store, alert(severity="violation", state="resolved", numerator=20))
+
+    page = await store.list_alerts(tenant_id=None)
+    assert [(a.id, a.severity, a.state, a.numerator) for a in page.items] == [
+        ("it.silent_rate.cumulative:c1", "violation", "resolved", 20)
+    ]
+    detail = await store.get_alert("it.silent_rate.cumulative:c1", tenant_id=None)
+    assert [(h.state, h.severity, h.numerator) for h in detail.history] == [
+        ("firing", "warning", 25),
+        ("firing", "violation", 31),
+        ("resolved", "violation", 20),
+    ]
+    assert [h.recorded_at for h in detail.history] == [
+        T0 + timedelta(hours=2),
+        T0 + timedelta(hours=2, minutes=1),
+        T0 + timedelta(hours=2, minutes=2),
+    ]
+    assert detail.evidence.call_ids == ["call-1", "call-2"]
+
+
+async def test_transitions_inside_one_batch_are_all_recorded(store):
+    await feed(
+        store,
+        alert(severity="warning"),
+        alert(severity="violation"),
+        alert(severity="warning"),
+    )
+    detail = await store.get_alert("it.silent_rate.cumulative:c1", tenant_id=None)
+    assert [h.severity for h in detail.history] == ["warning", "violation", "warning"]
+    assert detail.severity == "warning"
+
+
+async def test_ack_is_idempotent_and_never_overwritten_by_the_topic(store, clock):
+    await feed(store, alert())
+    first = await store.ack(
+        "it.silent_rate.cumulative:c1", by="cdrw_abcdefg", note="called the BPO", tenant_id=None
+    )
+    assert first.acknowledged_by == "cdrw_abcdefg"
+    assert first.acknowledged_at == clock.now
+    assert first.ack_note == "called the BPO"
+    clock.now += timedelta(hours=1)
+    again = await store.ack(
+        "it.silent_rate.cumulative:c1", by="cdrw_zzzzzzz", note="again", tenant_id=None
+    )
+    assert (again.acknowledged_by, again.acknowledged_at, again.ack_note) == (
+        "cdrw_abcdefg",
+        T0 + timedelta(hours=2),
+        "called the BPO",
+    )
+    await feed(store, alert(severity="violation"))  # the detector knows nothing of acks
+    after = await store.get_alert("it.silent_rate.cumulative:c1", tenant_id=None)
+    assert after.severity == "violation"
+    assert after.acknowledged_by == "cdrw_abcdefg"
+    assert await store.ack("missing", by="x", note="", tenant_id=None) is None
+
+
+async def test_alert_pages_are_newest_first_and_cover_everything_once(store):
+    opened = [T0, T0 + MINUTE, T0 + MINUTE, T0 + MINUTE, T0 + 3 * MINUTE]
+    await feed(
+        store,
+        *(alert(alert_id=f"a{i}", opened=at, rule=f"rule{i}") for i, at in enumerate(opened)),
+    )
+    seen, cursor = [], None
+    while True:
+        page = await store.list_alerts(tenant_id=None, cursor=cursor, limit=2)
+        seen += [a.id for a in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == ["a4", "a3", "a2", "a1", "a0"]
+    single = await store.list_alerts(tenant_id=None, limit=5)
+    assert single.next_cursor is None
+    with pytest.raises(InvalidCursor):
+        await store.list_alerts(tenant_id=None, cursor="not-a-cursor")
+
+
+async def test_alert_filters(store):
+    await feed(
+        store,
+        alert("c1", rule="r1", severity="warning", opened=T0),
+        alert("c1", rule="r2", severity="violation", opened=T0 + MINUTE),
+        alert("c2", rule="r1", severity="violation", state="resolved", opened=T0 + 2 * MINUTE),
+    )
+
+    async def ids(**filters):
+        return [a.id for a in (await store.list_alerts(tenant_id=None, **filters)).items]
+
+    assert await ids(campaign_id="c1") == ["r2:c1", "r1:c1"]
+    assert await ids(state="resolved") == ["r1:c2"]
+    assert await ids(rule="r1") == ["r1:c2", "r1:c1"]
+    assert await ids(severity="violation", state="firing") == ["r2:c1"]
+    assert await ids(since=T0 + MINUTE) == ["r1:c2", "r2:c1"]
+
+
+async def test_tenant_sees_only_its_campaigns_and_their_alerts(store):
+    await feed(
+        store,
+        minute("acme-1", T0, tenant="acme", attempts=1),
+        minute("globex-1", T0, tenant="globex", attempts=1),
+        alert("acme-1"),
+        alert("globex-1"),
+        alert("orphan"),  # campaign of no known tenant: only unbound tokens see it
+    )
+    acme = await store.list_campaigns(tenant_id="acme")
+    assert [c.campaign_id for c in acme.items] == ["acme-1"]
+    everyone = await store.list_campaigns(tenant_id=None)
+    assert [c.campaign_id for c in everyone.items] == ["acme-1", "globex-1", "orphan"]
+    alerts = await store.list_alerts(tenant_id="acme")
+    assert [a.campaign_id for a in alerts.items] == ["acme-1"]
+    assert await store.get_alert("it.silent_rate.cumulative:globex-1", tenant_id="acme") is None
+    assert (
+        await store.ack("it.silent_rate.cumulative:globex-1", by="x", note="", tenant_id="acme")
+        is None
+    )
+    untouched = await store.get_alert("it.silent_rate.cumulative:globex-1", tenant_id=None)
+    assert untouched.acknowledged_by is None
+
+
+async def test_first_reported_tenant_sticks_and_observed_profile_follows(store):
+    await feed(store, alert("c1"))  # no tenant known yet
+    await feed(store, minute("c1", T0, tenant="acme", attempts=1))
+    await feed(store, minute("c1", T0 + MINUTE, tenant="globex", attempts=1))
+    campaign = await store.get_campaign("c1")
+    assert campaign.tenant_id == "acme"
+    assert campaign.profile == "it"
+
+
+async def test_live_window_keeps_the_latest_end_and_campaign_status(store):
+    end = T0 + 30 * MINUTE
+    await feed(
+        store,
+        window("c1", "cumulative", T0, end, attempts=200, answered_by_person=100, silent=4),
+        window("c1", "15m", end - 15 * MINUTE, end, attempts=20, answered_by_person=0),
+    )
+    # a replayed older snapshot does not replace the newer one
+    await feed(store, window("c1", "cumulative", T0, end - MINUTE, attempts=150))
+    campaign = await store.get_campaign("c1")
+    assert campaign.status == "ok"
+    cumulative = campaign.windows["cumulative"]
+    assert (cumulative.attempts, cumulative.silent_rate) == (200, 0.04)
+    assert campaign.windows["15m"].silent_rate is None  # 0 answered by a person
+    await feed(store, alert("c1", severity="warning", rule="r1"))
+    assert (await store.get_campaign("c1")).status == "warning"
+    await feed(store, alert("c1", severity="violation", rule="r2"))
+    campaign = await store.get_campaign("c1")
+    assert (campaign.status, campaign.firing_alerts) == ("violation", 2)
+    await feed(
+        store,
+        alert("c1", severity="violation", rule="r2", state="resolved"),
+        alert("c1", severity="warning", rule="r1", state="resolved"),
+    )
+    assert (await store.get_campaign("c1")).status == "ok"
+
+
+async def test_campaign_pages(store):
+    await feed(store, *(minute(f"c{i}", T0, attempts=1) for i in range(5)))
+    seen, cursor = [], None
+    while True:
+        page = await store.list_campaigns(tenant_id=None, cursor=cursor, limit=2)
+        seen += [c.campaign_id for c in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == ["c0", "c1", "c2", "c3", "c4"]
+
+
+async def test_put_campaign_stores_only_what_was_published(store, clock):
+    published: list[CampaignConfig] = []
+
+    async def publish(config: CampaignConfig) -> None:
+        published.append(config)
+
+    async def broker_down(config: CampaignConfig) -> None:
+        raise ConnectionError("broker down")
+
+    def decide(current):
+        assert current is None
+        return CampaignConfig(
+            campaign_id="c1",
+            profile="it",
+            overrides={"x": 1},
+            tenant_id="acme",
+            updated_at=clock.now,
+        )
+
+    with pytest.raises(ConnectionError):
+        await store.put_campaign("c1", decide, broker_down)
+    assert await store.get_campaign("c1") is None
+
+    stored = await store.put_campaign("c1", decide, publish)
+    assert [c.campaign_id for c in published] == ["c1"]
+    assert (stored.profile, stored.overrides, stored.tenant_id) == ("it", {"x": 1}, "acme")
+    assert stored.configured_at == clock.now
+
+    seen = []
+
+    def keep(current):
+        seen.append(current)
+        return current
+
+    await store.put_campaign("c1", keep, publish)
+    assert seen[0].overrides == {"x": 1}
+
+
+async def test_purge_drops_old_resolved_alerts_and_buckets_behind_the_newest(store, clock):
+    await feed(
+        store,
+        alert("c1", rule="old", state="resolved", opened=T0),
+        alert("c1", rule="open", opened=T0),
+        minute("c1", T0, attempts=1),
+        minute("c1", T0 + timedelta(days=10), attempts=2),
+    )
+    clock.now = T0 + timedelta(days=40)
+    assert await store.purge_older_than(timedelta(days=30)) == (1, 0)
+    assert [a.rule for a in (await store.list_alerts(tenant_id=None)).items] == ["open"]
+    assert await store.get_alert("old:c1", tenant_id=None) is None
+    # buckets expire behind the campaign's newest bucket, never by the wall clock
+    assert await store.purge_older_than(timedelta(days=5)) == (0, 1)
+    total = await store.sum_stats("c1", T0, T0 + timedelta(days=11))
+    assert total["attempts"] == 2
+
+
+async def test_positions_are_stored_with_the_batch(store):
+    await apply_messages(
+        store,
+        [minute("c1", T0, attempts=1)],
+        positions={("g", "cdrwatch.stats.v1", 0): 10, ("g", "cdrwatch.stats.v1", 1): 3},
+    )
+    await apply_messages(store, [], positions={("g", "cdrwatch.stats.v1", 0): 12})
+    assert await store.consumer_positions("g") == {
+        ("cdrwatch.stats.v1", 0): 12,
+        ("cdrwatch.stats.v1", 1): 3,
+    }
+    assert await store.consumer_positions("other") == {}
+
+
+async def test_metrics_snapshot_orders_campaigns_by_first_sighting(store, clock):
+    await feed(store, window("zeta", "cumulative", T0, T0 + MINUTE, attempts=1))
+    clock.now += MINUTE
+    await feed(
+        store,
+        window("alpha", "cumulative", T0, T0 + MINUTE, attempts=2),
+        alert("alpha", rule="r1", severity="violation"),
+        alert("zeta", rule="r1", severity="violation"),
+        alert("zeta", rule="r2", severity="warning", state="resolved"),
+    )
+    snapshot = await store.metrics_snapshot()
+    assert [(w.campaign_id, w.profile, w.counts["attempts"]) for w in snapshot.windows] == [
+        ("zeta", "it", 1),
+        ("alpha", "it", 2),
+    ]
+    assert snapshot.firing == {("r1", "violation"): 2}
