@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -221,35 +222,63 @@ def _die_with_parent() -> None:
 
 
 class _Stack:
-    def __init__(self) -> None:
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    """The children of `cdrwatch up`, supervised: a service that dies is restarted (a few
+    times, with back-off), so a crash or a kill -9 of one worker heals as it would under
+    systemd or Kubernetes; one that keeps dying stops the stack."""
 
-    def spawn(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
-        log_file = (log_dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "services.cli", *args],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
-        )
-        self.children.append((name, proc))
+    MAX_RESTARTS = 5
+
+    def __init__(self, log_dir: Path, run_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.run_dir = run_dir
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.specs: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self.restarts: dict[str, list[float]] = {}
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        self.specs[name] = (args, env)
+        with (self.log_dir / f"{name}.log").open("ab") as log_file:
+            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "services.cli", *args],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
+            )
+        self.children[name] = proc
+        (self.run_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
 
     def dead(self) -> list[tuple[str, int]]:
-        return [(n, p.returncode) for n, p in self.children if p.poll() is not None]
+        return [(n, p.returncode) for n, p in self.children.items() if p.poll() is not None]
+
+    def supervise(self) -> str | None:
+        """Restart dead children; the name of one that died too often, else None."""
+        now = time.monotonic()
+        for name, code in self.dead():
+            recent = [t for t in self.restarts.get(name, []) if now - t < 300]
+            if len(recent) >= self.MAX_RESTARTS:
+                return f"{name} exited with {code} {len(recent) + 1} times in 5 minutes"
+            recent.append(now)
+            self.restarts[name] = recent
+            print(f"{name} exited with {code}; restarting it "
+                  f"(see {self.log_dir / (name + '.log')})", file=sys.stderr, flush=True)
+            time.sleep(min(5.0, 0.5 * 2 ** (len(recent) - 1)))
+            self.spawn(name, *self.specs[name])
+        return None
 
     def stop(self, timeout: float = 15.0) -> None:
-        for _, proc in reversed(self.children):
+        for proc in reversed(self.children.values()):
             if proc.poll() is None:
                 proc.terminate()
         deadline = time.monotonic() + timeout
-        for _, proc in reversed(self.children):
+        for name, proc in reversed(self.children.items()):
             remaining = max(0.1, deadline - time.monotonic())
             try:
                 proc.wait(remaining)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
 
 
 def _wait_ready(url: str, stack: _Stack, timeout: float = 90.0) -> None:
@@ -275,10 +304,13 @@ def _up(args: argparse.Namespace) -> int:
         env["CDRWATCH_DATA_DIR"] = str(args.data_dir)
     settings = CommonSettings(_env_file=None, **_env_overrides(env))  # type: ignore[call-arg]
     configure_logging("up", settings.log_json)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_dir = data_dir / "logs"
     log_dir.mkdir(exist_ok=True)
+    run_dir = data_dir / "run"
+    run_dir.mkdir(exist_ok=True)
     env["CDRWATCH_DATA_DIR"] = str(data_dir)
 
     stopping = False
@@ -291,7 +323,7 @@ def _up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
 
     broker: EmbeddedBroker | None = None
-    stack = _Stack()
+    stack = _Stack(log_dir, run_dir)
     try:
         if "CDRWATCH_KAFKA_BOOTSTRAP" in os.environ:
             bootstrap = os.environ["CDRWATCH_KAFKA_BOOTSTRAP"]
@@ -314,16 +346,16 @@ def _up(args: argparse.Namespace) -> int:
         api_port = _port_or_free(args.api_port)
         ingest_port = _port_or_free(args.ingest_port)
         metrics_port = _port_or_free(9102)
-        stack.spawn("detector", ["detector", "--metrics-port", str(metrics_port)], env, log_dir)
-        stack.spawn("ingest", ["ingest", "--port", str(ingest_port)], env, log_dir)
-        stack.spawn("api", ["api", "--port", str(api_port)], env, log_dir)
+        stack.spawn("detector", ["detector", "--metrics-port", str(metrics_port)], env)
+        stack.spawn("ingest", ["ingest", "--port", str(ingest_port)], env)
+        stack.spawn("api", ["api", "--port", str(api_port)], env)
         api_url = f"http://127.0.0.1:{api_port}"
         ingest_url = f"http://127.0.0.1:{ingest_port}"
         _wait_ready(f"{ingest_url}/readyz", stack)
         _wait_ready(f"{api_url}/readyz", stack)
         if args.simulate:
             sim_env = dict(env, CDRWATCH_SIMULATE_TOKEN=tokens["ingest"])
-            stack.spawn("simulate", ["simulate", "--ingest-url", ingest_url], sim_env, log_dir)
+            stack.spawn("simulate", ["simulate", "--ingest-url", ingest_url], sim_env)
 
         print(
             "\n".join(
@@ -346,12 +378,15 @@ def _up(args: argparse.Namespace) -> int:
             flush=True,
         )
         while not stopping:
-            dead = stack.dead()
-            if dead:
-                print(f"a service stopped unexpectedly: {dead}; see {log_dir}", file=sys.stderr)
+            failure = stack.supervise()
+            if failure:
+                print(f"stopping: {failure}; see {log_dir}", file=sys.stderr, flush=True)
                 return 1
             time.sleep(0.2)
         return 0
+    except Exception as exc:  # start-up failed: say why, stop what started
+        print(f"cdrwatch up failed: {exc} (logs in {log_dir})", file=sys.stderr, flush=True)
+        return 1
     finally:
         stack.stop()
         if broker is not None:

@@ -45,7 +45,7 @@ DEFAULT_PLANS = (
 
 def make_cdr(plan: CampaignPlan, rng: random.Random, now: datetime) -> dict[str, Any]:
     """One finished call of `plan`, ending at about `now`."""
-    ring = timedelta(seconds=rng.uniform(3, 25))
+    ring = timedelta(seconds=rng.uniform(3, 25))  # until the callee answers
     originated = now - timedelta(seconds=rng.uniform(20, 90))
     ringing = originated + timedelta(seconds=rng.uniform(0.5, 2.5))
     cdr: dict[str, Any] = {
@@ -58,8 +58,10 @@ def make_cdr(plan: CampaignPlan, rng: random.Random, now: datetime) -> dict[str,
         "ringing_at": ringing.isoformat(),
     }
     if rng.random() >= plan.answer_rate:
-        released_early = rng.random() < 0.05
-        end = ringing + (timedelta(seconds=rng.uniform(5, 14)) if released_early else ring)
+        # Dialers let an unanswered call ring 15-30 s; a few are released too early.
+        released_early = rng.random() < 0.03
+        ring_out = rng.uniform(5, 14) if released_early else rng.uniform(15, 30)
+        end = ringing + timedelta(seconds=ring_out)
         cdr.update(ended_at=end.isoformat(), hangup_side="system", disposition="NA")
         return cdr
     answered = ringing + ring

@@ -279,7 +279,7 @@ class Detector:
                 await self.handle(events)
 
         @app.on_partitions_assigned.connect  # type: ignore[misc]
-        async def on_assigned(_sender: Any, **_: Any) -> None:
+        async def on_assigned(*_args: Any, **_kwargs: Any) -> None:
             self.engine.reset_caches()
 
         @app.service
