@@ -260,8 +260,11 @@ class _Stack:
                 return f"{name} exited with {code} {len(recent) + 1} times in 5 minutes"
             recent.append(now)
             self.restarts[name] = recent
-            print(f"{name} exited with {code}; restarting it "
-                  f"(see {self.log_dir / (name + '.log')})", file=sys.stderr, flush=True)
+            print(
+                f"{name} exited with {code}; restarting it (see {self.log_dir / (name + '.log')})",
+                file=sys.stderr,
+                flush=True,
+            )
             time.sleep(min(5.0, 0.5 * 2 ** (len(recent) - 1)))
             self.spawn(name, *self.specs[name])
         return None

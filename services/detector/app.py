@@ -291,7 +291,9 @@ class Detector:
                 await self.configs.stop()
 
         if self.settings.metrics_port:
-            start_http_server(self.settings.metrics_port, addr="127.0.0.1", registry=self.registry)
+            start_http_server(
+                self.settings.metrics_port, addr=self.settings.metrics_host, registry=self.registry
+            )
 
     async def handle(self, events: Sequence[EventT]) -> None:
         started = time.perf_counter()

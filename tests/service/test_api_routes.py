@@ -538,6 +538,7 @@ async def test_readiness_is_503_while_the_consumer_is_not_running(tmp_path):
 
 async def test_ingest_routes_are_mounted_when_serve_ingest(tmp_path):
     import services.ingest.routes  # noqa: F401 - mounted by the app; must import
+
     app = create_app(
         settings_for(tmp_path).model_copy(
             update={"serve_ingest": True, "kafka_bootstrap": "127.0.0.1:1"}

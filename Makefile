@@ -1,0 +1,94 @@
+# The README's commands: `make run` and `make test`. Everything else is a helper.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+LANES := tests/unit tests/service tests/integration tests/e2e
+PYTEST_FLAGS ?= -q -p no:cacheprovider
+
+# Debian packages the tests need: headless Chromium and its driver for the dashboard
+# tests, promtool (package prometheus) for the rule tests. Checked as commands first.
+APT_PACKAGES := chromium chromium-driver prometheus
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help venv run test lint fmt bench clean system-deps
+
+help:
+	@echo "make run          create .venv, install, start the embedded stack with simulated dialers"
+	@echo "make test         install what the tests need (apt included) and run every lane"
+	@echo "make lint         ruff check, ruff format --check, mypy --strict on core and schemas"
+	@echo "make bench        run the benchmarks in bench/ (they print figures)"
+	@echo "make system-deps  install the Debian packages the tests need ($(APT_PACKAGES))"
+	@echo "make clean        remove caches and build output (keeps .venv and the .cdrwatch data)"
+
+venv: $(STAMP)
+
+# Re-installs only when pyproject.toml is newer than the stamp.
+$(STAMP): pyproject.toml
+	@if [ ! -x "$(PY)" ]; then \
+		echo "creating $(VENV) with $(PYTHON_BOOT)"; \
+		"$(PYTHON_BOOT)" -m venv "$(VENV)"; \
+	fi
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch "$@"
+
+run: venv
+	exec $(VENV)/bin/cdrwatch up --simulate
+
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	if [ -z "$$missing" ]; then echo "system-deps: $(APT_PACKAGES) present"; exit 0; fi; \
+	cmd="$(strip $(SUDO) apt-get update) && $(strip $(SUDO) apt-get install) -y --no-install-recommends$$missing"; \
+	log=$$(mktemp -t cdrwatch-apt.XXXXXX); start=$$(date +%s); \
+	echo "system-deps: installing$$missing (log: $$log)"; \
+	if ! { $(SUDO) apt-get update -q && \
+	       $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	         apt-get install -y -q --no-install-recommends$$missing; } >"$$log" 2>&1; then \
+		tail -n 30 "$$log" >&2; \
+		echo "system-deps: installing failed; run by hand:" >&2; \
+		echo "  $$cmd" >&2; exit 1; \
+	fi; \
+	rm -f "$$log"; \
+	echo "system-deps: installed$$missing in $$(( $$(date +%s) - start )) s"
+
+test: venv system-deps
+	@if [ -f schemas/generate.py ]; then \
+		echo "== schemas: generated JSON Schema up to date"; \
+		$(PY) -m schemas.generate --check; \
+	fi
+	@echo "== ruff check"
+	@$(VENV)/bin/ruff check .
+	@for lane in $(LANES); do \
+		echo "== $$lane"; \
+		rc=0; $(PY) -m pytest $(PYTEST_FLAGS) "$$lane" || rc=$$?; \
+		if [ $$rc -eq 5 ]; then echo "lane $$lane collected no tests" >&2; exit 1; fi; \
+		if [ $$rc -ne 0 ]; then echo "lane $$lane failed (pytest exit $$rc)" >&2; exit $$rc; fi; \
+	done
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict services/detector/core schemas
+
+fmt: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: venv
+	@shopt -s nullglob; scripts=(bench/*.py); \
+	if [ $${#scripts[@]} -eq 0 ]; then echo "bench: no scripts in bench/"; exit 0; fi; \
+	for script in "$${scripts[@]}"; do \
+		echo "== $$script"; $(PY) "$$script"; \
+	done
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +

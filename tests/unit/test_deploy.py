@@ -1,0 +1,223 @@
+"""deploy/ and docker-compose.yml: Prometheus rules checked and unit-tested with promtool,
+the compose file names every service SPEC lists, the Grafana dashboard parses and its
+queries are valid PromQL. (No Docker engine here: the stack itself is not started.)"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE = ROOT / "docker-compose.yml"
+PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+RULES = DEPLOY / "prometheus" / "rules" / "cdrwatch.rules.yml"
+RULE_TESTS = DEPLOY / "prometheus" / "tests" / "cdrwatch.rules.test.yml"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "cdrwatch.json"
+DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+
+CDRWATCH_SERVICES = {"ingest": "ingest", "detector": "detector", "api": "api", "topics": "topics"}
+INFRASTRUCTURE = ("kafka", "postgres", "prometheus", "alertmanager", "grafana")
+ALERTS = (
+    "CdrwatchSilentRateViolation",
+    "CdrwatchAbandonedRateHigh",
+    "CdrwatchComplianceAlertFiring",
+    "CdrwatchDetectorLagHigh",
+    "CdrwatchIngestRejectsHigh",
+)
+
+
+def _promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail(
+            "promtool not found (Debian package prometheus). run: make system-deps",
+            pytrace=False,
+        )
+    return path
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+# -- Prometheus ------------------------------------------------------------------------------
+
+
+def test_prometheus_config_and_rules_pass_promtool_check() -> None:
+    promtool = _promtool()
+    config = _run(promtool, "check", "config", str(PROMETHEUS_CONFIG))
+    assert config.returncode == 0, config.stdout + config.stderr
+    rules = _run(promtool, "check", "rules", str(RULES))
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    assert "SUCCESS: 5 rules found" in rules.stdout
+
+
+def test_every_alert_rule_passes_its_promtool_unit_tests() -> None:
+    result = _run(_promtool(), "test", "rules", str(RULE_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    tests = RULE_TESTS.read_text()
+    for alert in ALERTS:
+        assert f"alertname: {alert}" in tests, f"no promtool test exercises {alert}"
+
+
+def test_alert_rules_carry_severity_and_annotations() -> None:
+    text = RULES.read_text()
+    blocks = re.split(r"\n\s+- alert: ", text)[1:]
+    assert sorted(block.split("\n", 1)[0].strip() for block in blocks) == sorted(ALERTS)
+    for block in blocks:
+        name = block.split("\n", 1)[0].strip()
+        assert re.search(r"severity: (violation|warning)\n", block), name
+        assert "summary:" in block and "description:" in block, name
+
+
+def test_prometheus_scrapes_api_ingest_and_every_detector_replica() -> None:
+    text = PROMETHEUS_CONFIG.read_text()
+    assert '"api:8080"' in text
+    assert '"ingest:8081"' in text
+    assert re.search(r'names: \["detector"\]\s+type: A\s+port: 9102', text)
+    assert '"alertmanager:9093"' in text
+
+
+# -- docker-compose.yml ----------------------------------------------------------------------
+
+
+def _top_level_block(text: str, key: str) -> str:
+    match = re.search(rf"^{key}:[^\n]*\n((?:[ #].*\n|\n)*)", text, re.MULTILINE)
+    assert match, f"no top-level {key}: in docker-compose.yml"
+    return match.group(1)
+
+
+def _compose_services(text: str) -> dict[str, str]:
+    """A minimal reader (PyYAML is not a dependency): service name -> its indented block."""
+    block = _top_level_block(text, "services")
+    services: dict[str, str] = {}
+    for match in re.finditer(r"^  ([A-Za-z0-9_.-]+):\n((?:    .*\n|\s*\n)*)", block, re.MULTILINE):
+        services[match.group(1)] = match.group(2)
+    return services
+
+
+def test_compose_defines_every_service_spec_names() -> None:
+    text = COMPOSE.read_text()
+    assert "\t" not in text, "YAML must be indented with spaces"
+    services = _compose_services(text)
+    missing = set(INFRASTRUCTURE) | set(CDRWATCH_SERVICES)
+    assert missing <= set(services), f"missing services: {sorted(missing - set(services))}"
+
+    assert re.search(r"image: apache/kafka:", services["kafka"])
+    assert "KAFKA_PROCESS_ROLES: broker,controller" in services["kafka"]  # KRaft, no ZooKeeper
+    assert "KAFKA_ADVERTISED_LISTENERS: PLAINTEXT://kafka:9092" in services["kafka"]
+    assert re.search(r"image: postgres:16", services["postgres"])
+    assert re.search(r"image: prom/prometheus:", services["prometheus"])
+    assert re.search(r"image: prom/alertmanager:", services["alertmanager"])
+    assert re.search(r"image: grafana/grafana:", services["grafana"])
+
+
+def test_compose_runs_the_cdrwatch_services_from_the_project_image() -> None:
+    text = COMPOSE.read_text()
+    services = _compose_services(text)
+    anchor = _top_level_block(text, "x-cdrwatch-service")
+    assert "dockerfile: deploy/Dockerfile" in anchor
+    env = _top_level_block(text, "x-cdrwatch-env")
+    assert "CDRWATCH_KAFKA_BOOTSTRAP: kafka:9092" in env
+    assert 'CDRWATCH_KAFKA_IDEMPOTENCE: "true"' in env
+    assert "CDRWATCH_HOST: 0.0.0.0" in env
+    assert "CDRWATCH_DATABASE_URL: postgresql+asyncpg://" in env
+    assert "CDRWATCH_PSEUDONYM_KEY: ${CDRWATCH_PSEUDONYM_KEY:?" in env  # never a default
+    for service, command in CDRWATCH_SERVICES.items():
+        block = services[service]
+        assert "<<: *cdrwatch-service" in block, service
+        assert f'command: ["{command}"]' in block, service
+        assert "<<: *cdrwatch-env" in block, service
+    # The detector scales out: no fixed name and no host port.
+    assert "replicas:" in services["detector"]
+    assert not re.search(r"^\s+container_name:", services["detector"], re.MULTILINE)
+    assert not re.search(r"^\s+ports:", services["detector"], re.MULTILINE)
+    assert 'CDRWATCH_METRICS_PORT: "9102"' in services["detector"]
+    assert 'restart: "no"' in services["topics"]
+    assert "service_completed_successfully" in anchor
+
+
+def test_compose_bind_mounts_and_build_files_exist() -> None:
+    text = COMPOSE.read_text()
+    for source in re.findall(r"^\s+- (\./[^:]+):", text, re.MULTILINE):
+        assert (ROOT / source).exists(), f"docker-compose.yml mounts missing {source}"
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.MULTILINE)
+    assert re.search(r"^USER (?!root)\S+", dockerfile, re.MULTILINE), "image must not run as root"
+    assert "pip install ." in dockerfile
+    assert 'ENTRYPOINT ["cdrwatch"]' in dockerfile
+
+
+def test_compose_parses_as_yaml_when_pyyaml_is_available() -> None:
+    """A full parse where PyYAML happens to be installed; the minimal reader otherwise."""
+    try:
+        import yaml  # type: ignore[import-untyped]
+    except ImportError:
+        services = _compose_services(COMPOSE.read_text())
+        assert all(block.strip() for block in services.values())
+        return
+    document = yaml.safe_load(COMPOSE.read_text())
+    services = document["services"]
+    assert services["detector"]["command"] == ["detector"]
+    assert services["detector"]["environment"]["CDRWATCH_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert services["topics"]["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+
+
+def test_alertmanager_routes_by_severity_to_defined_receivers() -> None:
+    text = (DEPLOY / "alertmanager" / "alertmanager.yml").read_text()
+    defined = set(re.findall(r"^\s+- name: (\S+)", text, re.MULTILINE))
+    used = set(re.findall(r"receiver: (\S+)", text))
+    assert used and used <= defined, f"undefined receivers: {used - defined}"
+    assert "matchers: ['severity=\"violation\"']" in text
+    assert "webhook_configs:" in text
+
+
+# -- Grafana ---------------------------------------------------------------------------------
+
+
+def _dashboard() -> dict[str, object]:
+    document = json.loads(DASHBOARD.read_text())
+    assert isinstance(document, dict)
+    return document
+
+
+def test_grafana_dashboard_parses_and_has_the_compliance_panels() -> None:
+    dashboard = _dashboard()
+    titles = [panel["title"].lower() for panel in dashboard["panels"]]  # type: ignore[attr-defined]
+    for wanted in ("silent", "abandoned", "out-of-hours", "alerts firing", "ingest", "lag"):
+        assert any(wanted in title for title in titles), f"no panel about {wanted}: {titles}"
+    silent = next(panel for panel in dashboard["panels"] if "silent" in panel["title"].lower())  # type: ignore[attr-defined]
+    assert any("vector(0.03)" in target["expr"] for target in silent["targets"])  # the cap line
+
+    uid = re.search(r"uid: (\S+)", DATASOURCES.read_text())
+    assert uid, "the provisioned data source needs a fixed uid"
+    for panel in dashboard["panels"]:  # type: ignore[attr-defined]
+        assert panel["datasource"]["uid"] == uid.group(1), panel["title"]
+
+
+def test_grafana_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    promtool = _promtool()
+    dashboard = _dashboard()
+    expressions = [
+        target["expr"]
+        for panel in dashboard["panels"]  # type: ignore[attr-defined]
+        for target in panel["targets"]
+    ]
+    # Grafana's variables replaced by values, then each query checked as a recording rule.
+    substituted = [
+        expr.replace("$__rate_interval", "1m").replace("$campaign", ".*").replace("$window", ".*")
+        for expr in expressions
+    ]
+    rules = ["groups:", "  - name: dashboard", "    rules:"]
+    for index, expr in enumerate(substituted):
+        rules += [f"      - record: dashboard:query_{index}", f"        expr: {json.dumps(expr)}"]
+    path = tmp_path / "dashboard.rules.yml"
+    path.write_text("\n".join(rules) + "\n")
+    result = _run(promtool, "check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
