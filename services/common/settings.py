@@ -51,6 +51,7 @@ class DetectorSettings(CommonSettings):
     default_profile: str = "it"
     dedup_retention_days: int = Field(default=8, ge=1)
     lateness_days: int = Field(default=7, ge=0)
+    sweep_interval_seconds: float = Field(default=300.0, gt=0)
     batch_max: int = Field(default=2000, ge=1)
     batch_within_seconds: float = Field(default=0.05, gt=0)
     metrics_host: str = "127.0.0.1"  # containers set 0.0.0.0 so Prometheus can scrape

@@ -46,6 +46,7 @@ from services.detector.core.engine import (
 )
 from services.detector.core.model import CallRecord
 from services.detector.core.profiles import ProfileError, load_profile
+from services.detector.core.retention import bucket_expired, seen_expired
 from services.detector.core.windows import minute_start
 from services.detector.metrics import DetectorMetrics
 
@@ -104,11 +105,54 @@ class TableState:
         finally:
             _current_event.reset(token)
 
-    def get_seen(self, key: str) -> tuple[int, int, int] | None:
-        raw = self._table.get(SEEN + key)
-        return None if raw is None else (raw[0], raw[1], raw[2])
+    def sweep(self, dedup_retention: timedelta, lateness: timedelta) -> int:
+        """Delete expired seen-entries and buckets of the partitions bound so far (see
+        core.retention); deletions go to the change log as tombstones. Returns how many.
 
-    def put_seen(self, key: str, value: tuple[int, int, int], partition: int) -> None:
+        A full scan: cheap for the in-memory store at the sizes one worker holds today;
+        it runs every `sweep_interval_seconds`, not per batch.
+        """
+        newest: dict[str, int | None] = {}
+
+        def newest_minute(campaign_id: str) -> int | None:
+            if campaign_id not in newest:
+                state = self.get_campaign(campaign_id)
+                newest[campaign_id] = None if state is None else state.newest_minute
+            return newest[campaign_id]
+
+        doomed: list[tuple[str, int]] = []
+        for key, value in list(self._table.items()):
+            if key.startswith(SEEN):
+                partition, _offset, minute, campaign_id = value
+                top = newest_minute(campaign_id)
+                if top is not None and seen_expired(minute, top, dedup_retention):
+                    doomed.append((key, partition))
+            elif key.startswith(BUCKET):
+                campaign_id, _, minute_text = key[len(BUCKET) :].rpartition("\x1f")
+                top = newest_minute(campaign_id)
+                state_partition = self._partition_of_campaign(campaign_id)
+                if (
+                    top is not None
+                    and state_partition is not None
+                    and bucket_expired(int(minute_text), top, lateness)
+                ):
+                    doomed.append((key, state_partition))
+        deleted = 0
+        for key, partition in doomed:
+            if partition in self._event_of_partition:
+                self.delete(key, partition)
+                deleted += 1
+        return deleted
+
+    def _partition_of_campaign(self, campaign_id: str) -> int | None:
+        raw = self._table.get(CAMPAIGN + campaign_id)
+        return None if raw is None else raw.get("partition")
+
+    def get_seen(self, key: str) -> tuple[int, int, int, str] | None:
+        raw = self._table.get(SEEN + key)
+        return None if raw is None else (raw[0], raw[1], raw[2], raw[3])
+
+    def put_seen(self, key: str, value: tuple[int, int, int, str], partition: int) -> None:
         self._put(SEEN + key, list(value), partition)
 
     def get_bucket(self, campaign_id: str, minute: int) -> BucketState | None:
@@ -123,7 +167,7 @@ class TableState:
         return None if raw is None else CampaignState.from_json(raw)
 
     def put_campaign(self, campaign_id: str, state: CampaignState, partition: int) -> None:
-        self._put(CAMPAIGN + campaign_id, state.to_json(), partition)
+        self._put(CAMPAIGN + campaign_id, {**state.to_json(), "partition": partition}, partition)
 
 
 class CampaignConfigs:
@@ -266,6 +310,7 @@ class Detector:
             lateness=timedelta(days=settings.lateness_days),
             clock=clock,
         )
+        self._next_sweep = time.monotonic() + settings.sweep_interval_seconds
         self._register()
 
     def _register(self) -> None:
@@ -328,6 +373,13 @@ class Detector:
         out = self.engine.process(decoded)
         self._publish(out)
         self.metrics.observe_batch(out, time.perf_counter() - started)
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.settings.sweep_interval_seconds
+            expired = self.state.sweep(
+                timedelta(days=self.settings.dedup_retention_days),
+                timedelta(days=self.settings.lateness_days),
+            )
+            self.metrics.expired.inc(expired)
         if newest_accepted is not None:
             self.metrics.lag.set(max(0.0, (self.clock() - newest_accepted).total_seconds()))
 

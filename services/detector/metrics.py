@@ -30,6 +30,11 @@ class DetectorMetrics:
             "Alert transitions and updates published.",
             registry=registry,
         )
+        self.expired = Counter(
+            "cdrwatch_detector_state_expired_total",
+            "Dedup entries and minute buckets dropped from the detector's state (event time).",
+            registry=registry,
+        )
         self.lag = Gauge(
             "cdrwatch_detector_lag_seconds",
             "Wall-clock seconds between ingest accepting the newest CDR of the last batch and "

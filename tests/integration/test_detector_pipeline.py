@@ -68,7 +68,11 @@ async def produce(bootstrap: str, records: list[dict[str, Any]], raw: list[bytes
 
 def detector(bootstrap: str, tmp_path: Path, name: str = "detector") -> ServiceProcess:
     return ServiceProcess(
-        ["detector"], service_env(bootstrap, tmp_path / "data"), tmp_path / f"{name}.log"
+        ["detector"],
+        # A sweep every second exercises expiry on the real faust table (nothing in this
+        # traffic is old enough to expire, so counts must be untouched).
+        service_env(bootstrap, tmp_path / "data", CDRWATCH_SWEEP_INTERVAL_SECONDS="1"),
+        tmp_path / f"{name}.log",
     ).start()
 
 

@@ -38,10 +38,10 @@ class DictState:
         self.data[key] = value
         self.log.append((key, value))
 
-    def get_seen(self, key: str) -> tuple[int, int, int] | None:
+    def get_seen(self, key: str) -> tuple[int, int, int, str] | None:
         return self.data.get(("s", key))
 
-    def put_seen(self, key: str, value: tuple[int, int, int], partition: int) -> None:
+    def put_seen(self, key: str, value: tuple[int, int, int, str], partition: int) -> None:
         self._put(("s", key), value)
 
     def get_bucket(self, campaign_id: str, minute: int) -> BucketState | None:

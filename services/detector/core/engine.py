@@ -148,10 +148,10 @@ class CampaignState:
 class StateStore(Protocol):
     """Keyed state the engine reads and writes (faust tables in production)."""
 
-    def get_seen(self, key: str) -> tuple[int, int, int] | None:
-        """(partition, offset, originated minute) of the first accepted copy."""
+    def get_seen(self, key: str) -> tuple[int, int, int, str] | None:
+        """(partition, offset, originated minute, campaign) of the first accepted copy."""
 
-    def put_seen(self, key: str, value: tuple[int, int, int], partition: int) -> None: ...
+    def put_seen(self, key: str, value: tuple[int, int, int, str], partition: int) -> None: ...
 
     def get_bucket(self, campaign_id: str, minute: int) -> BucketState | None: ...
 
@@ -334,7 +334,9 @@ class Engine:
                 if rolling is not None:
                     rolling.move_end(state.newest_minute, lookup)
             if seen is None:
-                self._store.put_seen(key, (event.partition, event.offset, minute), event.partition)
+                self._store.put_seen(
+                    key, (event.partition, event.offset, minute, cid), event.partition
+                )
 
         now = self._clock()
         for (cid, minute), bucket in buckets.items():

@@ -1,0 +1,77 @@
+"""The detector's table adapter with a dict standing in for the faust table: partition
+binding, event-time expiry of dedup entries and buckets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+from services.detector.app import TableState
+from services.detector.core.engine import CampaignConfig, Engine, Event
+from services.detector.core.model import CallRecord
+from services.detector.core.profiles import load_profile
+from services.detector.core.retention import bucket_expired, seen_expired
+from services.detector.core.windows import minute_of
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def call(n: int, at: datetime, campaign: str = "c1") -> CallRecord:
+    return CallRecord(
+        call_id=f"call-{n}",
+        campaign_id=campaign,
+        originated_at=at,
+        ended_at=at + timedelta(seconds=30),
+        callee_zones=("Europe/Rome",),
+    )
+
+
+class FaustEvent:
+    """What TableState needs of a faust event: its message's partition (weak-referenceable,
+    as faust's current-event context holds a weak reference)."""
+
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition)
+
+
+def faust_event(partition: int) -> FaustEvent:
+    return FaustEvent(partition)
+
+
+def run(state: TableState, calls: list[CallRecord], first_offset: int = 0) -> None:
+    config = CampaignConfig(load_profile("it"))
+    engine = Engine(state, lambda _c: config, lateness=timedelta(days=7), clock=lambda: T0)
+    state.bind([faust_event(3)])
+    engine.process([Event(3, first_offset + i, c) for i, c in enumerate(calls)])
+
+
+def test_entries_expire_relative_to_the_campaigns_newest_call_not_the_wall_clock() -> None:
+    table: dict[str, object] = {}
+    state = TableState(table)
+    old = [call(i, T0 + timedelta(minutes=i)) for i in range(3)]
+    run(state, old)
+    assert state.sweep(timedelta(days=8), timedelta(days=7)) == 0  # nothing is old yet
+    run(state, [call(100, T0 + timedelta(days=10))], first_offset=3)
+    deleted = state.sweep(timedelta(days=8), timedelta(days=7))
+    # 3 seen-entries (> 8 days behind) and 3 buckets (> 9 days behind) of the old calls
+    assert deleted == 6
+    assert state.get_seen("\x1fcall-0") is None
+    assert state.get_seen("\x1fcall-100") is not None
+    assert state.get_bucket("c1", minute_of(T0)) is None
+    assert state.get_campaign("c1").totals.attempts == 4  # totals are kept
+
+
+def test_a_backfilled_campaign_keeps_its_state_whatever_the_wall_clock_says() -> None:
+    table: dict[str, object] = {}
+    state = TableState(table)
+    last_year = T0 - timedelta(days=365)
+    run(state, [call(i, last_year + timedelta(hours=i)) for i in range(5)])
+    assert state.sweep(timedelta(days=8), timedelta(days=7)) == 0
+
+
+def test_retention_boundaries() -> None:
+    day = 1440
+    assert not seen_expired(0, 8 * day, timedelta(days=8))
+    assert seen_expired(0, 8 * day + 1, timedelta(days=8))
+    assert not bucket_expired(0, 9 * day, timedelta(days=7))
+    assert bucket_expired(0, 9 * day + 1, timedelta(days=7))
