@@ -173,7 +173,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.common.kafka import ensure_topics
 
         common = CommonSettings()
-        asyncio.run(ensure_topics(common.kafka_bootstrap, common.kafka_partitions))
+        asyncio.run(
+            ensure_topics(
+                common.kafka_bootstrap,
+                common.kafka_partitions,
+                replication_factor=common.kafka_replication_factor,
+            )
+        )
         print(f"topics ready on {common.kafka_bootstrap}")
         return 0
     raise AssertionError(command)

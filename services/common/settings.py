@@ -22,6 +22,7 @@ class CommonSettings(BaseSettings):
     # answers InitProducerId with an error. Dedup by call_id absorbs retries either way.
     kafka_idempotence: bool = False
     kafka_partitions: int = Field(default=4, ge=1, le=1024)
+    kafka_replication_factor: int = Field(default=1, ge=1, le=16)
     data_dir: Path = Path(".cdrwatch")
     database_url: str | None = None
     log_json: bool | None = None  # None: JSON when stderr is not a terminal

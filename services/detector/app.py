@@ -283,7 +283,7 @@ class Detector:
             web_enabled=False,
             datadir=str(settings.data_dir / "detector"),
             topic_partitions=settings.kafka_partitions,
-            topic_replication_factor=1,
+            topic_replication_factor=settings.kafka_replication_factor,
             broker_session_timeout=settings.session_timeout_seconds,
             broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
             broker_commit_interval=1.0,

@@ -181,11 +181,76 @@ class IngestResult(BaseModel):
 
 
 @dataclass
-class _Outcome:
+class Validation:
+    """What a list of raw records became: the good ones (first copy of each call), how many
+    repeats were dropped, and the rejected ones by index with the metric reason of each."""
+
     good: list[NormalizedCdrV1] = field(default_factory=list)
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     reasons: Counter[RejectReason] = field(default_factory=Counter)
+
+
+def validate_items(
+    items: Sequence[object],
+    normalizer: Normalizer,
+    *,
+    source: Source,
+    tenant_id: str | None = None,
+) -> Validation:
+    """Validate and normalise every record; a repeat of a (tenant, call_id) already good in
+    `items` is dropped and counted. Shared by `POST /v1/cdrs` and the raw-topic validator.
+
+    `tenant_id` is the caller's tenant (a tenant-bound token): records without one get it,
+    records naming another are rejected (`tenant_mismatch`). None: records keep their own.
+    """
+    outcome = Validation()
+    seen: set[tuple[str | None, str]] = set()
+    for index, item in enumerate(items):
+        errors, reason, record = check_item(item, normalizer, source=source, tenant_id=tenant_id)
+        if record is None:
+            outcome.rejected.append(
+                Rejection(index=index, call_id=_echo_call_id(item), errors=errors)
+            )
+            outcome.reasons[reason] += 1
+            continue
+        key = (record.tenant_id, record.call_id)
+        if key in seen:
+            outcome.duplicates += 1
+            continue
+        seen.add(key)
+        outcome.good.append(record)
+    return outcome
+
+
+def check_item(
+    item: object,
+    normalizer: Normalizer,
+    *,
+    source: Source,
+    tenant_id: str | None = None,
+) -> tuple[list[FieldError], RejectReason, NormalizedCdrV1 | None]:
+    """One raw record: ([], _, the normalised record) or (its errors, the reason, None)."""
+    if isinstance(item, UnreadableRecord):
+        return [FieldError(field="(record)", message=item.message)], "invalid", None
+    cdr, errors = parse_cdr(item)
+    if cdr is None:
+        return errors, "invalid", None
+    tenant_errors: list[FieldError] = []
+    if tenant_id is not None:
+        if cdr.tenant_id is None:
+            cdr = cdr.model_copy(update={"tenant_id": tenant_id})
+        elif cdr.tenant_id != tenant_id:
+            tenant_errors.append(
+                FieldError(field="tenant_id", message="tenant_id is not the token's tenant")
+            )
+    record, errors = normalizer.normalize(cdr, source=source)
+    if tenant_errors:
+        return tenant_errors + errors, "tenant_mismatch", None
+    if record is None:
+        only_future = errors == [normalizer.future_error]
+        return errors, "too_far_future" if only_future else "invalid", None
+    return [], "invalid", record
 
 
 class IngestService:
@@ -247,48 +312,10 @@ class IngestService:
             accepted=len(outcome.good), duplicates=outcome.duplicates, rejected=outcome.rejected
         )
 
-    def _validate(self, items: Sequence[object], principal: Principal, source: Source) -> _Outcome:
-        outcome = _Outcome()
-        seen: set[tuple[str | None, str]] = set()
-        for index, item in enumerate(items):
-            errors, reason, record = self._check(item, principal, source)
-            if record is None:
-                outcome.rejected.append(
-                    Rejection(index=index, call_id=_echo_call_id(item), errors=errors)
-                )
-                outcome.reasons[reason] += 1
-                continue
-            key = (record.tenant_id, record.call_id)
-            if key in seen:
-                outcome.duplicates += 1
-                continue
-            seen.add(key)
-            outcome.good.append(record)
-        return outcome
-
-    def _check(
-        self, item: object, principal: Principal, source: Source
-    ) -> tuple[list[FieldError], RejectReason, NormalizedCdrV1 | None]:
-        if isinstance(item, UnreadableRecord):
-            return [FieldError(field="(record)", message=item.message)], "invalid", None
-        cdr, errors = parse_cdr(item)
-        if cdr is None:
-            return errors, "invalid", None
-        tenant_errors: list[FieldError] = []
-        if principal.tenant_id is not None:
-            if cdr.tenant_id is None:
-                cdr = cdr.model_copy(update={"tenant_id": principal.tenant_id})
-            elif cdr.tenant_id != principal.tenant_id:
-                tenant_errors.append(
-                    FieldError(field="tenant_id", message="tenant_id is not the token's tenant")
-                )
-        record, errors = self.normalizer.normalize(cdr, source=source)
-        if tenant_errors:
-            return tenant_errors + errors, "tenant_mismatch", None
-        if record is None:
-            only_future = errors == [self.normalizer.future_error]
-            return errors, "too_far_future" if only_future else "invalid", None
-        return [], "invalid", record
+    def _validate(
+        self, items: Sequence[object], principal: Principal, source: Source
+    ) -> Validation:
+        return validate_items(items, self.normalizer, source=source, tenant_id=principal.tenant_id)
 
 
 def _echo_call_id(item: object) -> str | None:

@@ -295,3 +295,29 @@ def test_detector_killed_with_sigkill_mid_stream_ends_exact(stack: Stack) -> Non
             "/v1/alerts", params={"campaign_id": campaign, "rule": "it-silent-rate-cumulative"}
         ).json()["items"]
     assert len(items) == 1 and items[0]["numerator"] == 1000
+
+
+def test_a_campaign_override_set_with_put_changes_the_verdict(stack: Stack) -> None:
+    campaign = f"e2e-override-{uuid.uuid4().hex[:8]}"
+    with stack.client("admin") as admin:
+        put = admin.put(
+            f"/v1/campaigns/{campaign}",
+            json={"profile": "it", "overrides": {"silent_rate_max": "0.06"}},
+        )
+        assert put.status_code == 200, put.text
+        refused = admin.put(f"/v1/campaigns/{campaign}", json={"overrides": {"nope": 1}})
+        assert refused.status_code == 422 and "nope" in refused.text
+    cdrs, whole, _ = scenario(campaign)  # 6 silent / 110: 5.45 %, above 3 % but below 6 %
+    with stack.client("ingest") as ingest:
+        assert ingest.post("/v1/cdrs", json=cdrs).status_code == 202
+
+    def cumulative_alert() -> dict[str, Any] | None:
+        with stack.client("viewer") as viewer:
+            items = viewer.get(
+                "/v1/alerts", params={"campaign_id": campaign, "rule": "it-silent-rate-cumulative"}
+            ).json()["items"]
+        return next((a for a in items if a["denominator"] == 110), None)
+
+    alert = wait_until(cumulative_alert, timeout=60, interval=0.2, message="no alert")
+    assert alert["severity"] == "warning"  # 5.45 % >= 80 % of 6 %, not above 6 %
+    assert alert["threshold"] == 0.06
