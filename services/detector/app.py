@@ -18,10 +18,11 @@ Design notes (why it looks like this):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
@@ -91,19 +92,22 @@ class TableState:
         for event in events:
             self._event_of_partition[event.message.partition] = event
 
-    def _put(self, key: str, value: Any, partition: int) -> None:
+    @contextlib.contextmanager
+    def _in_partition(self, partition: int) -> Iterator[None]:
+        """Make faust write the change log of what follows to `partition`."""
         token = _current_event.set(weakref.ref(self._event_of_partition[partition]))
         try:
-            self._table[key] = value
+            yield
         finally:
             _current_event.reset(token)
 
+    def _put(self, key: str, value: Any, partition: int) -> None:
+        with self._in_partition(partition):
+            self._table[key] = value
+
     def delete(self, key: str, partition: int) -> None:
-        token = _current_event.set(weakref.ref(self._event_of_partition[partition]))
-        try:
+        with self._in_partition(partition):
             del self._table[key]
-        finally:
-            _current_event.reset(token)
 
     def sweep(self, dedup_retention: timedelta, lateness: timedelta) -> int:
         """Delete expired seen-entries and buckets of the partitions bound so far (see

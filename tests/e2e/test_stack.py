@@ -18,25 +18,14 @@ import httpx
 import orjson
 import pytest
 
+from schemas.stats_v1 import COUNT_FIELDS
 from tests.e2e.conftest import Stack
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # Monday 10:00 in Rome: inside calling hours
-EMPTY_COUNTS = dict.fromkeys(
-    (
-        "attempts",
-        "answered",
-        "answered_by_person",
-        "amd_machine",
-        "silent",
-        "abandoned",
-        "out_of_hours",
-        "short_ring",
-    ),
-    0,
-)
+EMPTY_COUNTS = dict.fromkeys(COUNT_FIELDS, 0)
 
 
 def dialer_cdr(campaign: str, n: int, kind: str, at: datetime) -> dict[str, Any]:

@@ -375,3 +375,11 @@ def test_amd_false_positive_estimate_enters_both_terms_of_abandoned_rate() -> No
         counts = counts.add(classify(c, profile))
     num, den = rate_terms("abandoned", counts, Fraction(1, 10))
     assert (num, den) == (Fraction(3), Fraction(3))
+
+
+def test_core_counts_and_wire_stats_name_the_same_eight_figures() -> None:
+    from dataclasses import fields
+
+    from schemas.stats_v1 import COUNT_FIELDS
+
+    assert tuple(f.name for f in fields(EMPTY)) == COUNT_FIELDS
