@@ -66,12 +66,21 @@ test: venv system-deps
 	fi
 	@echo "== ruff check"
 	@$(VENV)/bin/ruff check .
-	@for lane in $(LANES); do \
+	@passed=0; failed=0; out=$$(mktemp -t cdrwatch-lane.XXXXXX); \
+	for lane in $(LANES); do \
 		echo "== $$lane"; \
-		rc=0; $(PY) -m pytest $(PYTEST_FLAGS) "$$lane" || rc=$$?; \
-		if [ $$rc -eq 5 ]; then echo "lane $$lane collected no tests" >&2; exit 1; fi; \
-		if [ $$rc -ne 0 ]; then echo "lane $$lane failed (pytest exit $$rc)" >&2; exit $$rc; fi; \
-	done
+		rc=0; $(PY) -m pytest $(PYTEST_FLAGS) "$$lane" 2>&1 | tee "$$out" || rc=$$?; \
+		p=$$(tail -n 1 "$$out" | awk '{for (i = 1; i < NF; i++) if ($$(i+1) ~ /^passed/) s += $$i} END {print s + 0}'); \
+		f=$$(tail -n 1 "$$out" | awk '{for (i = 1; i < NF; i++) if ($$(i+1) ~ /^(failed|error)/) s += $$i} END {print s + 0}'); \
+		passed=$$((passed + p)); failed=$$((failed + f)); \
+		if [ $$rc -eq 5 ]; then echo "lane $$lane collected no tests" >&2; rm -f "$$out"; exit 1; fi; \
+		if [ $$rc -ne 0 ]; then \
+			echo "lane $$lane failed (pytest exit $$rc)" >&2; \
+			echo "all lanes: $$passed passed, $$failed failed"; rm -f "$$out"; exit $$rc; \
+		fi; \
+	done; \
+	rm -f "$$out"; \
+	echo "all lanes: $$passed passed, $$failed failed"
 
 lint: venv
 	$(VENV)/bin/ruff check .
