@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -338,8 +339,10 @@ def _up(args: argparse.Namespace) -> int:
             bootstrap = os.environ["CDRWATCH_KAFKA_BOOTSTRAP"]
             print(f"Using Kafka at {bootstrap}", flush=True)
         else:
+            _clear_previous_run(settings, data_dir)
             broker = EmbeddedBroker(log_path=log_dir / "broker.log")
             bootstrap = broker.start()
+            (run_dir / "broker.pid").write_text(f"{broker.pid}\n")
             env["CDRWATCH_KAFKA_IDEMPOTENCE"] = "false"
         env["CDRWATCH_KAFKA_BOOTSTRAP"] = bootstrap
         asyncio.run(ensure_topics(bootstrap, settings.kafka_partitions))
@@ -400,7 +403,27 @@ def _up(args: argparse.Namespace) -> int:
         stack.stop()
         if broker is not None:
             broker.stop()
+            (run_dir / "broker.pid").unlink(missing_ok=True)
         print("cdrwatch stopped.", flush=True)
+
+
+def _clear_previous_run(settings: CommonSettings, data_dir: Path) -> None:
+    """The embedded broker keeps its topics in memory, so a new run starts with empty
+    topics; the api's stored stats, alerts and consumer positions and the detector's data
+    of a previous run would no longer match them. Start the derived state afresh too
+    (tokens are created anew each run; the pseudonym key is kept)."""
+    if settings.database_url:
+        return  # not ours to clear: the operator chose that database
+    stale = [data_dir / name for name in ("cdrwatch.db", "cdrwatch.db-wal", "cdrwatch.db-shm")]
+    if not any(path.exists() for path in stale):
+        return
+    for path in stale:
+        path.unlink(missing_ok=True)
+    shutil.rmtree(data_dir / "detector", ignore_errors=True)
+    print(
+        f"Embedded broker (memory storage): cleared the previous run's data in {data_dir}",
+        flush=True,
+    )
 
 
 def _env_overrides(env: dict[str, str]) -> dict[str, str]:

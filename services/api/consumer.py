@@ -152,11 +152,27 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
         pass
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        partitions = list(assigned)
         stored = await self._store.consumer_positions(self._group_id)
-        for tp in assigned:
+        ends = await self._consumer.end_offsets(partitions) if partitions else {}
+        for tp in partitions:
             offset = stored.get((tp.topic, tp.partition))
-            if offset is not None:
-                self._consumer.seek(tp, offset)
+            if offset is None:
+                continue
+            if offset > ends.get(tp, offset):
+                # The log is shorter than what we already read: the topic was recreated
+                # (e.g. an in-memory broker restarted). Read it again from the start; the
+                # stats upsert (field-wise max) and alert upsert (by id) are idempotent.
+                log.warning(
+                    "consumer_position_beyond_log_end topic=%s partition=%s stored=%s end=%s",
+                    tp.topic,
+                    tp.partition,
+                    offset,
+                    ends.get(tp),
+                )
+                await self._consumer.seek_to_beginning(tp)
+                continue
+            self._consumer.seek(tp, offset)
 
 
 class StoreConsumer:

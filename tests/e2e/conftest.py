@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -87,9 +88,29 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert api and ingest and metrics and len(tokens) == 4, banner
         yield Stack(api[1], ingest[1], metrics[1], data_dir, tokens)
     finally:
-        proc.terminate()
+        children = _pids(data_dir / "run")
+        proc.terminate()  # what Ctrl-C or a service manager does
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            raise AssertionError("cdrwatch up did not stop within 60 s of SIGTERM") from None
+    assert proc.returncode == 0, f"cdrwatch up exited with {proc.returncode}"
+    left = [pid for pid in children | _pids(data_dir / "run") if _alive(pid)]
+    assert not left, f"cdrwatch up left processes behind: {left}"
+
+
+def _pids(run_dir: Path) -> set[int]:
+    return {int(p.read_text()) for p in run_dir.glob("*.pid")} if run_dir.exists() else set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead but not yet reaped by its parent; only running ones count.
+    with contextlib.suppress(FileNotFoundError):
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return False
