@@ -45,6 +45,12 @@ class IngestSettings(CommonSettings):
     # ingest entrypoint create one in data_dir/pseudonym.key and keep it across restarts.
     pseudonym_key: str | None = None
     send_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The validator of records dialers write straight to cdrwatch.cdrs.raw.v1
+    # (services.ingest.raw), run by the ingest app's lifespan when on.
+    consume_raw: bool = True
+    raw_consumer_group: str = Field(default="cdrwatch-ingest-raw", min_length=1)
+    raw_batch_max: int = Field(default=500, ge=1, le=10_000)  # messages per getmany
+    raw_session_timeout_seconds: float = Field(default=10.0, ge=1)
 
 
 class DetectorSettings(CommonSettings):

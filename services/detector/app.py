@@ -23,7 +23,8 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as wall_time
 from fractions import Fraction
 from typing import Any
 
@@ -42,18 +43,19 @@ from services.detector.core.engine import (
     BucketState,
     CampaignConfig,
     CampaignState,
+    DayViolations,
     Engine,
     Event,
 )
 from services.detector.core.model import CallRecord
 from services.detector.core.profiles import ProfileError, load_profile
 from services.detector.core.retention import bucket_expired, seen_expired
-from services.detector.core.windows import minute_start
+from services.detector.core.windows import minute_of, minute_start
 from services.detector.metrics import DetectorMetrics
 
 log = logging.getLogger("cdrwatch.detector")
 
-SEEN, BUCKET, CAMPAIGN = "s\x1f", "b\x1f", "c\x1f"
+SEEN, BUCKET, CAMPAIGN, VIOLATIONS = "s\x1f", "b\x1f", "c\x1f", "v\x1f"
 
 
 def to_call_record(cdr: NormalizedCdrV1) -> CallRecord:
@@ -141,6 +143,23 @@ class TableState:
                     and bucket_expired(int(minute_text), top, lateness)
                 ):
                     doomed.append((key, state_partition))
+            elif key.startswith(VIOLATIONS):
+                # A day record goes with the day's last minute: once no late call can reach
+                # that day any more, its alert in the api store is final.
+                campaign_id, _rule, day_text = key[len(VIOLATIONS) :].split("\x1f")
+                top = newest_minute(campaign_id)
+                state_partition = self._partition_of_campaign(campaign_id)
+                day_end = minute_of(
+                    datetime.combine(
+                        date.fromisoformat(day_text) + timedelta(days=2), wall_time(0), UTC
+                    )
+                )
+                if (
+                    top is not None
+                    and state_partition is not None
+                    and bucket_expired(day_end, top, lateness)
+                ):
+                    doomed.append((key, state_partition))
         deleted = 0
         for key, partition in doomed:
             if partition in self._event_of_partition:
@@ -165,6 +184,16 @@ class TableState:
 
     def put_bucket(self, campaign_id: str, minute: int, state: BucketState, partition: int) -> None:
         self._put(f"{BUCKET}{campaign_id}\x1f{minute}", state.to_json(), partition)
+
+    def get_day_violations(self, campaign_id: str, rule_id: str, day: date) -> DayViolations | None:
+        raw = self._table.get(f"{VIOLATIONS}{campaign_id}\x1f{rule_id}\x1f{day.isoformat()}")
+        return None if raw is None else DayViolations.from_json(raw)
+
+    def put_day_violations(
+        self, campaign_id: str, rule_id: str, day: date, state: DayViolations, partition: int
+    ) -> None:
+        key = f"{VIOLATIONS}{campaign_id}\x1f{rule_id}\x1f{day.isoformat()}"
+        self._put(key, state.to_json(), partition)
 
     def get_campaign(self, campaign_id: str) -> CampaignState | None:
         raw = self._table.get(CAMPAIGN + campaign_id)

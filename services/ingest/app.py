@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -20,6 +21,7 @@ from services.common.db import create_engine, migrate
 from services.common.settings import IngestSettings
 from services.ingest.metrics import IngestMetrics
 from services.ingest.normalize import Normalizer
+from services.ingest.raw import RawValidator
 from services.ingest.routes import router
 from services.ingest.service import (
     IngestService,
@@ -84,7 +86,8 @@ def create_app(
 ) -> FastAPI:
     """The ingest app. Without an injected publisher it produces to Kafka (started and
     stopped by the lifespan); without a token store it opens the database of the settings
-    and migrates it."""
+    and migrates it. With `settings.consume_raw` the lifespan also runs the validator of
+    `cdrwatch.cdrs.raw.v1` (services.ingest.raw), with the same normaliser and metrics."""
     registry = registry if registry is not None else CollectorRegistry()
     kafka_publisher: KafkaPublisher | None = None
     if publisher is None:
@@ -94,6 +97,16 @@ def create_app(
     if tokens is None:
         engine = create_engine(settings.resolved_database_url())
         tokens = TokenStore(engine)
+
+    ingest_metrics = IngestMetrics(registry)
+    normalizer = Normalizer(
+        load_pseudonym_key(settings),
+        clock,
+        timedelta(seconds=settings.future_tolerance_seconds),
+    )
+    raw_validator = (
+        RawValidator(settings, normalizer, ingest_metrics) if settings.consume_raw else None
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -106,21 +119,16 @@ def create_app(
             if kafka_publisher is not None:
                 stack.push_async_callback(kafka_publisher.stop)
                 await kafka_publisher.start()
+            if raw_validator is not None:
+                stack.push_async_callback(raw_validator.stop)
+                await raw_validator.start()
             yield
 
     app = FastAPI(title="cdrwatch ingest", version="1", lifespan=lifespan)
     app.state.settings = settings
     app.state.tokens = tokens
-    app.state.ingest = IngestService(
-        settings,
-        publisher,
-        Normalizer(
-            load_pseudonym_key(settings),
-            clock,
-            timedelta(seconds=settings.future_tolerance_seconds),
-        ),
-        IngestMetrics(registry),
-    )
+    app.state.ingest = IngestService(settings, publisher, normalizer, ingest_metrics)
+    app.state.raw_validator = raw_validator
     app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)
@@ -132,8 +140,15 @@ def create_app(
         service: IngestService = request.app.state.ingest
         publisher = service.publisher
         ready = not isinstance(publisher, SupportsReadiness) or await publisher.check_ready()
+        # The raw validator is reported, not required: the HTTP path does not depend on it,
+        # and its group join may take a session timeout after a restart.
+        validator: RawValidator | None = request.app.state.raw_validator
+        body = {
+            "status": "ready" if ready else "broker not connected",
+            "raw_validator": validator.state if validator is not None else "off",
+        }
         return Response(
-            content=b'{"status":"ready"}' if ready else b'{"status":"broker not connected"}',
+            content=orjson.dumps(body),
             status_code=200 if ready else 503,
             media_type="application/json",
         )

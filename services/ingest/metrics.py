@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 Source = Literal["http", "kafka"]
 RejectReason = Literal["invalid", "too_far_future", "tenant_mismatch", "publish_failed"]
+DeadLetterReason = Literal["invalid", "unreadable"]
 
 SOURCES: tuple[Source, ...] = ("http", "kafka")
 REJECT_REASONS: tuple[RejectReason, ...] = (
@@ -16,6 +17,7 @@ REJECT_REASONS: tuple[RejectReason, ...] = (
     "tenant_mismatch",
     "publish_failed",
 )
+DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = ("invalid", "unreadable")
 
 
 class IngestMetrics:
@@ -42,10 +44,18 @@ class IngestMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=registry,
         )
+        self.dead_letters = Counter(
+            "cdrwatch_ingest_dead_letters",
+            "Messages the raw-topic validator wrote to cdrwatch.cdrs.dlq.v1, by reason.",
+            ["reason"],
+            registry=registry,
+        )
         for source in SOURCES:
             self.received.labels(source=source)
         for reason in REJECT_REASONS:
             self.rejected.labels(reason=reason)
+        for dead_reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason=dead_reason)
 
     def count_received(self, source: Source, count: int) -> None:
         if count:
@@ -54,3 +64,7 @@ class IngestMetrics:
     def count_rejected(self, reason: RejectReason, count: int = 1) -> None:
         if count:
             self.rejected.labels(reason=reason).inc(count)
+
+    def count_dead_letters(self, reason: DeadLetterReason, count: int = 1) -> None:
+        if count:
+            self.dead_letters.labels(reason=reason).inc(count)

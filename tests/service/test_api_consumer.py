@@ -69,6 +69,13 @@ class FakeConsumer:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp, offset))
 
+    async def end_offsets(self, partitions):
+        # The log is longer than anything stored: positions are within it.
+        return dict.fromkeys(partitions, 10 ** 9)
+
+    async def seek_to_beginning(self, *partitions) -> None:
+        self.seeks.extend((tp, 0) for tp in partitions)
+
     async def stop(self) -> None:
         self.stopped = True
 

@@ -15,6 +15,7 @@ from services.detector.core.engine import (
     BucketState,
     CampaignConfig,
     CampaignState,
+    DayViolations,
     Engine,
     Event,
 )
@@ -50,6 +51,15 @@ class DictState:
 
     def put_bucket(self, campaign_id: str, minute: int, state: BucketState, partition: int) -> None:
         self._put(("b", campaign_id, str(minute)), state.to_json())
+
+    def get_day_violations(self, campaign_id: str, rule_id: str, day: Any) -> Any:
+        raw = self.data.get(("v", campaign_id, rule_id, day.isoformat()))
+        return None if raw is None else DayViolations.from_json(raw)
+
+    def put_day_violations(
+        self, campaign_id: str, rule_id: str, day: Any, state: Any, partition: int
+    ) -> None:
+        self._put(("v", campaign_id, rule_id, day.isoformat()), state.to_json())
 
     def get_campaign(self, campaign_id: str) -> CampaignState | None:
         raw = self.data.get(("c", campaign_id))
@@ -383,3 +393,39 @@ def test_core_counts_and_wire_stats_name_the_same_eight_figures() -> None:
     from schemas.stats_v1 import COUNT_FIELDS
 
     assert tuple(f.name for f in fields(EMPTY)) == COUNT_FIELDS
+
+
+def test_per_call_violations_alert_per_rule_campaign_and_local_day() -> None:
+    store = DictState()
+    engine = make_engine(store)
+    day1 = [call(i, at=T0 + timedelta(minutes=i), kind="silent") for i in range(3)]
+    day2 = [call(10, at=T0 + timedelta(days=1), kind="silent")]
+    out = engine.process(events(day1 + day2))
+    late = {(a["window"]["start"], a["numerator"]) for a in _alerts_for(out, "it-silent-release")}
+    # Silent calls released 50 s after answer: > 3 s (Garante 2014 IT-SC-2). Days are Rome's:
+    # 2 March starts at 1 March 23:00 UTC.
+    assert late == {
+        (datetime(2026, 3, 1, 23, 0, tzinfo=UTC), 3),
+        (datetime(2026, 3, 2, 23, 0, tzinfo=UTC), 1),
+    }
+    (first_day,) = [a for a in _alerts_for(out, "it-silent-release") if a["numerator"] == 3]
+    assert first_day["severity"] == "violation" and first_day["denominator"] == 3
+    assert sorted(first_day["evidence"]["call_ids"]) == ["call-0", "call-1", "call-2"]
+    unverifiable = _alerts_for(out, "it-comfort-noise-unverifiable")
+    assert {a["numerator"] for a in unverifiable} == {3, 1}
+    assert all(a["severity"] == "warning" for a in unverifiable)
+
+    amended = engine.process(
+        events([call(20, at=T0 + timedelta(hours=2), kind="silent")], first_offset=4)
+    )
+    (again,) = [a for a in _alerts_for(amended, "it-silent-release") if a["numerator"] == 4]
+    assert again["id"] == first_day["id"] and again["opened_at"] == first_day["opened_at"]
+
+
+def test_per_call_day_is_the_profiles_calendar_day() -> None:
+    # 23:30 UTC on 2 March is 00:30 on 3 March in Rome: it belongs to Rome's 3 March.
+    late_evening = datetime(2026, 3, 2, 23, 30, tzinfo=UTC)
+    out = make_engine(DictState()).process(events([call(1, at=late_evening, kind="silent")]))
+    (alert,) = _alerts_for(out, "it-silent-release")
+    assert alert["window"]["start"] == datetime(2026, 3, 2, 23, 0, tzinfo=UTC)
+    assert alert["window"]["end"] == datetime(2026, 3, 3, 23, 0, tzinfo=UTC)

@@ -23,10 +23,23 @@ For one CallRecord and its profile:
 Durations are exact: microsecond timedeltas compared as Fractions, never floats. Enumerations
 (`amd_result`, `hangup_side`) are compared as ingest normalises them (lower case).
 
-`violations`: ids of the profile's enabled `per_call_rules` whose check has a predicate in
-`_PER_CALL_CHECKS`. That registry is empty for now (per-call rules are a later issue), so
-`violations` is `()`; adding one is a function `(call, outcome, profile) -> bool` keyed by
-its `PerCallRule.check` name.
+Per-call rules (`profile.per_call_rules`, by their `check`):
+
+- `out_of_hours`: the call is out of hours (advisory in `uk`: alerts as a warning).
+- `short_ring`: as above, where the profile has the rule (uk, us).
+- `silent_release` (IT-SC-2): a silent call released more than `silent_release_max_seconds`
+  (3 s) after answer; exactly 3.000 s is in time.
+- `comfort_noise` (IT-SC-4): a silent call whose dialer reports a `message_type` other than
+  `comfort_noise`. When the dialer reports no `message_type` the call is `unverifiable` for
+  the rule: not compliant, not a violation (issue 3).
+- `message` (UK-2; 16 CFR 310.4(b)(4)(iii)): an abandoned call without an information message
+  (any `message_type` but comfort noise) starting within `message_start_max_seconds` (2 s) of
+  `ref`. A message type without `message_started_at` cannot be shown to start in time: it
+  counts as missing (the safe side).
+- `silent_call` (Ofcom 2016: any silent call is misuse): an abandoned call with no
+  information message at all (`message_type` absent or comfort noise).
+
+`violations` and `unverifiable` list the ids of the enabled rules concerned, in profile order.
 """
 
 from __future__ import annotations
@@ -42,9 +55,50 @@ from .profiles import Profile
 
 _MICROSECOND = timedelta(microseconds=1)
 
-PerCallCheck = Callable[[CallRecord, CallOutcome, Profile], bool]
-_PER_CALL_CHECKS: dict[str, PerCallCheck] = {}
-"""PerCallRule.check -> predicate; a rule with no predicate here is not evaluated yet."""
+PerCallCheck = Callable[[CallRecord, CallOutcome, Profile], bool | None]
+"""True: a violation; False: compliant; None: unverifiable (the dialer did not report it)."""
+_INFORMATION_MESSAGES = frozenset({"info", "safe_harbor", "opt_out", "prerecorded"})
+
+
+def _released_late(call: CallRecord, outcome: CallOutcome, profile: Profile) -> bool:
+    limit = profile.silent_release_max_seconds
+    if not outcome.silent or limit is None or call.answered_at is None:
+        return False
+    return elapsed_seconds(call.answered_at, call.ended_at) > limit
+
+
+def _no_comfort_noise(call: CallRecord, outcome: CallOutcome, _profile: Profile) -> bool | None:
+    if not outcome.silent:
+        return False
+    if call.message_type is None:
+        return None
+    return call.message_type != "comfort_noise"
+
+
+def _message_missing(call: CallRecord, outcome: CallOutcome, profile: Profile) -> bool:
+    if not outcome.abandoned:
+        return False
+    if call.message_type not in _INFORMATION_MESSAGES or call.message_started_at is None:
+        return True
+    ref = call.greeting_ended_at or call.answered_at
+    assert ref is not None  # abandoned implies answered
+    limit = profile.message_start_max_seconds or profile.connect_limit_seconds
+    return elapsed_seconds(ref, call.message_started_at) > limit
+
+
+def _silent_call(call: CallRecord, outcome: CallOutcome, _profile: Profile) -> bool:
+    return outcome.abandoned and call.message_type not in _INFORMATION_MESSAGES
+
+
+_PER_CALL_CHECKS: dict[str, PerCallCheck] = {
+    "out_of_hours": lambda _call, outcome, _profile: outcome.out_of_hours,
+    "short_ring": lambda _call, outcome, _profile: outcome.short_ring,
+    "silent_release": _released_late,
+    "comfort_noise": _no_comfort_noise,
+    "message": _message_missing,
+    "silent_call": _silent_call,
+}
+"""PerCallRule.check -> predicate (see the module docstring)."""
 
 
 def elapsed_seconds(start: datetime, end: datetime) -> Fraction:
@@ -81,18 +135,26 @@ def classify(call: CallRecord, profile: Profile) -> CallOutcome:
         ),
         short_ring=short_ring,
     )
-    violations = per_call_violations(call, outcome, profile)
-    return replace(outcome, violations=violations) if violations else outcome
+    violations, unverifiable = per_call_violations(call, outcome, profile)
+    if violations or unverifiable:
+        return replace(outcome, violations=violations, unverifiable=unverifiable)
+    return outcome
 
 
 def per_call_violations(
     call: CallRecord, outcome: CallOutcome, profile: Profile
-) -> tuple[str, ...]:
-    """Ids of `profile`'s enabled per-call rules that `call` breaks (lockouts excluded:
-    they need per-callee state)."""
-    found: list[str] = []
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(broken, unverifiable): ids of `profile`'s enabled per-call rules that `call` breaks,
+    and of those it cannot be judged by (lockouts excluded: they need per-callee state)."""
+    broken: list[str] = []
+    unknown: list[str] = []
     for rule in profile.per_call_rules:
         check = _PER_CALL_CHECKS.get(rule.check)
-        if rule.enabled and check is not None and check(call, outcome, profile):
-            found.append(rule.id)
-    return tuple(found)
+        if not rule.enabled or check is None:
+            continue
+        verdict = check(call, outcome, profile)
+        if verdict is None:
+            unknown.append(rule.id)
+        elif verdict:
+            broken.append(rule.id)
+    return tuple(broken), tuple(unknown)

@@ -70,6 +70,43 @@ class BucketState:
 
 
 @dataclass(slots=True)
+class DayViolations:
+    """Calls of one campaign breaking (or not verifiable by) one per-call rule on one
+    calendar day of the profile's zone, with evidence samples and the alert's opening."""
+
+    count: int = 0
+    samples: list[tuple[int, str]] = field(default_factory=list)
+    unverifiable: int = 0
+    unverifiable_samples: list[tuple[int, str]] = field(default_factory=list)
+    watermark: int = -1
+    opened_at_us: int | None = None
+    unverifiable_opened_at_us: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "samples": [list(x) for x in self.samples],
+            "unverifiable": self.unverifiable,
+            "unverifiable_samples": [list(x) for x in self.unverifiable_samples],
+            "watermark": self.watermark,
+            "opened_at_us": self.opened_at_us,
+            "unverifiable_opened_at_us": self.unverifiable_opened_at_us,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> DayViolations:
+        return cls(
+            count=raw["count"],
+            samples=[(int(m), str(c)) for m, c in raw["samples"]],
+            unverifiable=raw["unverifiable"],
+            unverifiable_samples=[(int(m), str(c)) for m, c in raw["unverifiable_samples"]],
+            watermark=raw["watermark"],
+            opened_at_us=raw["opened_at_us"],
+            unverifiable_opened_at_us=raw["unverifiable_opened_at_us"],
+        )
+
+
+@dataclass(slots=True)
 class CampaignState:
     """Everything kept per campaign besides its buckets (one record, written once a batch)."""
 
@@ -157,6 +194,14 @@ class StateStore(Protocol):
 
     def put_bucket(
         self, campaign_id: str, minute: int, state: BucketState, partition: int
+    ) -> None: ...
+
+    def get_day_violations(
+        self, campaign_id: str, rule_id: str, day: date
+    ) -> DayViolations | None: ...
+
+    def put_day_violations(
+        self, campaign_id: str, rule_id: str, day: date, state: DayViolations, partition: int
     ) -> None: ...
 
     def get_campaign(self, campaign_id: str) -> CampaignState | None: ...
@@ -259,6 +304,7 @@ class Engine:
         campaigns: dict[str, CampaignState] = {}
         partitions: dict[str, int] = {}
         buckets: dict[tuple[str, int], BucketState] = {}
+        day_violations: dict[tuple[str, str, date], DayViolations] = {}
         touched_days: dict[str, set[date]] = {}
         configs: dict[str, CampaignConfig] = {}
 
@@ -327,7 +373,26 @@ class Engine:
                 bucket = BucketState(bucket.counts.merge(delta), event.offset)
                 self._on_bucket_change(cid, minute, delta, config.profile.home_zone)
             buckets[bkey] = bucket
-            touched_days.setdefault(cid, set()).add(local_day_of(minute, config.profile.home_zone))
+            day = local_day_of(minute, config.profile.home_zone)
+            touched_days.setdefault(cid, set()).add(day)
+            for rule_id, verifiable in (
+                *((r, True) for r in outcome.violations),
+                *((r, False) for r in outcome.unverifiable),
+            ):
+                vkey = (cid, rule_id, day)
+                record = day_violations.get(vkey) or self._store.get_day_violations(*vkey)
+                if record is None:
+                    record = DayViolations()
+                day_violations[vkey] = record
+                if record.watermark >= event.offset:
+                    continue
+                record.watermark = event.offset
+                if verifiable:
+                    record.count += 1
+                    _keep_recent(record.samples, (minute, call.call_id))
+                else:
+                    record.unverifiable += 1
+                    _keep_recent(record.unverifiable_samples, (minute, call.call_id))
             self._apply_to_campaign(state, call, outcome, minute, event.offset)
             for length_name in ROLLING_WINDOWS:
                 rolling = self._rolling.get((cid, length_name))
@@ -345,6 +410,10 @@ class Engine:
             out.minute_stats.append(
                 MinuteStats(cid, minute, bucket.counts, state.tenant_id, state.profile)
             )
+        for (cid, rule_id, day), record in day_violations.items():
+            config = configs[cid]
+            self._per_call_alerts(cid, rule_id, day, record, config, bucket_counts(cid), now, out)
+            self._store.put_day_violations(cid, rule_id, day, record, partitions[cid])
         for cid, state in campaigns.items():
             config = configs[cid]
             state.profile = config.profile.name
@@ -353,6 +422,69 @@ class Engine:
             )
             self._store.put_campaign(cid, state, partitions[cid])
         return out
+
+    def _per_call_alerts(
+        self,
+        cid: str,
+        rule_id: str,
+        day: date,
+        record: DayViolations,
+        config: CampaignConfig,
+        lookup: Callable[[int], BucketCounts],
+        now: datetime,
+        out: BatchOutput,
+    ) -> None:
+        """SPEC "Alert lifecycle": per-call violations alert per rule, campaign and calendar
+        day in the profile's zone, with the count and sample call ids; `violation` severity
+        except advisory rules. Unverifiable calls alert as a warning of their own rule
+        (`<rule>-unverifiable`). A day's alert never resolves: it is a record."""
+        profile = config.profile
+        rule = next((r for r in profile.per_call_rules if r.id == rule_id), None)
+        if rule is None:
+            return
+        first, last = local_day_bounds(day, profile.home_zone)
+        attempts = self._day_counts(cid, day, profile.home_zone, lookup).attempts
+        now_us = (now - EPOCH) // timedelta(microseconds=1)
+        for suffix, count, samples, opened_field in (
+            ("", record.count, record.samples, "opened_at_us"),
+            (
+                "-unverifiable",
+                record.unverifiable,
+                record.unverifiable_samples,
+                "unverifiable_opened_at_us",
+            ),
+        ):
+            if count == 0:
+                continue
+            opened_us = getattr(record, opened_field)
+            if opened_us is None:
+                opened_us = now_us
+                setattr(record, opened_field, opened_us)
+            severity = "warning" if rule.advisory or suffix else "violation"
+            alert_rule = rule.id + suffix
+            aid = alert_id(alert_rule, cid, day.isoformat())
+            payload = {
+                "id": aid,
+                "rule": alert_rule,
+                "profile": profile.name,
+                "campaign_id": cid,
+                "severity": severity,
+                "state": "firing",
+                "value": None if attempts == 0 else count / attempts,
+                "threshold": 0.0,
+                "numerator": count,
+                "denominator": attempts,
+                "window": {"start": minute_start(first), "end": minute_start(last)},
+                "opened_at": EPOCH + timedelta(microseconds=opened_us),
+                "resolved_at": None,
+                "evidence": {"call_ids": [c for _m, c in samples][:EVIDENCE_SAMPLES]},
+                "reference": rule.reference
+                + ("" if not suffix else " (not verifiable: the dialer did not report it)"),
+            }
+            fingerprint = (count, attempts, tuple(payload["evidence"]["call_ids"]))
+            if self._last_emitted.get(aid) != fingerprint:
+                self._last_emitted[aid] = fingerprint
+                out.alerts.append(payload)
 
     def _apply_to_campaign(
         self, state: CampaignState, call: CallRecord, outcome: CallOutcome, minute: int, offset: int

@@ -46,7 +46,9 @@ class CallRecord:
 @dataclass(frozen=True, slots=True)
 class CallOutcome:
     """What one call counts as (SPEC "Classification"). `violations` holds the rule ids of
-    per-call violations the profile has (empty in profiles without such rules)."""
+    the profile's per-call rules the call breaks; `unverifiable` the ids of rules the call
+    could not be judged by because the dialer did not report what they need (e.g. the
+    message type for the Italian comfort-noise rule): neither compliant nor a violation."""
 
     answered: bool
     answered_by_person: bool
@@ -56,6 +58,7 @@ class CallOutcome:
     out_of_hours: bool
     short_ring: bool
     violations: tuple[str, ...] = ()
+    unverifiable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
