@@ -429,3 +429,107 @@ def test_per_call_day_is_the_profiles_calendar_day() -> None:
     (alert,) = _alerts_for(out, "it-silent-release")
     assert alert["window"]["start"] == datetime(2026, 3, 2, 23, 0, tzinfo=UTC)
     assert alert["window"]["end"] == datetime(2026, 3, 3, 23, 0, tzinfo=UTC)
+
+
+def uk_call(n: int, at: datetime, kind: str) -> CallRecord:
+    from dataclasses import replace
+
+    return replace(call(n, at=at, kind=kind), callee_zones=("Europe/London",))
+
+
+def test_uk_calendar_day_and_sliding_24h_catch_a_breach_across_midnight() -> None:
+    """Ofcom 2010: ACR per calendar day (Europe/London) and any 24-hour period. 100 live
+    calls on each side of midnight, with 4 abandoned on each side: each calendar day is at
+    4 % too, but spreading them differently shows the two windows are separate rules."""
+    evening = datetime(2026, 3, 10, 22, 0, tzinfo=UTC)  # 22:00 London (GMT)
+    calls = [uk_call(i, evening + timedelta(minutes=i), "connected") for i in range(97)]
+    calls += [uk_call(100 + i, evening + timedelta(minutes=97 + i), "late") for i in range(3)]
+    morning = datetime(2026, 3, 11, 0, 30, tzinfo=UTC)
+    calls += [uk_call(200 + i, morning + timedelta(minutes=i), "late") for i in range(3)]
+    calls += [uk_call(300 + i, morning + timedelta(minutes=3 + i), "connected") for i in range(97)]
+    engine = make_engine(DictState(), "uk")
+    outs = [
+        engine.process(events(calls[:100])),
+        engine.process(events(calls[100:], first_offset=100)),
+    ]
+    latest: dict[str, dict[str, Any]] = {}
+    for out in outs:
+        for alert in out.alerts:
+            latest[alert["id"]] = alert
+    days = [a for a in latest.values() if a["rule"] == "uk-abandoned-rate-calendar-day"]
+    # Each day alone: 3 abandoned of 100 live = exactly 3 %: a warning, not a violation.
+    assert sorted((a["numerator"], a["denominator"], a["severity"]) for a in days) == [
+        (3, 100, "warning"),
+        (3, 100, "warning"),
+    ]
+    (sliding,) = [a for a in latest.values() if a["rule"] == "uk-abandoned-rate-sliding-24h"]
+    # The 24 h ending at the newest call hold all 200 calls with 6 abandoned: 3 %, a warning;
+    # its id is the first breaching window's.
+    assert (sliding["numerator"], sliding["denominator"]) == (6, 200)
+
+
+def test_uk_amd_false_positive_estimate_enters_the_calendar_day_rate() -> None:
+    from fractions import Fraction
+
+    config = CampaignConfig(load_profile("uk"), amd_false_positive_ratio=Fraction(1, 10))
+    engine = Engine(DictState(), lambda _c: config, lateness=timedelta(days=7), clock=lambda: NOW)
+    day = datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
+    calls = [uk_call(i, day + timedelta(seconds=i), "connected") for i in range(98)]
+    calls += [uk_call(100 + i, day + timedelta(seconds=200 + i), "late") for i in range(2)]
+    calls += [uk_call(200 + i, day + timedelta(seconds=400 + i), "machine") for i in range(20)]
+    out = engine.process(events(calls))
+    (alert,) = _alerts_for(out, "uk-abandoned-rate-calendar-day")
+    # (2 + 0.1 × 20) / (100 + 0.1 × 20) = 4 / 102 = 3.9 % > 3 %.
+    assert (alert["numerator"], alert["denominator"]) == (4, 102)
+    assert alert["severity"] == "violation"
+
+
+def test_us_30_day_periods_from_the_first_call_and_re_anchoring_amends_them() -> None:
+    """16 CFR 310.4(b)(4)(i): successive 30-day periods from the campaign's start."""
+    start = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)  # 10:00 in New York
+
+    def us_call(n: int, at: datetime, kind: str) -> CallRecord:
+        from dataclasses import replace
+
+        return replace(call(n, at=at, kind=kind), callee_zones=("America/New_York",))
+
+    first = [us_call(i, start + timedelta(minutes=i), "connected") for i in range(96)]
+    first += [us_call(100 + i, start + timedelta(minutes=100 + i), "late") for i in range(4)]
+    second = [
+        us_call(200 + i, start + timedelta(days=31, minutes=i), "connected") for i in range(100)
+    ]
+    store = DictState()
+    engine = make_engine(store, "us")
+    out = engine.process(events(first + second))
+    periods = {a["id"]: a for a in _alerts_for(out, "us-abandoned-rate-period-30d")}
+    (breach,) = periods.values()  # period 1 has no abandoned call: no alert
+    assert (breach["numerator"], breach["denominator"], breach["severity"]) == (4, 100, "violation")
+    assert breach["window"]["start"] == start
+    assert breach["window"]["end"] == start + timedelta(days=30)
+
+    # A later call starts period 1 (31 days in) without an alert of its own.
+    assert len(store.data[("c", "c1")]["alerts"]) >= 1
+
+
+def test_us_backfilled_earlier_call_re_anchors_the_periods_and_amends_the_alert() -> None:
+    start = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+
+    def us_call(n: int, at: datetime, kind: str) -> CallRecord:
+        from dataclasses import replace
+
+        return replace(call(n, at=at, kind=kind), callee_zones=("America/New_York",))
+
+    calls = [us_call(i, start + timedelta(minutes=i), "connected") for i in range(96)]
+    calls += [us_call(100 + i, start + timedelta(minutes=100 + i), "late") for i in range(4)]
+    calls.append(us_call(150, start + timedelta(days=1), "connected"))
+    engine = make_engine(DictState(), "us")
+    (breach,) = _alerts_for(engine.process(events(calls)), "us-abandoned-rate-period-30d")
+    assert breach["window"]["start"] == start and breach["denominator"] == 101
+    # 5 days before the start, 6 days before the newest call: within the lateness horizon.
+    backfill = us_call(999, start - timedelta(days=5), "connected")
+    amended = engine.process(events([backfill], first_offset=200))
+    (again,) = _alerts_for(amended, "us-abandoned-rate-period-30d")
+    assert again["id"] == breach["id"]
+    assert again["window"]["start"] == start - timedelta(days=5)
+    assert again["window"]["end"] == start + timedelta(days=25)
+    assert (again["numerator"], again["denominator"]) == (4, 102)

@@ -45,6 +45,15 @@ from services.detector.core.windows import (
 
 EVIDENCE_SAMPLES = 20
 ROLLING_WINDOWS = {"15m": 15, "1h": 60, "24h": 1440}
+PERIOD_MINUTES = 30 * 1440  # US: successive 30-day periods (16 CFR 310.4(b)(4)(i))
+
+
+def period_of(minute: int, first_minute: int) -> int:
+    """Index of the 30-day period holding `minute` for a campaign whose first call is in
+    `first_minute`. Periods are anchored at the start of that minute (at most 59 s before
+    the first call itself): buckets are minutes, so a boundary cannot split one; calls in
+    the last seconds before an exact 30-day boundary count in the next period."""
+    return (minute - first_minute) // PERIOD_MINUTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,12 +298,16 @@ class Engine:
         # Caches derived from stored buckets; dropped on rebalance (see reset_caches).
         self._rolling: dict[tuple[str, str], RollingSum] = {}
         self._days: dict[tuple[str, date, str], BucketCounts] = {}
+        self._periods: dict[tuple[str, int, int], BucketCounts] = {}  # (cid, first minute, k)
+        self._anchors: dict[str, int] = {}  # cid -> first minute the period cache uses
         self._last_emitted: dict[str, tuple[Any, ...]] = {}
 
     def reset_caches(self) -> None:
         """Forget derived sums (call when partitions are reassigned)."""
         self._rolling.clear()
         self._days.clear()
+        self._periods.clear()
+        self._anchors.clear()
         self._last_emitted.clear()
 
     # -- processing -------------------------------------------------------------------
@@ -306,6 +319,8 @@ class Engine:
         buckets: dict[tuple[str, int], BucketState] = {}
         day_violations: dict[tuple[str, str, date], DayViolations] = {}
         touched_days: dict[str, set[date]] = {}
+        touched_minutes: dict[str, set[int]] = {}
+        first_minutes: dict[str, int] = {}  # campaign -> first minute before this batch
         configs: dict[str, CampaignConfig] = {}
 
         def bucket_counts(campaign_id: str) -> Callable[[int], BucketCounts]:
@@ -341,6 +356,7 @@ class Engine:
                 )
             campaigns[cid] = state
             partitions[cid] = event.partition
+            first_minutes.setdefault(cid, state.first_minute)
 
             if seen is not None and (seen[0], seen[1]) != (event.partition, event.offset):
                 out.duplicates += 1
@@ -375,6 +391,7 @@ class Engine:
             buckets[bkey] = bucket
             day = local_day_of(minute, config.profile.home_zone)
             touched_days.setdefault(cid, set()).add(day)
+            touched_minutes.setdefault(cid, set()).add(minute)
             for rule_id, verifiable in (
                 *((r, True) for r in outcome.violations),
                 *((r, False) for r in outcome.unverifiable),
@@ -417,8 +434,11 @@ class Engine:
         for cid, state in campaigns.items():
             config = configs[cid]
             state.profile = config.profile.name
+            periods = self._touched_periods(
+                state, first_minutes[cid], touched_minutes.get(cid, set())
+            )
             self._evaluate(
-                state, config, bucket_counts(cid), touched_days.get(cid, set()), now, out
+                state, config, bucket_counts(cid), touched_days.get(cid, set()), periods, now, out
             )
             self._store.put_campaign(cid, state, partitions[cid])
         return out
@@ -511,6 +531,34 @@ class Engine:
         cached = self._days.get(day_key)
         if cached is not None:
             self._days[day_key] = cached.merge(delta)
+        anchor = self._anchors.get(cid)
+        if anchor is not None:
+            period_key = (cid, anchor, period_of(minute, anchor))
+            period = self._periods.get(period_key)
+            if period is not None:
+                self._periods[period_key] = period.merge(delta)
+
+    @staticmethod
+    def _touched_periods(state: CampaignState, first_before: int, minutes: set[int]) -> list[int]:
+        """Periods to re-evaluate: those the batch's calls fall in; all of them when a
+        backfilled earlier call moved the anchor (the alerts are amended in place)."""
+        if state.first_minute != first_before:
+            return list(range(period_of(state.newest_minute, state.first_minute) + 1))
+        return sorted({period_of(m, state.first_minute) for m in minutes})
+
+    def _period_counts(
+        self, cid: str, first_minute: int, k: int, lookup: Callable[[int], BucketCounts]
+    ) -> BucketCounts:
+        if self._anchors.get(cid) != first_minute:
+            self._anchors[cid] = first_minute
+            for key in [key for key in self._periods if key[0] == cid]:
+                del self._periods[key]
+        key = (cid, first_minute, k)
+        cached = self._periods.get(key)
+        if cached is None:
+            start = first_minute + k * PERIOD_MINUTES
+            cached = self._periods[key] = sum_buckets(lookup, start, start + PERIOD_MINUTES)
+        return cached
 
     # -- evaluation -------------------------------------------------------------------
 
@@ -544,6 +592,7 @@ class Engine:
         config: CampaignConfig,
         lookup: Callable[[int], BucketCounts],
         days: set[date],
+        periods: list[int],
         now: datetime,
         out: BatchOutput,
     ) -> None:
@@ -589,8 +638,13 @@ class Engine:
                         state.totals,
                     )
                 )
-            elif rule.window in ROLLING_WINDOWS:
-                rolling = self._rolling_counts(cid, rule.window, state.newest_minute, lookup)
+            elif rule.window in ROLLING_WINDOWS or rule.window == "sliding_24h":
+                # UK "any 24-hour period": one alert from the first breaching 24 h until the
+                # current 24 h fall below the warning level (SPEC "Remaining details"); its
+                # id comes from that first window's start. The worst 24 h over any range is
+                # the compliance view's (core.compliance), late data included.
+                length = "24h" if rule.window == "sliding_24h" else rule.window
+                rolling = self._rolling_counts(cid, length, state.newest_minute, lookup)
                 start = minute_start(rolling.first)
                 windows.append(
                     (rule, "rolling", start.isoformat(), start, cumulative_end, rolling.counts)
@@ -609,8 +663,22 @@ class Engine:
                             counts,
                         )
                     )
-            # Other regulatory windows (sliding worst 24 h, 30-day periods) come with
-            # their profiles; a rule with an unknown window is never silently "ok".
+            elif rule.window == "period_30d":
+                for k in periods:
+                    first = state.first_minute + k * PERIOD_MINUTES
+                    counts = self._period_counts(cid, state.first_minute, k, lookup)
+                    windows.append(
+                        (
+                            rule,
+                            "period",
+                            f"period-{k}",
+                            minute_start(first),
+                            minute_start(first + PERIOD_MINUTES),
+                            counts,
+                        )
+                    )
+            else:
+                raise ValueError(f"rule {rule.id}: no evaluation for window {rule.window!r}")
         for rule, kind, window_key, start, end, counts in windows:
             numerator, denominator = rate_terms(
                 rule.metric, counts, config.amd_false_positive_ratio
@@ -619,7 +687,8 @@ class Engine:
             measurement = Measurement(
                 rule.id, window_key, start, end, numerator, denominator, rule.cap, level
             )
-            state_key = f"{rule.id}|{window_key}" if kind == "day" else rule.id
+            # Day and period alerts are one per window; the others one per rule (episodes).
+            state_key = f"{rule.id}|{kind}:{window_key}" if kind in ("day", "period") else rule.id
             previous = state.alerts.get(state_key)
             new_id = alert_id(rule.id, cid, window_key)
             status = advance(previous, level, new_id, window_key, now)
@@ -647,7 +716,7 @@ class Engine:
     def _trim_day_alerts(state: CampaignState) -> None:
         """Closed day windows keep their final state in the alert store; the campaign
         record keeps only the most recent ones it can still amend (late data)."""
-        day_keys = sorted(k for k in state.alerts if "|" in k)
+        day_keys = sorted(k for k in state.alerts if "|day:" in k)
         for key in day_keys[:-16]:
             del state.alerts[key]
 
