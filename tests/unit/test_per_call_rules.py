@@ -250,3 +250,10 @@ def test_a_disabled_rule_is_not_judged() -> None:
     rules = tuple(replace(r, enabled=False) for r in profile.per_call_rules)
     outcome = classify(silent(ended_at=ANSWER + s("5")), replace(profile, per_call_rules=rules))
     assert outcome.violations == () and outcome.unverifiable == ()
+
+
+def test_ofcom_late_connected_call_is_abandoned_but_not_silent() -> None:
+    late = silent(agent_connected_at=ANSWER + s("2.5"), callee_zones=("Europe/London",))
+    outcome = classify(late, load_profile("uk"))
+    assert outcome.abandoned and not outcome.silent
+    assert outcome.violations == ("uk-abandoned-message",)

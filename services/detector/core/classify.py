@@ -36,8 +36,9 @@ Per-call rules (`profile.per_call_rules`, by their `check`):
   (any `message_type` but comfort noise) starting within `message_start_max_seconds` (2 s) of
   `ref`. A message type without `message_started_at` cannot be shown to start in time: it
   counts as missing (the safe side).
-- `silent_call` (Ofcom 2016: any silent call is misuse): an abandoned call with no
-  information message at all (`message_type` absent or comfort noise).
+- `silent_call` (Ofcom 2016: any silent call is misuse): a silent call (nobody ever
+  connected) with no information message (`message_type` absent or comfort noise). A call
+  whose agent came late is abandoned, not silent: the `message` rule covers it.
 
 `violations` and `unverifiable` list the ids of the enabled rules concerned, in profile order.
 """
@@ -87,7 +88,7 @@ def _message_missing(call: CallRecord, outcome: CallOutcome, profile: Profile) -
 
 
 def _silent_call(call: CallRecord, outcome: CallOutcome, _profile: Profile) -> bool:
-    return outcome.abandoned and call.message_type not in _INFORMATION_MESSAGES
+    return outcome.silent and call.message_type not in _INFORMATION_MESSAGES
 
 
 _PER_CALL_CHECKS: dict[str, PerCallCheck] = {

@@ -1,0 +1,204 @@
+"""Scenario files per profile (tests/scenarios/*.json), run through the real pipeline: the
+campaign's profile is set with PUT, the calls are posted over HTTP, and every count, rate
+and alert the file expects is read back through the API.
+
+A scenario file:
+
+    {"profile": "uk", "overrides": {...}, "amd_false_positive_ratio": 0.1,
+     "calls": [{"kind": "connected", "count": 97, "start": "2026-03-10T22:00:00Z",
+                "step_seconds": 60, "zone": "Europe/London", "number": "+44..."}, ...],
+     "expect": {"stats": [{"from": ..., "to": ..., "counts": {...}}],
+                "alerts": [{"rule": ..., "severity": ..., "state": "firing",
+                            "numerator": n, "denominator": d, "window_start": ...}],
+                "absent_rules": ["rule ids that must not alert"]}}
+
+Call kinds (times relative to the call's start): connected (answered 8 s, agent 1 s after),
+silent (answered, no agent, released 2 s after answer, comfort noise), silent_late_release
+(released 5 s after answer), silent_unreported (no message_type), late (agent 2.5 s after
+answer), machine (AMD machine), short_ring (released by the system after 9 s of ringing),
+no_answer (30 s of ringing), abandoned_with_message (agent never, info message 1 s after
+answer), abandoned_message_late (message 3 s after answer). Numbers differ per call.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Stack
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.e2e
+
+SCENARIOS = sorted((Path(__file__).parent.parent / "scenarios").glob("*.json"))
+# zone -> (number prefix, digits after it) giving valid numbers of that country
+NUMBERS = {
+    "Europe/Rome": ("+39347", 7),
+    "Europe/London": ("+447700", 6),
+    "Europe/Paris": ("+33612", 6),
+    "America/New_York": ("+1212700", 4),
+}
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def build_call(campaign: str, n: int, spec: dict[str, Any], at: datetime) -> dict[str, Any]:
+    kind = spec["kind"]
+    prefix, digits = NUMBERS[spec.get("zone", "Europe/Rome")]
+    cdr: dict[str, Any] = {
+        "call_id": f"{campaign}-{n}",
+        "campaign_id": campaign,
+        "callee_number": f"{prefix}{n % 10**digits:0{digits}d}",
+        "originated_at": at.isoformat(),
+        "ringing_at": (at + timedelta(seconds=1)).isoformat(),
+        "dial_mode": spec.get("dial_mode", "predictive"),
+    }
+    if "zone" in spec:
+        cdr["callee_tz"] = spec["zone"]
+    if "region" in spec:
+        cdr["callee_region"] = spec["region"]
+    answered = at + timedelta(seconds=9)
+
+    def iso(seconds: float) -> str:
+        return (answered + timedelta(seconds=seconds)).isoformat()
+
+    if kind == "short_ring":
+        cdr.update(ended_at=(at + timedelta(seconds=10)).isoformat(), hangup_side="system")
+    elif kind == "no_answer":
+        cdr.update(ended_at=(at + timedelta(seconds=31)).isoformat(), hangup_side="system")
+    else:
+        cdr.update(answered_at=answered.isoformat(), amd_result="human", ended_at=iso(120))
+        if kind == "connected":
+            cdr.update(agent_connected_at=iso(1), hangup_side="callee")
+        elif kind == "late":
+            cdr.update(agent_connected_at=iso(2.5), hangup_side="callee")
+        elif kind == "machine":
+            cdr.update(amd_result="machine", ended_at=iso(4), hangup_side="system")
+        elif kind == "silent":
+            cdr.update(
+                ended_at=iso(2),
+                hangup_side="system",
+                message_type="comfort_noise",
+                message_started_at=answered.isoformat(),
+            )
+        elif kind == "silent_late_release":
+            cdr.update(
+                ended_at=iso(5),
+                hangup_side="system",
+                message_type="comfort_noise",
+                message_started_at=answered.isoformat(),
+            )
+        elif kind == "silent_unreported":
+            cdr.update(ended_at=iso(2), hangup_side="system")
+        elif kind == "abandoned_with_message":
+            cdr.update(
+                ended_at=iso(15),
+                hangup_side="system",
+                message_type="info",
+                message_started_at=iso(1),
+            )
+        elif kind == "abandoned_message_late":
+            cdr.update(
+                ended_at=iso(15),
+                hangup_side="system",
+                message_type="info",
+                message_started_at=iso(3),
+            )
+        else:
+            raise ValueError(f"unknown call kind {kind!r}")
+    return cdr
+
+
+def build_calls(campaign: str, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+    for group in groups:
+        start = _at(group["start"])
+        for i in range(group.get("count", 1)):
+            at = start + timedelta(seconds=i * group.get("step_seconds", 10))
+            calls.append(build_call(campaign, len(calls), group, at))
+    return calls
+
+
+def _matches(alert: dict[str, Any], want: dict[str, Any]) -> bool:
+    for key, value in want.items():
+        if key == "window_start":
+            if _at(alert["window"]["start"]) != _at(value):
+                return False
+        elif key == "window_end":
+            if _at(alert["window"]["end"]) != _at(value):
+                return False
+        elif alert.get(key) != value:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_scenario(stack: Stack, path: Path) -> None:
+    scenario = json.loads(path.read_text())
+    campaign = f"sc-{path.stem}-{uuid.uuid4().hex[:6]}"
+    body = {"profile": scenario["profile"], "overrides": scenario.get("overrides", {})}
+    if "amd_false_positive_ratio" in scenario:
+        body["amd_false_positive_ratio"] = scenario["amd_false_positive_ratio"]
+    with stack.client("admin") as admin:
+        put = admin.put(f"/v1/campaigns/{campaign}", json=body)
+        assert put.status_code == 200, put.text
+    calls = build_calls(campaign, scenario["calls"])
+    with stack.client("ingest") as ingest:
+        response = ingest.post("/v1/cdrs", json=calls)
+    assert response.status_code == 202, response.text
+    assert response.json()["accepted"] == len(calls), response.text
+
+    expect = scenario["expect"]
+    with stack.client("viewer") as viewer:
+        for want in expect.get("stats", []):
+            params = {"from": want["from"], "to": want["to"]}
+
+            def stats_match(want: dict[str, Any] = want, params: dict[str, str] = params) -> bool:
+                got = viewer.get(f"/v1/campaigns/{campaign}/stats", params=params)
+                return got.status_code == 200 and all(
+                    got.json()[k] == v for k, v in want["counts"].items()
+                )
+
+            wait_until(
+                stats_match,
+                timeout=60,
+                interval=0.2,
+                message=f"{path.name}: stats {want} never matched",
+            )
+
+        def alerts() -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = []
+            cursor = None
+            while True:
+                params = {"campaign_id": campaign, "limit": 1000}
+                if cursor:
+                    params["cursor"] = cursor
+                page = viewer.get("/v1/alerts", params=params).json()
+                items += page["items"]
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    return items
+
+        for want in expect.get("alerts", []):
+            wait_until(
+                lambda want=want: any(_matches(a, want) for a in alerts()),
+                timeout=60,
+                interval=0.2,
+                message=f"{path.name}: no alert like {want}; got "
+                + json.dumps(
+                    [
+                        {k: a[k] for k in ("rule", "severity", "numerator", "denominator")}
+                        for a in alerts()
+                    ]
+                ),
+            )
+        present = {a["rule"] for a in alerts()}
+        unexpected = present & set(expect.get("absent_rules", []))
+        assert not unexpected, f"{path.name}: rules alerted that must not: {unexpected}"
