@@ -260,7 +260,7 @@ def test_detector_killed_with_sigkill_mid_stream_ends_exact(stack: Stack) -> Non
         message="the detector never started on the stream",
     )
     os.kill(old_pid, signal.SIGKILL)
-    poster.join(120)
+    poster.join(240)
     assert posted.is_set() and not errors, errors
     wait_until(lambda: stack.pid("detector") != old_pid, timeout=30, message="no restart")
 
@@ -275,7 +275,7 @@ def test_detector_killed_with_sigkill_mid_stream_ends_exact(stack: Stack) -> Non
     )
     wait_until(
         lambda: counts_of(stats(stack, campaign, T0, end)) == expected,
-        timeout=120,
+        timeout=240,
         interval=0.5,
         message="counts after the restart are not exact",
     )
