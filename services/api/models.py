@@ -97,6 +97,40 @@ class AckRequest(BaseModel):
     note: Annotated[str, Field(max_length=2000)] = ""
 
 
+Number = int | float  # an int when the exact figure is integral, else its nearest float
+Verdict = Literal["ok", "warning", "violation", "insufficient"]
+
+
+class ComplianceWindow(BaseModel):
+    """One regulatory window of a rate rule `[start, end)` with its verdict.
+
+    `value` is numerator ÷ denominator (null when the denominator is 0); `headroom` is how
+    many more silent/abandoned calls the window can take at this volume before its value
+    exceeds `cap` (-1: unbounded); `reference` is the regulation the rule implements.
+    """
+
+    rule: str
+    window: str
+    start: Instant
+    end: Instant
+    numerator: Number
+    denominator: Number
+    value: Number | None
+    cap: Number
+    verdict: Verdict
+    headroom: int
+    reference: str
+
+
+class CampaignCompliance(BaseModel):
+    """`GET /v1/campaigns/{id}/compliance`: the profile's regulatory windows, in rule order
+    and, within a rule, in time order."""
+
+    campaign_id: str
+    profile: str
+    windows: list[ComplianceWindow]
+
+
 class Readiness(BaseModel):
     database: Literal["ok", "unreachable"]
     consumer: Literal["running", "stopped", "disabled"]

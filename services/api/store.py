@@ -398,6 +398,21 @@ class AlertStore:
             row = (await conn.execute(query)).one()
         return {name: int(value) for name, value in zip(COUNT_FIELDS, row, strict=True)}
 
+    async def minute_buckets(self, campaign_id: str) -> dict[datetime, dict[str, int]]:
+        """Every stored minute bucket of the campaign: minute start (UTC) -> its counts,
+        in time order. No tenant check: the caller scopes the campaign first."""
+        query = (
+            sa.select(minute_stats.c.minute_start, *(minute_stats.c[n] for n in COUNT_FIELDS))
+            .where(minute_stats.c.campaign_id == campaign_id)
+            .order_by(minute_stats.c.minute_start)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {
+            row[0]: {name: int(value) for name, value in zip(COUNT_FIELDS, row[1:], strict=True)}
+            for row in rows
+        }
+
     # --- campaigns ---------------------------------------------------------------------
 
     async def get_campaign(self, campaign_id: str) -> Campaign | None:

@@ -10,7 +10,9 @@ A scenario file:
      "expect": {"stats": [{"from": ..., "to": ..., "counts": {...}}],
                 "alerts": [{"rule": ..., "severity": ..., "state": "firing",
                             "numerator": n, "denominator": d, "window_start": ...}],
-                "absent_rules": ["rule ids that must not alert"]}}
+                "absent_rules": ["rule ids that must not alert"],
+                "compliance": [{"rule": ..., "window": ..., "verdict": ..., "numerator": n,
+                                "denominator": d, "headroom": h, "window_start": ...}]}}
 
 Call kinds (times relative to the call's start): connected (answered 8 s, agent 1 s after),
 silent (answered, no agent, released 2 s after answer, comfort noise), silent_late_release
@@ -128,11 +130,14 @@ def build_calls(campaign: str, groups: list[dict[str, Any]]) -> list[dict[str, A
 
 def _matches(alert: dict[str, Any], want: dict[str, Any]) -> bool:
     for key, value in want.items():
-        if key == "window_start":
-            if _at(alert["window"]["start"]) != _at(value):
-                return False
-        elif key == "window_end":
-            if _at(alert["window"]["end"]) != _at(value):
+        if key in ("window_start", "window_end"):
+            bound = key.removeprefix("window_")
+            got = (
+                alert["window"][bound]
+                if "window" in alert and isinstance(alert["window"], dict)
+                else alert[bound]
+            )
+            if _at(got) != _at(value):
                 return False
         elif alert.get(key) != value:
             return False
@@ -198,6 +203,11 @@ def test_scenario(stack: Stack, path: Path) -> None:
                         for a in alerts()
                     ]
                 ),
+            )
+        for want in expect.get("compliance", []):
+            windows = viewer.get(f"/v1/campaigns/{campaign}/compliance").json()["windows"]
+            assert any(_matches(w, want) for w in windows), (
+                f"{path.name}: no compliance window like {want}; got {windows}"
             )
         present = {a["rule"] for a in alerts()}
         unexpected = present & set(expect.get("absent_rules", []))

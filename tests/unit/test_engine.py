@@ -533,3 +533,14 @@ def test_us_backfilled_earlier_call_re_anchors_the_periods_and_amends_the_alert(
     assert again["window"]["start"] == start - timedelta(days=5)
     assert again["window"]["end"] == start + timedelta(days=25)
     assert (again["numerator"], again["denominator"]) == (4, 102)
+
+
+def test_amd_ratio_override_of_the_profile_applies_when_the_campaign_sets_none() -> None:
+    config = CampaignConfig(load_profile("uk", {"amd_false_positive_ratio": "0.1"}))
+    engine = Engine(DictState(), lambda _c: config, lateness=timedelta(days=7), clock=lambda: NOW)
+    day = datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
+    calls = [uk_call(i, day + timedelta(seconds=i), "connected") for i in range(98)]
+    calls += [uk_call(100 + i, day + timedelta(seconds=200 + i), "late") for i in range(2)]
+    calls += [uk_call(200 + i, day + timedelta(seconds=400 + i), "machine") for i in range(20)]
+    (alert,) = _alerts_for(engine.process(events(calls)), "uk-abandoned-rate-calendar-day")
+    assert (alert["numerator"], alert["denominator"]) == (4, 102)

@@ -1,13 +1,14 @@
-"""/v1/campaigns: list, stats over a minute-aligned range, configuration (PUT)."""
+"""/v1/campaigns: list, stats over a minute-aligned range, regulatory windows (compliance),
+configuration (PUT)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from schemas.stats_v1 import StatsV1
-from services.api import campaigns
+from services.api import campaigns, compliance
 from services.api.deps import (
     Admin,
     ClockDep,
@@ -20,7 +21,7 @@ from services.api.deps import (
     Viewer,
     query_error,
 )
-from services.api.models import Campaign, CampaignPage, CampaignUpdate
+from services.api.models import Campaign, CampaignCompliance, CampaignPage, CampaignUpdate
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 CampaignIdPath = Annotated[str, Path(min_length=1, max_length=200)]
@@ -52,6 +53,42 @@ async def get_stats(
     except campaigns.RangeError as exc:
         raise query_error(exc.field, exc.message) from None
     return await campaigns.campaign_stats(store, campaign_id, start, end, principal.tenant_id)
+
+
+def _default_profile(request: Request) -> str:
+    # The profile of a campaign neither configured nor reported by the detector yet.
+    return str(getattr(request.app.state.settings, "default_profile", compliance.DEFAULT_PROFILE))
+
+
+@router.get(
+    "/{campaign_id}/compliance",
+    response_model=CampaignCompliance,
+    responses={404: {"description": "Unknown"}},
+)
+async def get_compliance(
+    campaign_id: CampaignIdPath,
+    principal: Viewer,
+    store: StoreDep,
+    default_profile: Annotated[str, Depends(_default_profile)],
+    from_: Annotated[QueryInstant | None, Query(alias="from")] = None,
+    to: QueryInstant | None = None,
+) -> CampaignCompliance:
+    """The campaign profile's regulatory windows (cumulative, calendar days, worst sliding
+    24 h, 30-day periods) with numerator, denominator, value, cap, verdict and headroom.
+    `from`/`to` (RFC 3339, whole minutes, both optional) keep the windows overlapping
+    [from, to); the cumulative window is always returned."""
+    try:
+        start, end = compliance.compliance_range(from_, to)
+    except campaigns.RangeError as exc:
+        raise query_error(exc.field, exc.message) from None
+    return await compliance.campaign_compliance(
+        store,
+        campaign_id,
+        tenant_scope=principal.tenant_id,
+        default_profile=default_profile,
+        start=start,
+        end=end,
+    )
 
 
 @router.put(

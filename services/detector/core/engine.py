@@ -32,7 +32,7 @@ from services.detector.core.alerting import AlertStatus, advance, alert_id
 from services.detector.core.classify import classify
 from services.detector.core.model import EMPTY, BucketCounts, CallOutcome, CallRecord
 from services.detector.core.profiles import Profile, RateRule
-from services.detector.core.rules import Measurement, assess, rate_terms
+from services.detector.core.rules import Measurement, assess, effective_amd_ratio, rate_terms
 from services.detector.core.windows import (
     EPOCH,
     RollingSum,
@@ -681,7 +681,11 @@ class Engine:
                 raise ValueError(f"rule {rule.id}: no evaluation for window {rule.window!r}")
         for rule, kind, window_key, start, end, counts in windows:
             numerator, denominator = rate_terms(
-                rule.metric, counts, config.amd_false_positive_ratio
+                rule.metric,
+                counts,
+                effective_amd_ratio(
+                    config.amd_false_positive_ratio, profile.amd_false_positive_ratio
+                ),
             )
             level = assess(numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample)
             measurement = Measurement(

@@ -89,3 +89,10 @@ def headroom(numerator: Fraction, denominator: Fraction, cap: Fraction) -> int:
     if slack < 0:
         return 0
     return int(slack / (1 - cap))
+
+
+def effective_amd_ratio(campaign_ratio: Fraction, profile_ratio: Fraction) -> Fraction:
+    """The AMD false-positive ratio a campaign's UK formula uses: the campaign's own
+    (`PUT /v1/campaigns/{id}` top-level `amd_false_positive_ratio`) when set above 0, else
+    the profile's parameter (its file's value or a per-campaign override of it)."""
+    return campaign_ratio if campaign_ratio > 0 else profile_ratio

@@ -1,0 +1,262 @@
+"""The regulators' own windows over a campaign's minute buckets, each with its verdict.
+
+SPEC "Windows": counts are kept in one-minute event-time buckets and summed on read, so
+every regulatory window is exact (up to the one documented limit of `period_30d`).
+`evaluate_windows` is the read side used by `GET /v1/campaigns/{id}/compliance`: for every
+enabled rate rule of a profile it returns the windows the regulator judges, with the
+figures, the level (`rules.assess`) and the headroom (`rules.headroom`).
+
+Windows (a rule's `window`):
+
+- `cumulative` (Garante 20 Feb 2014 n. 83, point 3: "within each campaign"): one window
+  over every bucket, `[first minute, last minute + 1)`.
+- `daily`, `calendar_day` (it optional 4 %; Ofcom 2010 "midnight to midnight"): one
+  window per calendar day of the profile's home zone that holds a bucket; a DST change
+  day is 23 h or 25 h (`windows.local_day_bounds`).
+- `sliding_24h` (Ofcom 2008 "any 24-hour period"): the worst 24 h, see
+  `_worst_sliding_24h`.
+- `period_30d` (16 CFR 310.4(b)(4)(i), 47 CFR 64.1200(a)(7): "each successive 30-day
+  period"): periods of exactly 30 × 24 h anchored at the campaign's first call, see
+  `_periods_30d`.
+
+Only windows holding at least one bucket are reported (a bucket whose counts are all
+zero still counts as data), so no buckets means no windows. Every figure is a
+`Fraction`; datetimes are aware and in UTC; windows are half-open `[start, end)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from fractions import Fraction
+
+from services.detector.core.model import BucketCounts
+from services.detector.core.profiles import REGULATORY_WINDOWS, Profile, RateRule
+from services.detector.core.rules import Level, assess, headroom, rate_terms
+from services.detector.core.windows import local_day_bounds, local_day_of, minute_start
+
+SLIDING_MINUTES = 24 * 60
+PERIOD_LENGTH = timedelta(days=30)  # 30 × 24 h of absolute time; DST does not apply to UTC
+
+_RANK: Mapping[Level, int] = {"insufficient": 0, "ok": 1, "warning": 2, "violation": 3}
+
+Counts = list[int]  # BucketCounts.to_list(): a mutable running sum
+
+
+@dataclass(frozen=True, slots=True)
+class WindowVerdict:
+    """One rule over one window `[start, end)` (UTC) and what it amounts to.
+
+    `value` is numerator ÷ denominator, None when the denominator is 0. `headroom` is
+    `rules.headroom`: how many more silent/abandoned calls (each also an answered call)
+    the window can take before its value exceeds the cap; -1 when unbounded (cap ≥ 1).
+    """
+
+    rule_id: str
+    window: str
+    start: datetime
+    end: datetime
+    numerator: Fraction
+    denominator: Fraction
+    value: Fraction | None
+    cap: Fraction
+    verdict: Level
+    headroom: int
+
+
+def evaluate_windows(
+    profile: Profile,
+    buckets: Mapping[int, BucketCounts],
+    *,
+    amd_false_positive_ratio: Fraction = Fraction(0),
+    first_call: datetime | None = None,
+) -> list[WindowVerdict]:
+    """Every regulatory window of every enabled rate rule of `profile`, with its verdict.
+
+    `buckets` maps a UTC minute index (`windows.minute_of`) to that minute's counts, for one
+    campaign. `amd_false_positive_ratio` is the campaign's Ofcom estimate ratio
+    (`rules.rate_terms` adds ratio × AMD=machine calls to both terms of the abandoned
+    rate). `first_call` is the exact `originated_at` of the campaign's earliest call: the
+    anchor of `period_30d` (default: the start of the first bucket's minute).
+
+    Order: rules in profile order; each rule's windows in time order. Early-warning rules
+    are not regulatory windows and are not evaluated. A rule whose window is not one of
+    the five regulatory windows raises ValueError.
+    """
+    minutes = sorted(buckets)
+    verdicts: list[WindowVerdict] = []
+    for rule in profile.rate_rules:
+        if not rule.enabled:
+            continue
+        if rule.window not in REGULATORY_WINDOWS:
+            raise ValueError(f"rule {rule.id!r}: {rule.window!r} is not a regulatory window")
+        if not minutes:
+            continue
+        judge = _judge(rule, amd_false_positive_ratio)
+        if rule.window == "cumulative":
+            verdicts.append(judge(*_cumulative(minutes, buckets)))
+        elif rule.window in ("daily", "calendar_day"):
+            verdicts.extend(judge(*w) for w in _calendar_days(minutes, buckets, profile.home_zone))
+        elif rule.window == "sliding_24h":
+            verdicts.append(
+                _worst_sliding_24h(minutes, buckets, rule, amd_false_positive_ratio, judge)
+            )
+        else:
+            verdicts.extend(judge(*w) for w in _periods_30d(minutes, buckets, first_call))
+    return verdicts
+
+
+Window = tuple[datetime, datetime, Counts]
+Judge = Callable[[datetime, datetime, Counts], WindowVerdict]
+
+
+def _judge(rule: RateRule, ratio: Fraction) -> Judge:
+    def judge(start: datetime, end: datetime, counts: Counts) -> WindowVerdict:
+        numerator, denominator = rate_terms(rule.metric, BucketCounts.from_list(counts), ratio)
+        return WindowVerdict(
+            rule_id=rule.id,
+            window=rule.window,
+            start=start,
+            end=end,
+            numerator=numerator,
+            denominator=denominator,
+            value=None if denominator == 0 else numerator / denominator,
+            cap=rule.cap,
+            verdict=assess(
+                numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample
+            ),
+            headroom=headroom(numerator, denominator, rule.cap),
+        )
+
+    return judge
+
+
+def _add(total: Counts, counts: BucketCounts, sign: int = 1) -> None:
+    for index, value in enumerate(counts.to_list()):
+        total[index] += sign * value
+
+
+def _empty() -> Counts:
+    return BucketCounts().to_list()
+
+
+def _cumulative(minutes: list[int], buckets: Mapping[int, BucketCounts]) -> Window:
+    total = _empty()
+    for minute in minutes:
+        _add(total, buckets[minute])
+    return minute_start(minutes[0]), minute_start(minutes[-1] + 1), total
+
+
+def _calendar_days(
+    minutes: list[int], buckets: Mapping[int, BucketCounts], zone: str
+) -> Iterator[Window]:
+    """One window per local calendar day in `zone` holding a bucket, in order. Day bounds
+    come from `local_day_bounds` (00:00 to the next 00:00 local, 23 h or 25 h on DST change
+    days); `minutes` is sorted, so each day's bounds are computed once."""
+    first = last = 0
+    total: Counts | None = None
+    for minute in minutes:
+        if total is not None and minute >= last:
+            yield minute_start(first), minute_start(last), total
+            total = None
+        if total is None:
+            first, last = local_day_bounds(local_day_of(minute, zone), zone)
+            total = _empty()
+        _add(total, buckets[minute])
+    if total is not None:
+        yield minute_start(first), minute_start(last), total
+
+
+def _worst_sliding_24h(
+    minutes: list[int],
+    buckets: Mapping[int, BucketCounts],
+    rule: RateRule,
+    ratio: Fraction,
+    judge: Judge,
+) -> WindowVerdict:
+    """The worst of the 24-hour windows `[m − 1439, m]` (minutes, inclusive), for every m
+    from the first bucket to the last bucket + 1439: every position where a window holds
+    data (or lies between two buckets more than 24 h apart: then it is empty).
+
+    Worst: among windows meeting the rule's minimum sample, the highest level (violation >
+    warning > ok), then the highest value, then the earliest start. When no window meets
+    the minimum sample, the window with the largest denominator (then highest value, then
+    earliest start) is reported as `insufficient`.
+
+    A window's content only changes at a minute where a bucket enters (m = b) or leaves
+    (m = b + 1440), so only those positions are judged, each with the running sum updated
+    by the buckets entering and leaving: O(B log B) for B buckets, however long the
+    campaign, instead of O(minutes × 1440). Between two such positions the content is the
+    same, and the earliest window with it is the one at the position, which is what the
+    tie on start needs. Only the chosen window gets its headroom computed.
+    """
+    last_position = minutes[-1] + SLIDING_MINUTES - 1
+    entering = {m: buckets[m] for m in minutes}
+    leaving = {
+        m + SLIDING_MINUTES: buckets[m] for m in minutes if m + SLIDING_MINUTES <= last_position
+    }
+    total = _empty()
+    best: tuple[int, Fraction, int] | None = None  # (rank, value, -first)
+    fallback: tuple[Fraction, Fraction, int] | None = None  # (denominator, value, -first)
+    chosen: tuple[int, Counts] | None = None  # (first, counts)
+    for position in sorted(entering.keys() | leaving.keys()):
+        if position in entering:
+            _add(total, entering[position])
+        if position in leaving:
+            _add(total, leaving[position], -1)
+        first = position - SLIDING_MINUTES + 1
+        numerator, denominator = rate_terms(rule.metric, BucketCounts.from_list(total), ratio)
+        level = assess(numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample)
+        value = Fraction(-1) if denominator == 0 else numerator / denominator
+        if level != "insufficient":
+            key = (_RANK[level], value, -first)
+            if best is None or key > best:
+                best, chosen = key, (first, list(total))
+        elif best is None:
+            tie = (denominator, value, -first)
+            if fallback is None or tie > fallback:
+                fallback, chosen = tie, (first, list(total))
+    assert chosen is not None  # minutes is not empty: at least one position
+    first, counts = chosen
+    return judge(minute_start(first), minute_start(first + SLIDING_MINUTES), counts)
+
+
+def _periods_30d(
+    minutes: list[int], buckets: Mapping[int, BucketCounts], first_call: datetime | None
+) -> Iterator[Window]:
+    """Successive periods `[anchor + k·30 d, anchor + (k+1)·30 d)` holding a bucket, in
+    order; the last one is partial and reported with its nominal end. The anchor is
+    `first_call` (SPEC "Windows": the instant of the campaign's earliest `originated_at`;
+    a backfilled earlier call moves it and every boundary), else the first bucket's start.
+
+    Known limit: buckets are whole minutes and the anchor need not be, so a boundary can
+    fall inside a minute. The whole minute goes to the period holding the minute's start
+    (the anchor's own minute to period 0), so the calls of one minute at each boundary may
+    be counted in the earlier period; an anchor on a minute boundary is exact.
+
+    A bucket wholly before `first_call` contradicts it (it would be an earlier call):
+    ValueError.
+    """
+    if first_call is not None and first_call.utcoffset() is None:
+        raise ValueError("first_call must be timezone-aware")
+    anchor = minute_start(minutes[0]) if first_call is None else first_call
+    if minute_start(minutes[0] + 1) <= anchor:
+        raise ValueError(
+            f"first_call {anchor.isoformat()} is after the earliest bucket "
+            f"{minute_start(minutes[0]).isoformat()}: it cannot be the campaign's first call"
+        )
+    period = -1
+    total = _empty()
+    for minute in minutes:
+        index = max(0, (minute_start(minute) - anchor) // PERIOD_LENGTH)
+        if index != period:
+            if period >= 0:
+                yield _period(anchor, period, total)
+            period, total = index, _empty()
+        _add(total, buckets[minute])
+    yield _period(anchor, period, total)
+
+
+def _period(anchor: datetime, index: int, total: Counts) -> Window:
+    return anchor + index * PERIOD_LENGTH, anchor + (index + 1) * PERIOD_LENGTH, total
