@@ -71,7 +71,7 @@ class FakeConsumer:
 
     async def end_offsets(self, partitions):
         # The log is longer than anything stored: positions are within it.
-        return dict.fromkeys(partitions, 10 ** 9)
+        return dict.fromkeys(partitions, 10**9)
 
     async def seek_to_beginning(self, *partitions) -> None:
         self.seeks.extend((tp, 0) for tp in partitions)
