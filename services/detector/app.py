@@ -38,6 +38,7 @@ from pydantic import ValidationError
 
 from schemas import AlertV1, NormalizedCdrV1, stats_from_counts, topics
 from services.common.settings import DetectorSettings
+from services.detector.core import lockouts
 from services.detector.core.engine import (
     BatchOutput,
     BucketState,
@@ -330,6 +331,23 @@ class Detector:
         self.alerts = self.app.topic(topics.ALERTS, key_serializer="raw", value_serializer="raw")
         self.stats = self.app.topic(topics.STATS, key_serializer="raw", value_serializer="raw")
         self.dlq = self.app.topic(topics.CDRS_DLQ, key_serializer="raw", value_serializer="raw")
+        # The per-callee stage: calls re-keyed by (tenant, pseudonymised callee), and the
+        # violations it finds keyed back by campaign (same partition count as the CDRs).
+        self.callee_topic = self.app.topic(
+            f"{settings.app_id}-callee-calls",
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.kafka_partitions,
+            internal=True,
+        )
+        self.violation_topic = self.app.topic(
+            f"{settings.app_id}-lockout-violations",
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.kafka_partitions,
+            internal=True,
+        )
+        self.callees = self.app.Table("callees", default=None, partitions=settings.kafka_partitions)
         self.table = self.app.Table(
             "state",
             default=None,
@@ -355,6 +373,18 @@ class Detector:
                 self.settings.batch_max, within=self.settings.batch_within_seconds
             ):
                 await self.handle(events)
+
+        @app.agent(self.callee_topic, name="cdrwatch-detector-callees")
+        async def callees(stream: Any) -> None:
+            async for event in stream.events():
+                self.handle_callee_call(event)
+
+        @app.agent(self.violation_topic, name="cdrwatch-detector-lockouts")
+        async def lockouts(stream: Any) -> None:
+            async for events in stream.take_events(
+                self.settings.batch_max, within=self.settings.batch_within_seconds
+            ):
+                self.handle_lockout_violations(events)
 
         @app.on_partitions_assigned.connect  # type: ignore[misc]
         async def on_assigned(*_args: Any, **_kwargs: Any) -> None:
@@ -416,7 +446,63 @@ class Detector:
         if newest_accepted is not None:
             self.metrics.lag.set(max(0.0, (self.clock() - newest_accepted).total_seconds()))
 
+    def handle_callee_call(self, event: EventT) -> None:
+        """One call to a callee: update the callee's history (in the event's partition,
+        faust's current event) and send any lockout or frequency violation it reveals.
+
+        A call already in the history is a repeat after a restart: its violations are
+        derived again and sent again (the violations' consumer counts each call once),
+        because the first sending may have been lost with the crash."""
+        key = event.key.decode()
+        new = lockouts.from_json([orjson.loads(event.value)])[0]
+        rules = lockouts.LockoutRules.of(self.configs.config_for(new.campaign_id).profile)
+        history = lockouts.from_json(self.callees.get(key) or [])
+        if any(c.call_id == new.call_id for c in history):
+            others = tuple(c for c in history if c.call_id != new.call_id)
+            _, found = lockouts.record_call(others, new, rules)
+        else:
+            history, found = lockouts.record_call(history, new, rules)
+            history = lockouts.prune(history, max(c.originated_at for c in history), rules)
+            self.callees[key] = lockouts.to_json(history)
+        for violation in found:
+            self.violation_topic.send_soon(
+                key=violation.campaign_id.encode(),
+                value=orjson.dumps(
+                    {
+                        "rule_id": violation.rule_id,
+                        "call_id": violation.call_id,
+                        "campaign_id": violation.campaign_id,
+                        "originated_at": violation.originated_at.isoformat(),
+                        "trigger_call_id": violation.trigger_call_id,
+                    }
+                ),
+            )
+
+    def handle_lockout_violations(self, events: Sequence[EventT]) -> None:
+        decoded = []
+        for event in events:
+            raw = orjson.loads(event.value)
+            decoded.append(
+                (
+                    event.message.partition,
+                    event.message.offset,
+                    lockouts.LockoutViolation(
+                        rule_id=raw["rule_id"],
+                        call_id=raw["call_id"],
+                        campaign_id=raw["campaign_id"],
+                        originated_at=datetime.fromisoformat(raw["originated_at"]),
+                        trigger_call_id=raw["trigger_call_id"],
+                    ),
+                )
+            )
+        self.state.bind(events)
+        self._publish(self.engine.process_lockout_violations(decoded))
+
     def _publish(self, out: BatchOutput) -> None:
+        for key, callee_call in out.callee_events:
+            self.callee_topic.send_soon(
+                key=key.encode(), value=orjson.dumps(lockouts.to_json((callee_call,))[0])
+            )
         for m in out.minute_stats:
             stats = stats_from_counts(
                 m.campaign_id,

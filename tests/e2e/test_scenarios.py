@@ -19,7 +19,9 @@ silent (answered, no agent, released 2 s after answer, comfort noise), silent_la
 (released 5 s after answer), silent_unreported (no message_type), late (agent 2.5 s after
 answer), machine (AMD machine), short_ring (released by the system after 9 s of ringing),
 no_answer (30 s of ringing), abandoned_with_message (agent never, info message 1 s after
-answer), abandoned_message_late (message 3 s after answer). Numbers differ per call.
+answer), abandoned_message_late (message 3 s after answer). Numbers differ per call unless
+a group names a `callee` index (the same number for every call of that index); groups may
+also set `dial_mode` and `refusal`.
 """
 
 from __future__ import annotations
@@ -54,10 +56,11 @@ def _at(text: str) -> datetime:
 def build_call(campaign: str, n: int, spec: dict[str, Any], at: datetime) -> dict[str, Any]:
     kind = spec["kind"]
     prefix, digits = NUMBERS[spec.get("zone", "Europe/Rome")]
+    callee = spec.get("callee", n)  # a fixed callee index calls the same number again
     cdr: dict[str, Any] = {
         "call_id": f"{campaign}-{n}",
         "campaign_id": campaign,
-        "callee_number": f"{prefix}{n % 10**digits:0{digits}d}",
+        "callee_number": f"{prefix}{callee % 10**digits:0{digits}d}",
         "originated_at": at.isoformat(),
         "ringing_at": (at + timedelta(seconds=1)).isoformat(),
         "dial_mode": spec.get("dial_mode", "predictive"),
@@ -66,6 +69,8 @@ def build_call(campaign: str, n: int, spec: dict[str, Any], at: datetime) -> dic
         cdr["callee_tz"] = spec["zone"]
     if "region" in spec:
         cdr["callee_region"] = spec["region"]
+    if "refusal" in spec:
+        cdr["refusal"] = spec["refusal"]
     answered = at + timedelta(seconds=9)
 
     def iso(seconds: float) -> str:

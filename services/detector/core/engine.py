@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from services.detector.core.alerting import AlertStatus, advance, alert_id
 from services.detector.core.classify import classify
+from services.detector.core.lockouts import CalleeCall, LockoutViolation, callee_call
 from services.detector.core.model import EMPTY, BucketCounts, CallOutcome, CallRecord
 from services.detector.core.profiles import Profile, RateRule
 from services.detector.core.rules import Measurement, assess, effective_amd_ratio, rate_terms
@@ -90,9 +91,13 @@ class DayViolations:
     watermark: int = -1
     opened_at_us: int | None = None
     unverifiable_opened_at_us: int | None = None
+    # Lockout and frequency violations come at least once from the callee stage, on another
+    # topic: they are counted once per call id (per-call rules use the watermark instead).
+    call_ids: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "call_ids": self.call_ids,
             "count": self.count,
             "samples": [list(x) for x in self.samples],
             "unverifiable": self.unverifiable,
@@ -112,6 +117,7 @@ class DayViolations:
             watermark=raw["watermark"],
             opened_at_us=raw["opened_at_us"],
             unverifiable_opened_at_us=raw["unverifiable_opened_at_us"],
+            call_ids=list(raw.get("call_ids", [])),
         )
 
 
@@ -262,7 +268,17 @@ class BatchOutput:
     processed: int = 0
     duplicates: int = 0
     too_late: int = 0
-    outcomes: dict[str, BucketCounts] = field(default_factory=dict)
+    # Calls to forward to the per-callee stage, keyed by (tenant, pseudonymised callee).
+    callee_events: list[tuple[str, CalleeCall]] = field(default_factory=list)
+
+
+def callee_state_key(call: CallRecord) -> str:
+    """Per-callee state is per tenant (the caller) and pseudonymised callee."""
+    return f"{call.tenant_id or ''}\x1f{call.callee_key}"
+
+
+def has_callee_rules(profile: Profile) -> bool:
+    return bool(profile.lockouts or profile.frequency_caps)
 
 
 def seen_key(call: CallRecord) -> str:
@@ -337,11 +353,21 @@ class Engine:
             call = event.call
             cid = call.campaign_id
             state = campaigns.get(cid) or self._store.get_campaign(cid)
-            if state is not None and state.watermark >= event.offset:
-                continue  # fully applied before a restart
             config = configs.get(cid)
             if config is None:
                 config = configs[cid] = self._config_for(cid)
+            if state is not None and state.watermark >= event.offset:
+                # Fully applied before a restart. Its callee event may have been lost with
+                # the crash (another topic than the change log): send it again when the
+                # seen-entry shows the call was counted; the callee stage ignores repeats.
+                if has_callee_rules(config.profile) and call.callee_key:
+                    seen = self._store.get_seen(seen_key(call))
+                    if seen is not None and (seen[0], seen[1]) == (event.partition, event.offset):
+                        outcome = classify(call, config.profile)
+                        out.callee_events.append(
+                            (callee_state_key(call), callee_call(call, outcome))
+                        )
+                continue
             key = seen_key(call)
             seen = self._store.get_seen(key)
             minute = minute_of(call.originated_at)
@@ -379,6 +405,8 @@ class Engine:
 
             outcome = classify(call, config.profile)
             out.processed += 1
+            if has_callee_rules(config.profile) and call.callee_key:
+                out.callee_events.append((callee_state_key(call), callee_call(call, outcome)))
             lookup = bucket_counts(cid)
             bkey = (cid, minute)
             bucket = buckets.get(bkey) or self._store.get_bucket(cid, minute)
@@ -443,6 +471,40 @@ class Engine:
             self._store.put_campaign(cid, state, partitions[cid])
         return out
 
+    def process_lockout_violations(
+        self, events: Sequence[tuple[int, int, LockoutViolation]]
+    ) -> BatchOutput:
+        """Count lockout and frequency-cap violations found by the callee stage per rule,
+        campaign and calendar day of the profile's zone, and alert like per-call rules.
+        `events` are (partition, offset, violation) of the violations topic, keyed by
+        campaign like the CDR topic (so a campaign's records stay in its partition)."""
+        out = BatchOutput()
+        records: dict[tuple[str, str, date], tuple[DayViolations, int]] = {}
+        configs: dict[str, CampaignConfig] = {}
+        for partition, _offset, violation in events:
+            cid = violation.campaign_id
+            config = configs.get(cid) or configs.setdefault(cid, self._config_for(cid))
+            minute = minute_of(violation.originated_at)
+            vkey = (cid, violation.rule_id, local_day_of(minute, config.profile.home_zone))
+            found = records.get(vkey)
+            record = found[0] if found else self._store.get_day_violations(*vkey) or DayViolations()
+            records[vkey] = (record, partition)
+            if violation.call_id in record.call_ids:
+                continue  # sent again by the callee stage after a restart
+            record.call_ids.append(violation.call_id)
+            record.count += 1
+            _keep_recent(record.samples, (minute, violation.call_id))
+        now = self._clock()
+        for (cid, rule_id, day), (record, partition) in records.items():
+
+            def lookup(minute: int, cid: str = cid) -> BucketCounts:
+                stored = self._store.get_bucket(cid, minute)
+                return EMPTY if stored is None else stored.counts
+
+            self._per_call_alerts(cid, rule_id, day, record, configs[cid], lookup, now, out)
+            self._store.put_day_violations(cid, rule_id, day, record, partition)
+        return out
+
     def _per_call_alerts(
         self,
         cid: str,
@@ -459,7 +521,7 @@ class Engine:
         except advisory rules. Unverifiable calls alert as a warning of their own rule
         (`<rule>-unverifiable`). A day's alert never resolves: it is a record."""
         profile = config.profile
-        rule = next((r for r in profile.per_call_rules if r.id == rule_id), None)
+        rule = _per_call_rule_info(profile).get(rule_id)
         if rule is None:
             return
         first, last = local_day_bounds(day, profile.home_zone)
@@ -481,9 +543,10 @@ class Engine:
                 opened_us = now_us
                 setattr(record, opened_field, opened_us)
             severity = "warning" if rule.advisory or suffix else "violation"
-            alert_rule = rule.id + suffix
+            alert_rule = rule_id + suffix
             aid = alert_id(alert_rule, cid, day.isoformat())
-            payload = {
+            evidence = [c for _m, c in samples][:EVIDENCE_SAMPLES]
+            payload: dict[str, Any] = {
                 "id": aid,
                 "rule": alert_rule,
                 "profile": profile.name,
@@ -497,11 +560,11 @@ class Engine:
                 "window": {"start": minute_start(first), "end": minute_start(last)},
                 "opened_at": EPOCH + timedelta(microseconds=opened_us),
                 "resolved_at": None,
-                "evidence": {"call_ids": [c for _m, c in samples][:EVIDENCE_SAMPLES]},
+                "evidence": {"call_ids": evidence},
                 "reference": rule.reference
                 + ("" if not suffix else " (not verifiable: the dialer did not report it)"),
             }
-            fingerprint = (count, attempts, tuple(payload["evidence"]["call_ids"]))
+            fingerprint = (count, attempts, tuple(evidence))
             if self._last_emitted.get(aid) != fingerprint:
                 self._last_emitted[aid] = fingerprint
                 out.alerts.append(payload)
@@ -755,3 +818,17 @@ def _alert_payload(
         "evidence": {"call_ids": evidence[:EVIDENCE_SAMPLES]},
         "reference": rule.reference,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class _RuleInfo:
+    advisory: bool
+    reference: str
+
+
+def _per_call_rule_info(profile: Profile) -> dict[str, _RuleInfo]:
+    """Per-call, lockout and frequency-cap rules of a profile by id (they alert alike)."""
+    info = {r.id: _RuleInfo(r.advisory, r.reference) for r in profile.per_call_rules}
+    info.update({r.id: _RuleInfo(False, r.reference) for r in profile.lockouts})
+    info.update({r.id: _RuleInfo(False, r.reference) for r in profile.frequency_caps})
+    return info
