@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -95,13 +95,16 @@ def normalized_cdr(
     originated: datetime,
     *,
     tenant: str | None = None,
+    callee: int | None = None,
 ) -> dict[str, Any]:
     """A record as ingest publishes it on cdrwatch.cdrs.v1 (kinds: connected, silent,
-    late, machine, unanswered)."""
+    late, machine, unanswered). `callee` picks a pseudonymised callee from a pool (calls
+    with the same number reach the per-callee rules); by default every call has its own."""
+    key = f"{callee:032x}" if callee is not None else f"{abs(hash(call_id)):032x}"[:32]
     record: dict[str, Any] = {
         "call_id": call_id,
         "campaign_id": campaign,
-        "callee_key": f"{abs(hash(call_id)):032x}"[:32],
+        "callee_key": key,
         "callee_country": "IT",
         "callee_zones": ["Europe/Rome"],
         "originated_at": iso(originated),
@@ -206,3 +209,35 @@ class OutputReader:
 
     async def stop(self) -> None:
         await self.consumer.stop()
+
+
+def expected_lockouts(
+    records: Iterable[dict[str, Any]], profile: str = "it"
+) -> dict[tuple[str, str, date], int]:
+    """(campaign, rule, local day) -> violating calls, from the whole set of calls at once
+    (first copy of each call id wins, as in the detector)."""
+    from services.detector.core import lockouts
+    from services.detector.core.windows import local_day_of
+
+    prof = load_profile(profile)
+    rules = lockouts.LockoutRules.of(prof)
+    seen: set[str] = set()
+    histories: dict[str, tuple[lockouts.CalleeCall, ...]] = {}
+    found: set[tuple[str, str, str, date]] = set()
+    for record in records:
+        if record["call_id"] in seen:
+            continue
+        seen.add(record["call_id"])
+        call = to_call(record)
+        key = f"{call.tenant_id or ''}\x1f{call.callee_key}"
+        history, violations = lockouts.record_call(
+            histories.get(key, ()), lockouts.callee_call(call, classify(call, prof)), rules
+        )
+        histories[key] = history
+        for v in violations:
+            day = local_day_of(minute_of(v.originated_at), prof.home_zone)
+            found.add((v.campaign_id, v.rule_id, v.call_id, day))
+    counts: dict[tuple[str, str, date], int] = {}
+    for campaign, rule, _call, day in found:
+        counts[(campaign, rule, day)] = counts.get((campaign, rule, day), 0) + 1
+    return counts

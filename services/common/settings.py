@@ -65,6 +65,13 @@ class DetectorSettings(CommonSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics server
     session_timeout_seconds: float = Field(default=10.0, gt=0)
     store: str = "memory://"
+    # Per-callee histories (lockouts, frequency caps) may hold 10 million keys: RocksDB keeps
+    # them on disk with bounded memory. An entry untouched for `callee_ttl_days` of wall
+    # time is dropped at compaction: longer than any rule (60 days) plus the lateness.
+    # "rocksdb:NAME": faust ignores an empty "rocksdb://" on a table, and NAME (relative)
+    # places the files under the detector's table directory in the data dir.
+    callee_store: str = "rocksdb:callees"
+    callee_ttl_days: int = Field(default=120, ge=70)
 
 
 class ApiSettings(IngestSettings):

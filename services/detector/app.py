@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as wall_time
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -347,7 +349,18 @@ class Detector:
             partitions=settings.kafka_partitions,
             internal=True,
         )
-        self.callees = self.app.Table("callees", default=None, partitions=settings.kafka_partitions)
+        rocks = settings.callee_store.startswith("rocksdb")
+        if rocks:
+            _drop_local_rocksdb(Path(self.app.conf.tabledir), "callees")
+        self.callees = self.app.Table(
+            "callees",
+            default=None,
+            partitions=settings.kafka_partitions,
+            store=settings.callee_store,
+            options={"driver": "rocksdict", "ttl": settings.callee_ttl_days * 86400}
+            if rocks
+            else None,
+        )
         self.table = self.app.Table(
             "state",
             default=None,
@@ -567,6 +580,20 @@ class Detector:
             "record": _json_or_text(value),
         }
         self.dlq.send_soon(key=reason.encode(), value=orjson.dumps(envelope))
+
+
+def _drop_local_rocksdb(tabledir: Path, table: str) -> None:
+    """Start the RocksDB copy of a table afresh; faust rebuilds it from the change log.
+
+    faust keeps the change-log offset it has applied inside RocksDB, and after a kill -9 that
+    offset can be ahead of what reached the broker; faust then refuses to start
+    (ConsistencyError). The change log is the source of truth (the detector's exactness rests
+    on it), so the local files are a spill-to-disk cache: memory stays bounded, and each
+    start replays the table's change log (compacted by Kafka) into a fresh database. Each
+    worker needs a data directory of its own.
+    """
+    for path in (*tabledir.glob(f"{table}-*.db"), tabledir / f"{table}-backups"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _json_or_text(value: bytes | None) -> Any:

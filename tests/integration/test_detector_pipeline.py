@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -18,7 +19,14 @@ from services.common.broker import EmbeddedBroker
 from services.common.kafka import ensure_topics
 from services.detector.core.model import EMPTY
 from tests.helpers import wait_until_async
-from tests.stack import OutputReader, ServiceProcess, expected_buckets, normalized_cdr, service_env
+from tests.stack import (
+    OutputReader,
+    ServiceProcess,
+    expected_buckets,
+    expected_lockouts,
+    normalized_cdr,
+    service_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +46,11 @@ async def broker(tmp_path: Path) -> AsyncIterator[str]:
         broker.stop()
 
 
-def traffic(n: int, campaigns: list[str], seed: int, start: int = 0) -> list[dict[str, Any]]:
+def traffic(
+    n: int, campaigns: list[str], seed: int, start: int = 0, callees: int | None = None
+) -> list[dict[str, Any]]:
+    """Calls over four hours; with `callees`, numbers drawn from a pool of that size, so
+    re-calls after silent calls reach the per-callee lockout rule."""
     rng = random.Random(seed)
     return [
         normalized_cdr(
@@ -46,6 +58,7 @@ def traffic(n: int, campaigns: list[str], seed: int, start: int = 0) -> list[dic
             rng.choice(campaigns),
             rng.choice(KINDS),
             T0 + timedelta(seconds=rng.randint(0, 4 * 3600)),
+            callee=None if callees is None else rng.randrange(callees),
         )
         for i in range(n)
     ]
@@ -140,7 +153,7 @@ async def test_kill_9_mid_stream_and_restart_ends_exact_without_duplicate_alerts
     broker: str, tmp_path: Path
 ) -> None:
     campaigns = [f"kill-{i}" for i in range(6)]
-    first = traffic(20_000, campaigns, seed=2)
+    first = traffic(20_000, campaigns, seed=2, callees=4000)
     await produce(broker, first)
     reader = OutputReader(broker)
     await reader.start()
@@ -158,7 +171,7 @@ async def test_kill_9_mid_stream_and_restart_ends_exact_without_duplicate_alerts
         processed_at_kill = sum(c.attempts for c in reader.published.cumulative.values())
         assert processed_at_kill < len(first), "killed too late to prove anything"
 
-        second = traffic(5000, campaigns, seed=3, start=len(first))
+        second = traffic(5000, campaigns, seed=3, start=len(first), callees=4000)
         replayed = first[:500]  # a dialer retry of records already counted
         await produce(broker, second + replayed)
         expected = expected_buckets(first + second + replayed)
@@ -178,6 +191,29 @@ async def test_kill_9_mid_stream_and_restart_ends_exact_without_duplicate_alerts
                     totals.silent,
                     totals.answered_by_person,
                 )
+        # The per-callee stage survived the kill too: every lockout alert ends at exactly
+        # the count computed from the whole set of calls.
+        lockouts = expected_lockouts(first + second + replayed)
+        assert lockouts, "the traffic should re-call numbers within their lockout"
+
+        def lockout_counts() -> dict[tuple[str, str, datetime], int]:
+            return {
+                (a["campaign_id"], a["rule"], datetime.fromisoformat(a["window"]["start"])): a[
+                    "numerator"
+                ]
+                for a in reader.published.alerts.values()
+                if a["rule"] == "it-silent-lockout"
+            }
+
+        expected = {
+            (cid, rule, datetime.combine(day, time(0), ZoneInfo("Europe/Rome"))): n
+            for (cid, rule, day), n in lockouts.items()
+        }
+        await wait_until_async(
+            lambda: _poll_check(reader, lambda _p: lockout_counts() == expected),
+            timeout=60,
+            interval=0.2,
+        )
     finally:
         proc.stop()
         await reader.stop()
