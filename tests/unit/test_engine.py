@@ -544,3 +544,53 @@ def test_amd_ratio_override_of_the_profile_applies_when_the_campaign_sets_none()
     calls += [uk_call(200 + i, day + timedelta(seconds=400 + i), "machine") for i in range(20)]
     (alert,) = _alerts_for(engine.process(events(calls)), "uk-abandoned-rate-calendar-day")
     assert (alert["numerator"], alert["denominator"]) == (4, 102)
+
+
+@pytest.mark.parametrize(
+    ("profile", "zone"),
+    [("it", "Europe/Rome"), ("uk", "Europe/London"), ("us", "America/New_York")],
+    ids=["garante-2014-shuffled", "ofcom-2010-shuffled", "16cfr310-shuffled"],
+)
+def test_shuffled_replay_gives_identical_regulatory_and_per_call_results(
+    profile: str, zone: str
+) -> None:
+    from dataclasses import replace
+
+    rng = random.Random(17)
+    kinds = (
+        ["connected"] * 85 + ["silent"] * 5 + ["late"] * 4 + ["machine"] * 3 + ["unanswered"] * 3
+    )
+    start = datetime(2026, 3, 27, 0, 0, tzinfo=UTC)  # spans the 29 March DST change (EU)
+    calls = [
+        replace(
+            call(i, at=start + timedelta(minutes=rng.randint(0, 4 * 1440)), kind=rng.choice(kinds)),
+            callee_zones=(zone,),
+        )
+        for i in range(700)
+    ]
+
+    def final(order: list[CallRecord]) -> tuple[Any, dict[str, Any]]:
+        store = DictState()
+        outs = run_batches(make_engine(store, profile), events(order), 37)
+        latest: dict[str, Any] = {}
+        for out in outs:
+            for alert in out.alerts:
+                if alert["rule"].endswith(("-15m", "-1h", "-24h", "-sliding-24h")):
+                    continue  # episodes of a window ending at the newest call so far
+                latest[alert["id"]] = (
+                    alert["rule"],
+                    alert["severity"],
+                    alert["state"],
+                    alert["numerator"],
+                    alert["denominator"],
+                    alert["window"]["start"],
+                    alert["window"]["end"],
+                    sorted(alert["evidence"]["call_ids"]),
+                )
+        return store.buckets(), latest
+
+    ordered = final(sorted(calls, key=lambda c: c.originated_at))
+    shuffled_calls = calls[:]
+    random.Random(3).shuffle(shuffled_calls)
+    assert final(shuffled_calls) == ordered
+    assert ordered[1], "the traffic should raise regulatory or per-call alerts"

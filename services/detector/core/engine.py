@@ -22,6 +22,7 @@ tests with dicts. `process()` returns everything to publish; it never does I/O i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -420,9 +421,17 @@ class Engine:
             day = local_day_of(minute, config.profile.home_zone)
             touched_days.setdefault(cid, set()).add(day)
             touched_minutes.setdefault(cid, set()).add(minute)
+            # Evidence of the day's rate windows: silent and abandoned calls per local day
+            # (pseudo-rules "~silent"/"~abandoned": records like the per-call ones).
+            evidence_of = tuple(
+                name
+                for name, hit in (("~silent", outcome.silent), ("~abandoned", outcome.abandoned))
+                if hit
+            )
             for rule_id, verifiable in (
                 *((r, True) for r in outcome.violations),
                 *((r, False) for r in outcome.unverifiable),
+                *((r, True) for r in evidence_of),
             ):
                 vkey = (cid, rule_id, day)
                 record = day_violations.get(vkey) or self._store.get_day_violations(*vkey)
@@ -459,6 +468,20 @@ class Engine:
             config = configs[cid]
             self._per_call_alerts(cid, rule_id, day, record, config, bucket_counts(cid), now, out)
             self._store.put_day_violations(cid, rule_id, day, record, partitions[cid])
+        # A day's per-call alerts show the day's attempts as denominator: calls that break
+        # no rule still change it, so refresh the day's other alerts (published only when
+        # their figures changed). Their records are not rewritten.
+        for cid, days in touched_days.items():
+            config = configs[cid]
+            for day in days:
+                for rule_id in _per_call_rule_info(config.profile):
+                    if (cid, rule_id, day) in day_violations:
+                        continue
+                    stored = self._store.get_day_violations(cid, rule_id, day)
+                    if stored is not None:
+                        self._per_call_alerts(
+                            cid, rule_id, day, stored, config, bucket_counts(cid), now, out
+                        )
         for cid, state in campaigns.items():
             config = configs[cid]
             state.profile = config.profile.name
@@ -466,7 +489,14 @@ class Engine:
                 state, first_minutes[cid], touched_minutes.get(cid, set())
             )
             self._evaluate(
-                state, config, bucket_counts(cid), touched_days.get(cid, set()), periods, now, out
+                state,
+                config,
+                bucket_counts(cid),
+                touched_days.get(cid, set()),
+                periods,
+                now,
+                out,
+                functools.partial(self._day_evidence, cid, working=day_violations),
             )
             self._store.put_campaign(cid, state, partitions[cid])
         return out
@@ -504,6 +534,24 @@ class Engine:
             self._per_call_alerts(cid, rule_id, day, record, configs[cid], lookup, now, out)
             self._store.put_day_violations(cid, rule_id, day, record, partition)
         return out
+
+    def _day_evidence(
+        self,
+        cid: str,
+        metric: str,
+        days: list[date],
+        working: dict[tuple[str, str, date], DayViolations],
+    ) -> list[str]:
+        """The most recent silent/abandoned call ids of `days` (deterministic: by originated
+        minute then call id, whatever the arrival order)."""
+        merged: list[tuple[int, str]] = []
+        for day in days:
+            key = (cid, f"~{metric}", day)
+            record = working.get(key) or self._store.get_day_violations(*key)
+            if record is not None:
+                merged.extend(record.samples)
+        merged.sort(reverse=True)
+        return [c for _m, c in merged[:EVIDENCE_SAMPLES]]
 
     def _per_call_alerts(
         self,
@@ -658,6 +706,7 @@ class Engine:
         periods: list[int],
         now: datetime,
         out: BatchOutput,
+        day_evidence: Callable[[str, list[date]], list[str]],
     ) -> None:
         profile = config.profile
         cid = state.campaign_id
@@ -762,9 +811,21 @@ class Engine:
             if status is None:
                 continue
             state.alerts[state_key] = status
-            samples = state.silent_samples if rule.metric == "silent" else state.abandoned_samples
             first_minute, end_minute = minute_of(start), minute_of(end)
-            evidence = [c for m, c in samples if first_minute <= m < end_minute]
+            if kind == "day":
+                evidence = day_evidence(rule.metric, [date.fromisoformat(window_key)])
+            elif kind == "period":
+                first_day = local_day_of(first_minute, profile.home_zone)
+                last_day = local_day_of(end_minute - 1, profile.home_zone)
+                span = (last_day - first_day).days + 1
+                evidence = day_evidence(
+                    rule.metric, [first_day + timedelta(days=i) for i in range(span)]
+                )
+            else:
+                samples = (
+                    state.silent_samples if rule.metric == "silent" else state.abandoned_samples
+                )
+                evidence = [c for m, c in samples if first_minute <= m < end_minute]
             alert = _alert_payload(rule, profile.name, cid, status, measurement, evidence)
             fingerprint = (
                 status.severity,
