@@ -594,3 +594,26 @@ def test_shuffled_replay_gives_identical_regulatory_and_per_call_results(
     random.Random(3).shuffle(shuffled_calls)
     assert final(shuffled_calls) == ordered
     assert ordered[1], "the traffic should raise regulatory or per-call alerts"
+
+
+def test_uk_calendar_days_split_at_new_year_in_london() -> None:
+    """Ofcom ACR per calendar day across 31 Dec / 1 Jan: each day is its own window and
+    alert; the sliding 24 h spans both."""
+    eve = datetime(2026, 12, 31, 23, 0, tzinfo=UTC)  # 23:00 London (GMT)
+    calls = [uk_call(i, eve + timedelta(seconds=20 * i), "connected") for i in range(97)]
+    calls += [uk_call(100 + i, eve + timedelta(minutes=59), "late") for i in range(3)]
+    calls += [
+        uk_call(200 + i, eve + timedelta(hours=1, seconds=20 * i), "connected") for i in range(96)
+    ]
+    calls += [uk_call(300 + i, eve + timedelta(hours=1, minutes=40), "late") for i in range(4)]
+    out = make_engine(DictState(), "uk").process(events(calls))
+    days = {
+        a["window"]["start"]: (a["numerator"], a["denominator"], a["severity"])
+        for a in _alerts_for(out, "uk-abandoned-rate-calendar-day")
+    }
+    assert days == {
+        datetime(2026, 12, 31, 0, 0, tzinfo=UTC): (3, 100, "warning"),
+        datetime(2027, 1, 1, 0, 0, tzinfo=UTC): (4, 100, "violation"),
+    }
+    (sliding,) = _alerts_for(out, "uk-abandoned-rate-sliding-24h")
+    assert (sliding["numerator"], sliding["denominator"]) == (7, 200)
