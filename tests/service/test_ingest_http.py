@@ -10,25 +10,10 @@ import orjson
 import pytest
 
 from schemas.cdr_v1 import NormalizedCdrV1
-
-RAW_NUMBER = "+393471234567"
+from tests.service.records import make_cdr
 
 if TYPE_CHECKING:
     from tests.service.conftest import IngestHarness
-
-
-def make_cdr(call_id: str | None = "c-1", **changes: Any) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "call_id": call_id,
-        "campaign_id": "energia-primavera",
-        "callee_number": RAW_NUMBER,
-        "originated_at": "2026-03-02T10:15:00+01:00",
-        "answered_at": "2026-03-02T10:15:09+01:00",
-        "agent_connected_at": "2026-03-02T10:15:10+01:00",
-        "ended_at": "2026-03-02T10:17:00+01:00",
-    }
-    record.update(changes)
-    return {k: v for k, v in record.items() if v is not None}
 
 
 def ndjson(*records: Any) -> bytes:

@@ -32,25 +32,10 @@ from services.ingest.raw import (
 from services.ingest.service import IngestService
 from tests.helpers import wait_until_async
 from tests.service.conftest import FakePublisher
+from tests.service.records import RAW_DIGITS, RAW_NUMBER, make_cdr
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 KEY = b"service-test-pseudonym-key"
-RAW_NUMBER = "+393471234567"
-RAW_DIGITS = RAW_NUMBER.removeprefix("+")
-
-
-def make_cdr(call_id: str = "c-1", **changes: Any) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "call_id": call_id,
-        "campaign_id": "energia-primavera",
-        "callee_number": RAW_NUMBER,
-        "originated_at": "2026-03-02T10:15:00+01:00",
-        "answered_at": "2026-03-02T10:15:09+01:00",
-        "agent_connected_at": "2026-03-02T10:15:10+01:00",
-        "ended_at": "2026-03-02T10:17:00+01:00",
-    }
-    record.update(changes)
-    return {k: v for k, v in record.items() if v is not None}
 
 
 def message(value: object, offset: int = 0, partition: int = 0) -> RawMessage:
