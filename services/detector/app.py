@@ -38,7 +38,9 @@ from faust.types import EventT
 from prometheus_client import CollectorRegistry, start_http_server
 from pydantic import ValidationError
 
-from schemas import AlertV1, NormalizedCdrV1, stats_from_counts, topics
+from schemas import NormalizedCdrV1, topics
+from schemas.instants import format_instant
+from schemas.stats_v1 import rate
 from services.common.settings import DetectorSettings
 from services.detector.core import lockouts
 from services.detector.core.engine import (
@@ -50,7 +52,7 @@ from services.detector.core.engine import (
     Engine,
     Event,
 )
-from services.detector.core.model import CallRecord
+from services.detector.core.model import BucketCounts, CallRecord
 from services.detector.core.profiles import ProfileError, load_profile
 from services.detector.core.retention import bucket_expired, seen_expired
 from services.detector.core.windows import minute_of, minute_start
@@ -517,33 +519,25 @@ class Detector:
                 key=key.encode(), value=orjson.dumps(lockouts.to_json((callee_call,))[0])
             )
         for m in out.minute_stats:
-            stats = stats_from_counts(
-                m.campaign_id,
-                minute_start(m.minute),
-                minute_start(m.minute + 1),
-                m.counts.as_dict(),
-            )
             self._send_stats(
-                stats.model_dump_json(by_alias=True),
+                stats_body(
+                    m.campaign_id, minute_start(m.minute), minute_start(m.minute + 1), m.counts
+                ),
                 m.campaign_id,
                 "minute",
                 m.tenant_id,
                 m.profile,
             )
         for w in out.window_stats:
-            stats = stats_from_counts(w.campaign_id, w.start, w.end, w.counts.as_dict())
             self._send_stats(
-                stats.model_dump_json(by_alias=True),
+                stats_body(w.campaign_id, w.start, w.end, w.counts),
                 w.campaign_id,
                 w.window,
                 w.tenant_id,
                 w.profile,
             )
         for payload in out.alerts:
-            alert = AlertV1.model_validate(payload)
-            self.alerts.send_soon(
-                key=alert.campaign_id.encode(), value=alert.model_dump_json().encode()
-            )
+            self.alerts.send_soon(key=payload["campaign_id"].encode(), value=alert_body(payload))
         for dead in out.dead_letters:
             record = {
                 "call_id": dead.event.call.call_id,
@@ -558,11 +552,11 @@ class Detector:
             )
 
     def _send_stats(
-        self, body: str, campaign_id: str, window: str, tenant: str | None, profile: str
+        self, body: bytes, campaign_id: str, window: str, tenant: str | None, profile: str
     ) -> None:
         self.stats.send_soon(
             key=campaign_id.encode(),
-            value=body.encode(),
+            value=body,
             headers=[
                 (topics.HEADER_WINDOW, window.encode()),
                 (topics.HEADER_TENANT, (tenant or "").encode()),
@@ -580,6 +574,29 @@ class Detector:
             "record": _json_or_text(value),
         }
         self.dlq.send_soon(key=reason.encode(), value=orjson.dumps(envelope))
+
+
+def stats_body(campaign_id: str, start: datetime, end: datetime, counts: BucketCounts) -> bytes:
+    """StatsV1 JSON without a pydantic round trip (hot path: one per touched bucket and
+    window per batch); tests/service/test_detector_state.py holds it to the model."""
+    c = counts
+    return orjson.dumps(
+        {
+            "campaign_id": campaign_id,
+            "from": format_instant(start),
+            "to": format_instant(end),
+            **c.as_dict(),
+            "silent_rate": rate(c.silent, c.answered_by_person),
+            "abandoned_rate": rate(c.abandoned, c.answered_by_person),
+            "out_of_hours_rate": rate(c.out_of_hours, c.attempts),
+        }
+    )
+
+
+def alert_body(payload: dict[str, Any]) -> bytes:
+    """AlertV1 JSON from the engine's payload (its fields, aware UTC datetimes) without a
+    pydantic round trip; tests hold it to the model."""
+    return orjson.dumps(payload, option=orjson.OPT_UTC_Z)
 
 
 def _drop_local_rocksdb(tabledir: Path, table: str) -> None:

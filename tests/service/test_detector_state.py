@@ -75,3 +75,36 @@ def test_retention_boundaries() -> None:
     assert seen_expired(0, 8 * day + 1, timedelta(days=8))
     assert not bucket_expired(0, 9 * day, timedelta(days=7))
     assert bucket_expired(0, 9 * day + 1, timedelta(days=7))
+
+
+def test_fast_encoders_write_exactly_the_wire_models() -> None:
+    """The detector skips pydantic when publishing; its JSON must parse as AlertV1 and
+    StatsV1 and equal what the models would produce."""
+    from schemas import AlertV1, StatsV1, stats_from_counts
+    from services.detector.app import alert_body, stats_body
+
+    calls = [
+        CallRecord(
+            call_id=f"c{i}",
+            campaign_id="k",
+            originated_at=T0 + timedelta(seconds=7 * i, microseconds=i),
+            answered_at=T0 + timedelta(seconds=7 * i + 5),
+            agent_connected_at=None if i % 9 == 0 else T0 + timedelta(seconds=7 * i + 6),
+            ended_at=T0 + timedelta(seconds=7 * i + 60),
+            callee_zones=("Europe/Rome",),
+        )
+        for i in range(150)
+    ]
+    config = CampaignConfig(load_profile("it"))
+    state = TableState({})
+    state.bind([faust_event(0)])
+    engine = Engine(state, lambda _c: config, lateness=timedelta(days=7), clock=lambda: T0)
+    out = engine.process([Event(0, i, c) for i, c in enumerate(calls)])
+    assert out.alerts and out.window_stats
+    for payload in out.alerts:
+        assert AlertV1.model_validate_json(alert_body(payload)) == AlertV1.model_validate(payload)
+    for w in out.window_stats:
+        expected = stats_from_counts(w.campaign_id, w.start, w.end, w.counts.as_dict())
+        assert StatsV1.model_validate_json(stats_body(w.campaign_id, w.start, w.end, w.counts)) == (
+            expected
+        )
