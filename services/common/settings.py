@@ -74,6 +74,7 @@ class DetectorSettings(CommonSettings):
     # places the files under the detector's table directory in the data dir.
     callee_store: str = "rocksdb:callees"
     callee_ttl_days: int = Field(default=120, ge=70)
+    callee_cache_mib: int = Field(default=64, ge=8)  # RocksDB block cache per partition
 
 
 class ApiSettings(IngestSettings):

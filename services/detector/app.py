@@ -359,9 +359,7 @@ class Detector:
             default=None,
             partitions=settings.kafka_partitions,
             store=settings.callee_store,
-            options={"driver": "rocksdict", "ttl": settings.callee_ttl_days * 86400}
-            if rocks
-            else None,
+            options=callee_store_options(settings) if rocks else None,
         )
         self.table = self.app.Table(
             "state",
@@ -597,6 +595,21 @@ def alert_body(payload: dict[str, Any]) -> bytes:
     """AlertV1 JSON from the engine's payload (its fields, aware UTC datetimes) without a
     pydantic round trip; tests hold it to the model."""
     return orjson.dumps(payload, option=orjson.OPT_UTC_Z)
+
+
+def callee_store_options(settings: DetectorSettings) -> dict[str, Any]:
+    """RocksDB options of the per-callee table: an explicit memory budget per partition
+    database (faust's defaults allow a 2 GiB block cache each), the rocksdict driver, and
+    the wall-clock TTL that expires untouched histories."""
+    mib = 1024 * 1024
+    return {
+        "driver": "rocksdict",
+        "ttl": settings.callee_ttl_days * 86400,
+        "block_cache_size": settings.callee_cache_mib * mib,
+        "block_cache_compressed_size": 16 * mib,
+        "write_buffer_size": 16 * mib,
+        "max_write_buffer_number": 2,
+    }
 
 
 def _drop_local_rocksdb(tabledir: Path, table: str) -> None:
