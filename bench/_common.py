@@ -143,6 +143,15 @@ def run_benchmark(body: Callable[[], None]) -> int:
     return 0
 
 
+def run_main(json_output: bool, body: Callable[[], None]) -> int:
+    """`run_benchmark`, with the human-readable figures on stderr when `--json` asks for
+    the JSON document alone on stdout."""
+    if json_output:
+        with contextlib.redirect_stdout(sys.stderr):
+            return run_benchmark(body)
+    return run_benchmark(body)
+
+
 class BenchError(RuntimeError):
     """Something the benchmark needs could not be started or did not answer."""
 

@@ -41,7 +41,7 @@ from _common import (
     print_header,
     python_module,
     recent_weekday,
-    run_benchmark,
+    run_main,
     work_dir,
 )
 
@@ -457,10 +457,7 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.json:
-        with contextlib.redirect_stdout(sys.stderr):
-            return run_benchmark(lambda: body(args))
-    return run_benchmark(lambda: body(args))
+    return run_main(args.json, lambda: body(args))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import os
 import sys
@@ -46,7 +45,7 @@ from _common import (
     profile_summary,
     python_module,
     recent_weekday,
-    run_benchmark,
+    run_main,
     wait_http_ok,
     work_dir,
 )
@@ -306,10 +305,7 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.json:
-        with contextlib.redirect_stdout(sys.stderr):
-            return run_benchmark(lambda: body(args))
-    return run_benchmark(lambda: body(args))
+    return run_main(args.json, lambda: body(args))
 
 
 if __name__ == "__main__":
