@@ -887,8 +887,10 @@ class _RuleInfo:
     reference: str
 
 
+@functools.lru_cache(maxsize=256)
 def _per_call_rule_info(profile: Profile) -> dict[str, _RuleInfo]:
-    """Per-call, lockout and frequency-cap rules of a profile by id (they alert alike)."""
+    """Per-call, lockout and frequency-cap rules of a profile by id (they alert alike).
+    Cached: profiles are immutable, and this runs for every touched day of every batch."""
     info = {r.id: _RuleInfo(r.advisory, r.reference) for r in profile.per_call_rules}
     info.update({r.id: _RuleInfo(False, r.reference) for r in profile.lockouts})
     info.update({r.id: _RuleInfo(False, r.reference) for r in profile.frequency_caps})
