@@ -16,3 +16,6 @@ ALL = (CDRS, CDRS_RAW, CDRS_DLQ, ALERTS, STATS, CAMPAIGNS)
 HEADER_WINDOW = "cdrwatch-window"
 HEADER_TENANT = "cdrwatch-tenant"
 HEADER_PROFILE = "cdrwatch-profile"
+# Set to "1" on records re-published from the durable archive after the embedded broker
+# restarted, and on every stats/alert message the detector derives from such records.
+HEADER_REPLAY = "cdrwatch-replay"

@@ -26,6 +26,9 @@ class CommonSettings(BaseSettings):
     data_dir: Path = Path(".cdrwatch")
     database_url: str | None = None
     log_json: bool | None = None  # None: JSON when stderr is not a terminal
+    # Tenancy is part of every key (SPEC "CDR v1"): records without a tenant, and records
+    # written with a token bound to no tenant, belong to this one.
+    default_tenant: str = Field(default="default", min_length=1, max_length=128)
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy async URL: the setting, else SQLite under the data directory."""
