@@ -4,34 +4,107 @@
 `cdrwatch.cdrs.v1`: the same call with instants in UTC, the callee number replaced by a
 keyed pseudonym (`callee_key`) and the callee's country and candidate zones derived. The raw
 number never leaves ingest. A breaking change is a V2 model and a new topic, never an edit.
+
+Ranges checked here, per record (each violation is a field error naming the field):
+
+- ids (`call_id`, `campaign_id`, `tenant_id`, `call_center_id`, `dialer_id`, `agent_id`):
+  1..128 characters after stripping, no `/` (the API scopes campaigns as `tenant/campaign`),
+  no Unicode category C character (control, format, surrogate, private, unassigned);
+- instants: RFC 3339 with an offset or epoch milliseconds, on or after 2000-01-01T00:00:00Z
+  (`schemas.instants.parse_cdr_instant`; the future bound is the normaliser's);
+- unknown top-level fields are dropped, unless `parse_cdr` is given their name in
+  `extra_fields_allowed` (an operator's list of non-personal fields): then they go to
+  `extra`, as does an explicit `extra` object. `extra` nests at most `EXTRA_MAX_DEPTH`
+  levels (itself included) and encodes to at most `EXTRA_MAX_BYTES` of JSON.
 """
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Collection
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
-from schemas.instants import format_instant, parse_instant
+from schemas.instants import (
+    EARLIEST_CDR_EPOCH_MS,
+    format_instant,
+    parse_cdr_instant,
+    parse_instant,
+)
+
+ID_MAX_CHARS = 128
+ID_FIELDS = ("call_id", "campaign_id", "tenant_id", "call_center_id", "dialer_id", "agent_id")
+EXTRA_MAX_DEPTH = 3
+EXTRA_MAX_BYTES = 4096
+# Error messages and field names never carry more than this many characters of input.
+ECHO_MAX_CHARS = 80
 
 # The JSON Schema states what the validator accepts: RFC 3339 text or epoch milliseconds.
 _InstantInput = (
     Annotated[str, Field(json_schema_extra={"format": "date-time"})]
     | Annotated[int, Field(ge=0, le=253402300799999)]
 )
+# Any instant on the wire (alerts and stats use it too).
 Instant = Annotated[
     datetime,
     BeforeValidator(parse_instant, json_schema_input_type=_InstantInput),
     PlainSerializer(format_instant, return_type=str, when_used="json"),
+]
+_CdrInstantInput = (
+    Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+    | Annotated[int, Field(ge=EARLIEST_CDR_EPOCH_MS, le=253402300799999)]
+)
+# An instant of a call: on or after 2000-01-01T00:00:00Z.
+CdrInstant = Annotated[
+    datetime,
+    BeforeValidator(parse_cdr_instant, json_schema_input_type=_CdrInstantInput),
+    PlainSerializer(format_instant, return_type=str, when_used="json"),
+]
+
+
+def id_problem(value: str) -> str | None:
+    """Why `value` is not a valid id (CONTRACT: printable, no `/`, 1..128 characters after
+    stripping), or None. Shared with the API, which refuses such ids in paths."""
+    value = value.strip()
+    if not value:
+        return "must not be empty"
+    if len(value) > ID_MAX_CHARS:
+        return f"must be at most {ID_MAX_CHARS} characters"
+    if "/" in value:
+        return "must not contain '/'"
+    if any(unicodedata.category(char)[0] == "C" for char in value):
+        return "must contain only printable characters (no control character)"
+    return None
+
+
+def _check_id(value: str, info: ValidationInfo) -> str:
+    problem = id_problem(value)
+    if problem is not None:
+        raise ValueError(f"{info.field_name} {problem}")
+    return value
+
+
+Id = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=ID_MAX_CHARS,
+        description="1..128 printable characters, no '/'",
+    ),
+    AfterValidator(_check_id),
 ]
 DialMode = Literal["predictive", "progressive", "preview", "manual", "agentless"]
 AmdResult = Literal["human", "machine", "notsure", "hangup", "none"]
@@ -39,7 +112,6 @@ MessageType = Literal["comfort_noise", "info", "safe_harbor", "opt_out", "prerec
 HangupSide = Literal["callee", "system", "agent"]
 CliPresentation = Literal["allowed", "withheld"]
 
-Id = Annotated[str, Field(min_length=1, max_length=200)]
 OptText = Annotated[str | None, Field(default=None, max_length=500)]
 
 # Instants that must lie in [answered_at, ended_at] and need answered_at (SPEC "Precise
@@ -54,29 +126,29 @@ class _CallFields(BaseModel):
 
     call_id: Id
     campaign_id: Id
-    tenant_id: Annotated[str | None, Field(default=None, min_length=1, max_length=200)] = None
-    call_center_id: OptText = None
-    dialer_id: OptText = None
+    tenant_id: Id | None = None
+    call_center_id: Id | None = None
+    dialer_id: Id | None = None
     dial_mode: DialMode = "predictive"
     callee_region: Annotated[
         str | None, Field(default=None, pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")
     ] = None
     cli_number: OptText = None
     cli_presentation: CliPresentation | None = None
-    originated_at: Instant
-    ringing_at: Instant | None = None
-    answered_at: Instant | None = None
-    greeting_ended_at: Instant | None = None
-    agent_connected_at: Instant | None = None
-    message_started_at: Instant | None = None
-    ended_at: Instant
+    originated_at: CdrInstant
+    ringing_at: CdrInstant | None = None
+    answered_at: CdrInstant | None = None
+    greeting_ended_at: CdrInstant | None = None
+    agent_connected_at: CdrInstant | None = None
+    message_started_at: CdrInstant | None = None
+    ended_at: CdrInstant
     amd_result: AmdResult = "none"
     message_type: MessageType | None = None
     hangup_side: HangupSide | None = None
     hangup_cause: OptText = None
     sip_code: Annotated[int | None, Field(default=None, ge=100, le=699)] = None
     disposition: OptText = None
-    agent_id: OptText = None
+    agent_id: Id | None = None
     refusal: bool | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -84,8 +156,8 @@ class _CallFields(BaseModel):
 class CdrV1(_CallFields):
     """A call detail record as a dialer sends it (SPEC "CDR v1")."""
 
-    # Unknown fields are accepted on the wire (moved into `extra`), so the published
-    # JSON Schema must not forbid them.
+    # Unknown fields are accepted on the wire (dropped, or kept in `extra` when allowed), so
+    # the published JSON Schema must not forbid them.
     model_config = ConfigDict(json_schema_extra={"additionalProperties": True})
 
     callee_number: Annotated[str, Field(min_length=3, max_length=40)]
@@ -94,19 +166,15 @@ class CdrV1(_CallFields):
 
     @model_validator(mode="before")
     @classmethod
-    def _keep_unknown_in_extra(cls, data: Any) -> Any:
-        """Unknown top-level fields go to `extra` (kept, ignored by rules)."""
+    def _drop_unknown(cls, data: Any) -> Any:
+        """Unknown top-level fields are dropped: they may hold personal data (a dialer's
+        `dnis`). `parse_cdr` moves the allowed ones into `extra` before this runs."""
         if not isinstance(data, dict):
             return data
         known = cls.model_fields
-        unknown = {k: v for k, v in data.items() if k not in known}
-        if not unknown:
+        if all(name in known for name in data):
             return data
-        kept = {k: v for k, v in data.items() if k in known}
-        extra = dict(kept.get("extra") or {}) if isinstance(kept.get("extra"), dict) else {}
-        extra.update(unknown)
-        kept["extra"] = extra
-        return kept
+        return {name: value for name, value in data.items() if name in known}
 
 
 class NormalizedCdrV1(_CallFields):
@@ -157,10 +225,15 @@ def instant_order_errors(cdr: _CallFields) -> list[FieldError]:
     return errors
 
 
+def excerpt(text: str, limit: int = ECHO_MAX_CHARS) -> str:
+    """At most `limit` characters of `text` (an ellipsis marks a cut)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def pydantic_field_errors(exc: ValidationError) -> list[FieldError]:
     """Turn pydantic's errors into `FieldError`s naming the top-level field."""
     out: list[FieldError] = []
-    for err in exc.errors(include_url=False):
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
         loc = [str(p) for p in err.get("loc", ())]
         field = ".".join(loc) if loc else "(record)"
         message = str(err.get("msg", "invalid"))
@@ -168,18 +241,84 @@ def pydantic_field_errors(exc: ValidationError) -> list[FieldError]:
             message = "field required"
         elif message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
-        out.append(FieldError(field=field, message=message))
+        out.append(FieldError(field=excerpt(field), message=excerpt(message, 200)))
     return out
 
 
-def parse_cdr(data: object) -> tuple[CdrV1 | None, list[FieldError]]:
-    """Validate one dialer record: the model, or every error found (never both)."""
+def nesting_exceeds(value: object, max_depth: int) -> bool:
+    """True when `value` nests objects/arrays deeper than `max_depth` (a container counts
+    as one level). Iterative, and stops at the first level too deep: a record nesting
+    thousands of levels costs no more than one nesting `max_depth + 1`."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Collection[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _gather_extra(
+    data: dict[str, Any], allowed: Collection[str]
+) -> tuple[dict[str, Any], list[FieldError]]:
+    """The record with its allowed unknown fields moved into `extra` and the other unknown
+    fields dropped, and the errors of `extra` (depth, size, encoding)."""
+    known = CdrV1.model_fields
+    record = {name: value for name, value in data.items() if name in known}
+    kept = {name: value for name, value in data.items() if name not in known and name in allowed}
+    explicit = record.get("extra")
+    if not kept and not isinstance(explicit, dict):
+        return record, []
+    extra = dict(explicit) if isinstance(explicit, dict) else {}
+    extra.update(kept)
+    errors: list[FieldError] = []
+    for name, value in extra.items():
+        if nesting_exceeds(value, EXTRA_MAX_DEPTH - 1):
+            field = excerpt(name) if name in kept else "extra"
+            errors.append(
+                FieldError(field=field, message=f"nested deeper than {EXTRA_MAX_DEPTH} levels")
+            )
+    if not errors:
+        try:
+            size = len(orjson.dumps(extra))
+        except (TypeError, orjson.JSONEncodeError):
+            errors.append(FieldError(field="extra", message="extra cannot be encoded as JSON"))
+        else:
+            if size > EXTRA_MAX_BYTES:
+                errors.append(
+                    FieldError(
+                        field="extra",
+                        message=f"extra larger than {EXTRA_MAX_BYTES} bytes as JSON",
+                    )
+                )
+    # A refused `extra` is not handed to the model: the other fields are still checked.
+    record["extra"] = {} if errors else extra
+    return record, errors
+
+
+def parse_cdr(
+    data: object, *, extra_fields_allowed: Collection[str] = ()
+) -> tuple[CdrV1 | None, list[FieldError]]:
+    """Validate one dialer record: the model, or every error found (never both).
+
+    Unknown top-level fields are dropped unless named in `extra_fields_allowed`, which
+    keeps them in `extra` (pseudonymised there by the normaliser when they look like phone
+    numbers)."""
     if not isinstance(data, dict):
         return None, [FieldError(field="(record)", message="record must be a JSON object")]
+    record, extra_errors = _gather_extra(data, extra_fields_allowed)
     try:
-        cdr = CdrV1.model_validate(data)
+        cdr = CdrV1.model_validate(record)
     except ValidationError as exc:
-        return None, pydantic_field_errors(exc)
+        return None, extra_errors + pydantic_field_errors(exc)
+    if extra_errors:
+        return None, extra_errors
     errors = instant_order_errors(cdr)
     if errors:
         return None, errors

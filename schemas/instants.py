@@ -3,6 +3,14 @@
 A timestamp without an offset is refused: a dialer's local wall clock cannot be placed
 on the timeline without guessing, and a guess would move calls across calling-hour
 boundaries. Everything is converted to UTC here, once.
+
+CDR instants (`parse_cdr_instant`) must also lie on or after 2000-01-01T00:00:00Z: nothing
+earlier is a real call, and an earlier integer is almost always epoch seconds sent where
+milliseconds are expected, which is refused with a message that says so instead of being
+read as a 1970 instant. The upper bound (the ingest clock plus the future tolerance) needs
+a clock and is checked by the normaliser. Text whose conversion to UTC leaves the range of
+`datetime` (`0001-01-01T00:30:00+01:00`) is a ValueError like any other bad timestamp,
+never an OverflowError.
 """
 
 from __future__ import annotations
@@ -17,6 +25,11 @@ _RFC3339 = re.compile(
 )
 _EPOCH_MS_MIN = 0
 _EPOCH_MS_MAX = 253402300799999  # 9999-12-31T23:59:59.999Z
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EARLIEST_CDR_INSTANT = datetime(2000, 1, 1, tzinfo=UTC)
+EARLIEST_CDR_EPOCH_MS = 946_684_800_000  # EARLIEST_CDR_INSTANT in epoch milliseconds
+# An integer in [2000-01-01, 2100-01-01) read as epoch seconds: a dialer sending seconds.
+_EPOCH_SECONDS_PLAUSIBLE = range(946_684_800, 4_102_444_800)
 
 
 def parse_instant(value: object) -> datetime:
@@ -28,31 +41,67 @@ def parse_instant(value: object) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("timestamp has no UTC offset")
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(
+                "timestamp out of range: its UTC instant is before year 1 or after year 9999"
+            ) from None
     if isinstance(value, bool):
         raise ValueError("timestamp must be an RFC 3339 string with offset or epoch milliseconds")
     if isinstance(value, int):
         if not _EPOCH_MS_MIN <= value <= _EPOCH_MS_MAX:
             raise ValueError("epoch milliseconds out of range")
-        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=value)
+        return _EPOCH + timedelta(milliseconds=value)
     if isinstance(value, str):
-        match = _RFC3339.match(value)
-        if match is None:
-            raise ValueError(
-                "timestamp must be RFC 3339 with an offset (e.g. 2026-03-02T10:15:00+01:00)"
-            )
-        text = value
-        fraction = match.group(1)
-        if fraction and len(fraction) > 7:
-            # datetime keeps microseconds; nanosecond digits are truncated, not rounded,
-            # so an instant never moves forward across a boundary.
-            text = text.replace(fraction, fraction[:7], 1)
+        parsed = _parse_text(value)
         try:
-            parsed = datetime.fromisoformat(text.replace("z", "Z"))
-        except ValueError as exc:
-            raise ValueError(f"invalid timestamp: {exc}") from None
-        return parsed.astimezone(UTC)
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(
+                "timestamp out of range: its UTC instant is before year 1 or after year 9999"
+            ) from None
     raise ValueError("timestamp must be an RFC 3339 string with offset or epoch milliseconds")
+
+
+def parse_cdr_instant(value: object) -> datetime:
+    """`parse_instant`, refusing instants before 2000-01-01T00:00:00Z.
+
+    An integer that is before 2000 as milliseconds but a plausible instant as epoch seconds
+    gets its own message, so that a dialer sending seconds learns why.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < EARLIEST_CDR_EPOCH_MS and value in _EPOCH_SECONDS_PLAUSIBLE:
+            raise ValueError(
+                "epoch value before 2000-01-01 as milliseconds; it looks like epoch seconds; "
+                "send milliseconds"
+            )
+    elif isinstance(value, str) and _parse_text(value) < EARLIEST_CDR_INSTANT:
+        # Compared before the UTC conversion, which overflows for 0001-01-01T00:30:00+01:00.
+        raise ValueError("timestamp before 2000-01-01T00:00:00Z")
+    parsed = parse_instant(value)
+    if parsed < EARLIEST_CDR_INSTANT:
+        raise ValueError("timestamp before 2000-01-01T00:00:00Z")
+    return parsed
+
+
+def _parse_text(value: str) -> datetime:
+    """An aware datetime in the offset the text gives (not converted: that may overflow)."""
+    match = _RFC3339.match(value)
+    if match is None:
+        raise ValueError(
+            "timestamp must be RFC 3339 with an offset (e.g. 2026-03-02T10:15:00+01:00)"
+        )
+    text = value
+    fraction = match.group(1)
+    if fraction and len(fraction) > 7:
+        # datetime keeps microseconds; nanosecond digits are truncated, not rounded,
+        # so an instant never moves forward across a boundary.
+        text = text.replace(fraction, fraction[:7], 1)
+    try:
+        return datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError as exc:
+        raise ValueError(f"invalid timestamp: {exc}") from None
 
 
 def format_instant(value: datetime) -> str:

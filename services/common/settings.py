@@ -54,6 +54,17 @@ class IngestSettings(CommonSettings):
     raw_consumer_group: str = Field(default="cdrwatch-ingest-raw", min_length=1)
     raw_batch_max: int = Field(default=500, ge=1, le=10_000)  # messages per getmany
     raw_session_timeout_seconds: float = Field(default=10.0, ge=1)
+    # Unknown CDR fields are dropped at ingest (they may hold personal data); these names,
+    # comma-separated, are kept in `extra` instead. List only non-personal fields; a value
+    # that looks like a phone number is pseudonymised all the same.
+    extra_fields_allowed: str = ""
+    # The largest normalised record ingest publishes (JSON bytes), well under the broker's
+    # message size limit (1 MiB by default); a larger record is refused alone (422).
+    max_record_bytes: int = Field(default=64 * 1024, ge=4096, le=512 * 1024)
+
+    def extra_fields_allowed_set(self) -> frozenset[str]:
+        names = (name.strip() for name in self.extra_fields_allowed.split(","))
+        return frozenset(name for name in names if name)
 
 
 class DetectorSettings(CommonSettings):

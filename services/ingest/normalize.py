@@ -18,7 +18,20 @@ No I/O: the clock and the pseudonym key are injected. What it does (SPEC "Archit
   unknown (the profile's home zone then applies downstream).
 - `callee_key`: HMAC-SHA256 of the E.164 number under the pseudonym key, hex, 32 chars.
   The raw number is not in the normalised record, nor in any error message.
-- `originated_at` more than `future_tolerance` after the ingest clock is refused.
+- every instant more than `future_tolerance` after the ingest clock is refused, each on its
+  own field (the lower bound, 2000-01-01, is the schema's).
+- phone numbers in `extra` (an allowed unknown field, or `extra` sent explicitly): a value
+  that looks like a phone number is replaced by `pseudonym:` and its keyed pseudonym, so no
+  raw number is published whatever name a dialer gives it (`dnis`, `dst`, …). "Looks like a
+  phone number" (`looks_like_phone_number`): a string that, after dropping a `tel:`/`sip:`
+  scheme, an `@host` part and every space, dot, dash, slash and parenthesis, is an optional
+  `+` or `00` followed by 6 to 15 digits (E.164 has at most 15); or an integer of 6 to 15
+  digits. The rule is deliberately broad: an order number of 6+ digits is pseudonymised too
+  (send such values with a letter in them), and an epoch value in `extra` as well (send RFC
+  3339 text). Numbers embedded in free text are not recognised: only non-personal fields
+  belong in the allow-list. The pseudonym of a number `phonenumbers` can read as E.164 is
+  its `callee_key` (so `dnis` links to the callee without revealing it); otherwise the
+  HMAC of its digits. Object keys are treated like values.
 """
 
 from __future__ import annotations
@@ -40,6 +53,20 @@ from phonenumbers.timezone import time_zones_for_number
 from schemas.cdr_v1 import CdrV1, FieldError, NormalizedCdrV1
 
 CALLEE_KEY_HEX_CHARS = 32
+PSEUDONYM_PREFIX = "pseudonym:"
+INSTANT_FIELDS = (
+    "originated_at",
+    "ringing_at",
+    "answered_at",
+    "greeting_ended_at",
+    "agent_connected_at",
+    "message_started_at",
+    "ended_at",
+)
+_PHONE_SCHEME = re.compile(r"^(?:tel|sips?):", re.IGNORECASE)
+_PHONE_SEPARATORS = re.compile(r"[\s.\-/()]")
+_PHONE_SHAPE = re.compile(r"^(\+|00)?(\d{6,15})$")
+_PHONE_TEXT_MAX = 64  # longer strings are not phone numbers (and are not scanned)
 _ALPHA2 = re.compile(r"^[A-Z]{2}$")
 _UNKNOWN_ZONE = "Etc/Unknown"
 _DIALER_ONLY_FIELDS = ("callee_number", "callee_country", "callee_tz")
@@ -113,6 +140,28 @@ def parse_callee_number(raw: str, country: str | None) -> CalleeNumber | str:
     )
 
 
+def phone_digits(value: object) -> str | None:
+    """The number (`+` and digits, or bare digits) when `value` looks like a phone number
+    (see the module docstring), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        digits = str(value)
+        return digits if 6 <= len(digits) <= 15 else None
+    if not isinstance(value, str) or len(value) > _PHONE_TEXT_MAX:
+        return None
+    text = _PHONE_SCHEME.sub("", value.strip()).split("@", 1)[0]
+    match = _PHONE_SHAPE.match(_PHONE_SEPARATORS.sub("", text))
+    if match is None:
+        return None
+    prefix, digits = match.groups()
+    return "+" + digits if prefix else digits
+
+
+def looks_like_phone_number(value: object) -> bool:
+    return phone_digits(value) is not None
+
+
 def _format_duration(value: timedelta) -> str:
     seconds = int(value.total_seconds())
     if seconds and seconds % 3600 == 0:
@@ -136,26 +185,50 @@ class Normalizer:
         self._key = pseudonym_key
         self._clock = clock
         self._future_tolerance = future_tolerance
-        self.future_error = FieldError(
-            field="originated_at",
-            message=(
-                f"originated_at more than {_format_duration(future_tolerance)} "
-                "in the future of the ingest clock"
-            ),
-        )
+        self.future_errors = {
+            name: FieldError(
+                field=name,
+                message=(
+                    f"{name} more than {_format_duration(future_tolerance)} "
+                    "in the future of the ingest clock"
+                ),
+            )
+            for name in INSTANT_FIELDS
+        }
+        self.future_error = self.future_errors["originated_at"]
 
     def callee_key(self, e164: str) -> str:
         """Keyed pseudonym of an E.164 number (stable for a given key)."""
         digest = hmac.new(self._key, e164.encode(), hashlib.sha256).hexdigest()
         return digest[:CALLEE_KEY_HEX_CHARS]
 
+    def pseudonym(self, digits: str) -> str:
+        """`pseudonym:` and the keyed pseudonym of a phone-like value: its `callee_key` when
+        it reads as a valid E.164 number, else the HMAC of its digits."""
+        parsed = parse_callee_number(digits, None) if digits.startswith("+") else None
+        e164 = parsed.e164 if isinstance(parsed, CalleeNumber) else digits
+        return PSEUDONYM_PREFIX + self.callee_key(e164)
+
+    def scrub(self, value: object) -> object:
+        """`value` with every phone-like string or integer in it (object keys included)
+        replaced by its pseudonym. `extra` is at most a few levels deep (schema)."""
+        if isinstance(value, dict):
+            return {str(self.scrub(k)): self.scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.scrub(item) for item in value]
+        digits = phone_digits(value)
+        return value if digits is None else self.pseudonym(digits)
+
     def normalize(
         self, cdr: CdrV1, *, source: Literal["http", "kafka"] = "http"
     ) -> tuple[NormalizedCdrV1 | None, list[FieldError]]:
         errors: list[FieldError] = []
         now = self._clock().astimezone(UTC)
-        if cdr.originated_at > now + self._future_tolerance:
-            errors.append(self.future_error)
+        latest = now + self._future_tolerance
+        for name in INSTANT_FIELDS:
+            value = getattr(cdr, name)
+            if value is not None and value > latest:
+                errors.append(self.future_errors[name])
         if (
             cdr.callee_country is not None
             and cdr.callee_country not in phonenumbers.SUPPORTED_REGIONS
@@ -195,5 +268,7 @@ class Normalizer:
             source=source,
             accepted_at=now,
         )
+        if cdr.extra:
+            fields["extra"] = self.scrub(cdr.extra)
         record = NormalizedCdrV1.model_validate(fields)
         return record, []

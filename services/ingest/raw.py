@@ -3,7 +3,8 @@
 Message format. A message value is UTF-8 JSON: one CDR v1 object, as a dialer writes it, or
 a JSON array of them (a dialer's batch; each element is a record of its own, with its own
 fate). A leading UTF-8 BOM is skipped; the message key and headers are ignored. There is no
-token on this path: a record's tenant is its own `tenant_id`.
+token on this path: a record's tenant is its own `tenant_id`, else the default tenant
+(`CDRWATCH_DEFAULT_TENANT`).
 
 Valid records go through the very code of `POST /v1/cdrs` (`service.validate_items`): same
 validation, normalisation (UTC instants, E.164, pseudonymised callee, derived country and
@@ -15,6 +16,7 @@ Everything else goes to `cdrwatch.cdrs.dlq.v1`, keyed by the reason, as one enve
 record:
 
     {"reason": "invalid" | "unreadable",
+     "stage": "raw-validator",
      "errors": [{"field": ..., "message": ...}, ...],
      "source": {"topic": ..., "partition": ..., "offset": ..., "index": ...},
      "record": ...}
@@ -27,7 +29,12 @@ record:
   position in the array, and is absent for a message holding one object).
 - A `record` whose JSON is larger than 128 KiB is cut to its first 128 KiB of text and the
   envelope says `"record_truncated": true`, so that a dead letter always fits in a Kafka
-  message and can never block the partition.
+  message and can never block the partition. A record that cannot be encoded as JSON at
+  all (nested deeper than the encoder allows) is kept as the message's text, cut likewise.
+- A record whose processing raises (a bug, an input nobody foresaw) is an `invalid` dead
+  letter naming the exception; if a whole batch fails, its messages are validated one by
+  one and a message that still fails is dead-lettered whole. The validator never stops on
+  one record (CONTRACT decision 6).
 
 Personal data: the dead-letter topic keeps the record as the dialer sent it, raw callee
 number included (that is what makes it fixable), so unlike `cdrwatch.cdrs.v1` it holds
@@ -59,17 +66,25 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from schemas import topics
-from schemas.cdr_v1 import FieldError
+from schemas.cdr_v1 import FieldError, nesting_exceeds
 from services.common.kafka import create_producer
 from services.common.settings import IngestSettings
 from services.ingest.metrics import DeadLetterReason, IngestMetrics, RejectReason
 from services.ingest.normalize import Normalizer
-from services.ingest.service import PublisherUnavailable, encode_record, validate_items
+from services.ingest.service import (
+    PublisherUnavailable,
+    RecordPolicy,
+    encode_record,
+    validate_items,
+)
 
 log = logging.getLogger(__name__)
 
 CLIENT_ID = "cdrwatch-ingest-raw"
 DEAD_LETTER_RECORD_MAX_BYTES = 128 * 1024
+STAGE = "raw-validator"
+# orjson writes at most 255 levels; the envelope adds one.
+_DEAD_LETTER_MAX_DEPTH = 200
 _BOM = b"\xef\xbb\xbf"
 # Batches with more records than this are validated in a worker thread, so that the event
 # loop keeps serving HTTP requests meanwhile (as the HTTP path does for large bodies).
@@ -164,11 +179,17 @@ def dead_letter(
         source["index"] = origin.position
     envelope: dict[str, Any] = {
         "reason": reason,
+        "stage": STAGE,
         "errors": [error.model_dump() for error in errors],
         "source": source,
         "record": record,
     }
-    encoded = record if isinstance(record, str) else orjson.dumps(record).decode()
+    encoded = record if isinstance(record, str) else _encode(record)
+    if encoded is None:
+        # Deeper than orjson writes inside the envelope: keep the message's text.
+        encoded = _message_text(origin.message.value)
+        envelope["record"] = encoded
+        envelope["record_unencodable"] = True
     if len(encoded.encode()) > DEAD_LETTER_RECORD_MAX_BYTES:
         cut = encoded.encode()[:DEAD_LETTER_RECORD_MAX_BYTES]
         envelope["record"] = cut.decode("utf-8", errors="ignore")
@@ -176,7 +197,23 @@ def dead_letter(
     return OutboundRecord(topics.CDRS_DLQ, reason.encode(), orjson.dumps(envelope))
 
 
-def validate_messages(messages: Sequence[RawMessage], normalizer: Normalizer) -> ValidatedBatch:
+def _encode(record: object) -> str | None:
+    """The record's JSON text, or None when it cannot be written inside an envelope."""
+    if nesting_exceeds(record, _DEAD_LETTER_MAX_DEPTH):
+        return None
+    try:
+        return orjson.dumps(record).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+
+
+def _message_text(value: bytes | None) -> str:
+    return "" if value is None else value.removeprefix(_BOM).decode("utf-8", errors="replace")
+
+
+def validate_messages(
+    messages: Sequence[RawMessage], normalizer: Normalizer, policy: RecordPolicy | None = None
+) -> ValidatedBatch:
     """Validate and normalise a batch of raw messages (no I/O besides the injected clock).
 
     The records to produce are the normalised ones, then the dead letters in raw-topic
@@ -203,7 +240,9 @@ def validate_messages(messages: Sequence[RawMessage], normalizer: Normalizer) ->
             origins.append(_Origin(message, None))
     batch.received = len(items) + len(dead)
     batch.rejected["invalid"] = len(dead)
-    validation = validate_items(items, normalizer, source="kafka")
+    validation = validate_items(
+        items, normalizer, source="kafka", records_carry_tenant=True, policy=policy
+    )
     batch.published = len(validation.good)
     batch.duplicates = validation.duplicates
     batch.rejected.update(validation.reasons)
@@ -214,6 +253,47 @@ def validate_messages(messages: Sequence[RawMessage], normalizer: Normalizer) ->
     dead.sort(key=lambda d: (d[0].message.partition, d[0].message.offset, d[0].position or 0))
     for origin, reason, errors, record in dead:
         batch.add_dead_letter(reason, errors, origin, record)
+    return batch
+
+
+def validate_each(
+    messages: Sequence[RawMessage], normalizer: Normalizer, policy: RecordPolicy | None = None
+) -> ValidatedBatch:
+    """`validate_messages`, and when it raises, the batch validated message by message: a
+    message whose validation still raises becomes one `invalid` dead letter of its own.
+
+    Dedup then works within each message only; the detector's dedup covers the rest.
+    """
+    try:
+        return validate_messages(messages, normalizer, policy)
+    except Exception as exc:
+        log.warning("raw_batch_validation_failed", extra={"error": type(exc).__name__})
+    batch = ValidatedBatch()
+    dead: list[OutboundRecord] = []
+    for message in messages:
+        try:
+            one = validate_messages([message], normalizer, policy)
+        except Exception as exc:
+            error = FieldError(
+                field="(record)", message=f"message could not be processed ({type(exc).__name__})"
+            )
+            origin = _Origin(message, None)
+            envelope = dead_letter("invalid", [error], origin, _message_text(message.value))
+            dead.append(envelope)
+            batch.received += 1
+            batch.rejected["invalid"] += 1
+            batch.dead_letters["invalid"] += 1
+            batch.dead_letter_positions.append(f"{message.partition}:{message.offset}")
+            continue
+        batch.records.extend(r for r in one.records if r.topic == topics.CDRS)
+        dead.extend(r for r in one.records if r.topic != topics.CDRS)
+        batch.published += one.published
+        batch.duplicates += one.duplicates
+        batch.received += one.received
+        batch.rejected.update(one.rejected)
+        batch.dead_letters.update(one.dead_letters)
+        batch.dead_letter_positions.extend(one.dead_letter_positions)
+    batch.records.extend(dead)
     return batch
 
 
@@ -291,6 +371,7 @@ class RawValidator:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.state: ValidatorState = "off"
+        self.policy = RecordPolicy.from_settings(settings)
 
     def _kafka_consumer(self) -> AIOKafkaConsumer:
         session_ms = int(self.settings.raw_session_timeout_seconds * 1000)
@@ -314,9 +395,9 @@ class RawValidator:
         acknowledged every record (the batch may be committed); False when it did not (do
         not commit: fetch the batch again later)."""
         if len(messages) > _THREAD_THRESHOLD:
-            batch = await asyncio.to_thread(validate_messages, messages, self.normalizer)
+            batch = await asyncio.to_thread(validate_each, messages, self.normalizer, self.policy)
         else:
-            batch = validate_messages(messages, self.normalizer)
+            batch = validate_each(messages, self.normalizer, self.policy)
         try:
             await deliver(producer, batch.records, self.settings.send_timeout_seconds)
         except PublisherUnavailable as exc:

@@ -5,6 +5,11 @@ only after the broker acknowledged every good record; if it cannot, the whole re
 fails (`PublisherUnavailable`, answered 503 with Retry-After) and nothing is reported
 accepted. The dialer retries, and records that did reach the broker are absorbed by the
 detector's dedup on `call_id`.
+
+Nothing is half-accepted: everything that could make a good record unpublishable (its
+depth, size, encoding) is checked per record by `validate_items` before anything is sent,
+so such a record is rejected alone (422-style field errors) and 503 means only a broker
+that did not acknowledge. A record whose check raises is rejected alone too.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict
 
 from schemas import topics
-from schemas.cdr_v1 import FieldError, NormalizedCdrV1, parse_cdr
+from schemas.cdr_v1 import FieldError, NormalizedCdrV1, excerpt, parse_cdr
 from services.common.auth import Principal
 from services.common.kafka import create_producer
 from services.common.settings import IngestSettings
@@ -37,7 +42,7 @@ log = logging.getLogger(__name__)
 # Batches larger than this are validated in a worker thread so that the event loop keeps
 # serving other requests and the producer's network I/O meanwhile.
 _THREAD_THRESHOLD = 200
-_CALL_ID_ECHO_MAX = 200
+_CALL_ID_ECHO_MAX = 128
 
 
 class PublisherUnavailable(Exception):
@@ -180,6 +185,24 @@ class IngestResult(BaseModel):
     rejected: list[Rejection]
 
 
+@dataclass(frozen=True)
+class RecordPolicy:
+    """What `validate_items` needs from the settings: the tenant of records written without
+    one, the unknown fields kept in `extra`, and the largest record it may publish."""
+
+    default_tenant: str = "default"
+    extra_fields_allowed: frozenset[str] = frozenset()
+    max_record_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: IngestSettings) -> RecordPolicy:
+        return cls(
+            default_tenant=settings.default_tenant,
+            extra_fields_allowed=settings.extra_fields_allowed_set(),
+            max_record_bytes=settings.max_record_bytes,
+        )
+
+
 @dataclass
 class Validation:
     """What a list of raw records became: the good ones (first copy of each call), how many
@@ -197,17 +220,42 @@ def validate_items(
     *,
     source: Source,
     tenant_id: str | None = None,
+    records_carry_tenant: bool = False,
+    policy: RecordPolicy | None = None,
 ) -> Validation:
     """Validate and normalise every record; a repeat of a (tenant, call_id) already good in
     `items` is dropped and counted. Shared by `POST /v1/cdrs` and the raw-topic validator.
 
-    `tenant_id` is the caller's tenant (a tenant-bound token): records without one get it,
-    records naming another are rejected (`tenant_mismatch`). None: records keep their own.
+    Tenancy (CONTRACT decision 1), per record; every good record carries a tenant:
+    - `tenant_id` set (a tenant-bound token): records without one get it, records naming
+      another are rejected (`tenant_mismatch`);
+    - `tenant_id` None (an unbound token): records without one get the default tenant,
+      records naming another one are rejected (`tenant_mismatch`);
+    - `records_carry_tenant` (the raw topic, no token): a record's own tenant, else the
+      default.
+    A record whose check raises (a bug, an input nobody foresaw) is rejected alone.
     """
+    policy = policy or RecordPolicy()
     outcome = Validation()
     seen: set[tuple[str | None, str]] = set()
     for index, item in enumerate(items):
-        errors, reason, record = check_item(item, normalizer, source=source, tenant_id=tenant_id)
+        try:
+            errors, reason, record = check_item(
+                item,
+                normalizer,
+                source=source,
+                tenant_id=tenant_id,
+                records_carry_tenant=records_carry_tenant,
+                policy=policy,
+            )
+        except Exception as exc:  # one record's failure must not fail its neighbours
+            log.warning("record_check_failed", extra={"index": index, "error": type(exc).__name__})
+            message = f"record could not be processed ({type(exc).__name__})"
+            errors, reason, record = (
+                [FieldError(field="(record)", message=message)],
+                "invalid",
+                None,
+            )
         if record is None:
             outcome.rejected.append(
                 Rejection(index=index, call_id=_echo_call_id(item), errors=errors)
@@ -223,34 +271,70 @@ def validate_items(
     return outcome
 
 
+def _tenant_error(
+    record_tenant: str | None,
+    token_tenant: str | None,
+    default_tenant: str,
+    records_carry_tenant: bool,
+) -> tuple[str, FieldError | None]:
+    """The record's tenant after ingest, and the error when it may not be written."""
+    if records_carry_tenant:
+        return record_tenant or default_tenant, None
+    allowed = token_tenant or default_tenant
+    if record_tenant is None or record_tenant == allowed:
+        return allowed, None
+    if token_tenant is not None:
+        message = f"tenant_id is not the token's tenant ({excerpt(token_tenant)})"
+    else:
+        message = f"an unbound token writes only the default tenant ({excerpt(default_tenant)})"
+    return allowed, FieldError(field="tenant_id", message=message)
+
+
 def check_item(
     item: object,
     normalizer: Normalizer,
     *,
     source: Source,
     tenant_id: str | None = None,
+    records_carry_tenant: bool = False,
+    policy: RecordPolicy | None = None,
 ) -> tuple[list[FieldError], RejectReason, NormalizedCdrV1 | None]:
     """One raw record: ([], _, the normalised record) or (its errors, the reason, None)."""
+    policy = policy or RecordPolicy()
     if isinstance(item, UnreadableRecord):
         return [FieldError(field="(record)", message=item.message)], "invalid", None
-    cdr, errors = parse_cdr(item)
+    cdr, errors = parse_cdr(item, extra_fields_allowed=policy.extra_fields_allowed)
     if cdr is None:
         return errors, "invalid", None
-    tenant_errors: list[FieldError] = []
-    if tenant_id is not None:
-        if cdr.tenant_id is None:
-            cdr = cdr.model_copy(update={"tenant_id": tenant_id})
-        elif cdr.tenant_id != tenant_id:
-            tenant_errors.append(
-                FieldError(field="tenant_id", message="tenant_id is not the token's tenant")
-            )
+    tenant, tenant_error = _tenant_error(
+        cdr.tenant_id, tenant_id, policy.default_tenant, records_carry_tenant
+    )
+    if cdr.tenant_id != tenant:
+        cdr = cdr.model_copy(update={"tenant_id": tenant})
     record, errors = normalizer.normalize(cdr, source=source)
-    if tenant_errors:
-        return tenant_errors + errors, "tenant_mismatch", None
+    if tenant_error is not None:
+        return [tenant_error, *errors], "tenant_mismatch", None
     if record is None:
-        only_future = errors == [normalizer.future_error]
+        future = normalizer.future_errors.values()
+        only_future = all(error in future for error in errors)
         return errors, "too_far_future" if only_future else "invalid", None
+    size_error = _publishable(record, policy.max_record_bytes)
+    if size_error is not None:
+        return [size_error], "invalid", None
     return [], "invalid", record
+
+
+def _publishable(record: NormalizedCdrV1, max_bytes: int) -> FieldError | None:
+    """None when the record encodes to at most `max_bytes`, else why not."""
+    try:
+        _, value = encode_record(record)
+    except (TypeError, orjson.JSONEncodeError):
+        return FieldError(field="(record)", message="record cannot be encoded as JSON")
+    if len(value) > max_bytes:
+        return FieldError(
+            field="(record)", message=f"record larger than {max_bytes} bytes once normalised"
+        )
+    return None
 
 
 class IngestService:
@@ -268,6 +352,7 @@ class IngestService:
         self.normalizer = normalizer
         self.metrics = metrics
         self.retry_after_seconds = retry_after_seconds
+        self.policy = RecordPolicy.from_settings(settings)
 
     async def ingest_body(
         self,
@@ -315,7 +400,13 @@ class IngestService:
     def _validate(
         self, items: Sequence[object], principal: Principal, source: Source
     ) -> Validation:
-        return validate_items(items, self.normalizer, source=source, tenant_id=principal.tenant_id)
+        return validate_items(
+            items,
+            self.normalizer,
+            source=source,
+            tenant_id=principal.tenant_id,
+            policy=self.policy,
+        )
 
 
 def _echo_call_id(item: object) -> str | None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -310,9 +311,18 @@ async def test_a_bad_first_copy_does_not_shadow_a_good_later_one(ingest: IngestH
 
 
 async def test_same_call_id_of_different_tenants_is_not_a_duplicate(ingest: IngestHarness) -> None:
-    response = await post(ingest, [make_cdr("a", tenant_id="t1"), make_cdr("a", tenant_id="t2")])
+    first = await ingest.client.post(
+        "/v1/cdrs", json=[make_cdr("a")], headers=await ingest.token("ingest", tenant="t1")
+    )
+    second = await ingest.client.post(
+        "/v1/cdrs", json=[make_cdr("a")], headers=await ingest.token("ingest", tenant="t2")
+    )
 
-    assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert first.json() == second.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    assert [(r.tenant_id, r.call_id) for r in ingest.publisher.records] == [
+        ("t1", "a"),
+        ("t2", "a"),
+    ]
 
 
 async def test_the_same_batch_posted_twice_is_published_twice(ingest: IngestHarness) -> None:
@@ -332,7 +342,10 @@ async def test_the_same_batch_posted_twice_is_published_twice(ingest: IngestHarn
 async def test_published_record_is_normalised_and_carries_no_raw_number(
     ingest: IngestHarness,
 ) -> None:
-    await post(ingest, [make_cdr("a", callee_number="+39 347 123 4567", vendor_lead="L-1")])
+    await post(
+        ingest,
+        [make_cdr("a", callee_number="+39 347 123 4567", extra={"vendor_lead": "L-1"})],
+    )
 
     [record] = ingest.publisher.records
     wire = orjson.dumps(record.model_dump(mode="json", by_alias=True)).decode()
@@ -377,20 +390,23 @@ async def test_originated_more_than_an_hour_ahead_of_the_clock_is_rejected(
     now = ingest.clock.now
     just_in = (now + timedelta(hours=1)).isoformat()
     too_far = (now + timedelta(hours=1, seconds=1)).isoformat()
-    end = (now + timedelta(hours=2)).isoformat()
 
     response = await post(
         ingest,
         [
             make_cdr(
-                "in", originated_at=just_in, answered_at=None, agent_connected_at=None, ended_at=end
+                "in",
+                originated_at=just_in,
+                answered_at=None,
+                agent_connected_at=None,
+                ended_at=just_in,
             ),
             make_cdr(
                 "out",
                 originated_at=too_far,
                 answered_at=None,
                 agent_connected_at=None,
-                ended_at=end,
+                ended_at=too_far,
             ),
         ],
     )
@@ -402,7 +418,11 @@ async def test_originated_more_than_an_hour_ahead_of_the_clock_is_rejected(
         {
             "field": "originated_at",
             "message": "originated_at more than 1h in the future of the ingest clock",
-        }
+        },
+        {
+            "field": "ended_at",
+            "message": "ended_at more than 1h in the future of the ingest clock",
+        },
     ]
     assert ingest.metric("cdrwatch_cdrs_rejected_total", reason="too_far_future") == 1
 
@@ -469,17 +489,48 @@ async def test_tenant_bound_token_stamps_its_tenant_and_refuses_another(
         {
             "index": 2,
             "call_id": "c",
-            "errors": [{"field": "tenant_id", "message": "tenant_id is not the token's tenant"}],
+            "errors": [
+                {"field": "tenant_id", "message": "tenant_id is not the token's tenant (acme)"}
+            ],
         }
     ]
     assert [r.tenant_id for r in ingest.publisher.records] == ["acme", "acme"]
     assert ingest.metric("cdrwatch_cdrs_rejected_total", reason="tenant_mismatch") == 1
 
 
-async def test_unbound_token_keeps_the_records_tenant(ingest: IngestHarness) -> None:
-    await post(ingest, [make_cdr("a", tenant_id="t1"), make_cdr("b")])
+async def test_unbound_token_writes_only_the_default_tenant(ingest: IngestHarness) -> None:
+    response = await post(
+        ingest, [make_cdr("a", tenant_id="t1"), make_cdr("b"), make_cdr("c", tenant_id="default")]
+    )
 
-    assert [r.tenant_id for r in ingest.publisher.records] == ["t1", None]
+    assert response.status_code == 202
+    assert response.json()["rejected"] == [
+        {
+            "index": 0,
+            "call_id": "a",
+            "errors": [
+                {
+                    "field": "tenant_id",
+                    "message": "an unbound token writes only the default tenant (default)",
+                }
+            ],
+        }
+    ]
+    assert [(r.call_id, r.tenant_id) for r in ingest.publisher.records] == [
+        ("b", "default"),
+        ("c", "default"),
+    ]
+    assert ingest.metric("cdrwatch_cdrs_rejected_total", reason="tenant_mismatch") == 1
+
+
+async def test_default_tenant_is_a_setting(
+    ingest_harness: Callable[..., contextlib.AbstractAsyncContextManager[IngestHarness]],
+) -> None:
+    async with ingest_harness(default_tenant="house") as harness:
+        response = await post(harness, [make_cdr("a"), make_cdr("b", tenant_id="default")])
+
+        assert response.json()["accepted"] == 1
+        assert [r.tenant_id for r in harness.publisher.records] == ["house"]
 
 
 # --- metrics ------------------------------------------------------------------------------

@@ -172,9 +172,13 @@ def test_bad_number_or_zone_is_refused_naming_the_field(
 def test_future_check_is_against_the_injected_clock_with_one_hour_tolerance() -> None:
     origin = datetime(2026, 3, 2, 9, 15, tzinfo=UTC)
 
-    inside, errors_inside = normalize("+393471234567", now=origin - timedelta(hours=1))
+    inside, errors_inside = normalize(
+        "+393471234567", now=origin - timedelta(hours=1), ended_at="2026-03-02T10:15:00+01:00"
+    )
     outside, errors_outside = normalize(
-        "+393471234567", now=origin - timedelta(hours=1, microseconds=1)
+        "+393471234567",
+        now=origin - timedelta(hours=1, microseconds=1),
+        ended_at="2026-03-02T10:15:00+01:00",
     )
 
     assert inside is not None and errors_inside == []
@@ -183,8 +187,26 @@ def test_future_check_is_against_the_injected_clock_with_one_hour_tolerance() ->
         FieldError(
             field="originated_at",
             message="originated_at more than 1h in the future of the ingest clock",
-        )
+        ),
+        FieldError(
+            field="ended_at", message="ended_at more than 1h in the future of the ingest clock"
+        ),
     ]
+
+
+def test_every_instant_is_checked_against_the_future_tolerance() -> None:
+    origin = datetime(2026, 3, 2, 9, 15, tzinfo=UTC)
+
+    record, errors = normalize(
+        "+393471234567",
+        now=origin,
+        answered_at="2026-03-02T10:15:09+01:00",
+        agent_connected_at="2026-03-02T12:15:10+01:00",
+        ended_at="2026-03-02T12:17:00+01:00",
+    )
+
+    assert record is None
+    assert [error.field for error in errors] == ["agent_connected_at", "ended_at"]
 
 
 def test_record_keeps_the_call_and_stamps_acceptance() -> None:
@@ -194,7 +216,7 @@ def test_record_keeps_the_call_and_stamps_acceptance() -> None:
         answered_at=1772446509000,
         ended_at="2026-03-02T10:17:00.5+01:00",
         amd_result="human",
-        vendor_field=7,
+        extra={"vendor_field": 7},
     )
 
     assert record is not None

@@ -222,7 +222,7 @@ async def test_raw_path_normalises_exactly_like_the_http_path(
     settings: IngestSettings,
     normalizer: Normalizer,
 ) -> None:
-    cdr = make_cdr("c-9", callee_number="3471234567", callee_country="IT", lead_id=42)
+    cdr = make_cdr("c-9", callee_number="3471234567", callee_country="IT", extra={"lead_id": 42})
     http_publisher = FakePublisher()
     http = IngestService(settings, http_publisher, normalizer, IngestMetrics(CollectorRegistry()))
 
@@ -237,14 +237,14 @@ async def test_raw_path_normalises_exactly_like_the_http_path(
     assert from_kafka["extra"] == {"lead_id": 42}
 
 
-async def test_records_keep_their_own_tenant(
+async def test_records_keep_their_own_tenant_else_the_default(
     validator: RawValidator, producer: FakeProducer
 ) -> None:
     await validator.handle(
         [message(make_cdr("a", tenant_id="acme")), message(make_cdr("b"), offset=1)], producer
     )
 
-    assert [r["tenant_id"] for r in producer.values(topics.CDRS)] == ["acme", None]
+    assert [r["tenant_id"] for r in producer.values(topics.CDRS)] == ["acme", "default"]
 
 
 @pytest.mark.parametrize(
