@@ -25,13 +25,14 @@ No I/O: the clock and the pseudonym key are injected. What it does (SPEC "Archit
   raw number is published whatever name a dialer gives it (`dnis`, `dst`, …). "Looks like a
   phone number" (`looks_like_phone_number`): a string that, after dropping a `tel:`/`sip:`
   scheme, an `@host` part and every space, dot, dash, slash and parenthesis, is an optional
-  `+` or `00` followed by 6 to 15 digits (E.164 has at most 15); or an integer of 6 to 15
-  digits. The rule is deliberately broad: an order number of 6+ digits is pseudonymised too
-  (send such values with a letter in them), and an epoch value in `extra` as well (send RFC
-  3339 text). Numbers embedded in free text are not recognised: only non-personal fields
-  belong in the allow-list. The pseudonym of a number `phonenumbers` can read as E.164 is
-  its `callee_key` (so `dnis` links to the callee without revealing it); otherwise the
-  HMAC of its digits. Object keys are treated like values.
+  `+` or `00` followed by 6 to 15 digits (E.164 has at most 15), an ISO date
+  (`2026-03-02`) excepted; or an integer of 6 to 15 digits. The rule is deliberately
+  broad: an order number of 6+ digits is pseudonymised too (send such values with a letter
+  in them), and an epoch value in `extra` as well (send RFC 3339 text). Numbers embedded in
+  free text are not recognised: only non-personal fields belong in the allow-list. The
+  pseudonym of a number `phonenumbers` can read as E.164 is its `callee_key` (so `dnis`
+  links to the callee without revealing it); otherwise the HMAC of its digits. Object keys
+  are treated like values.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ _PHONE_SCHEME = re.compile(r"^(?:tel|sips?):", re.IGNORECASE)
 _PHONE_SEPARATORS = re.compile(r"[\s.\-/()]")
 _PHONE_SHAPE = re.compile(r"^(\+|00)?(\d{6,15})$")
 _PHONE_TEXT_MAX = 64  # longer strings are not phone numbers (and are not scanned)
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")  # 2026-03-02: a date, not a number
 _ALPHA2 = re.compile(r"^[A-Z]{2}$")
 _UNKNOWN_ZONE = "Etc/Unknown"
 _DIALER_ONLY_FIELDS = ("callee_number", "callee_country", "callee_tz")
@@ -151,6 +153,8 @@ def phone_digits(value: object) -> str | None:
     if not isinstance(value, str) or len(value) > _PHONE_TEXT_MAX:
         return None
     text = _PHONE_SCHEME.sub("", value.strip()).split("@", 1)[0]
+    if _ISO_DATE.match(text):
+        return None
     match = _PHONE_SHAPE.match(_PHONE_SEPARATORS.sub("", text))
     if match is None:
         return None

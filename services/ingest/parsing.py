@@ -3,9 +3,10 @@
 Accepted media types: `application/json` (one object or an array of objects) and
 `application/x-ndjson` (also `application/ndjson`: one object per line, blank lines
 skipped). A JSON body that does not parse fails the whole request (400); an NDJSON line
-that does not parse is an error of that record only. The body is read with a byte limit
-(Content-Length is checked first, then the stream as it arrives), so an oversized body is
-never held in memory.
+that does not parse is an error of that record only. Nesting deeper than the parser's
+limit (1024 levels) is such a parse error, with a message that says so, never a 500. The
+body is read with a byte limit (Content-Length is checked first, then the stream as it
+arrives), so an oversized body is never held in memory.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import orjson
 JSON_TYPES = frozenset({"application/json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
 _BOM = b"\xef\xbb\xbf"
+_DEPTH_MESSAGE = "nests objects or arrays deeper than 1024 levels"
 
 
 class BodyError(Exception):
@@ -112,6 +114,8 @@ def _split_json(body: bytes) -> list[RawItem]:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if _too_deep(exc):
+            raise MalformedBody(f"body {_DEPTH_MESSAGE}") from None
         raise MalformedBody(
             f"body is not valid JSON ({exc}); for one record per line send "
             "Content-Type: application/x-ndjson"
@@ -134,8 +138,16 @@ def _split_ndjson(body: bytes, max_records: int) -> list[RawItem]:
         try:
             items.append(orjson.loads(line))
         except orjson.JSONDecodeError as exc:
-            items.append(UnreadableRecord(f"line {line_number} is not valid JSON ({exc})"))
+            if _too_deep(exc):
+                items.append(UnreadableRecord(f"line {line_number} {_DEPTH_MESSAGE}"))
+            else:
+                items.append(UnreadableRecord(f"line {line_number} is not valid JSON ({exc})"))
     return items
+
+
+def _too_deep(exc: orjson.JSONDecodeError) -> bool:
+    text = str(exc).lower()
+    return "depth" in text or "recursion" in text
 
 
 def _too_many_bytes(max_bytes: int) -> str:

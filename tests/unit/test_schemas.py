@@ -2,7 +2,7 @@
 
 Invalid examples carry their expectation in a top-level `_expect` key
 (`{"field": ..., "message_contains": ...}`), stripped before validation. Posted as is,
-an invalid example fails the same way (the key would only land in `extra`). Examples are
+an invalid example fails the same way (the key is an unknown field, dropped). Examples are
 checked as ingest checks them: `parse_cdr`, then the normaliser (fixed clock, test key).
 """
 
