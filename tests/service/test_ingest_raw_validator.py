@@ -21,12 +21,16 @@ from schemas import topics
 from schemas.cdr_v1 import NormalizedCdrV1
 from services.common.auth import Principal
 from services.common.settings import IngestSettings
+from services.ingest import raw
+from services.ingest import service as ingest_service
 from services.ingest.metrics import IngestMetrics
 from services.ingest.normalize import Normalizer
 from services.ingest.raw import (
     DEAD_LETTER_RECORD_MAX_BYTES,
+    STAGE,
     RawMessage,
     RawValidator,
+    validate_each,
     validate_messages,
 )
 from services.ingest.service import IngestService
@@ -526,3 +530,120 @@ def test_settings_default_to_consuming_the_raw_topic(tmp_path: Path) -> None:
     assert settings.consume_raw is True
     assert settings.raw_consumer_group == "cdrwatch-ingest-raw"
     assert settings.raw_batch_max == 500
+
+
+# --- poison pills: the validator never stalls ----------------------------------------------
+
+POISON = make_cdr("poison", originated_at="0001-01-01T00:30:00+01:00")
+
+
+async def test_an_overflowing_instant_is_a_dead_letter_and_the_rest_is_published(
+    validator: RawValidator, producer: FakeProducer, registry: CollectorRegistry
+) -> None:
+    messages = [message(POISON, offset=0), message(make_cdr("a"), offset=1)]
+
+    assert await validator.handle(messages, producer) is True
+
+    assert [r["call_id"] for r in producer.values(topics.CDRS)] == ["a"]
+    [envelope] = producer.values(topics.CDRS_DLQ)
+    assert envelope["reason"] == "invalid"
+    assert envelope["stage"] == STAGE == "raw-validator"
+    assert envelope["errors"] == [
+        {"field": "originated_at", "message": "timestamp before 2000-01-01T00:00:00Z"}
+    ]
+    assert envelope["record"] == POISON
+
+
+async def test_a_record_whose_check_raises_is_a_dead_letter_naming_the_exception(
+    validator: RawValidator, producer: FakeProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_check = ingest_service.check_item
+
+    def check_or_raise(item: object, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(item, dict) and item.get("call_id") == "boom":
+            raise OverflowError("date value out of range")
+        return real_check(item, *args, **kwargs)
+
+    monkeypatch.setattr(ingest_service, "check_item", check_or_raise)
+
+    await validator.handle(
+        [message(make_cdr("a")), message(make_cdr("boom"), 1), message(make_cdr("b"), 2)],
+        producer,
+    )
+
+    assert [r["call_id"] for r in producer.values(topics.CDRS)] == ["a", "b"]
+    [envelope] = producer.values(topics.CDRS_DLQ)
+    assert envelope["errors"] == [
+        {"field": "(record)", "message": "record could not be processed (OverflowError)"}
+    ]
+    assert envelope["source"]["offset"] == 1
+
+
+def test_a_batch_whose_validation_raises_is_validated_message_by_message(
+    settings: IngestSettings, normalizer: Normalizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_validate = raw.validate_items
+
+    def validate_or_raise(items: Any, *args: Any, **kwargs: Any) -> Any:
+        if any(isinstance(i, dict) and i.get("call_id") == "boom" for i in items):
+            raise RecursionError("maximum recursion depth exceeded")
+        return real_validate(items, *args, **kwargs)
+
+    monkeypatch.setattr(raw, "validate_items", validate_or_raise)
+    messages = [message(make_cdr("a")), message(make_cdr("boom"), 1), message(make_cdr("b"), 2)]
+
+    batch = validate_each(messages, normalizer)
+
+    assert batch.published == 2
+    assert batch.received == 3
+    assert batch.rejected["invalid"] == 1
+    outbound = [(r.topic, orjson.loads(r.value)) for r in batch.records]
+    assert [v["call_id"] for t, v in outbound if t == topics.CDRS] == ["a", "b"]
+    [envelope] = [v for t, v in outbound if t == topics.CDRS_DLQ]
+    assert envelope["stage"] == "raw-validator"
+    assert envelope["errors"] == [
+        {"field": "(record)", "message": "message could not be processed (RecursionError)"}
+    ]
+    assert orjson.loads(envelope["record"])["call_id"] == "boom"
+
+
+async def test_a_record_too_deep_to_encode_is_dead_lettered_as_text(
+    validator: RawValidator, producer: FakeProducer
+) -> None:
+    # Written by hand: orjson itself refuses to write 300 levels.
+    head = orjson.dumps(make_cdr("deep", amd_result="fax"))[:-1]
+    value = head + b',"vendor":' + b"[" * 300 + b"1" + b"]" * 300 + b"}"
+
+    await validator.handle([message(value), message(make_cdr("a"), 1)], producer)
+
+    assert [r["call_id"] for r in producer.values(topics.CDRS)] == ["a"]
+    [envelope] = producer.values(topics.CDRS_DLQ)
+    assert envelope["record_unencodable"] is True
+    assert envelope["record"] == value.decode()
+    assert envelope["errors"][0]["field"] == "amd_result"
+
+
+async def test_the_loop_passes_a_poison_pill_and_commits_everything_behind_it(
+    settings: IngestSettings, normalizer: Normalizer, registry: CollectorRegistry
+) -> None:
+    log = FakeLog()
+    log.append(0, POISON, *(make_cdr(f"call-{i}") for i in range(7)))
+    producer = FakeProducer()
+    validator = RawValidator(
+        settings,
+        normalizer,
+        IngestMetrics(registry),
+        consumer_factory=lambda: FakeConsumer(log),
+        producer_factory=lambda: producer,
+        retry_delay_seconds=0.01,
+    )
+    await validator.start()
+    try:
+        await wait_until_async(
+            lambda: log.committed.get(0) == 8, timeout=5, message="all eight committed"
+        )
+    finally:
+        await validator.stop()
+
+    assert [r["call_id"] for r in producer.values(topics.CDRS)] == [f"call-{i}" for i in range(7)]
+    assert [e["record"]["call_id"] for e in producer.values(topics.CDRS_DLQ)] == ["poison"]
