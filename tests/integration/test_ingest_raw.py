@@ -262,7 +262,7 @@ async def test_good_records_are_normalised_and_bad_ones_dead_lettered(
         "backwards": ["ended_at", "agent_connected_at"],
         "bad_number": ["callee_number"],
         "no_campaign": ["campaign_id"],
-        "future": ["originated_at"],
+        "future": ["originated_at", "ended_at"],
         "not_object": ["(record)"],
     }
     assert [dead[(*at, None)]["record"] for at in unreadable_at] == [
@@ -380,3 +380,59 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def test_a_poison_pill_is_dead_lettered_and_every_record_behind_it_published(
+    raw_topics: str,
+    raw_producer: AIOKafkaProducer,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """The issue's reproduction: an instant whose UTC conversion overflows, in front of
+    valid records on the same partition (same key), used to stall the validator forever."""
+    campaign = unique_name("raw-poison")
+    poison = make_cdr("poison", campaign, originated_at="0001-01-01T00:30:00+01:00")
+    too_deep = orjson.dumps(make_cdr("deep", campaign, amd_result="fax"))[:-1]
+    too_deep += b',"vendor":' + b"[" * 300 + b"1" + b"]" * 300 + b"}"
+    # call_id is unique per tenant: other tests' records on the raw topic must not share one.
+    good = [make_cdr(f"{campaign}-{i}", campaign, dnis="+393471234567") for i in range(20)]
+    good[0]["tenant_id"] = "acme"
+    values = [orjson.dumps(poison), too_deep, *(orjson.dumps(r) for r in good)]
+    written = await write_raw(raw_producer, values, key=b"dialer-poison")
+    assert len({partition for partition, _ in written}) == 1
+
+    group = unique_name("ingest-raw")
+    settings = settings_for(tmp_path, raw_topics, group)
+    app = create_app(settings, registry=CollectorRegistry())
+    downstream = Downstream({campaign}, set(written))
+    expected_good = sorted(r["call_id"] for r in good)
+
+    async with app.router.lifespan_context(app), reading(raw_topics, downstream) as poll:
+
+        async def everything_landed() -> bool:
+            seen = await poll()
+            return sorted(seen.call_ids()) == expected_good and len(seen.dead) == 2
+
+        await wait_until_async(everything_landed, timeout=60, message="all records downstream")
+        await wait_until_async(
+            lambda: _committed_past(raw_topics, group, ends_of(written)),
+            timeout=20,
+            message="commit past the poison pill",
+        )
+        await poll()
+
+    assert sorted(downstream.call_ids().elements()) == expected_good
+    pill = downstream.dead[(*written[0], None)]
+    assert [(e["reason"], e["stage"]) for e in pill] == [("invalid", "raw-validator")]
+    assert pill[0]["errors"] == [
+        {"field": "originated_at", "message": "timestamp before 2000-01-01T00:00:00Z"}
+    ]
+    [deep] = downstream.dead[(*written[1], None)]
+    assert deep["record_unencodable"] is True
+    assert [e["field"] for e in deep["errors"]] == ["amd_result"]
+    tenants = {record["call_id"]: record["tenant_id"] for record in downstream.cdrs}
+    assert tenants.pop(f"{campaign}-0") == "acme"
+    assert set(tenants.values()) == {"default"}
+    for value in downstream.cdr_values:
+        assert RAW_DIGITS not in value
+        assert b"dnis" not in value
