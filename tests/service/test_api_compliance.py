@@ -129,6 +129,8 @@ async def test_it_campaign_cumulative_window_by_hand(api):
                 "cap": 0.03,
                 "verdict": "ok",
                 "headroom": 2,
+                "reason": "ok: 4 silent calls of 200 answered-by-person calls = 2 %, below the "
+                "warning level 2.4 %",
                 "reference": reference("it", "it-silent-rate-cumulative"),
             }
         ],
@@ -191,6 +193,8 @@ async def test_uk_campaign_calendar_days_and_a_midnight_spanning_breach(api):
                 "cap": 0.03,
                 "verdict": "warning",
                 "headroom": 0,
+                "reason": "warning: 4 abandoned calls of 150 answered-by-person calls = 2.67 %, "
+                "at or above the warning level 2.4 % (80 % of the 3 % cap)",
                 "reference": day,
             },
             {
@@ -204,6 +208,8 @@ async def test_uk_campaign_calendar_days_and_a_midnight_spanning_breach(api):
                 "cap": 0.03,
                 "verdict": "warning",
                 "headroom": 0,
+                "reason": "warning: 4 abandoned calls of 150 answered-by-person calls = 2.67 %, "
+                "at or above the warning level 2.4 % (80 % of the 3 % cap)",
                 "reference": day,
             },
             {
@@ -217,6 +223,8 @@ async def test_uk_campaign_calendar_days_and_a_midnight_spanning_breach(api):
                 "cap": 0.03,
                 "verdict": "violation",
                 "headroom": 0,
+                "reason": "violation: 8 abandoned calls of 100 answered-by-person calls = 8 %, "
+                "above the 3 % cap",
                 "reference": sliding,
             },
         ],
