@@ -19,6 +19,7 @@ from services.detector.core.profiles import (
     load_profile,
     load_profile_file,
     override_keys,
+    retention_refusal,
 )
 
 PROFILES_DIR = Path(profiles_module.__file__).resolve().parent.parent / "profiles"
@@ -322,6 +323,7 @@ def test_it_changed_numbers_cite_the_garante_provision_and_carry_the_review_date
         "silent_release_max_seconds",
         "silent_wait_max_seconds",
         "min_sample",
+        "min_retention_days",
         "it-silent-rate-cumulative",
         "it-long-silent-wait",
         "it-silent-lockout",
@@ -331,6 +333,30 @@ def test_it_changed_numbers_cite_the_garante_provision_and_carry_the_review_date
         assert provision in it.sources[key], key
         assert it.sources[f"reviewed:{key}"] == "2026-12-02", key
     assert it.reviewed == date(2026, 12, 2)
+
+
+@pytest.mark.parametrize(
+    ("days", "names", "refused_by"),
+    [
+        pytest.param(729, None, "it", id="garante-2014-it-sc1-729-days-refused"),
+        pytest.param(730, None, None, id="garante-2014-it-sc1-2-years-ok"),
+        pytest.param(
+            400, ["it-assocontact"], "it-assocontact", id="garante-2014-assocontact-refused"
+        ),
+        pytest.param(30, ["uk", "fr", "us"], None, id="no-minimum-outside-italy"),
+    ],
+)
+def test_retention_shorter_than_a_profile_minimum_is_refused(
+    days: int, names: list[str] | None, refused_by: str | None
+) -> None:
+    refusal = retention_refusal(days, names)
+    if refused_by is None:
+        assert refusal is None
+    else:
+        assert refusal is not None
+        assert f"profile {refused_by!r} requires" in refusal
+        assert f"a retention of {days} days" in refusal
+        assert "conservare per almeno due anni" in refusal
 
 
 def test_uk_numbers() -> None:

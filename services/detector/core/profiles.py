@@ -281,6 +281,7 @@ class Profile:
     lockouts: tuple[LockoutRule, ...] = ()
     frequency_caps: tuple[FrequencyCap, ...] = ()
     silent_wait_max_seconds: Fraction | None = None
+    min_retention_days: int | None = None
 
     def hours_for(self, region: str | None) -> CallingHours:
         """The state's hours when `region` (e.g. "US-FL", any case) has its own, else the
@@ -310,6 +311,23 @@ def load_profile(name: str, overrides: Mapping[str, object] | None = None) -> Pr
         raise ProfileError(f"unknown profile {name!r}; available: {', '.join(_available())}")
     base = _load_shipped(name)
     return _apply_overrides(base, overrides) if overrides else base
+
+
+def retention_refusal(retention_days: int, names: Iterable[str] | None = None) -> str | None:
+    """Why keeping stored reports (alerts, minute statistics) `retention_days` days is too
+    short for one of the profiles `names` (default: every shipped profile, since any
+    campaign may be set to any of them), naming the profile and its source; None when it
+    is long enough. `it`: 730 days (Garante 2014, "conservare per almeno due anni i report
+    statistici ... per ciascuna campagna")."""
+    for name in available_profiles() if names is None else names:
+        profile = load_profile(name)
+        required = profile.min_retention_days
+        if required is not None and retention_days < required:
+            return (
+                f"a retention of {retention_days} days is shorter than the {required} days "
+                f"profile {profile.name!r} requires ({profile.sources['min_retention_days']})"
+            )
+    return None
 
 
 def load_profile_file(
@@ -654,6 +672,7 @@ def _parse_profile(raw: bytes, file: str, directory: Traversable) -> Profile:
     silent_release_max = doc.param("silent_release_max_seconds", _positive_seconds, sources)
     message_start_max = doc.param("message_start_max_seconds", _positive_seconds, sources)
     silent_wait_max = doc.param("silent_wait_max_seconds", _positive_seconds, sources)
+    min_retention_days = doc.param("min_retention_days", _positive_int, sources)
     amd_ratio = doc.req_param("amd_false_positive_ratio", _ratio, sources)
     warning_fraction = doc.req_param("warning_fraction", _warning_fraction, sources)
     min_sample = doc.req_param("min_sample", _positive_int, sources)
@@ -816,6 +835,7 @@ def _parse_profile(raw: bytes, file: str, directory: Traversable) -> Profile:
         sources=MappingProxyType(sources),
         message_start_max_seconds=message_start_max,
         silent_wait_max_seconds=silent_wait_max,
+        min_retention_days=min_retention_days,
         per_call_rules=tuple(per_call_rules),
         lockouts=tuple(lockouts),
         frequency_caps=tuple(frequency_caps),
