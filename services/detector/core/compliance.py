@@ -193,8 +193,8 @@ def _worst_sliding_24h(
 
     Worst: among windows with a verdict (minimum sample met, or a certain violation below
     it), the highest level (violation > warning > ok), then the highest value, then the
-    earliest start. When no window has one, the window with the largest denominator (then highest value, then
-    earliest start) is reported as `insufficient`.
+    earliest start. When no window has one, the window with the largest denominator (then
+    highest value, then earliest start) is reported as `insufficient`.
 
     A window's content only changes at a minute where a bucket enters (m = b) or leaves
     (m = b + 1440), so only those positions are judged, each with the running sum updated
