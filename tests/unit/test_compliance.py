@@ -404,6 +404,18 @@ SLIDING = [
     ),
     pytest.param(
         [
+            (utc(2026, 5, 1, 9, 0), calls(100, abandoned=4)),
+            (utc(2026, 5, 2, 10, 0), calls(5, abandoned=5)),
+        ],
+        # Both are violations; the one meeting the minimum sample (4/100) is reported, not
+        # the certain 5/5 below it.
+        (utc(2026, 4, 30, 9, 1), utc(2026, 5, 1, 9, 1)),
+        "violation",
+        (4, 100),
+        id="ofcom-2008-any-24h-sampled-violation-before-certain-one",
+    ),
+    pytest.param(
+        [
             (utc(2026, 5, 1, 9, 0), calls(40)),
             (utc(2026, 5, 1, 10, 0), calls(30, abandoned=3)),
             (utc(2026, 5, 2, 9, 30), calls(20)),
@@ -461,7 +473,10 @@ def brute_force_worst(
         candidates.append((verdict, -1 if value is None else value, -(m - 1439)))
     qualified = [c for c in candidates if c[0].verdict != "insufficient"]
     if qualified:
-        return max(qualified, key=lambda c: (rank[c[0].verdict], c[1], c[2]))[0]
+        return max(
+            qualified,
+            key=lambda c: (rank[c[0].verdict], c[0].denominator >= rule.min_sample, c[1], c[2]),
+        )[0]
     return max(candidates, key=lambda c: (c[0].denominator, c[1], c[2]))[0]
 
 

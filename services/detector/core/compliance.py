@@ -192,8 +192,10 @@ def _worst_sliding_24h(
     data (or lies between two buckets more than 24 h apart: then it is empty).
 
     Worst: among windows with a verdict (minimum sample met, or a certain violation below
-    it), the highest level (violation > warning > ok), then the highest value, then the
-    earliest start. When no window has one, the window with the largest denominator (then
+    it), the highest level (violation > warning > ok), then one meeting the minimum sample
+    (its rate is the regulator's figure; a certain violation below the sample is reported
+    only when no sampled window is a violation), then the highest value, then the earliest
+    start. When no window has one, the window with the largest denominator (then
     highest value, then earliest start) is reported as `insufficient`.
 
     A window's content only changes at a minute where a bucket enters (m = b) or leaves
@@ -209,7 +211,7 @@ def _worst_sliding_24h(
         m + SLIDING_MINUTES: buckets[m] for m in minutes if m + SLIDING_MINUTES <= last_position
     }
     total = _empty()
-    best: tuple[int, Fraction, int] | None = None  # (rank, value, -first)
+    best: tuple[int, bool, Fraction, int] | None = None  # (rank, sampled, value, -first)
     fallback: tuple[Fraction, Fraction, int] | None = None  # (denominator, value, -first)
     chosen: tuple[int, Counts] | None = None  # (first, counts)
     for position in sorted(entering.keys() | leaving.keys()):
@@ -222,7 +224,7 @@ def _worst_sliding_24h(
         level = assess(numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample)
         value = Fraction(-1) if denominator == 0 else numerator / denominator
         if level != "insufficient":
-            key = (_RANK[level], value, -first)
+            key = (_RANK[level], denominator >= rule.min_sample, value, -first)
             if best is None or key > best:
                 best, chosen = key, (first, list(total))
         elif best is None:
