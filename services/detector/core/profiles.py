@@ -33,6 +33,11 @@ Representations (units are in the names):
   per-call rules are data for the lockout and per-call issues; they are parsed and validated
   here and not yet evaluated.
 
+A parameter or rule table may carry `reviewed = YYYY-MM-DD`, the date its number was last
+checked against its source (kept in `sources` under `reviewed:<key>`). `min_retention_days`
+(optional) is the shortest retention of stored reports the profile allows
+(`retention_refusal`; `it`: 730 days, Garante 2014).
+
 Overrides (`load_profile(name, overrides)`, SPEC `PUT /v1/campaigns/{id}`): a mapping from a
 key of `override_keys()` to a value. Every key is validated before anything is applied; an
 unknown key, a bad value or a key that does not apply to the profile (e.g. `silent_rate_max`
