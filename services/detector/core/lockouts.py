@@ -16,8 +16,8 @@ Rules (profile data, `LockoutRules.of(profile)`; each rule's `reference` names i
   being the first instant after the Nth calendar day following T's day in the profile's
   home zone (local midnight; N = 0: the end of T's own day). Ofcom 2010 (UK-6): the same
   London calendar day after AMD = machine; Décret 2022-1313 (FR): 60 calendar days after
-  an explicit refusal. Days
-  are local dates, never multiples of 24 h: a DST change day is 23 or 25 h long.
+  an explicit refusal. Days are local dates, never multiples of 24 h: a DST change day is
+  23 or 25 h long.
 - **Agent-guaranteed exemption**: with `agent_guaranteed_exempt`, a later call in an
   agent-guaranteed dial mode (progressive, preview, manual) breaks no lockout (UK-5,
   UK-6). The Italian 5-day lockout (IT-SC-5, "non può essere ricontattato per 5 giorni")
