@@ -29,6 +29,7 @@ from services.api.store import AlertStore, InvalidCursor
 from services.common.auth import TokenStore
 from services.common.db import create_engine, migrate
 from services.common.settings import ApiSettings
+from services.detector.core.profiles import retention_refusal
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,11 @@ def create_app(
 ) -> FastAPI:
     """The api. Without `store` it opens the settings' database (created and migrated at
     start-up, disposed at shutdown); without `campaign_publisher` PUT produces to Kafka;
-    `consumer_enabled=False` leaves the topics alone (tests feed the store directly)."""
+    `consumer_enabled=False` leaves the topics alone (tests feed the store directly).
+    A retention shorter than a profile's minimum (`it`: 2 years) is refused: ValueError."""
+    refusal = retention_refusal(settings.alert_retention_days)
+    if refusal is not None:
+        raise ValueError(f"CDRWATCH_ALERT_RETENTION_DAYS: {refusal}")
     clock = clock or utc_now
     registry = registry if registry is not None else CollectorRegistry()
     owns_engine = store is None

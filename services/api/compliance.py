@@ -87,6 +87,7 @@ def _window(profile: Profile, verdict: WindowVerdict) -> ComplianceWindow:
         cap=_number(verdict.cap),
         verdict=verdict.verdict,
         headroom=verdict.headroom,
+        reason=verdict.reason,
         reference=references[verdict.rule_id],
     )
 

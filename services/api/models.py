@@ -106,7 +106,10 @@ class ComplianceWindow(BaseModel):
 
     `value` is numerator ÷ denominator (null when the denominator is 0); `headroom` is how
     many more silent/abandoned calls the window can take at this volume before its value
-    exceeds `cap` (-1: unbounded); `reference` is the regulation the rule implements.
+    exceeds `cap` (-1: unbounded); `reason` says why the window has its verdict (e.g.
+    "certain: 4 silent calls exceed 3 % of the 100-call minimum sample (at most 3),
+    whatever the denominator (99 answered-by-person calls so far)"); `reference` is the
+    regulation the rule implements.
     """
 
     rule: str
@@ -119,6 +122,7 @@ class ComplianceWindow(BaseModel):
     cap: Number
     verdict: Verdict
     headroom: int
+    reason: str
     reference: str
 
 

@@ -14,12 +14,13 @@ A scenario file:
                 "compliance": [{"rule": ..., "window": ..., "verdict": ..., "numerator": n,
                                 "denominator": d, "headroom": h, "window_start": ...}]}}
 
-Call kinds (times relative to the call's start): connected (answered 8 s, agent 1 s after),
-silent (answered, no agent, released 2 s after answer, comfort noise), silent_late_release
-(released 5 s after answer), silent_unreported (no message_type), late (agent 2.5 s after
-answer), machine (AMD machine), short_ring (released by the system after 9 s of ringing),
-no_answer (30 s of ringing), abandoned_with_message (agent never, info message 1 s after
-answer), abandoned_message_late (message 3 s after answer). Numbers differ per call unless
+Call kinds (times relative to the call's start): connected (answered 8 s, agent 1 s after,
+or a group's `agent_seconds` after), silent (answered, no agent, released 2 s after answer,
+comfort noise), silent_late_release (released 5 s after answer), silent_unreported (no
+message_type), late (agent 2.5 s after answer), machine (AMD machine), short_ring (released
+by the system after 9 s of ringing), no_answer (30 s of ringing), abandoned_with_message
+(agent never, info message 1 s after answer), abandoned_message_late (message 3 s after
+answer). Numbers differ per call unless
 a group names a `callee` index (the same number for every call of that index); groups may
 also set `dial_mode` and `refusal`.
 """
@@ -83,7 +84,7 @@ def build_call(campaign: str, n: int, spec: dict[str, Any], at: datetime) -> dic
     else:
         cdr.update(answered_at=answered.isoformat(), amd_result="human", ended_at=iso(120))
         if kind == "connected":
-            cdr.update(agent_connected_at=iso(1), hangup_side="callee")
+            cdr.update(agent_connected_at=iso(spec.get("agent_seconds", 1)), hangup_side="callee")
         elif kind == "late":
             cdr.update(agent_connected_at=iso(2.5), hangup_side="callee")
         elif kind == "machine":

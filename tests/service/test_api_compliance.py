@@ -129,6 +129,8 @@ async def test_it_campaign_cumulative_window_by_hand(api):
                 "cap": 0.03,
                 "verdict": "ok",
                 "headroom": 2,
+                "reason": "ok: 4 silent calls of 200 answered-by-person calls = 2 %, below the "
+                "warning level 2.4 %",
                 "reference": reference("it", "it-silent-rate-cumulative"),
             }
         ],
@@ -191,6 +193,8 @@ async def test_uk_campaign_calendar_days_and_a_midnight_spanning_breach(api):
                 "cap": 0.03,
                 "verdict": "warning",
                 "headroom": 0,
+                "reason": "warning: 4 abandoned calls of 150 answered-by-person calls = 2.67 %, "
+                "at or above the warning level 2.4 % (80 % of the 3 % cap)",
                 "reference": day,
             },
             {
@@ -204,6 +208,8 @@ async def test_uk_campaign_calendar_days_and_a_midnight_spanning_breach(api):
                 "cap": 0.03,
                 "verdict": "warning",
                 "headroom": 0,
+                "reason": "warning: 4 abandoned calls of 150 answered-by-person calls = 2.67 %, "
+                "at or above the warning level 2.4 % (80 % of the 3 % cap)",
                 "reference": day,
             },
             {
@@ -217,6 +223,8 @@ async def test_uk_campaign_calendar_days_and_a_midnight_spanning_breach(api):
                 "cap": 0.03,
                 "verdict": "violation",
                 "headroom": 0,
+                "reason": "violation: 8 abandoned calls of 100 answered-by-person calls = 8 %, "
+                "above the 3 % cap",
                 "reference": sliding,
             },
         ],
@@ -348,3 +356,29 @@ async def test_compliance_needs_a_viewer_token(api, role, status):
     assert response.status_code == status
     if status != 200:
         assert "windows" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("days", "refused"),
+    [
+        pytest.param(729, True, id="garante-2014-729-days-refused"),
+        pytest.param(730, False, id="garante-2014-730-days-ok"),
+    ],
+)
+def test_a_retention_shorter_than_the_it_profile_requires_is_refused_at_start(
+    tmp_path, days: int, refused: bool
+) -> None:
+    """Garante 2014: keep the per-campaign statistical reports at least two years."""
+    settings = ApiSettings(
+        data_dir=tmp_path,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'api.db'}",
+        serve_ingest=False,
+        alert_retention_days=days,
+    )
+    if refused:
+        with pytest.raises(ValueError, match="730 days profile 'it' requires") as info:
+            create_app(settings, consumer_enabled=False, campaign_publisher=FakePublisher())
+        assert "CDRWATCH_ALERT_RETENTION_DAYS" in str(info.value)
+    else:
+        app = create_app(settings, consumer_enabled=False, campaign_publisher=FakePublisher())
+        assert app.state.settings.alert_retention_days == 730

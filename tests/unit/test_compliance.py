@@ -17,7 +17,7 @@ import pytest
 from services.detector.core.compliance import WindowVerdict, evaluate_windows
 from services.detector.core.model import BucketCounts
 from services.detector.core.profiles import Profile, load_profile
-from services.detector.core.rules import assess, headroom, rate_terms
+from services.detector.core.rules import assess, explain, headroom, rate_terms
 from services.detector.core.windows import minute_of, minute_start
 
 MINUTE = timedelta(minutes=1)
@@ -64,6 +64,7 @@ CUMULATIVE = [
     pytest.param(2, 100, "ok", 1, id="garante-2014-p3-2-of-100-ok-below-80pct-of-cap"),
     pytest.param(12, 500, "warning", 3, id="garante-2014-p3-2.4pct-is-exactly-the-warning"),
     pytest.param(3, 99, "insufficient", 0, id="garante-2014-p3-99-answered-below-min-sample"),
+    pytest.param(4, 99, "violation", 0, id="garante-2014-p3-4-of-99-certain-below-min-sample"),
     pytest.param(30, 1000, "warning", 0, id="garante-2014-p3-30-of-1000-at-cap"),
     pytest.param(0, 1000, "ok", 30, id="garante-2014-p3-0-of-1000-headroom-30"),
 ]
@@ -87,6 +88,124 @@ def test_it_cumulative_window_over_the_whole_campaign(
     assert window.value == Fraction(silent, live)
     assert window.cap == Fraction(3, 100)
     assert (window.verdict, window.headroom) == (verdict, room)
+
+
+# Issue 10: a certain violation is never hidden by the minimum sample ("3 ogni 100").
+CERTAIN = [
+    pytest.param(
+        3,
+        99,
+        "insufficient",
+        "insufficient: 99 answered-by-person calls, below the 100-call minimum sample; "
+        "3 silent calls do not exceed 3 % of it",
+        id="garante-2014-it-sc3-3-of-99-insufficient",
+    ),
+    pytest.param(
+        4,
+        99,
+        "violation",
+        "certain: 4 silent calls exceed 3 % of the 100-call minimum sample (at most 3), "
+        "whatever the denominator (99 answered-by-person calls so far)",
+        id="garante-2014-it-sc3-4-of-99-certain-violation",
+    ),
+    pytest.param(
+        4,
+        1,
+        "violation",
+        "certain: 4 silent calls exceed 3 % of the 100-call minimum sample (at most 3), "
+        "whatever the denominator (4 answered-by-person calls so far)",
+        id="garante-2014-it-sc3-4-of-4-certain-violation",
+    ),
+    pytest.param(
+        4,
+        100,
+        "violation",
+        "violation: 4 silent calls of 100 answered-by-person calls = 4 %, above the 3 % cap",
+        id="garante-2014-it-sc3-4-of-100-violation",
+    ),
+    pytest.param(
+        4,
+        134,
+        "warning",
+        "warning: 4 silent calls of 134 answered-by-person calls = 2.99 %, at or above the "
+        "warning level 2.4 % (80 % of the 3 % cap)",
+        id="garante-2014-it-sc3-4-of-134-warning",
+    ),
+    pytest.param(
+        5,
+        134,
+        "violation",
+        "violation: 5 silent calls of 134 answered-by-person calls = 3.73 %, above the 3 % cap",
+        id="garante-2014-it-sc3-5-of-134-violation",
+    ),
+    pytest.param(
+        1,
+        100,
+        "ok",
+        "ok: 1 silent calls of 100 answered-by-person calls = 1 %, below the warning level 2.4 %",
+        id="garante-2014-it-sc3-1-of-100-ok",
+    ),
+]
+
+
+@pytest.mark.parametrize(("silent", "live", "verdict", "reason"), CERTAIN)
+def test_it_certain_violation_below_the_minimum_sample(
+    silent: int, live: int, verdict: str, reason: str
+) -> None:
+    live = max(live, silent)
+    data = buckets((utc(2026, 3, 2, 10, 0), calls(live, silent=silent)))
+    [window] = evaluate_windows(load_profile("it"), data)
+    assert (window.verdict, window.reason) == (verdict, reason)
+    assert assess(Fraction(silent), Fraction(live), Fraction(3, 100), Fraction(4, 5), 100) == (
+        verdict
+    )
+
+
+@pytest.mark.parametrize(
+    ("profile_name", "overrides", "metric", "start", "window"),
+    [
+        pytest.param(
+            "it",
+            {"daily_rule_enabled": True},
+            "silent",
+            utc(2026, 3, 2, 10),
+            "daily",
+            id="it-daily-4pct",
+        ),
+        pytest.param(
+            "it-assocontact",
+            {},
+            "silent",
+            utc(2026, 3, 2, 10),
+            "cumulative",
+            id="it-assocontact-cumulative",
+        ),
+        pytest.param(
+            "uk", {}, "abandoned", utc(2026, 3, 2, 10), "calendar_day", id="ofcom-calendar-day"
+        ),
+        pytest.param(
+            "uk", {}, "abandoned", utc(2026, 3, 2, 10), "sliding_24h", id="ofcom-sliding-24h"
+        ),
+        pytest.param(
+            "us", {}, "abandoned", utc(2026, 3, 2, 15), "period_30d", id="16cfr310-period-30d"
+        ),
+    ],
+)
+def test_every_rate_window_of_every_profile_has_the_certain_violation(
+    profile_name: str, overrides: dict[str, object], metric: str, start: datetime, window: str
+) -> None:
+    """numerator > cap × minimum sample below the sample: a violation; one call fewer is
+    insufficient (warnings wait for the sample)."""
+    profile = load_profile(profile_name, overrides)
+    [rule] = [r for r in profile.rate_rules if r.window == window]
+    allowed = rule.cap * rule.min_sample
+    assert allowed.denominator == 1
+    live = rule.min_sample - 1
+    for count, verdict in ((int(allowed), "insufficient"), (int(allowed) + 1, "violation")):
+        data = buckets((start, calls(live, **{metric: count})))
+        [got] = only(evaluate_windows(profile, data), window)
+        assert (got.numerator, got.denominator, got.verdict) == (count, live, verdict)
+        assert got.reason.startswith("certain:" if verdict == "violation" else "insufficient:")
 
 
 HEADROOM = [
@@ -226,6 +345,8 @@ def test_uk_breach_spanning_midnight_is_caught_by_the_sliding_24h_only() -> None
         cap=Fraction(3, 100),
         verdict="violation",
         headroom=0,
+        reason="violation: 8 abandoned calls of 100 answered-by-person calls = 8 %, above the "
+        "3 % cap",
     )
 
 
@@ -261,24 +382,49 @@ SLIDING = [
         [
             (utc(2026, 5, 1, 9, 0), calls(60, abandoned=1)),
             (utc(2026, 5, 2, 8, 0), calls(60, abandoned=1)),
-            (utc(2026, 5, 2, 10, 0), calls(30, abandoned=9)),
+            (utc(2026, 5, 2, 10, 0), calls(30, abandoned=2)),
         ],
         (utc(2026, 5, 1, 8, 1), utc(2026, 5, 2, 8, 1)),
         "ok",
         (2, 120),
-        id="ofcom-2008-any-24h-small-sample-breach-cannot-be-the-worst",
+        id="ofcom-2008-any-24h-small-sample-breach-not-certain-cannot-be-the-worst",
     ),
     pytest.param(
         [
-            (utc(2026, 5, 1, 9, 0), calls(40, abandoned=1)),
-            (utc(2026, 5, 1, 10, 0), calls(30, abandoned=9)),
+            (utc(2026, 5, 1, 9, 0), calls(60, abandoned=1)),
+            (utc(2026, 5, 2, 8, 0), calls(60, abandoned=1)),
+            (utc(2026, 5, 2, 10, 0), calls(30, abandoned=9)),
+        ],
+        # 9 abandoned > 3 % of the 100-call minimum sample: certain below the sample; the
+        # highest value among the violations is B alone (9/30), m in [08:00, 09:59] 3 May.
+        (utc(2026, 5, 2, 8, 1), utc(2026, 5, 3, 8, 1)),
+        "violation",
+        (9, 30),
+        id="ofcom-2008-any-24h-small-sample-certain-breach-is-the-worst",
+    ),
+    pytest.param(
+        [
+            (utc(2026, 5, 1, 9, 0), calls(100, abandoned=4)),
+            (utc(2026, 5, 2, 10, 0), calls(5, abandoned=5)),
+        ],
+        # Both are violations; the one meeting the minimum sample (4/100) is reported, not
+        # the certain 5/5 below it.
+        (utc(2026, 4, 30, 9, 1), utc(2026, 5, 1, 9, 1)),
+        "violation",
+        (4, 100),
+        id="ofcom-2008-any-24h-sampled-violation-before-certain-one",
+    ),
+    pytest.param(
+        [
+            (utc(2026, 5, 1, 9, 0), calls(40)),
+            (utc(2026, 5, 1, 10, 0), calls(30, abandoned=3)),
             (utc(2026, 5, 2, 9, 30), calls(20)),
         ],
-        # A + B (70 live, 14 %) for m in [10:00 1 May, 08:59 2 May] outweighs B + C
-        # (50 live, 18 %): the largest denominator, not the highest value.
+        # A + B (70 live, 4.3 %) for m in [10:00 1 May, 08:59 2 May] outweighs B + C
+        # (50 live, 6 %): the largest denominator, not the highest value.
         (utc(2026, 4, 30, 10, 1), utc(2026, 5, 1, 10, 1)),
         "insufficient",
-        (10, 70),
+        (3, 70),
         id="ofcom-2008-any-24h-no-window-meets-sample-largest-denominator",
     ),
 ]
@@ -322,11 +468,15 @@ def brute_force_worst(
             rule.cap,
             level,
             headroom(num, den, rule.cap),
+            explain(level, rule.metric, num, den, rule.cap, rule.warning_fraction, rule.min_sample),
         )
         candidates.append((verdict, -1 if value is None else value, -(m - 1439)))
     qualified = [c for c in candidates if c[0].verdict != "insufficient"]
     if qualified:
-        return max(qualified, key=lambda c: (rank[c[0].verdict], c[1], c[2]))[0]
+        return max(
+            qualified,
+            key=lambda c: (rank[c[0].verdict], c[0].denominator >= rule.min_sample, c[1], c[2]),
+        )[0]
     return max(candidates, key=lambda c: (c[0].denominator, c[1], c[2]))[0]
 
 

@@ -96,13 +96,15 @@ def call(
     tenant: str | None = None,
 ) -> CallRecord:
     """A call of a given kind: connected (agent within 1 s), silent, late (agent after 3 s),
-    machine (AMD), unanswered."""
+    long_wait (agent after 3.001 s), machine (AMD), unanswered."""
     answered = at + timedelta(seconds=10)
     fields: dict[str, Any] = {"answered_at": answered, "amd_result": "human"}
     if kind == "connected":
         fields["agent_connected_at"] = answered + timedelta(seconds=1)
     elif kind == "late":
         fields["agent_connected_at"] = answered + timedelta(seconds=3)
+    elif kind == "long_wait":
+        fields["agent_connected_at"] = answered + timedelta(seconds=3, milliseconds=1)
     elif kind == "machine":
         fields["amd_result"] = "machine"
     elif kind == "unanswered":
@@ -270,12 +272,16 @@ def batch_of(silent: int, connected: int, start: int = 0) -> list[CallRecord]:
     ("silent", "connected", "expected"),
     [
         (3, 96, None),  # 99 answered: below the minimum sample of 100
+        (4, 95, "violation"),  # 4 > 3 % of the 100-call minimum sample: certain already
+        (4, 0, "violation"),  # whatever the denominator
         (2, 98, None),  # 2 % < 80 % of 3 %
         (3, 97, "warning"),  # exactly 3 %: at the cap is allowed, above 2.4 % warns
         (4, 96, "violation"),  # 4 % > 3 %
     ],
     ids=[
-        "garante-2014-min-sample-99-no-alert",
+        "garante-2014-min-sample-3-of-99-no-alert",
+        "garante-2014-it-sc3-4-of-99-certain-violation",
+        "garante-2014-it-sc3-4-of-4-certain-violation",
         "garante-2014-2pct-ok",
         "garante-2014-exactly-3pct-is-warning-not-violation",
         "garante-2014-4pct-violation",
@@ -294,6 +300,54 @@ def test_it_cumulative_silent_rate_levels(
         assert alert["numerator"] == silent and alert["denominator"] == silent + connected
         assert alert["threshold"] == 0.03
         assert len(alert["evidence"]["call_ids"]) == min(silent, 20)
+
+
+def test_certain_violation_moves_to_warning_at_4_of_134_and_back_at_5_of_134() -> None:
+    """Issue 10: 4 silent of 99 is a certain violation; with 134 answered the same 4 are
+    2.99 % (a warning, in place, same alert); a fifth silent call makes 5 of 134 (3.73 %)."""
+    engine = make_engine(DictState())
+    first = _alerts_for(engine.process(events(batch_of(4, 95))), "it-silent-rate-cumulative")
+    (opened,) = first
+    assert (opened["severity"], opened["numerator"], opened["denominator"]) == ("violation", 4, 99)
+    more = [call(200 + i) for i in range(35)]
+    (warned,) = _alerts_for(
+        engine.process(events(more, first_offset=99)), "it-silent-rate-cumulative"
+    )
+    assert (warned["severity"], warned["numerator"], warned["denominator"]) == ("warning", 4, 134)
+    assert warned["id"] == opened["id"] and warned["state"] == "firing"
+    fresh = make_engine(DictState())
+    (five,) = _alerts_for(fresh.process(events(batch_of(5, 129))), "it-silent-rate-cumulative")
+    assert (five["severity"], five["numerator"], five["denominator"]) == ("violation", 5, 134)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_certain_violation_below_the_sample_is_the_same_in_any_arrival_order(seed: int) -> None:
+    calls = batch_of(4, 95)
+    random.Random(seed).shuffle(calls)
+    outs = run_batches(make_engine(DictState()), events(calls), 7)
+    latest = {a["id"]: a for out in outs for a in _alerts_for(out, "it-silent-rate-cumulative")}
+    (alert,) = latest.values()
+    assert (alert["severity"], alert["state"], alert["numerator"], alert["denominator"]) == (
+        "violation",
+        "firing",
+        4,
+        99,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [("late", 0), ("long_wait", 1)],
+    ids=["garante-2014-it-sc2-agent-at-3.000s-no-alert", "garante-2014-it-sc2-agent-at-3.001s"],
+)
+def test_long_silent_wait_alerts_per_rule_campaign_and_day(kind: str, expected: int) -> None:
+    out = make_engine(DictState()).process(events([call(1, kind=kind), call(2)]))
+    alerts = _alerts_for(out, "it-long-silent-wait")
+    assert [(a["numerator"], a["severity"]) for a in alerts] == (
+        [(1, "violation")] if expected else []
+    )
+    if expected:
+        assert alerts[0]["evidence"]["call_ids"] == ["call-1"]
 
 
 def test_alert_moves_in_place_and_resolves_below_warning_level() -> None:
@@ -558,7 +612,12 @@ def test_shuffled_replay_gives_identical_regulatory_and_per_call_results(
 
     rng = random.Random(17)
     kinds = (
-        ["connected"] * 85 + ["silent"] * 5 + ["late"] * 4 + ["machine"] * 3 + ["unanswered"] * 3
+        ["connected"] * 85
+        + ["silent"] * 5
+        + ["late"] * 2
+        + ["long_wait"] * 2
+        + ["machine"] * 3
+        + ["unanswered"] * 3
     )
     start = datetime(2026, 3, 27, 0, 0, tzinfo=UTC)  # spans the 29 March DST change (EU)
     calls = [
@@ -594,6 +653,8 @@ def test_shuffled_replay_gives_identical_regulatory_and_per_call_results(
     random.Random(3).shuffle(shuffled_calls)
     assert final(shuffled_calls) == ordered
     assert ordered[1], "the traffic should raise regulatory or per-call alerts"
+    if profile == "it":
+        assert any(rule == "it-long-silent-wait" for rule, *_ in ordered[1].values())
 
 
 def test_uk_calendar_days_split_at_new_year_in_london() -> None:

@@ -96,13 +96,22 @@ def brute_force(calls: Sequence[CalleeCall], profile: Profile) -> set[Pair]:
                     continue
                 if not trigger.originated_at < call.originated_at:
                     continue
+                after = rule.after
                 if rule.hours is not None:
-                    locked = call.originated_at - trigger.originated_at < timedelta(
-                        hours=rule.hours
-                    )
+                    elapsed = call.originated_at - trigger.originated_at
+                    locked = elapsed < timedelta(hours=rule.hours)
+                    if after is not None:
+                        assert after.hours is not None
+                        locked = locked and elapsed >= timedelta(hours=after.hours)
                 else:
                     assert rule.calendar_days is not None
                     locked = day(call) <= day(trigger) + timedelta(days=rule.calendar_days)
+                    if after is not None:
+                        # "after" ends at the midnight starting the day after its last day
+                        assert after.calendar_days is not None
+                        locked = locked and day(call) > day(trigger) + timedelta(
+                            days=after.calendar_days
+                        )
                 if locked:
                     found.add((rule.id, call.call_id))
         for cap in profile.frequency_caps:
@@ -123,19 +132,34 @@ def brute_force(calls: Sequence[CalleeCall], profile: Profile) -> set[Pair]:
 
 S = ("silent", "abandoned")  # every silent call is also abandoned
 IT_MONDAY = local("2026-03-02T10:00:00", ROME)
-IT_SPRING = local("2026-03-24T10:00:00", ROME)  # Tue; Rome moves to CEST on Sun 2026-03-29
-IT_AUTUMN = local("2026-10-20T10:00:00", ROME)  # Tue; Rome back to CET on Sun 2026-10-25
+IT_SPRING = local("2026-03-26T10:00:00", ROME)  # Thu; Rome moves to CEST on Sun 2026-03-29
+IT_AUTUMN = local("2026-10-22T10:00:00", ROME)  # Thu; Rome back to CET on Sun 2026-10-25
+IT_NEXT = "it-silent-next-call"
+DAY = timedelta(days=1)
+FIVE_DAYS = timedelta(hours=120)
+TEN_DAYS = timedelta(hours=240)
 
 IT_CASES = [
-    pytest.param(
-        [cc("s1", IT_MONDAY, *S), cc("r1", local("2026-03-07T23:59:59", ROME))],
-        {(IT_SILENT, "r1")},
-        id="garante-2014-it-sc5-recall-on-day-5-locked",
-    ),
-    pytest.param(
-        [cc("s1", IT_MONDAY, *S), cc("r1", local("2026-03-08T00:00:00", ROME))],
-        set(),
-        id="garante-2014-it-sc5-recall-day-6-midnight-free",
+    # Garante 20 Feb 2014 n. 83, IT-SC-5: no call at all for 5 days (120 h) after a silent
+    # call, agent guaranteed or not; the next contact (every call of the following 120 h)
+    # only with an operator guaranteed.
+    *(
+        pytest.param(
+            [cc("s1", IT_MONDAY, *S), cc("r1", IT_MONDAY + offset, agent=agent)],
+            expected,
+            id=f"garante-2014-it-sc5-{label}-{'agent' if agent else 'no-agent'}",
+        )
+        for label, offset, agent, expected in (
+            ("4d23h59m59s-after", FIVE_DAYS - SECOND, False, {(IT_SILENT, "r1")}),
+            ("4d23h59m59s-after", FIVE_DAYS - SECOND, True, {(IT_SILENT, "r1")}),
+            ("5d-after-next-call", FIVE_DAYS, False, {(IT_NEXT, "r1")}),
+            ("5d-after-next-call", FIVE_DAYS, True, set()),
+            ("9d23h59m59s-after-next-call", TEN_DAYS - SECOND, False, {(IT_NEXT, "r1")}),
+            ("9d23h59m59s-after-next-call", TEN_DAYS - SECOND, True, set()),
+            ("10d-after-free", TEN_DAYS, False, set()),
+            ("10d-after-free", TEN_DAYS, True, set()),
+            ("2d-after", 2 * DAY, True, {(IT_SILENT, "r1")}),
+        )
     ),
     pytest.param(
         [cc("s1", IT_MONDAY, *S), cc("r1", IT_MONDAY + SECOND)],
@@ -153,49 +177,51 @@ IT_CASES = [
         id="garante-2014-it-sc5-earlier-call-free",
     ),
     pytest.param(
-        [cc("a1", IT_MONDAY, "abandoned"), cc("r1", IT_MONDAY + timedelta(days=1))],
+        [cc("a1", IT_MONDAY, "abandoned"), cc("r1", IT_MONDAY + DAY)],
         set(),
         id="garante-2014-it-sc5-late-agent-is-not-silent",
     ),
     pytest.param(
-        [cc("s1", IT_MONDAY, *S), cc("r1", IT_MONDAY + timedelta(days=2), campaign="k2")],
+        [cc("s1", IT_MONDAY, *S), cc("r1", IT_MONDAY + 2 * DAY, campaign="k2")],
         {(IT_SILENT, "r1")},
         id="garante-2014-it-sc5-other-campaign-same-tenant-locked",
     ),
     pytest.param(
         [
             cc("s1", IT_MONDAY, *S),
-            cc("r1", IT_MONDAY + timedelta(days=1)),
-            cc("r2", IT_MONDAY + timedelta(days=3)),
-            cc("r3", IT_MONDAY + timedelta(days=6)),
+            cc("r1", IT_MONDAY + DAY),
+            cc("r2", IT_MONDAY + 3 * DAY, agent=True),
+            cc("r3", IT_MONDAY + 6 * DAY, agent=True),
+            cc("r4", IT_MONDAY + 7 * DAY),
+            cc("r5", IT_MONDAY + 11 * DAY),
         ],
-        {(IT_SILENT, "r1"), (IT_SILENT, "r2")},
-        id="garante-2014-it-sc5-every-call-in-5-days-locked",
+        {(IT_SILENT, "r1"), (IT_SILENT, "r2"), (IT_NEXT, "r4")},
+        id="garante-2014-it-sc5-every-call-in-5-days-locked-then-agent-only",
     ),
     pytest.param(
-        [cc("s1", IT_SPRING, *S), cc("r1", local("2026-03-29T23:59:59", ROME))],
+        [cc("s1", IT_MONDAY, *S), cc("s2", IT_MONDAY + 3 * DAY, *S), cc("r1", IT_MONDAY + 6 * DAY)],
+        {(IT_SILENT, "s2"), (IT_SILENT, "r1"), (IT_NEXT, "r1")},
+        id="garante-2014-it-sc5-silent-re-call-restarts-the-lockout",
+    ),
+    pytest.param(
+        [cc("s1", IT_SPRING, *S), cc("r1", IT_SPRING + FIVE_DAYS - SECOND)],
         {(IT_SILENT, "r1")},
-        id="garante-2014-it-sc5-dst-spring-2026-03-29-last-second-locked",
+        id="garante-2014-it-sc5-dst-spring-120-real-hours-last-second-locked",
     ),
     pytest.param(
-        [cc("s1", IT_SPRING, *S), cc("r1", utc("2026-03-29T22:00:00"))],
-        set(),
-        id="garante-2014-it-sc5-dst-spring-2026-03-29-cest-midnight-free",
+        [cc("s1", IT_SPRING, *S), cc("r1", local("2026-03-31T11:00:00", ROME))],
+        {(IT_NEXT, "r1")},
+        id="garante-2014-it-sc5-dst-spring-120-real-hours-end-at-11-cest",
     ),
     pytest.param(
-        [cc("s1", local("2026-03-29T10:00:00", ROME), *S), cc("r1", utc("2026-04-03T21:59:59"))],
+        [cc("s1", IT_AUTUMN, *S), cc("r1", local("2026-10-27T08:59:59", ROME))],
         {(IT_SILENT, "r1")},
-        id="garante-2014-it-sc5-trigger-on-23h-day-locked-to-friday-24h",
+        id="garante-2014-it-sc5-dst-autumn-120-real-hours-last-second-locked",
     ),
     pytest.param(
-        [cc("s1", IT_AUTUMN, *S), cc("r1", local("2026-10-25T23:59:59", ROME))],
-        {(IT_SILENT, "r1")},
-        id="garante-2014-it-sc5-dst-autumn-2026-10-25-last-second-locked",
-    ),
-    pytest.param(
-        [cc("s1", IT_AUTUMN, *S), cc("r1", utc("2026-10-25T23:00:00"))],
-        set(),
-        id="garante-2014-it-sc5-dst-autumn-2026-10-25-cet-midnight-free",
+        [cc("s1", IT_AUTUMN, *S), cc("r1", local("2026-10-27T09:00:00", ROME))],
+        {(IT_NEXT, "r1")},
+        id="garante-2014-it-sc5-dst-autumn-120-real-hours-end-at-09-cet",
     ),
 ]
 
@@ -386,13 +412,16 @@ def test_fr_refusal_and_frequency(calls: list[CalleeCall], expected: set[Pair]) 
     ("profile_name", "rule_id", "triggered_at", "end"),
     [
         pytest.param(
-            "it", IT_SILENT, IT_MONDAY, local("2026-03-08T00:00:00", ROME), id="garante-2014-mon"
+            "it", IT_SILENT, IT_MONDAY, local("2026-03-07T10:00:00", ROME), id="garante-2014-mon"
         ),
         pytest.param(
-            "it", IT_SILENT, IT_SPRING, utc("2026-03-29T22:00:00"), id="garante-2014-dst-spring"
+            "it", IT_SILENT, IT_SPRING, utc("2026-03-31T09:00:00"), id="garante-2014-dst-spring"
         ),
         pytest.param(
-            "it", IT_SILENT, IT_AUTUMN, utc("2026-10-25T23:00:00"), id="garante-2014-dst-autumn"
+            "it", IT_SILENT, IT_AUTUMN, utc("2026-10-27T08:00:00"), id="garante-2014-dst-autumn"
+        ),
+        pytest.param(
+            "it", IT_NEXT, IT_MONDAY, local("2026-03-12T10:00:00", ROME), id="garante-2014-next"
         ),
         pytest.param(
             "uk",
@@ -471,7 +500,7 @@ TRIGGER_AT = {"it": IT_MONDAY, "uk-abandoned": UK_T0, "uk-amd": UK_T0, "fr": FR_
         *(
             pytest.param(case, rule, mode, locked, id=f"{source}-{mode}-{verdict}")
             for case, rule, source, exempt in (
-                ("it", IT_SILENT, "garante-2014-it-sc5", True),
+                ("it", IT_SILENT, "garante-2014-it-sc5", False),
                 ("uk-abandoned", UK_ABANDONED, "ofcom-uk5", True),
                 ("uk-amd", UK_AMD, "ofcom-uk6", True),
                 ("fr", FR_REFUSAL, "decret-2022-1313-refusal", False),
@@ -496,6 +525,38 @@ def test_agent_guaranteed_exemption(case: str, rule_id: str, dial_mode: str, loc
     assert ((rule_id, "r") in pairs(found)) is locked
 
 
+@pytest.mark.parametrize(
+    ("dial_mode", "offset", "expected"),
+    [
+        pytest.param(
+            mode,
+            offset,
+            {IT_NEXT} if mode in ("predictive", "agentless") and offset < TEN_DAYS else set(),
+            id=f"garante-2014-it-sc5-first-call-{label}-{mode}",
+        )
+        for mode in ("progressive", "preview", "manual", "predictive", "agentless")
+        for label, offset in (
+            ("at-5d", FIVE_DAYS),
+            ("at-7d", 7 * DAY),
+            ("at-10d-minus-1s", TEN_DAYS - SECOND),
+            ("at-10d", TEN_DAYS),
+        )
+    ],
+)
+def test_first_call_after_the_lockout_needs_an_agent(
+    dial_mode: str, offset: timedelta, expected: set[str]
+) -> None:
+    """IT-SC-5 "al contatto successivo, deve essere garantita la presenza di un operatore":
+    the first call after the 120 h lockout, in each dial mode, whichever arrives first."""
+    rules = RULES["it"]
+    trigger = callee_call(record("t", IT_MONDAY), outcome(silent=True))
+    recall = callee_call(record("r", IT_MONDAY + offset, dial_mode), outcome())
+    for order in ((trigger, recall), (recall, trigger)):
+        _, found = feed(order, rules)
+        assert {v.rule_id for v in found if v.call_id == "r"} == expected
+        assert all(v.trigger_call_id == "t" for v in found)
+
+
 # --- late triggers, duplicates --------------------------------------------------------------
 
 
@@ -504,14 +565,17 @@ def test_late_trigger_reports_the_calls_it_locks_with_itself_as_trigger() -> Non
     r1 = cc("r1", IT_MONDAY + timedelta(days=1), campaign="k2")
     r2 = cc("r2", IT_MONDAY + timedelta(days=4))
     r3 = cc("r3", IT_MONDAY + timedelta(days=4), agent=True)
-    history, found = feed([r1, r2, r3], rules)
+    r4 = cc("r4", IT_MONDAY + timedelta(days=6))
+    history, found = feed([r1, r2, r3, r4], rules)
     assert found == []
     history, found = record_call(history, cc("s1", IT_MONDAY, *S), rules)
     assert found == [
         LockoutViolation(IT_SILENT, "r1", "k2", r1.originated_at, "s1"),
         LockoutViolation(IT_SILENT, "r2", "k1", r2.originated_at, "s1"),
+        LockoutViolation(IT_SILENT, "r3", "k1", r3.originated_at, "s1"),
+        LockoutViolation(IT_NEXT, "r4", "k1", r4.originated_at, "s1"),
     ]
-    assert [c.call_id for c in history] == ["s1", "r1", "r2", "r3"]
+    assert [c.call_id for c in history] == ["s1", "r1", "r2", "r3", "r4"]
 
 
 def test_second_late_trigger_does_not_report_calls_already_locked() -> None:
@@ -597,8 +661,8 @@ def test_callee_call_triggers(
 
 
 def random_calls(rng: random.Random, base: datetime, zone: str) -> list[CalleeCall]:
-    """~20 calls over 40 days, many on rule boundaries: ties, ±1 s around 72 h and around
-    local midnights, mixed triggers and dial modes."""
+    """~20 calls over 40 days, many on rule boundaries: ties, ±1 s around 72 h, 120 h, 240 h
+    and around local midnights, mixed triggers and dial modes."""
     tz = ZoneInfo(zone)
     calls: list[CalleeCall] = []
     for index in range(rng.randint(15, 22)):
@@ -606,7 +670,9 @@ def random_calls(rng: random.Random, base: datetime, zone: str) -> list[CalleeCa
         if calls and roll < 0.15:
             at = rng.choice(calls).originated_at
         elif calls and roll < 0.35:
-            step = rng.choice([timedelta(hours=72), timedelta(hours=1), timedelta(0)])
+            step = rng.choice(
+                [timedelta(hours=h) for h in (72, 120, 240, 1, 0)]  # UK-5, IT-SC-5 5 + 5 days
+            )
             at = (
                 rng.choice(calls).originated_at + step + rng.choice([-SECOND, timedelta(0), SECOND])
             )
@@ -702,7 +768,7 @@ NEWEST = utc("2026-06-01T12:00:00")
 @pytest.mark.parametrize(
     ("profile_name", "horizon"),
     [
-        pytest.param("it", timedelta(days=6 + 7 + 1), id="garante-2014-5-calendar-days"),
+        pytest.param("it", timedelta(days=10 + 7 + 1), id="garante-2014-5-days-then-5-more"),
         pytest.param("uk", timedelta(hours=72, days=7 + 1), id="ofcom-uk5-72h-over-uk6-day"),
         pytest.param("fr", timedelta(days=61 + 7 + 1), id="decret-2022-1313-60-days-refusal"),
     ],

@@ -91,6 +91,57 @@ CASES = [
         (),
         id="garante-2014-connected-call-no-per-call-rule",
     ),
+    # IT-SC-2 "long silent wait": the agent connects more than 3 s after the answer
+    *(
+        pytest.param(
+            profile,
+            connected(agent_connected_at=ANSWER + s(wait), **extra),
+            broken,
+            (),
+            id=f"garante-2014-it-sc2-{profile}-agent-at-{wait}s-{label}",
+        )
+        for profile in ("it", "it-assocontact")
+        for wait, extra, broken, label in (
+            ("3.000", {}, (), "in-time"),
+            ("3.001", {}, (f"{profile}-long-silent-wait",), "long-wait"),
+            ("5", {}, (f"{profile}-long-silent-wait",), "long-wait"),
+            # from answered_at, not from the end of the greeting
+            (
+                "3.001",
+                {"greeting_ended_at": ANSWER + s("2")},
+                (f"{profile}-long-silent-wait",),
+                "long-wait-despite-greeting",
+            ),
+            (
+                "3.001",
+                {"amd_result": "notsure"},
+                (f"{profile}-long-silent-wait",),
+                "amd-notsure-is-a-person",
+            ),
+            ("3.001", {"amd_result": "machine"}, (), "machine-is-not-a-person"),
+        )
+    ),
+    pytest.param(
+        "it",
+        silent(ended_at=ANSWER + s("5"), message_type="comfort_noise"),
+        ("it-silent-release",),
+        (),
+        id="garante-2014-it-sc2-silent-released-after-5s-stays-a-late-release-not-a-wait",
+    ),
+    pytest.param(
+        "it",
+        connected(agent_connected_at=ANSWER + s("4"), callee_zones=("Europe/London",)),
+        ("it-long-silent-wait",),
+        (),
+        id="garante-2014-it-sc2-long-wait-whatever-the-callee-zone",
+    ),
+    pytest.param(
+        "uk",
+        connected(agent_connected_at=ANSWER + s("4"), callee_zones=("Europe/London",)),
+        ("uk-abandoned-message",),
+        (),
+        id="ofcom-no-long-silent-wait-rule-outside-italy",
+    ),
     pytest.param(
         "it",
         silent(

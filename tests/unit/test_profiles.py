@@ -19,6 +19,7 @@ from services.detector.core.profiles import (
     load_profile,
     load_profile_file,
     override_keys,
+    retention_refusal,
 )
 
 PROFILES_DIR = Path(profiles_module.__file__).resolve().parent.parent / "profiles"
@@ -285,7 +286,20 @@ def test_it_numbers() -> None:
         holiday=(),
         advisory=False,
     )
-    assert [(lo.trigger, lo.calendar_days, lo.hours) for lo in it.lockouts] == [("silent", 5, None)]
+    assert it.silent_wait_max_seconds == 3
+    lockout, next_call = it.lockouts
+    assert (lockout.trigger, lockout.hours, lockout.agent_guaranteed_exempt) == (
+        "silent",
+        120,
+        False,
+    )
+    assert (next_call.trigger, next_call.hours, next_call.agent_guaranteed_exempt) == (
+        "silent",
+        240,
+        True,
+    )
+    assert next_call.after == lockout and lockout.after is None
+    assert {r.check for r in it.per_call_rules} >= {"silent_release", "silent_wait"}
     assert it.amd_false_positive_ratio == 0
     assert dict(it.state_hours) == {}
 
@@ -296,6 +310,53 @@ def test_it_assocontact_has_no_pre_holiday_rule_and_later_evenings() -> None:
     assert hours_.weekdays[0] == hours("09:00-21:00")
     assert hours_.weekdays[5] == hours("10:00-19:00")
     assert hours_.weekdays[6] == () and hours_.holiday == ()
+
+
+def test_it_changed_numbers_cite_the_garante_provision_and_carry_the_review_date() -> None:
+    """Issue 10: each changed `it` number cites the 2014 provision and is reviewed."""
+    it = load_profile("it")
+    provision = (
+        "Garante, provvedimento generale 20 February 2014, registro n. 83, "
+        "Gazzetta Ufficiale n. 79 of 4 April 2014"
+    )
+    changed = [
+        "silent_release_max_seconds",
+        "silent_wait_max_seconds",
+        "min_sample",
+        "min_retention_days",
+        "it-silent-rate-cumulative",
+        "it-long-silent-wait",
+        "it-silent-lockout",
+        "it-silent-next-call",
+    ]
+    for key in changed:
+        assert provision in it.sources[key], key
+        assert it.sources[f"reviewed:{key}"] == "2026-12-02", key
+    assert it.reviewed == date(2026, 12, 2)
+
+
+@pytest.mark.parametrize(
+    ("days", "names", "refused_by"),
+    [
+        pytest.param(729, None, "it", id="garante-2014-it-sc1-729-days-refused"),
+        pytest.param(730, None, None, id="garante-2014-it-sc1-2-years-ok"),
+        pytest.param(
+            400, ["it-assocontact"], "it-assocontact", id="garante-2014-assocontact-refused"
+        ),
+        pytest.param(30, ["uk", "fr", "us"], None, id="no-minimum-outside-italy"),
+    ],
+)
+def test_retention_shorter_than_a_profile_minimum_is_refused(
+    days: int, names: list[str] | None, refused_by: str | None
+) -> None:
+    refusal = retention_refusal(days, names)
+    if refused_by is None:
+        assert refusal is None
+    else:
+        assert refusal is not None
+        assert f"profile {refused_by!r} requires" in refusal
+        assert f"a retention of {days} days" in refusal
+        assert "conservare per almeno due anni" in refusal
 
 
 def test_uk_numbers() -> None:
@@ -375,6 +436,7 @@ def test_override_keys() -> None:
         "short_ring_min_seconds",
         "silent_release_max_seconds",
         "message_start_max_seconds",
+        "silent_wait_max_seconds",
         "amd_false_positive_ratio",
         "min_sample",
         "warning_fraction",
@@ -618,15 +680,15 @@ BAD_FILES = [
     ),
     pytest.param(
         "it",
-        "reviewed = 2026-11-22",
+        "reviewed = 2026-12-02",
         'reviewed = "recently"',
         "reviewed: expected a TOML date",
         id="reviewed-not-a-date",
     ),
     pytest.param(
         "it",
-        "reviewed = 2026-11-22",
-        "reviewed = 2026-11-22\nsilent_cap = 3",
+        "reviewed = 2026-12-02",
+        "reviewed = 2026-12-02\nsilent_cap = 3",
         "silent_cap: unknown key",
         id="unknown-top-level-key",
     ),
@@ -725,10 +787,10 @@ BAD_FILES = [
     ),
     pytest.param(
         "it",
-        "min_sample = { value = 100, source = \"SPEC 'Alerts': minimum sample of 100 "
-        'answered-by-person calls" }',
-        "min_sample = 100",
-        "min_sample: expected a table",
+        'warning_fraction = { value = "4/5", source = "SPEC \'Alerts\': a rate rule warns at '
+        '80 % of its cap" }',
+        'warning_fraction = "4/5"',
+        "warning_fraction: expected a table",
         id="parameter-without-source",
     ),
     pytest.param(
@@ -747,10 +809,45 @@ BAD_FILES = [
     ),
     pytest.param(
         "it",
-        "calendar_days = 5",
-        "calendar_days = 5\nhours = 120",
+        "hours = 120",
+        "hours = 120\ncalendar_days = 5",
         "lockouts[0].hours: give exactly one",
         id="lockout-both-lengths",
+    ),
+    pytest.param(
+        "it",
+        'after = "it-silent-lockout"',
+        'after = "it-silent-lock"',
+        "lockouts[1].after: 'it-silent-lock' is not an earlier lockout",
+        id="lockout-after-unknown",
+    ),
+    pytest.param(
+        "it",
+        "hours = 240",
+        "hours = 120",
+        "lockouts[1].after: 'it-silent-lockout' must be shorter",
+        id="lockout-after-not-shorter",
+    ),
+    pytest.param(
+        "it",
+        "hours = 240",
+        "calendar_days = 10",
+        "lockouts[1].after: 'it-silent-lockout' must be shorter, in the same unit",
+        id="lockout-after-other-unit",
+    ),
+    pytest.param(
+        "it",
+        "silent_wait_max_seconds = {",
+        "silent_wait_max = {",
+        "per_call_rules[3].check: silent_wait needs silent_wait_max_seconds",
+        id="silent-wait-limit-misspelt",
+    ),
+    pytest.param(
+        "it",
+        "agent_guaranteed_exempt = false\nreviewed = 2026-12-02",
+        'agent_guaranteed_exempt = false\nreviewed = "2026-12-02"',
+        "lockouts[0].reviewed: expected a TOML date",
+        id="rule-reviewed-not-a-date",
     ),
     pytest.param(
         "it",

@@ -1,8 +1,10 @@
 """Alert lifecycle (SPEC "Alert lifecycle"): one alert per (rule, campaign, window).
 
 An alert opens when its window reaches the warning level (or violation) with the minimum
-sample; its severity then moves in place (warning ↔ violation); it resolves when the
-value falls below the warning level or the sample below the minimum. Levels are a pure
+sample, or at once when a violation is certain below it (`rules.certain_violation`: more
+silent calls than the cap allows in the whole minimum sample); its severity then moves in
+place (warning ↔ violation); it resolves when the value falls below the warning level or
+the sample below the minimum (unless the violation is certain). Levels are a pure
 function of the figures, so the same traffic always yields the same transitions, in any
 order of replay. Ids are UUIDv5 of (rule, campaign, window key): a replay re-publishes
 the same id and downstream upserts it, never duplicating.

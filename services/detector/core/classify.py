@@ -29,6 +29,10 @@ Per-call rules (`profile.per_call_rules`, by their `check`):
 - `short_ring`: as above, where the profile has the rule (uk, us).
 - `silent_release` (IT-SC-2): a silent call released more than `silent_release_max_seconds`
   (3 s) after answer; exactly 3.000 s is in time.
+- `silent_wait` (IT-SC-2 "long silent wait"): a call answered by a person whose agent
+  connected more than `silent_wait_max_seconds` (3 s) after `answered_at` (not after the
+  greeting: the callee waits in silence from pick-up); 3.000 s is in time, 3.001 s is not.
+  A silent call (no agent ever) is not a long wait: `silent_release` judges it.
 - `comfort_noise` (IT-SC-4): a silent call whose dialer reports a `message_type` other than
   `comfort_noise`. When the dialer reports no `message_type` the call is `unverifiable` for
   the rule: not compliant, not a violation (issue 3).
@@ -68,6 +72,15 @@ def _released_late(call: CallRecord, outcome: CallOutcome, profile: Profile) -> 
     return elapsed_seconds(call.answered_at, call.ended_at) > limit
 
 
+def _waited_long(call: CallRecord, outcome: CallOutcome, profile: Profile) -> bool:
+    limit = profile.silent_wait_max_seconds
+    agent_at = call.agent_connected_at
+    if not outcome.answered_by_person or limit is None or agent_at is None:
+        return False
+    assert call.answered_at is not None  # answered_by_person implies answered
+    return elapsed_seconds(call.answered_at, agent_at) > limit
+
+
 def _no_comfort_noise(call: CallRecord, outcome: CallOutcome, _profile: Profile) -> bool | None:
     if not outcome.silent:
         return False
@@ -95,6 +108,7 @@ _PER_CALL_CHECKS: dict[str, PerCallCheck] = {
     "out_of_hours": lambda _call, outcome, _profile: outcome.out_of_hours,
     "short_ring": lambda _call, outcome, _profile: outcome.short_ring,
     "silent_release": _released_late,
+    "silent_wait": _waited_long,
     "comfort_noise": _no_comfort_noise,
     "message": _message_missing,
     "silent_call": _silent_call,

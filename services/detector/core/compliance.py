@@ -33,7 +33,7 @@ from fractions import Fraction
 
 from services.detector.core.model import BucketCounts
 from services.detector.core.profiles import REGULATORY_WINDOWS, Profile, RateRule
-from services.detector.core.rules import Level, assess, headroom, rate_terms
+from services.detector.core.rules import Level, assess, explain, headroom, rate_terms
 from services.detector.core.windows import local_day_bounds, local_day_of, minute_start
 
 SLIDING_MINUTES = 24 * 60
@@ -51,6 +51,9 @@ class WindowVerdict:
     `value` is numerator ÷ denominator, None when the denominator is 0. `headroom` is
     `rules.headroom`: how many more silent/abandoned calls (each also an answered call)
     the window can take before its value exceeds the cap; -1 when unbounded (cap ≥ 1).
+    `reason` says why the window has its verdict (`rules.explain`), e.g. "certain: 4 silent
+    calls exceed 3 % of the 100-call minimum sample (at most 3), whatever the denominator
+    (99 answered-by-person calls so far)".
     """
 
     rule_id: str
@@ -63,6 +66,7 @@ class WindowVerdict:
     cap: Fraction
     verdict: Level
     headroom: int
+    reason: str
 
 
 def evaluate_windows(
@@ -114,6 +118,7 @@ Judge = Callable[[datetime, datetime, Counts], WindowVerdict]
 def _judge(rule: RateRule, ratio: Fraction) -> Judge:
     def judge(start: datetime, end: datetime, counts: Counts) -> WindowVerdict:
         numerator, denominator = rate_terms(rule.metric, BucketCounts.from_list(counts), ratio)
+        level = assess(numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample)
         return WindowVerdict(
             rule_id=rule.id,
             window=rule.window,
@@ -123,10 +128,17 @@ def _judge(rule: RateRule, ratio: Fraction) -> Judge:
             denominator=denominator,
             value=None if denominator == 0 else numerator / denominator,
             cap=rule.cap,
-            verdict=assess(
-                numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample
-            ),
+            verdict=level,
             headroom=headroom(numerator, denominator, rule.cap),
+            reason=explain(
+                level,
+                rule.metric,
+                numerator,
+                denominator,
+                rule.cap,
+                rule.warning_fraction,
+                rule.min_sample,
+            ),
         )
 
     return judge
@@ -179,10 +191,12 @@ def _worst_sliding_24h(
     from the first bucket to the last bucket + 1439: every position where a window holds
     data (or lies between two buckets more than 24 h apart: then it is empty).
 
-    Worst: among windows meeting the rule's minimum sample, the highest level (violation >
-    warning > ok), then the highest value, then the earliest start. When no window meets
-    the minimum sample, the window with the largest denominator (then highest value, then
-    earliest start) is reported as `insufficient`.
+    Worst: among windows with a verdict (minimum sample met, or a certain violation below
+    it), the highest level (violation > warning > ok), then one meeting the minimum sample
+    (its rate is the regulator's figure; a certain violation below the sample is reported
+    only when no sampled window is a violation), then the highest value, then the earliest
+    start. When no window has one, the window with the largest denominator (then
+    highest value, then earliest start) is reported as `insufficient`.
 
     A window's content only changes at a minute where a bucket enters (m = b) or leaves
     (m = b + 1440), so only those positions are judged, each with the running sum updated
@@ -197,7 +211,7 @@ def _worst_sliding_24h(
         m + SLIDING_MINUTES: buckets[m] for m in minutes if m + SLIDING_MINUTES <= last_position
     }
     total = _empty()
-    best: tuple[int, Fraction, int] | None = None  # (rank, value, -first)
+    best: tuple[int, bool, Fraction, int] | None = None  # (rank, sampled, value, -first)
     fallback: tuple[Fraction, Fraction, int] | None = None  # (denominator, value, -first)
     chosen: tuple[int, Counts] | None = None  # (first, counts)
     for position in sorted(entering.keys() | leaving.keys()):
@@ -210,7 +224,7 @@ def _worst_sliding_24h(
         level = assess(numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample)
         value = Fraction(-1) if denominator == 0 else numerator / denominator
         if level != "insufficient":
-            key = (_RANK[level], value, -first)
+            key = (_RANK[level], denominator >= rule.min_sample, value, -first)
             if best is None or key > best:
                 best, chosen = key, (first, list(total))
         elif best is None:

@@ -8,20 +8,29 @@ only calls of one key meet in a history. A history is a tuple of `CalleeCall`s s
 Rules (profile data, `LockoutRules.of(profile)`; each rule's `reference` names its source):
 
 - **Lockout, rolling hours** (`LockoutRule.hours = H`; Ofcom UK-5: 72 h after an abandoned
-  call): a call C breaks the rule when some other call T of the history has the rule's
-  trigger and `T.t < C.t < T.t + H h` (t = `originated_at`). Exactly 72 h after is free; a
+  call; Garante 20 Feb 2014 n. 83, IT-SC-5: "per 5 giorni" = 120 h after a silent call): a
+  call C breaks the rule when some other call T of the history has the rule's trigger and
+  `T.t < C.t < T.t + H h` (t = `originated_at`). Exactly 72 h (120 h) after is free; a
   call at the trigger's very instant is not "after" it; a call is never its own trigger.
 - **Lockout, calendar days** (`calendar_days = N`): locked while `T.t < C.t < end`, `end`
   being the first instant after the Nth calendar day following T's day in the profile's
-  home zone (local midnight; N = 0: the end of T's own day). Garante 20 Feb 2014 n. 83
-  (IT-SC-5): 5 days after a silent call, Europe/Rome, so a silent call on Monday 10:00
-  locks until Saturday 24:00; Ofcom 2010 (UK-6): the same London calendar day after
-  AMD = machine; Décret 2022-1313 (FR): 60 calendar days after an explicit refusal. Days
-  are local dates, never multiples of 24 h: a DST change day is 23 or 25 h long.
+  home zone (local midnight; N = 0: the end of T's own day). Ofcom 2010 (UK-6): the same
+  London calendar day after AMD = machine; Décret 2022-1313 (FR): 60 calendar days after
+  an explicit refusal. Days are local dates, never multiples of 24 h: a DST change day is
+  23 or 25 h long.
 - **Agent-guaranteed exemption**: with `agent_guaranteed_exempt`, a later call in an
-  agent-guaranteed dial mode (progressive, preview, manual) breaks no lockout (IT-SC-5
-  "next call with an operator guaranteed", UK-5, UK-6). The French refusal rule has no
-  exemption: "no call or call attempt".
+  agent-guaranteed dial mode (progressive, preview, manual) breaks no lockout (UK-5,
+  UK-6). The Italian 5-day lockout (IT-SC-5, "non può essere ricontattato per 5 giorni")
+  and the French refusal rule ("no call or call attempt") have no exemption.
+- **Lockout after a lockout** (`LockoutRule.after = A`, same trigger; IT-SC-5 "al contatto
+  successivo, deve essere garantita la presenza di un operatore"): the rule covers the
+  calls C with `lockout_end(A, T) <= C.t < lockout_end(rule, T)`, i.e. from the first
+  instant A leaves free on; with the agent exemption, only calls without an agent
+  guaranteed (predictive, agentless) break it. "The next call after the lockout" is read
+  on the set, as every call of that span: the first call of a span can stop being first
+  when an earlier CDR arrives late, and a reported violation is never withdrawn, so a
+  rule naming only the first call could not give the same result for every arrival
+  order. In `it` the span is the 120 h after the 120-h lockout (from 5 to 10 days after).
 - **Frequency cap** (`FrequencyCap(max_calls, window_days)`; Décret 2022-1313, regulation.md
   §5.1: "≤ 4 solicitations per 30 calendar days by the same professional"): a call C breaks
   the cap when at least `max_calls` OTHER calls of the history originated at or before C
@@ -304,9 +313,11 @@ def _locks(rule: LockoutRule, trigger: CalleeCall, call: CalleeCall, zone: str) 
         return False
     if rule.agent_guaranteed_exempt and call.agent_guaranteed:
         return False
-    return (
-        trigger.originated_at < call.originated_at < lockout_end(rule, trigger.originated_at, zone)
-    )
+    if call.originated_at >= lockout_end(rule, trigger.originated_at, zone):
+        return False
+    if rule.after is not None:
+        return call.originated_at >= lockout_end(rule.after, trigger.originated_at, zone)
+    return trigger.originated_at < call.originated_at
 
 
 def _latest_trigger(

@@ -28,9 +28,15 @@ Representations (units are in the names):
   `[early_warning] follows` (`it-silent-rate-15m`), with the same warning fraction and minimum
   sample. A profile without a rate rule (`fr`) has no early warning.
 - Lockouts (`hours` rolling, or `calendar_days`: locked until the end of the Nth calendar day
-  after the triggering call's day in the home zone, 0 = the same day), frequency caps and
+  after the triggering call's day in the home zone, 0 = the same day; `after = "<id>"`: only
+  from the end of that shorter lockout of the same trigger on), frequency caps and
   per-call rules are data for the lockout and per-call issues; they are parsed and validated
   here and not yet evaluated.
+
+A parameter or rule table may carry `reviewed = YYYY-MM-DD`, the date its number was last
+checked against its source (kept in `sources` under `reviewed:<key>`). `min_retention_days`
+(optional) is the shortest retention of stored reports the profile allows
+(`retention_refusal`; `it`: 730 days, Garante 2014).
 
 Overrides (`load_profile(name, overrides)`, SPEC `PUT /v1/campaigns/{id}`): a mapping from a
 key of `override_keys()` to a value. Every key is validated before anything is applied; an
@@ -39,7 +45,8 @@ on `uk`, which has no silent rate rule) raises one `ProfileError` listing every 
 key, and the profile is never half-applied (profiles are immutable: a new one is returned).
 
 - `connect_limit_seconds`, `short_ring_min_seconds` (> 0); `silent_release_max_seconds`,
-  `message_start_max_seconds` (> 0, only where the profile has that rule);
+  `message_start_max_seconds`, `silent_wait_max_seconds` (> 0, only where the profile has
+  that rule);
 - `amd_false_positive_ratio` in [0, 1] (any profile; only the `uk` formula uses it);
 - `min_sample` (integer >= 1) and `warning_fraction` in (0, 1]: every rate and early-warning rule;
 - `silent_rate_max`, `abandoned_rate_max` in (0, 1]: every rule on that metric except the
@@ -90,6 +97,7 @@ PER_CALL_CHECKS = (
     "out_of_hours",  # outcome.out_of_hours
     "short_ring",  # outcome.short_ring
     "silent_release",  # silent and ended_at - answered_at > silent_release_max_seconds (IT-SC-2)
+    "silent_wait",  # answered by a person, agent_connected_at - answered_at > silent_wait_max_s.
     "comfort_noise",  # silent without message_type comfort_noise (IT-SC-4), when reported
     "message",  # abandoned without a message (UK-2 within message_start_max_seconds; US)
     "silent_call",  # any silent call (uk, Ofcom 2016)
@@ -225,7 +233,12 @@ class LockoutRule:
     """No new call to a number after a `trigger` call (one of LOCKOUT_TRIGGERS) for
     `hours` (rolling) or until the end of the `calendar_days`-th day after the triggering
     call's day in the home zone (0 = same day); exactly one of the two is set. With
-    `agent_guaranteed_exempt`, a call in an agent-guaranteed dial mode is allowed."""
+    `agent_guaranteed_exempt`, a call in an agent-guaranteed dial mode is allowed.
+
+    `after` (another lockout of the profile, same trigger, shorter): this rule covers only
+    the calls from the end of `after`'s lockout on (inclusive), not those from the trigger
+    on. The `it` "next call with an operator guaranteed" rule (IT-SC-5) is one: it starts
+    where `it-silent-lockout` ends and lets only agent-guaranteed calls through."""
 
     id: str
     trigger: str
@@ -233,6 +246,7 @@ class LockoutRule:
     calendar_days: int | None
     agent_guaranteed_exempt: bool
     reference: str
+    after: LockoutRule | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +285,8 @@ class Profile:
     per_call_rules: tuple[PerCallRule, ...] = ()
     lockouts: tuple[LockoutRule, ...] = ()
     frequency_caps: tuple[FrequencyCap, ...] = ()
+    silent_wait_max_seconds: Fraction | None = None
+    min_retention_days: int | None = None
 
     def hours_for(self, region: str | None) -> CallingHours:
         """The state's hours when `region` (e.g. "US-FL", any case) has its own, else the
@@ -300,6 +316,23 @@ def load_profile(name: str, overrides: Mapping[str, object] | None = None) -> Pr
         raise ProfileError(f"unknown profile {name!r}; available: {', '.join(_available())}")
     base = _load_shipped(name)
     return _apply_overrides(base, overrides) if overrides else base
+
+
+def retention_refusal(retention_days: int, names: Iterable[str] | None = None) -> str | None:
+    """Why keeping stored reports (alerts, minute statistics) `retention_days` days is too
+    short for one of the profiles `names` (default: every shipped profile, since any
+    campaign may be set to any of them), naming the profile and its source; None when it
+    is long enough. `it`: 730 days (Garante 2014, "conservare per almeno due anni i report
+    statistici ... per ciascuna campagna")."""
+    for name in available_profiles() if names is None else names:
+        profile = load_profile(name)
+        required = profile.min_retention_days
+        if required is not None and retention_days < required:
+            return (
+                f"a retention of {retention_days} days is shorter than the {required} days "
+                f"profile {profile.name!r} requires ({profile.sources['min_retention_days']})"
+            )
+    return None
 
 
 def load_profile_file(
@@ -535,12 +568,14 @@ class _Table:
         return [_Table(item, self._file, f"{self.at(key)}[{i}]") for i, item in enumerate(raw)]
 
     def param(self, key: str, parse: Callable[[object], T], sources: dict[str, str]) -> T | None:
-        """A `key = { value = ..., source = "..." }` parameter; records its source."""
+        """A `key = { value = ..., source = "...", reviewed = 2026-12-02 }` parameter
+        (`reviewed` optional); records its source and its review date (`_REVIEWED_KEY`)."""
         table = self.table(key)
         if table is None:
             return None
         value = table.req("value", parse)
         sources[key] = table.req("source", _text)
+        _note_review(key, table, sources)
         table.done()
         return value
 
@@ -557,6 +592,17 @@ class _Table:
 
 
 # --- profile parsing ----------------------------------------------------------------------
+
+
+_REVIEWED_KEY = "reviewed:{}"
+"""`Profile.sources` key of the date a parameter or rule was last checked against its source
+(`reviewed = 2026-12-02` in its table, optional), e.g. `reviewed:it-silent-lockout`."""
+
+
+def _note_review(key: str, table: _Table, sources: dict[str, str]) -> None:
+    reviewed = table.opt("reviewed", _date)
+    if reviewed is not None:
+        sources[_REVIEWED_KEY.format(key)] = reviewed.isoformat()
 
 
 def _rate_rule_id(profile: str, metric: str, window: str) -> str:
@@ -630,6 +676,8 @@ def _parse_profile(raw: bytes, file: str, directory: Traversable) -> Profile:
     short_ring_min = doc.req_param("short_ring_min_seconds", _positive_seconds, sources)
     silent_release_max = doc.param("silent_release_max_seconds", _positive_seconds, sources)
     message_start_max = doc.param("message_start_max_seconds", _positive_seconds, sources)
+    silent_wait_max = doc.param("silent_wait_max_seconds", _positive_seconds, sources)
+    min_retention_days = doc.param("min_retention_days", _positive_int, sources)
     amd_ratio = doc.req_param("amd_false_positive_ratio", _ratio, sources)
     warning_fraction = doc.req_param("warning_fraction", _warning_fraction, sources)
     min_sample = doc.req_param("min_sample", _positive_int, sources)
@@ -678,6 +726,7 @@ def _parse_profile(raw: bytes, file: str, directory: Traversable) -> Profile:
             )
         )
         sources[rule_id] = reference
+        _note_review(rule_id, table, sources)
         table.done()
 
     early_warning: list[RateRule] = []
@@ -714,8 +763,11 @@ def _parse_profile(raw: bytes, file: str, directory: Traversable) -> Profile:
         )
         if rule.check == "silent_release" and silent_release_max is None:
             raise table.error("check", "silent_release needs silent_release_max_seconds")
+        if rule.check == "silent_wait" and silent_wait_max is None:
+            raise table.error("check", "silent_wait needs silent_wait_max_seconds")
         per_call_rules.append(rule)
         sources[rule.id] = rule.reference
+        _note_review(rule.id, table, sources)
         table.done()
 
     lockouts: list[LockoutRule] = []
@@ -730,8 +782,22 @@ def _parse_profile(raw: bytes, file: str, directory: Traversable) -> Profile:
         )
         if (lockout.hours is None) == (lockout.calendar_days is None):
             raise table.error("hours", "give exactly one of hours and calendar_days")
+        after_id = table.opt("after", _rule_id)
+        if after_id is not None:
+            after = next((rule for rule in lockouts if rule.id == after_id), None)
+            if after is None:
+                raise table.error("after", f"{after_id!r} is not an earlier lockout of this file")
+            if after.trigger != lockout.trigger:
+                raise table.error("after", f"{after_id!r} has another trigger")
+            if (after.hours is None) != (lockout.hours is None) or (
+                (after.hours or after.calendar_days or 0)
+                >= (lockout.hours or lockout.calendar_days or 0)
+            ):
+                raise table.error("after", f"{after_id!r} must be shorter, in the same unit")
+            lockout = replace(lockout, after=after)
         lockouts.append(lockout)
         sources[lockout.id] = lockout.reference
+        _note_review(lockout.id, table, sources)
         table.done()
 
     frequency_caps: list[FrequencyCap] = []
@@ -773,6 +839,8 @@ def _parse_profile(raw: bytes, file: str, directory: Traversable) -> Profile:
         amd_false_positive_ratio=amd_ratio,
         sources=MappingProxyType(sources),
         message_start_max_seconds=message_start_max,
+        silent_wait_max_seconds=silent_wait_max,
+        min_retention_days=min_retention_days,
         per_call_rules=tuple(per_call_rules),
         lockouts=tuple(lockouts),
         frequency_caps=tuple(frequency_caps),
@@ -802,6 +870,7 @@ _SECONDS_KEYS = (
     "short_ring_min_seconds",
     "silent_release_max_seconds",
     "message_start_max_seconds",
+    "silent_wait_max_seconds",
 )
 _ALL_OVERRIDE_KEYS = frozenset(
     {
@@ -841,6 +910,8 @@ def _not_applicable(profile: Profile, key: str) -> str | None:
         return f"profile {profile.name!r} has no silent-call release rule"
     if key == "message_start_max_seconds" and profile.message_start_max_seconds is None:
         return f"profile {profile.name!r} has no message start limit"
+    if key == "silent_wait_max_seconds" and profile.silent_wait_max_seconds is None:
+        return f"profile {profile.name!r} has no long-silent-wait rule"
     if key.endswith("_rate_max") and not _cap_targets(profile, key):
         return f"profile {profile.name!r} has no rule this cap applies to"
     if key.endswith("_enabled") and not _enabled_targets(profile, key):
@@ -920,6 +991,9 @@ def _apply_overrides(base: Profile, overrides: Mapping[str, object]) -> Profile:
         ),
         message_start_max_seconds=scalars.get(
             "message_start_max_seconds", base.message_start_max_seconds
+        ),
+        silent_wait_max_seconds=scalars.get(
+            "silent_wait_max_seconds", base.silent_wait_max_seconds
         ),
         amd_false_positive_ratio=scalars.get(
             "amd_false_positive_ratio", base.amd_false_positive_ratio

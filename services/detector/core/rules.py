@@ -3,8 +3,11 @@
 SPEC "Rates and thresholds": caps are inclusive as the regulations word them ("at most 3
 per 100"), so a violation is a value strictly above the cap; a warning is a value at or
 above `warning_fraction` × cap (80 % by default); below the minimum sample (the rate's
-denominator, 100 answered-by-person calls by default) the rule cannot fire. Arithmetic is
-`Fraction` throughout: 3/100 is exactly 3/100, never 0.030000000000000002.
+denominator, 100 answered-by-person calls by default) the window is "insufficient" unless
+the violation is already certain: a numerator above cap × minimum sample (in IT a fourth
+silent call before 100 answered calls, "non più di 3 telefonate mute ogni 100 andate a buon
+fine") is a violation whatever the denominator. Warnings still wait for the minimum sample.
+Arithmetic is `Fraction` throughout: 3/100 is exactly 3/100, never 0.030000000000000002.
 """
 
 from __future__ import annotations
@@ -63,16 +66,74 @@ def assess(
     warning_fraction: Fraction,
     min_sample: int,
 ) -> Level:
-    """The level a rate reaches: `insufficient` below the minimum sample, `violation`
+    """The level a rate reaches: below the minimum sample `violation` when it is certain
+    (`certain_violation`), else `insufficient`; from the minimum sample on `violation`
     strictly above the cap, `warning` at or above warning_fraction × cap, else `ok`."""
     if denominator < min_sample or denominator == 0:
-        return "insufficient"
+        return "violation" if certain_violation(numerator, cap, min_sample) else "insufficient"
     value = numerator / denominator
     if value > cap:
         return "violation"
     if value >= warning_fraction * cap:
         return "warning"
     return "ok"
+
+
+def certain_violation(numerator: Fraction, cap: Fraction, min_sample: int) -> bool:
+    """Whether the numerator alone already breaks the cap over the minimum sample: more
+    than cap × min_sample (3/100 × 100 = 3 silent calls) can never be brought back within
+    the cap by the calls still missing from the sample. Exact: 4 > 3, 3 is not."""
+    return numerator > cap * min_sample
+
+
+_NOUNS = {
+    "silent": ("silent calls", "answered-by-person calls"),
+    "abandoned": ("abandoned calls", "answered-by-person calls"),
+    "out_of_hours": ("out-of-hours calls", "attempts"),
+}
+
+
+def explain(
+    level: Level,
+    metric: str,
+    numerator: Fraction,
+    denominator: Fraction,
+    cap: Fraction,
+    warning_fraction: Fraction,
+    min_sample: int,
+) -> str:
+    """Why a window has `level` (from `assess` on the same figures), in one sentence for
+    the compliance view, e.g. "certain: 4 silent calls exceed 3 % of the 100-call minimum
+    sample (at most 3), whatever the denominator". Percentages are shown rounded to two
+    decimals; the verdict itself is exact."""
+    events, base = _NOUNS.get(metric, (f"{metric} calls", "calls"))
+    n, d, c = _number(numerator), _number(denominator), _percent(cap)
+    sample = f"the {min_sample}-call minimum sample"
+    if denominator < min_sample or denominator == 0:
+        if level == "violation":
+            return (
+                f"certain: {n} {events} exceed {c} of {sample} (at most "
+                f"{_number(cap * min_sample)}), whatever the denominator ({d} {base} so far)"
+            )
+        return f"insufficient: {d} {base}, below {sample}; {n} {events} do not exceed {c} of it"
+    rate = f"{n} {events} of {d} {base} = {_percent(numerator / denominator)}"
+    if level == "violation":
+        return f"violation: {rate}, above the {c} cap"
+    warn = _percent(warning_fraction * cap)
+    if level == "warning":
+        share = _percent(warning_fraction)
+        return f"warning: {rate}, at or above the warning level {warn} ({share} of the {c} cap)"
+    return f"ok: {rate}, below the warning level {warn}"
+
+
+def _number(value: Fraction) -> str:
+    if value.denominator == 1:
+        return str(value.numerator)
+    return f"{float(value):.2f}".rstrip("0").rstrip(".")
+
+
+def _percent(value: Fraction) -> str:
+    return f"{_number(value * 100)} %"
 
 
 def headroom(numerator: Fraction, denominator: Fraction, cap: Fraction) -> int:
