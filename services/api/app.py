@@ -54,12 +54,16 @@ def create_app(
     registry = registry if registry is not None else CollectorRegistry()
     owns_engine = store is None
     if store is None:
-        store = AlertStore(create_engine(settings.resolved_database_url()), clock=clock)
+        store = AlertStore(
+            create_engine(settings.resolved_database_url()),
+            clock=clock,
+            default_tenant=settings.default_tenant,
+        )
     kafka_publisher = None
     if campaign_publisher is None:
         kafka_publisher = KafkaCampaignPublisher(settings)
         campaign_publisher = kafka_publisher
-    consumer = StoreConsumer(settings, store, consumer_factory=consumer_factory)
+    consumer = StoreConsumer(settings, store, consumer_factory=consumer_factory, registry=registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

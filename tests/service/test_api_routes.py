@@ -143,6 +143,7 @@ async def test_stats_for_a_hand_computed_range(api):
     assert response.status_code == 200
     assert response.json() == {
         "campaign_id": "c1",
+        "tenant_id": "default",
         "from": "2026-03-02T10:00:00Z",
         "to": "2026-03-02T10:02:00Z",
         "attempts": 16,
@@ -278,7 +279,7 @@ async def test_campaign_list_shows_status_profile_and_live_windows(api):
     await api.feed(
         minute("c1", T0, tenant="acme", attempts=1),
         stats_message(cumulative, "cumulative", tenant_id="acme", profile="it"),
-        alert("c1"),
+        alert("c1", tenant_id="acme"),
         minute("c2", T0, attempts=1),
     )
     response = await api.client.get("/v1/campaigns", headers=await api.token("viewer"))
@@ -286,6 +287,7 @@ async def test_campaign_list_shows_status_profile_and_live_windows(api):
     body = response.json()
     assert body["next_cursor"] is None
     c1, c2 = body["items"]
+    assert c2["tenant_id"] == "default"
     assert (c1["campaign_id"], c1["tenant_id"], c1["profile"], c1["status"]) == (
         "c1",
         "acme",
@@ -330,13 +332,13 @@ async def test_put_creates_the_campaign_and_publishes_its_configuration(api):
     assert stored["amd_false_positive_ratio"] == 0.1
     assert stored["configured_at"] == "2026-03-03T09:30:15Z"
     [(key, value)] = api.publisher.records
-    assert key == b"new-1"
+    assert key == b"default/new-1"
     assert orjson.loads(value) == {
         "campaign_id": "new-1",
         "profile": "it",
         "overrides": {"silent_rate_max": 0.02},
         "amd_false_positive_ratio": 0.1,
-        "tenant_id": None,
+        "tenant_id": "default",
         "updated_at": "2026-03-03T09:30:15Z",
     }
     # keys left out keep their value
@@ -382,14 +384,31 @@ async def test_put_with_the_broker_down_is_503_and_stores_nothing(api):
 async def test_tenant_bound_admin_configures_only_its_tenant(api):
     await api.feed(minute("globex-1", T0, tenant="globex", attempts=1))
     acme = await api.token("admin", "acme")
-    foreign = await api.client.put("/v1/campaigns/globex-1", json={"profile": "it"}, headers=acme)
+    foreign = await api.client.put(
+        "/v1/campaigns/globex-1", params={"tenant": "globex"}, json={"profile": "it"}, headers=acme
+    )
     assert foreign.status_code == 404
     steal = await api.client.put("/v1/campaigns/acme-2", json={"tenant_id": "globex"}, headers=acme)
     assert steal.status_code == 403
     own = await api.client.put("/v1/campaigns/acme-2", json={"profile": "uk"}, headers=acme)
     assert own.status_code == 200
     assert own.json()["tenant_id"] == "acme"
-    assert [orjson.loads(v)["campaign_id"] for _, v in api.publisher.records] == ["acme-2"]
+    # The same id as globex's campaign is acme's own campaign: globex's stays unconfigured.
+    same_id = await api.client.put("/v1/campaigns/globex-1", json={"profile": "uk"}, headers=acme)
+    assert (same_id.status_code, same_id.json()["tenant_id"]) == (200, "acme")
+    assert (await api.store.get_campaign("globex-1", tenant_id="globex")).configured_at is None
+    assert [k for k, _ in api.publisher.records] == [b"acme/acme-2", b"acme/globex-1"]
+    # An unbound admin writes the default tenant's, or the tenant it names.
+    unbound = await api.token("admin")
+    named = await api.client.put(
+        "/v1/campaigns/globex-1",
+        params={"tenant": "globex"},
+        json={"profile": "it"},
+        headers=unbound,
+    )
+    assert (named.status_code, named.json()["tenant_id"]) == (200, "globex")
+    plain = await api.client.put("/v1/campaigns/globex-1", json={"profile": "it"}, headers=unbound)
+    assert (plain.status_code, plain.json()["tenant_id"]) == (200, "default")
 
 
 async def test_detector_profiles_validate_against_the_shipped_profiles():
@@ -476,8 +495,8 @@ async def test_tenant_bound_tokens_see_only_their_alerts(api):
     await api.feed(
         minute("acme-1", T0, tenant="acme", attempts=1),
         minute("globex-1", T0, tenant="globex", attempts=1),
-        alert("acme-1"),
-        alert("globex-1"),
+        alert("acme-1", tenant_id="acme"),
+        alert("globex-1", tenant_id="globex"),
     )
     acme_viewer = await api.token("viewer", "acme")
     listed = await api.client.get("/v1/alerts", headers=acme_viewer)
