@@ -473,3 +473,110 @@ async def test_a_replayed_alert_not_held_yet_is_stored_with_its_history(store):
     stored = await store.get_alert("it.silent_rate.cumulative:c1", tenant_id=None)
     assert [h.severity for h in stored.history] == ["warning"]
     assert stored.tenant_id == "default"
+
+
+async def test_a_version_1_database_is_migrated_to_tenant_keys(tmp_path):
+    """A database of schema version 1 (campaign-keyed, tenant a column) is brought forward
+    in place: campaigns without tenant become the default tenant's, stats and alerts
+    follow their campaign's tenant, nothing is lost."""
+    import sqlalchemy as sa
+
+    from services.common import db
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'v1.db'}")
+    v1 = sa.MetaData()
+    count_columns = [sa.Column(n, sa.BigInteger, nullable=False) for n in COUNT_FIELDS]
+    sa.Table(
+        "campaigns",
+        v1,
+        sa.Column("campaign_id", sa.String(200), primary_key=True),
+        sa.Column("tenant_id", sa.String(200), nullable=True, index=True),
+        sa.Column("profile", sa.String(60)),
+        sa.Column("observed_profile", sa.String(60)),
+        sa.Column("overrides", sa.JSON, nullable=False),
+        sa.Column("amd_false_positive_ratio", sa.Float, nullable=False),
+        sa.Column("first_seen_at", db.UtcDateTime, nullable=False),
+        sa.Column("configured_at", db.UtcDateTime),
+        sa.Column("updated_at", db.UtcDateTime, nullable=False),
+    )
+    sa.Table(
+        "minute_stats",
+        v1,
+        sa.Column("campaign_id", sa.String(200), primary_key=True),
+        sa.Column("minute_start", db.UtcDateTime, primary_key=True),
+        *count_columns,
+    )
+    sa.Table(
+        "window_stats",
+        v1,
+        sa.Column("campaign_id", sa.String(200), primary_key=True),
+        sa.Column("window", sa.String(40), primary_key=True),
+        sa.Column("profile", sa.String(60)),
+        sa.Column("window_from", db.UtcDateTime, nullable=False),
+        sa.Column("window_to", db.UtcDateTime, nullable=False),
+        *[sa.Column(n, sa.BigInteger, nullable=False) for n in COUNT_FIELDS],
+        sa.Column("updated_at", db.UtcDateTime, nullable=False),
+    )
+    old_alerts = sa.Table(
+        "alerts",
+        v1,
+        *(c.copy() for c in db.alerts.columns if c.name != "tenant_id"),
+        sa.Index("ix_alerts_opened_at_id", "opened_at", "id"),
+    )
+    for table in (db.schema_version, db.api_tokens, db.alert_history):
+        table.to_metadata(v1)
+    zero = dict.fromkeys(COUNT_FIELDS, 0)
+    async with engine.begin() as conn:
+        await conn.run_sync(v1.create_all)
+        await conn.execute(v1.tables["schema_version"].insert().values(id=1, version=1))
+        for campaign_id, tenant in (("c1", "acme"), ("c2", None)):
+            await conn.execute(
+                v1.tables["campaigns"]
+                .insert()
+                .values(
+                    campaign_id=campaign_id,
+                    tenant_id=tenant,
+                    overrides={},
+                    amd_false_positive_ratio=0.0,
+                    first_seen_at=T0,
+                    updated_at=T0,
+                )
+            )
+            await conn.execute(
+                v1.tables["minute_stats"]
+                .insert()
+                .values(campaign_id=campaign_id, minute_start=T0, **{**zero, "attempts": 3})
+            )
+            await conn.execute(
+                v1.tables["window_stats"]
+                .insert()
+                .values(
+                    campaign_id=campaign_id,
+                    window="cumulative",
+                    window_from=T0,
+                    window_to=T0 + MINUTE,
+                    updated_at=T0,
+                    **{**zero, "attempts": 3},
+                )
+            )
+        body = alert("c1").model_dump(mode="json")
+        await conn.execute(
+            old_alerts.insert().values(
+                id="a1",
+                campaign_id="c1",
+                rule="r",
+                severity="warning",
+                state="firing",
+                opened_at=T0,
+                body=body,
+                updated_at=T0,
+            )
+        )
+    assert await migrate(engine) == db.SCHEMA_VERSION == 2
+    store = AlertStore(engine, clock=lambda: T0)
+    acme = await store.get_campaign("c1", tenant_id="acme")
+    assert (acme.tenant_id, acme.windows["cumulative"].attempts) == ("acme", 3)
+    assert (await store.sum_stats("c2", T0, T0 + MINUTE))["attempts"] == 3  # default tenant
+    assert (await store.get_alert("a1", tenant_id="acme")).tenant_id == "acme"
+    assert await migrate(engine) == 2  # idempotent
+    await engine.dispose()
