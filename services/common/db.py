@@ -175,56 +175,49 @@ Migration = Callable[[AsyncConnection], Awaitable[None]]
 
 async def _tenant_keys(conn: AsyncConnection) -> None:
     """Version 2: (tenant, campaign) keys. Campaigns without a tenant go to the default
-    tenant; stats rows take their campaign's tenant; alerts get a tenant column."""
-    for name in ("campaigns", "minute_stats", "window_stats"):
-        await conn.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {name}_v1")
-    await conn.exec_driver_sql("DROP INDEX IF EXISTS ix_campaigns_tenant_id")
-    for table in (campaigns, minute_stats, window_stats):
-        await conn.run_sync(lambda sync, t=table: t.create(sync))
+    tenant; stats rows take their campaign's tenant; alerts get a tenant column.
+
+    The three re-keyed tables are built under a temporary name, filled from the old ones,
+    and renamed once the old ones are dropped (so no index or constraint name clashes)."""
+    rekeyed = (campaigns, minute_stats, window_stats)
     old = {
-        name: sa.Table(f"{name}_v1", sa.MetaData(), *(sa.Column(c.name) for c in table.columns))
-        for name, table in (
-            ("campaigns", campaigns),
-            ("minute_stats", minute_stats),
-            ("window_stats", window_stats),
-        )
+        t.name: sa.Table(t.name, sa.MetaData(), *(sa.Column(c.name) for c in t.columns))
+        for t in rekeyed
     }
     old_campaigns = old["campaigns"]
-    tenant = sa.func.coalesce(old_campaigns.c.tenant_id, DEFAULT_TENANT)
-    names = [c.name for c in campaigns.columns if c.name != "tenant_id"]
-    await conn.execute(
-        campaigns.insert().from_select(
-            ["tenant_id", *names],
-            sa.select(tenant, *(old_campaigns.c[n] for n in names)),
-        )
-    )
-    for name, table in (("minute_stats", minute_stats), ("window_stats", window_stats)):
-        rows = old[name]
-        owner = (
+
+    def owner_of(campaign_id: Any) -> Any:
+        return (
             sa.select(sa.func.coalesce(sa.func.max(old_campaigns.c.tenant_id), DEFAULT_TENANT))
-            .where(old_campaigns.c.campaign_id == rows.c.campaign_id)
+            .where(old_campaigns.c.campaign_id == campaign_id)
             .scalar_subquery()
         )
+
+    for table in rekeyed:
+        new = table.to_metadata(sa.MetaData(), name=f"{table.name}_v2")
+        await conn.run_sync(lambda sync, t=new: t.create(sync))
+        rows = old[table.name]
         columns = [c.name for c in table.columns if c.name != "tenant_id"]
+        owner = (
+            sa.func.coalesce(rows.c.tenant_id, DEFAULT_TENANT)
+            if table is campaigns
+            else owner_of(rows.c.campaign_id)
+        )
         await conn.execute(
-            table.insert().from_select(
+            new.insert().from_select(
                 ["tenant_id", *columns], sa.select(owner, *(rows.c[n] for n in columns))
             )
         )
     await conn.exec_driver_sql(
         f"ALTER TABLE alerts ADD COLUMN tenant_id VARCHAR(200) NOT NULL DEFAULT '{DEFAULT_TENANT}'"
     )
-    owner = (
-        sa.select(sa.func.coalesce(sa.func.max(old_campaigns.c.tenant_id), DEFAULT_TENANT))
-        .where(old_campaigns.c.campaign_id == alerts.c.campaign_id)
-        .scalar_subquery()
-    )
-    await conn.execute(alerts.update().values(tenant_id=owner))
+    await conn.execute(alerts.update().values(tenant_id=owner_of(alerts.c.campaign_id)))
     await conn.exec_driver_sql(
         "CREATE INDEX ix_alerts_tenant_campaign ON alerts (tenant_id, campaign_id)"
     )
-    for name in ("campaigns", "minute_stats", "window_stats"):
-        await conn.exec_driver_sql(f"DROP TABLE {name}_v1")
+    for table in rekeyed:
+        await conn.exec_driver_sql(f"DROP TABLE {table.name}")
+        await conn.exec_driver_sql(f"ALTER TABLE {table.name}_v2 RENAME TO {table.name}")
 
 
 # version reached -> step that brings a database from version-1 to it (create_all covers

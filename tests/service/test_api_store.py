@@ -475,7 +475,16 @@ async def test_a_replayed_alert_not_held_yet_is_stored_with_its_history(store):
     assert stored.tenant_id == "default"
 
 
-async def test_a_version_1_database_is_migrated_to_tenant_keys(tmp_path):
+@pytest.fixture
+async def blank_engine(tmp_path):
+    """An engine on an empty database (PostgreSQL: an empty schema, see the integration
+    module)."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'blank.db'}")
+    yield engine
+    await engine.dispose()
+
+
+async def test_a_version_1_database_is_migrated_to_tenant_keys(blank_engine):
     """A database of schema version 1 (campaign-keyed, tenant a column) is brought forward
     in place: campaigns without tenant become the default tenant's, stats and alerts
     follow their campaign's tenant, nothing is lost."""
@@ -483,7 +492,7 @@ async def test_a_version_1_database_is_migrated_to_tenant_keys(tmp_path):
 
     from services.common import db
 
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'v1.db'}")
+    engine = blank_engine
     v1 = sa.MetaData()
     count_columns = [sa.Column(n, sa.BigInteger, nullable=False) for n in COUNT_FIELDS]
     sa.Table(
@@ -579,4 +588,3 @@ async def test_a_version_1_database_is_migrated_to_tenant_keys(tmp_path):
     assert (await store.sum_stats("c2", T0, T0 + MINUTE))["attempts"] == 3  # default tenant
     assert (await store.get_alert("a1", tenant_id="acme")).tenant_id == "acme"
     assert await migrate(engine) == 2  # idempotent
-    await engine.dispose()
