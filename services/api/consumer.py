@@ -95,6 +95,14 @@ def _header(headers: Iterable[tuple[str, bytes]], name: str) -> str | None:
     return None
 
 
+def _printable(value: str | None, what: str) -> str | None:
+    # A control character (NUL above all: PostgreSQL refuses it in text) would fail the
+    # batch's transaction on every retry; such an id cannot come from a current ingest.
+    if value is not None and not value.isprintable():
+        raise UnreadableMessage(f"{what} holds a control character")
+    return value
+
+
 def _bounded(value: str | None, limit: int, what: str) -> str | None:
     if value is not None and len(value) > limit:
         raise UnreadableMessage(f"{what} longer than {limit} characters")
@@ -105,13 +113,14 @@ def _parse_stats(
     value: bytes, headers: Sequence[tuple[str, bytes]], batch: StoreBatch, default_tenant: str
 ) -> None:
     stats = StatsV1.model_validate(orjson.loads(value))
+    _printable(stats.campaign_id, "campaign_id")
     window = _bounded(_header(headers, topics.HEADER_WINDOW), _MAX_WINDOW_NAME, "window header")
     if window is None:
         raise UnreadableMessage(f"no {topics.HEADER_WINDOW} header")
     tenant = stats.tenant_id or _bounded(
         _header(headers, topics.HEADER_TENANT), _MAX_TENANT, "tenant header"
     )
-    tenant = tenant or default_tenant
+    tenant = _printable(tenant, "tenant") or default_tenant
     profile = _bounded(_header(headers, topics.HEADER_PROFILE), _MAX_PROFILE_NAME, "profile")
     counts = {name: getattr(stats, name) for name in COUNT_FIELDS}
     if window == "minute":
@@ -147,6 +156,8 @@ def parse_messages(
             replayed = _header(headers, topics.HEADER_REPLAY) == "1"
             if topic == topics.ALERTS:
                 alert = AlertV1.model_validate(orjson.loads(value))
+                for what in ("id", "campaign_id", "tenant_id", "rule", "profile"):
+                    _printable(getattr(alert, what), what)
                 if alert.tenant_id is None:
                     alert = alert.model_copy(update={"tenant_id": default_tenant})
                 batch.add_alert(alert, replayed=replayed)

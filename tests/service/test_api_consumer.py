@@ -204,21 +204,30 @@ async def test_records_that_raise_while_decoding_are_counted_skipped_and_consump
             Record(topics.ALERTS, 0, 0, 0, b"c1", overflowing_alert, []),
             Record(topics.STATS, 0, 1, 0, b"c1", bad_stats, good.headers),
             Record(topics.STATS, 0, 2, 0, b"c1", b"\xff\xfe", good.headers),
-            good._replace(offset=3),
+            Record(
+                topics.STATS,
+                0,
+                3,
+                0,
+                b"c1",
+                good.value.replace(b'"c1"', b'"c\\u0000"'),
+                good.headers,
+            ),
+            good._replace(offset=4),
         ]
     }
     registry = CollectorRegistry()
     fake = FakeConsumer([batch])
     consumer = StoreConsumer(settings, store, consumer_factory=lambda: fake, registry=registry)
-    assert await consumer.consume_once(fake) == 4
-    assert fake.commits == [{STATS_0: 4}]
+    assert await consumer.consume_once(fake) == 5
+    assert fake.commits == [{STATS_0: 5}]
     assert await attempts(store) == 4
-    assert consumer.skipped_total == 3
+    assert consumer.skipped_total == 4
     skipped = {
         t: registry.get_sample_value("cdrwatch_api_messages_skipped_total", {"topic": t})
         for t in (topics.ALERTS, topics.STATS)
     }
-    assert skipped == {topics.ALERTS: 1, topics.STATS: 2}
+    assert skipped == {topics.ALERTS: 1, topics.STATS: 3}
 
 
 def test_tenant_and_replay_mark_travel_from_the_message_to_the_store_batch():
