@@ -262,3 +262,34 @@ async def test_callee_and_lockout_stages_dead_letter_a_bad_record_and_go_on(
     assert lockout_alerts and {(v["tenant_id"], v["campaign_id"]) for v in lockout_alerts} == {
         ("t", "campB")
     }
+
+
+async def test_the_replay_mark_travels_through_the_callee_and_lockout_stages(
+    detector: Detector,
+) -> None:
+    detector.configs.apply(
+        orjson.dumps({"campaign_id": "campB", "tenant_id": "t", "profile": "uk"})
+    )
+    batch = events(
+        [cdr(0, tenant="t", silent=True, callee="c" * 16), cdr(3600, tenant="t", callee="c" * 16)]
+    )
+    for e in batch:
+        e.message.headers = [(topics.HEADER_REPLAY, b"1")]
+    await detector.handle(batch)
+    mark = (topics.HEADER_REPLAY, b"1")
+    calls = detector.callee_topic.sent
+    assert calls and all(mark in m["headers"] for m in calls)
+    for i, m in enumerate(calls):
+        detector.handle_callee_call(
+            FakeEvent(m["value"], i, key=m["key"], headers=m["headers"], topic="callee-calls")
+        )
+    violations = detector.violation_topic.sent
+    assert violations and all(mark in m["headers"] for m in violations)
+    detector.alerts.sent.clear()
+    detector.handle_lockout_violations(
+        [
+            FakeEvent(m["value"], i, headers=m["headers"], topic="lockout-violations")
+            for i, m in enumerate(violations)
+        ]
+    )
+    assert detector.alerts.sent and all(mark in m["headers"] for m in detector.alerts.sent)
