@@ -43,6 +43,7 @@ from schemas.instants import format_instant
 from schemas.stats_v1 import rate
 from services.common.settings import DetectorSettings
 from services.detector.core import lockouts
+from services.detector.core.calendar import validate_zone
 from services.detector.core.engine import (
     BatchOutput,
     BucketState,
@@ -106,6 +107,11 @@ def check_record(cdr: NormalizedCdrV1) -> None:
             raise UnprocessableRecord(f"{name} is missing or empty")
         if "/" in value or not value.isprintable():
             raise UnprocessableRecord(f"{name} holds `/` or a control character")
+    for zone in cdr.callee_zones or ():
+        try:
+            validate_zone(zone)
+        except ValueError as exc:
+            raise UnprocessableRecord(f"callee_zones: {exc}") from None
     for name in _INSTANT_FIELDS:
         value = getattr(cdr, name, None)
         if value is None and name not in ("originated_at", "ended_at"):

@@ -175,6 +175,8 @@ async def test_campaign_settings_apply_to_their_tenants_campaign_only(detector: 
         # overflows on the UTC conversion itself while decoding
         orjson.dumps({**cdr(99), "originated_at": "0001-01-01T00:30:00+01:00"}),
         orjson.dumps(cdr(99, campaign="a/b")),
+        # an unknown zone would raise in the classification, inside the engine's batch
+        orjson.dumps({**cdr(99), "callee_zones": ["Nowhere/Zone"]}),
         b"not json",
     ],
 )
