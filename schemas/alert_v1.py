@@ -1,4 +1,5 @@
-"""Alert v1 (SPEC "Alerts"): one alert per (rule, campaign, window), id deterministic."""
+"""Alert v1 (SPEC "Alerts"): one alert per (rule, tenant, campaign, window), id
+deterministic."""
 
 from __future__ import annotations
 
@@ -38,6 +39,9 @@ class AlertV1(BaseModel):
     rule: Annotated[str, Field(min_length=1, max_length=120)]
     profile: Annotated[str, Field(min_length=1, max_length=60)]
     campaign_id: Annotated[str, Field(min_length=1, max_length=200)]
+    # The campaign's tenant (CONTRACT decision 3); null only in messages of older
+    # detectors, read as the default tenant.
+    tenant_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     severity: Severity
     state: AlertState
     value: float | None

@@ -36,6 +36,8 @@ class StatsV1(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     campaign_id: Annotated[str, Field(min_length=1, max_length=200)]
+    # The campaign's tenant (CONTRACT decision 3); null only in messages of older detectors.
+    tenant_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     from_: Annotated[Instant, Field(alias="from")]
     to: Instant
     attempts: Count = 0
@@ -57,12 +59,18 @@ def rate(numerator: int, denominator: int) -> float | None:
 
 
 def stats_from_counts(
-    campaign_id: str, start: object, end: object, counts: dict[str, int]
+    campaign_id: str,
+    start: object,
+    end: object,
+    counts: dict[str, int],
+    *,
+    tenant_id: str | None = None,
 ) -> StatsV1:
     """Build a StatsV1 with its three rates from the eight counts."""
     return StatsV1.model_validate(
         {
             "campaign_id": campaign_id,
+            "tenant_id": tenant_id,
             "from": start,
             "to": end,
             **{name: counts.get(name, 0) for name in COUNT_FIELDS},

@@ -127,10 +127,15 @@ def normalized_cdr(
 
 
 def to_call(record: dict[str, Any]) -> CallRecord:
+    """The detector's call record, with the plain campaign id its outputs carry (the
+    detector's core keys by the scoped key `tenant/campaign`)."""
+    import dataclasses
+
     from schemas import NormalizedCdrV1
     from services.detector.app import to_call_record
 
-    return to_call_record(NormalizedCdrV1.model_validate(record))
+    call = to_call_record(NormalizedCdrV1.model_validate(record))
+    return dataclasses.replace(call, campaign_id=record["campaign_id"])
 
 
 def expected_buckets(

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
@@ -59,12 +63,16 @@ def create_app(
     registry = registry if registry is not None else CollectorRegistry()
     owns_engine = store is None
     if store is None:
-        store = AlertStore(create_engine(settings.resolved_database_url()), clock=clock)
+        store = AlertStore(
+            create_engine(settings.resolved_database_url()),
+            clock=clock,
+            default_tenant=settings.default_tenant,
+        )
     kafka_publisher = None
     if campaign_publisher is None:
         kafka_publisher = KafkaCampaignPublisher(settings)
         campaign_publisher = kafka_publisher
-    consumer = StoreConsumer(settings, store, consumer_factory=consumer_factory)
+    consumer = StoreConsumer(settings, store, consumer_factory=consumer_factory, registry=registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -179,6 +187,12 @@ def _add_error_handlers(app: FastAPI) -> None:
 
         return body
 
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [{**e, "input": _safe_input(e.get("input"))} for e in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(CampaignNotFound, handler(404, lambda _: "campaign not found"))
     app.add_exception_handler(CampaignConfigError, handler(422, field_error("body")))
     app.add_exception_handler(InvalidCursor, handler(422, field_error("query")))
@@ -196,3 +210,21 @@ def _add_error_handlers(app: FastAPI) -> None:
 def main(settings: ApiSettings) -> None:
     """Serve the api on settings.host:settings.port (127.0.0.1 by default) until stopped."""
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+_MAX_ECHO = 100
+
+
+def _safe_input(value: Any) -> Any:
+    """What a 422 echoes of the input at fault: JSON-safe (NaN and Infinity, which the body
+    parser accepts, are not JSON) and short."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, bool | int | float) or value is None:
+        if isinstance(value, int) and value.bit_length() > 53:
+            return f"an integer of {value.bit_length()} bits"
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= _MAX_ECHO else value[:_MAX_ECHO] + "..."
+    text = repr(value)
+    return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "..."

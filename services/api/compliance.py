@@ -37,7 +37,7 @@ async def campaign_compliance(
     store: AlertStore,
     campaign_id: str,
     *,
-    tenant_scope: str | None,
+    tenant_id: str | None,
     default_profile: str = DEFAULT_PROFILE,
     start: datetime | None = None,
     end: datetime | None = None,
@@ -50,20 +50,22 @@ async def campaign_compliance(
     detector). With `start`/`end`, only windows
     overlapping [start, end) are returned, and the cumulative window always. US periods
     are anchored at the first stored bucket's minute (the api keeps no exact first-call
-    instant). Unknown campaigns and other tenants' raise CampaignNotFound.
+    instant). The campaign is the tenant's (`tenant_id` None: the default tenant's); an
+    unknown one raises CampaignNotFound.
     """
-    campaign = await store.get_campaign(campaign_id)
-    if campaign is None or (tenant_scope is not None and campaign.tenant_id != tenant_scope):
+    campaign = await store.get_campaign(campaign_id, tenant_id=tenant_id)
+    if campaign is None:
         raise CampaignNotFound(campaign_id)
     profile = load_profile(campaign.profile or default_profile, campaign.overrides or None)
     ratio = effective_amd_ratio(
         Fraction(str(campaign.amd_false_positive_ratio or 0)), profile.amd_false_positive_ratio
     )
-    rows = await store.minute_buckets(campaign_id)
+    rows = await store.minute_buckets(campaign_id, tenant_id=campaign.tenant_id)
     buckets = {minute_of(at): BucketCounts(**counts) for at, counts in rows.items()}
     verdicts = evaluate_windows(profile, buckets, amd_false_positive_ratio=ratio)
     return CampaignCompliance(
         campaign_id=campaign_id,
+        tenant_id=campaign.tenant_id,
         profile=profile.name,
         windows=[
             _window(profile, v)

@@ -19,12 +19,13 @@ from typing import Any, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from pydantic import ValidationError
+from prometheus_client import CollectorRegistry, Counter
 
 from schemas import topics
 from schemas.alert_v1 import AlertV1
 from schemas.stats_v1 import COUNT_FIELDS, StatsV1
 from services.api.store import AlertStore, LiveWindow, MinuteBucket, Sighting, StoreBatch
+from services.common.db import DEFAULT_TENANT
 from services.common.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -48,25 +49,41 @@ class UnreadableMessage(ValueError):
     pass
 
 
-def alert_message(alert: AlertV1) -> Message:
+def _replay(replayed: bool) -> list[tuple[str, bytes]]:
+    return [(topics.HEADER_REPLAY, b"1")] if replayed else []
+
+
+def alert_message(alert: AlertV1, *, replayed: bool = False) -> Message:
     """The record the detector publishes for an alert (the inverse of parsing it)."""
     return Message(
-        topics.ALERTS, alert.campaign_id.encode(), orjson.dumps(alert.model_dump(mode="json"))
+        topics.ALERTS,
+        alert.campaign_id.encode(),
+        orjson.dumps(alert.model_dump(mode="json")),
+        _replay(replayed),
     )
 
 
 def stats_message(
-    stats: StatsV1, window: str, *, tenant_id: str | None = None, profile: str | None = None
+    stats: StatsV1,
+    window: str,
+    *,
+    tenant_id: str | None = None,
+    profile: str | None = None,
+    replayed: bool = False,
 ) -> Message:
-    """The record the detector publishes for a minute bucket or a live window."""
+    """The record the detector publishes for a minute bucket or a live window. The
+    tenant travels in the body (`tenant_id`) and, for older consumers, in a header."""
+    if tenant_id is not None and stats.tenant_id is None:
+        stats = stats.model_copy(update={"tenant_id": tenant_id})
     return Message(
         topics.STATS,
         stats.campaign_id.encode(),
         orjson.dumps(stats.model_dump(mode="json", by_alias=True)),
         [
             (topics.HEADER_WINDOW, window.encode()),
-            (topics.HEADER_TENANT, (tenant_id or "").encode()),
+            (topics.HEADER_TENANT, (tenant_id or stats.tenant_id or "").encode()),
             (topics.HEADER_PROFILE, (profile or "").encode()),
+            *_replay(replayed),
         ],
     )
 
@@ -78,35 +95,57 @@ def _header(headers: Iterable[tuple[str, bytes]], name: str) -> str | None:
     return None
 
 
+def _printable(value: str | None, what: str) -> str | None:
+    # A control character (NUL above all: PostgreSQL refuses it in text) would fail the
+    # batch's transaction on every retry; such an id cannot come from a current ingest.
+    if value is not None and not value.isprintable():
+        raise UnreadableMessage(f"{what} holds a control character")
+    return value
+
+
 def _bounded(value: str | None, limit: int, what: str) -> str | None:
     if value is not None and len(value) > limit:
         raise UnreadableMessage(f"{what} longer than {limit} characters")
     return value
 
 
-def _parse_stats(value: bytes, headers: Sequence[tuple[str, bytes]], batch: StoreBatch) -> None:
+def _parse_stats(
+    value: bytes, headers: Sequence[tuple[str, bytes]], batch: StoreBatch, default_tenant: str
+) -> None:
     stats = StatsV1.model_validate(orjson.loads(value))
+    _printable(stats.campaign_id, "campaign_id")
     window = _bounded(_header(headers, topics.HEADER_WINDOW), _MAX_WINDOW_NAME, "window header")
     if window is None:
         raise UnreadableMessage(f"no {topics.HEADER_WINDOW} header")
-    tenant = _bounded(_header(headers, topics.HEADER_TENANT), _MAX_TENANT, "tenant header")
+    tenant = stats.tenant_id or _bounded(
+        _header(headers, topics.HEADER_TENANT), _MAX_TENANT, "tenant header"
+    )
+    tenant = _printable(tenant, "tenant") or default_tenant
     profile = _bounded(_header(headers, topics.HEADER_PROFILE), _MAX_PROFILE_NAME, "profile")
     counts = {name: getattr(stats, name) for name in COUNT_FIELDS}
     if window == "minute":
         start = stats.from_
         if start.second or start.microsecond or stats.to - start != MINUTE:
             raise UnreadableMessage(f"minute bucket [{start}, {stats.to}) is not one minute")
-        batch.minutes.append(MinuteBucket(stats.campaign_id, start, counts))
+        batch.minutes.append(MinuteBucket(stats.campaign_id, start, counts, tenant))
     else:
         batch.windows.append(
-            LiveWindow(stats.campaign_id, window, profile, stats.from_, stats.to, counts)
+            LiveWindow(stats.campaign_id, window, profile, stats.from_, stats.to, counts, tenant)
         )
     batch.sightings.append(Sighting(stats.campaign_id, tenant, profile))
 
 
-def parse_messages(messages: Iterable[Message | tuple[Any, ...]]) -> StoreBatch:
-    """The store writes for a batch of records; unreadable records are logged and skipped
-    (the detector is the only producer: a record it cannot have meant is not retried)."""
+def parse_messages(
+    messages: Iterable[Message | tuple[Any, ...]],
+    *,
+    default_tenant: str = DEFAULT_TENANT,
+    skipped: Callable[[str], None] | None = None,
+) -> StoreBatch:
+    """The store writes for a batch of records. A record that cannot be decoded, for any
+    reason, is logged, reported to `skipped(topic)` and skipped, never retried (the
+    detector is the only producer: a record it cannot have meant would fail forever). A
+    message without a tenant (older detectors) belongs to `default_tenant`; a message
+    with header `cdrwatch-replay: 1` is passed on to the store as replayed."""
     batch = StoreBatch()
     for message in messages:
         topic, _key, value, *rest = message
@@ -114,14 +153,24 @@ def parse_messages(messages: Iterable[Message | tuple[Any, ...]]) -> StoreBatch:
         try:
             if value is None:
                 raise UnreadableMessage("no value")
+            replayed = _header(headers, topics.HEADER_REPLAY) == "1"
             if topic == topics.ALERTS:
-                batch.alerts.append(AlertV1.model_validate(orjson.loads(value)))
+                alert = AlertV1.model_validate(orjson.loads(value))
+                for what in ("id", "campaign_id", "tenant_id", "rule", "profile"):
+                    _printable(getattr(alert, what), what)
+                if alert.tenant_id is None:
+                    alert = alert.model_copy(update={"tenant_id": default_tenant})
+                batch.add_alert(alert, replayed=replayed)
             elif topic == topics.STATS:
-                _parse_stats(value, headers, batch)
+                _parse_stats(value, headers, batch, default_tenant)
             else:
                 raise UnreadableMessage(f"not a topic the api consumes: {topic}")
-        except (UnreadableMessage, ValidationError, orjson.JSONDecodeError) as exc:
-            log.warning("message_skipped topic=%s error=%s", topic, str(exc)[:500])
+        except Exception as exc:  # one bad record is skipped, never a crash loop
+            log.warning(
+                "message_skipped topic=%s error=%s: %s", topic, type(exc).__name__, str(exc)[:500]
+            )
+            if skipped is not None:
+                skipped(str(topic))
     return batch
 
 
@@ -130,10 +179,11 @@ async def apply_messages(
     messages: Iterable[Message | tuple[Any, ...]],
     *,
     positions: Mapping[tuple[str, str, int], int] | None = None,
+    skipped: Callable[[str], None] | None = None,
 ) -> StoreBatch:
     """Parse a batch of records and write it, with the consumer `positions` reached
     ((group, topic, partition) -> next offset), in one transaction."""
-    batch = parse_messages(messages)
+    batch = parse_messages(messages, default_tenant=store.default_tenant, skipped=skipped)
     batch.positions.update(positions or {})
     await store.apply_batch(batch)
     return batch
@@ -162,7 +212,7 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
             if offset > ends.get(tp, offset):
                 # The log is shorter than what we already read: the topic was recreated
                 # (e.g. an in-memory broker restarted). Read it again from the start; the
-                # stats upsert (field-wise max) and alert upsert (by id) are idempotent.
+                # stats (last write wins) and alert (by id) upserts are idempotent.
                 log.warning(
                     "consumer_position_beyond_log_end topic=%s partition=%s stored=%s end=%s",
                     tp.topic,
@@ -190,6 +240,7 @@ class StoreConsumer:
         *,
         consumer_factory: ConsumerFactory | None = None,
         max_records: int = 2000,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -197,6 +248,22 @@ class StoreConsumer:
         self._max_records = max_records
         self.running = False
         self.newest_output_at: datetime | None = None
+        self.skipped_total = 0
+        self._skipped_metric = (
+            None
+            if registry is None
+            else Counter(
+                "cdrwatch_api_messages_skipped_total",
+                "Detector messages the api could not decode and skipped, by topic.",
+                ["topic"],
+                registry=registry,
+            )
+        )
+
+    def _skipped(self, topic: str) -> None:
+        self.skipped_total += 1
+        if self._skipped_metric is not None:
+            self._skipped_metric.labels(topic=topic).inc()
 
     def _kafka_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -255,6 +322,7 @@ class StoreConsumer:
             self._store,
             messages,
             positions={(group, tp.topic, tp.partition): n for tp, n in offsets.items()},
+            skipped=self._skipped,
         )
         await consumer.commit(offsets)
         if newest > 0:

@@ -52,7 +52,7 @@ class Campaign(BaseModel):
     """
 
     campaign_id: str
-    tenant_id: str | None
+    tenant_id: str
     profile: str | None
     overrides: dict[str, Any]
     amd_false_positive_ratio: float
@@ -131,6 +131,7 @@ class CampaignCompliance(BaseModel):
     and, within a rule, in time order."""
 
     campaign_id: str
+    tenant_id: str | None = None
     profile: str
     windows: list[ComplianceWindow]
 

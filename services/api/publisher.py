@@ -1,7 +1,8 @@
 """Publishes campaign configurations to `cdrwatch.campaigns.v1`, which the detector reads
 as a table (the newest record per key wins; the topic is meant to be compacted).
 
-Record: key = campaign_id (UTF-8); value = JSON
+Record: key = the scoped key `tenant_id/campaign_id` (UTF-8; a campaign is a (tenant,
+campaign) pair, and ids contain no `/`); value = JSON
 `{"campaign_id", "profile", "overrides", "amd_false_positive_ratio", "tenant_id",
 "updated_at"}` with `profile` null for the detector's default profile and `updated_at`
 RFC 3339 UTC.
@@ -32,8 +33,9 @@ class CampaignPublisher(Protocol):
 
 
 def campaign_record(config: CampaignConfig) -> tuple[bytes, bytes]:
-    """Kafka key and value of a campaign configuration."""
-    return config.campaign_id.encode(), orjson.dumps(config.model_dump(mode="json"))
+    """Kafka key (the scoped key) and value of a campaign configuration."""
+    key = f"{config.tenant_id or ''}/{config.campaign_id}"
+    return key.encode(), orjson.dumps(config.model_dump(mode="json"))
 
 
 class KafkaCampaignPublisher:

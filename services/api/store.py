@@ -1,11 +1,18 @@
 """The api's relational store: alerts with their history, campaigns, minute buckets and
 live window figures (SQLAlchemy Core; SQLite and PostgreSQL).
 
+Tenancy is a key: campaigns, minute buckets, live windows and alerts belong to a
+(tenant_id, campaign_id); the same campaign id in two tenants is two campaigns. A message
+without a tenant (older detectors) belongs to the default tenant.
+
 Everything the consumer writes is idempotent, so a batch redelivered after a crash
 changes nothing: alerts are upserted by id and a history row is added only when
-(state, severity) changes; minute buckets keep the field-wise maximum of stored and
-incoming counts (counts of a bucket only grow); a live window keeps the message with the
-latest `to`. One `apply_batch` is one transaction.
+(state, severity) changes; minute buckets and live windows are last-write-wins (the
+detector publishes a campaign's figures in order on one partition, absolute values, so
+after a rebuild of its state the figures converge to the rebuilt ones). An alert marked
+replayed (re-derived from archived records after the broker restarted) that is already
+held updates its figures but adds no history and keeps opened_at, acks and notes. One
+`apply_batch` is one transaction.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from services.api.models import (
     CampaignStatus,
 )
 from services.common.db import (
+    DEFAULT_TENANT,
     alert_history,
     alerts,
     campaigns,
@@ -59,6 +67,7 @@ class MinuteBucket:
     campaign_id: str
     minute_start: datetime
     counts: Mapping[str, int]
+    tenant_id: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,7 @@ class LiveWindow:
     start: datetime
     end: datetime
     counts: Mapping[str, int]
+    tenant_id: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +97,8 @@ class StoreBatch:
     """What one consumer batch writes, in arrival order."""
 
     alerts: list[AlertV1] = field(default_factory=list)
+    # Ids of alerts in `alerts` whose message was marked replayed, by position in `alerts`.
+    replayed: set[int] = field(default_factory=set)
     minutes: list[MinuteBucket] = field(default_factory=list)
     windows: list[LiveWindow] = field(default_factory=list)
     sightings: list[Sighting] = field(default_factory=list)
@@ -96,6 +108,11 @@ class StoreBatch:
     def __bool__(self) -> bool:
         return bool(self.alerts or self.minutes or self.windows or self.sightings or self.positions)
 
+    def add_alert(self, alert: AlertV1, *, replayed: bool = False) -> None:
+        if replayed:
+            self.replayed.add(len(self.alerts))
+        self.alerts.append(alert)
+
 
 @dataclass(frozen=True, slots=True)
 class WindowSample:
@@ -103,6 +120,7 @@ class WindowSample:
     window: str
     profile: str
     counts: Mapping[str, int]
+    tenant_id: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +156,19 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
 class AlertStore:
     """Reads and writes of the api; the consumer and the routes share one instance."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Clock = utc_now,
+        default_tenant: str = DEFAULT_TENANT,
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self.default_tenant = default_tenant
+
+    def _tenant(self, tenant_id: str | None) -> str:
+        return tenant_id or self.default_tenant
 
     @property
     def engine(self) -> AsyncEngine:
@@ -160,11 +188,6 @@ class AlertStore:
             return sqlite.insert(table)
         raise NotImplementedError(f"no upsert for database dialect {name!r}")
 
-    def _greatest(self, a: Any, b: Any) -> Any:
-        if self._engine.dialect.name == "postgresql":
-            return sa.func.greatest(a, b)
-        return sa.func.max(a, b)  # SQLite's two-argument max() is scalar
-
     # --- writes from the consumer ------------------------------------------------------
 
     async def apply_batch(self, batch: StoreBatch) -> None:
@@ -174,15 +197,19 @@ class AlertStore:
         now = self._clock()
         async with self._engine.begin() as conn:
             sightings = list(batch.sightings)
-            sightings += [Sighting(a.campaign_id, profile=a.profile) for a in batch.alerts]
+            sightings += [Sighting(a.campaign_id, a.tenant_id, a.profile) for a in batch.alerts]
             await self._record_sightings(conn, sightings, now)
-            await self._upsert_alerts(conn, batch.alerts, now)
+            marked = [(a, i in batch.replayed) for i, a in enumerate(batch.alerts)]
+            await self._upsert_alerts(conn, marked, now)
             await self._upsert_minutes(conn, batch.minutes)
             await self._upsert_windows(conn, batch.windows, now)
             await self._store_positions(conn, batch.positions)
 
-    async def upsert_alerts(self, items: Sequence[AlertV1]) -> None:
-        await self.apply_batch(StoreBatch(alerts=list(items)))
+    async def upsert_alerts(self, items: Sequence[AlertV1], *, replayed: bool = False) -> None:
+        batch = StoreBatch(alerts=list(items))
+        if replayed:
+            batch.replayed = set(range(len(items)))
+        await self.apply_batch(batch)
 
     async def upsert_minute_buckets(self, buckets: Sequence[MinuteBucket]) -> None:
         await self.apply_batch(StoreBatch(minutes=list(buckets)))
@@ -224,63 +251,83 @@ class AlertStore:
     async def _record_sightings(
         self, conn: AsyncConnection, sightings: Sequence[Sighting], now: datetime
     ) -> None:
-        # One row per campaign: the first tenant reported wins (a campaign never changes
-        # tenant behind an admin's back), the last profile reported is the observed one.
-        merged: dict[str, Sighting] = {}
+        # One row per (tenant, campaign); the last profile reported is the observed one.
+        merged: dict[tuple[str, str], str | None] = {}
         for s in sightings:
-            old = merged.get(s.campaign_id)
-            merged[s.campaign_id] = Sighting(
-                s.campaign_id,
-                (old.tenant_id if old and old.tenant_id else None) or s.tenant_id,
-                s.profile or (old.profile if old else None),
-            )
+            key = (self._tenant(s.tenant_id), s.campaign_id)
+            merged[key] = s.profile or merged.get(key)
         if not merged:
             return
         stmt = self._insert(campaigns)
-        tenant = sa.func.coalesce(campaigns.c.tenant_id, stmt.excluded.tenant_id)
         profile = sa.func.coalesce(stmt.excluded.observed_profile, campaigns.c.observed_profile)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[campaigns.c.campaign_id],
-            set_={"tenant_id": tenant, "observed_profile": profile},
-            where=sa.or_(
-                campaigns.c.tenant_id.is_distinct_from(tenant),
-                campaigns.c.observed_profile.is_distinct_from(profile),
-            ),
+            index_elements=[campaigns.c.tenant_id, campaigns.c.campaign_id],
+            set_={"observed_profile": profile},
+            where=campaigns.c.observed_profile.is_distinct_from(profile),
         )
         rows: list[dict[str, Any]] = [
             {
-                "campaign_id": s.campaign_id,
-                "tenant_id": s.tenant_id,
-                "observed_profile": s.profile,
+                "tenant_id": tenant,
+                "campaign_id": campaign_id,
+                "observed_profile": observed,
                 "overrides": {},
                 "amd_false_positive_ratio": 0.0,
                 "first_seen_at": now,
                 "updated_at": now,
             }
-            for s in merged.values()
+            for (tenant, campaign_id), observed in merged.items()
         ]
         for chunk in _chunks(rows):
             await conn.execute(stmt, list(chunk))
 
     async def _upsert_alerts(
-        self, conn: AsyncConnection, items: Sequence[AlertV1], now: datetime
+        self, conn: AsyncConnection, items: Sequence[tuple[AlertV1, bool]], now: datetime
     ) -> None:
+        """Upsert alerts by id in arrival order; `items` are (alert, marked replayed).
+
+        A history row is added when (state, severity) changes. A replayed alert already
+        held only refreshes its figures (value, numerator, denominator, evidence, window
+        end): no history, and state, severity, opened_at, acks and notes stay."""
         if not items:
             return
-        last: dict[str, tuple[str, str]] = {}
-        ids = sorted({a.id for a in items})
+        held: dict[str, dict[str, Any]] = {}
+        ids = sorted({a.id for a, _ in items})
         for chunk in _chunks(ids):
-            result = await conn.execute(
-                sa.select(alerts.c.id, alerts.c.state, alerts.c.severity).where(
-                    alerts.c.id.in_(chunk)
-                )
-            )
-            last.update({row.id: (row.state, row.severity) for row in result})
-        final: dict[str, AlertV1] = {}
+            result = await conn.execute(sa.select(alerts).where(alerts.c.id.in_(chunk)))
+            for row in result:
+                held[row.id] = {
+                    "id": row.id,
+                    "tenant_id": row.tenant_id,
+                    "campaign_id": row.campaign_id,
+                    "rule": row.rule,
+                    "severity": row.severity,
+                    "state": row.state,
+                    "opened_at": row.opened_at,
+                    "resolved_at": row.resolved_at,
+                    "body": dict(row.body),
+                }
+        final: dict[str, dict[str, Any]] = {}
         history: list[dict[str, Any]] = []
-        for alert in items:
-            if last.get(alert.id) != (alert.state, alert.severity):
-                last[alert.id] = (alert.state, alert.severity)
+        for alert, replayed in items:
+            current = final.get(alert.id) or held.get(alert.id)
+            if replayed and current is not None:
+                body = dict(current["body"])
+                window = dict(body.get("window") or {})
+                window["end"] = alert.model_dump(mode="json")["window"]["end"]
+                window.setdefault("start", window["end"])
+                body.update(
+                    value=alert.value,
+                    numerator=alert.numerator,
+                    denominator=alert.denominator,
+                    evidence=alert.evidence.model_dump(mode="json"),
+                    window=window,
+                )
+                final[alert.id] = {**current, "body": body, "updated_at": now}
+                continue
+            if current is None or (current["state"], current["severity"]) != (
+                alert.state,
+                alert.severity,
+            ):
                 history.append(
                     {
                         "alert_id": alert.id,
@@ -292,53 +339,67 @@ class AlertStore:
                         "recorded_at": now,
                     }
                 )
-            final[alert.id] = alert
-        stmt = self._insert(alerts)
-        replaced = ("campaign_id", "rule", "severity", "state", "opened_at", "resolved_at")
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[alerts.c.id],
-            set_={name: stmt.excluded[name] for name in (*replaced, "body", "updated_at")},
-        )
-        rows = [
-            {
-                "id": a.id,
-                "campaign_id": a.campaign_id,
-                "rule": a.rule,
-                "severity": a.severity,
-                "state": a.state,
-                "opened_at": a.opened_at,
-                "resolved_at": a.resolved_at,
-                "body": a.model_dump(mode="json", exclude=set(_ACK_FIELDS)),
+            tenant = self._tenant(alert.tenant_id)
+            body = alert.model_dump(mode="json", exclude=set(_ACK_FIELDS))
+            body["tenant_id"] = tenant
+            final[alert.id] = {
+                "id": alert.id,
+                "tenant_id": tenant,
+                "campaign_id": alert.campaign_id,
+                "rule": alert.rule,
+                "severity": alert.severity,
+                "state": alert.state,
+                "opened_at": alert.opened_at,
+                "resolved_at": alert.resolved_at,
+                "body": body,
                 "updated_at": now,
             }
-            for a in final.values()
-        ]
+        stmt = self._insert(alerts)
+        replaced = (
+            "tenant_id",
+            "campaign_id",
+            "rule",
+            "severity",
+            "state",
+            "opened_at",
+            "resolved_at",
+            "body",
+            "updated_at",
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[alerts.c.id],
+            set_={name: stmt.excluded[name] for name in replaced},
+        )
+        rows = list(final.values())
         for chunk in _chunks(rows):
             await conn.execute(stmt, list(chunk))
         for chunk in _chunks(history):
             await conn.execute(alert_history.insert(), list(chunk))
 
     async def _upsert_minutes(self, conn: AsyncConnection, buckets: Sequence[MinuteBucket]) -> None:
-        merged: dict[tuple[str, datetime], dict[str, int]] = {}
+        # Last write wins: the newest message for a bucket replaces it (CONTRACT decision 5).
+        latest: dict[tuple[str, str, datetime], Mapping[str, int]] = {}
         for b in buckets:
-            counts = merged.setdefault(
-                (b.campaign_id, b.minute_start), dict.fromkeys(COUNT_FIELDS, 0)
-            )
-            for name in COUNT_FIELDS:
-                counts[name] = max(counts[name], int(b.counts.get(name, 0)))
-        if not merged:
+            latest[(self._tenant(b.tenant_id), b.campaign_id, b.minute_start)] = b.counts
+        if not latest:
             return
         stmt = self._insert(minute_stats)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[minute_stats.c.campaign_id, minute_stats.c.minute_start],
-            set_={
-                name: self._greatest(minute_stats.c[name], stmt.excluded[name])
-                for name in COUNT_FIELDS
-            },
+            index_elements=[
+                minute_stats.c.tenant_id,
+                minute_stats.c.campaign_id,
+                minute_stats.c.minute_start,
+            ],
+            set_={name: stmt.excluded[name] for name in COUNT_FIELDS},
         )
         rows = [
-            {"campaign_id": campaign_id, "minute_start": start, **counts}
-            for (campaign_id, start), counts in merged.items()
+            {
+                "tenant_id": tenant,
+                "campaign_id": campaign_id,
+                "minute_start": start,
+                **{name: int(counts.get(name, 0)) for name in COUNT_FIELDS},
+            }
+            for (tenant, campaign_id, start), counts in latest.items()
         ]
         for chunk in _chunks(rows):
             await conn.execute(stmt, list(chunk))
@@ -346,32 +407,35 @@ class AlertStore:
     async def _upsert_windows(
         self, conn: AsyncConnection, windows: Sequence[LiveWindow], now: datetime
     ) -> None:
-        latest: dict[tuple[str, str], LiveWindow] = {}
+        # Last write wins, like minute buckets: after a rebuild the detector's live windows
+        # may start over, and the newest message is the truth.
+        latest: dict[tuple[str, str, str], LiveWindow] = {}
         for w in windows:
-            old = latest.get((w.campaign_id, w.window))
-            if old is None or w.end >= old.end:
-                latest[(w.campaign_id, w.window)] = w
+            latest[(self._tenant(w.tenant_id), w.campaign_id, w.window)] = w
         if not latest:
             return
         stmt = self._insert(window_stats)
         replaced = ("profile", "window_from", "window_to", *COUNT_FIELDS, "updated_at")
         stmt = stmt.on_conflict_do_update(
-            index_elements=[window_stats.c.campaign_id, window_stats.c.window],
+            index_elements=[
+                window_stats.c.tenant_id,
+                window_stats.c.campaign_id,
+                window_stats.c.window,
+            ],
             set_={name: stmt.excluded[name] for name in replaced},
-            # A replayed older snapshot never replaces a newer one.
-            where=stmt.excluded.window_to >= window_stats.c.window_to,
         )
         rows = [
             {
-                "campaign_id": w.campaign_id,
-                "window": w.window,
+                "tenant_id": tenant,
+                "campaign_id": campaign_id,
+                "window": window,
                 "profile": w.profile,
                 "window_from": w.start,
                 "window_to": w.end,
                 **{name: int(w.counts.get(name, 0)) for name in COUNT_FIELDS},
                 "updated_at": now,
             }
-            for w in latest.values()
+            for (tenant, campaign_id, window), w in latest.items()
         ]
         for chunk in _chunks(rows):
             await conn.execute(stmt, list(chunk))
@@ -382,28 +446,36 @@ class AlertStore:
         self, campaign_id: str, start: datetime, end: datetime, *, tenant_id: str | None = None
     ) -> dict[str, int] | None:
         """Exact sums of the campaign's minute buckets with start <= minute_start < end;
-        None when the campaign is unknown or, with `tenant_id`, of another tenant."""
-        known = sa.select(campaigns.c.tenant_id).where(campaigns.c.campaign_id == campaign_id)
+        None when the tenant's campaign is unknown (`tenant_id` None: the default tenant)."""
+        tenant = self._tenant(tenant_id)
+        known = sa.select(campaigns.c.campaign_id).where(
+            campaigns.c.tenant_id == tenant, campaigns.c.campaign_id == campaign_id
+        )
         query = sa.select(
             *(sa.func.coalesce(sa.func.sum(minute_stats.c[name]), 0) for name in COUNT_FIELDS)
         ).where(
+            minute_stats.c.tenant_id == tenant,
             minute_stats.c.campaign_id == campaign_id,
             minute_stats.c.minute_start >= start,
             minute_stats.c.minute_start < end,
         )
         async with self._engine.connect() as conn:
-            owner = (await conn.execute(known)).first()
-            if owner is None or (tenant_id is not None and owner.tenant_id != tenant_id):
+            if (await conn.execute(known)).first() is None:
                 return None
             row = (await conn.execute(query)).one()
         return {name: int(value) for name, value in zip(COUNT_FIELDS, row, strict=True)}
 
-    async def minute_buckets(self, campaign_id: str) -> dict[datetime, dict[str, int]]:
-        """Every stored minute bucket of the campaign: minute start (UTC) -> its counts,
-        in time order. No tenant check: the caller scopes the campaign first."""
+    async def minute_buckets(
+        self, campaign_id: str, *, tenant_id: str | None = None
+    ) -> dict[datetime, dict[str, int]]:
+        """Every stored minute bucket of the tenant's campaign: minute start (UTC) -> its
+        counts, in time order."""
         query = (
             sa.select(minute_stats.c.minute_start, *(minute_stats.c[n] for n in COUNT_FIELDS))
-            .where(minute_stats.c.campaign_id == campaign_id)
+            .where(
+                minute_stats.c.tenant_id == self._tenant(tenant_id),
+                minute_stats.c.campaign_id == campaign_id,
+            )
             .order_by(minute_stats.c.minute_start)
         )
         async with self._engine.connect() as conn:
@@ -415,30 +487,46 @@ class AlertStore:
 
     # --- campaigns ---------------------------------------------------------------------
 
-    async def get_campaign(self, campaign_id: str) -> Campaign | None:
+    def _one_campaign(self, campaign_id: str, tenant_id: str | None) -> sa.Select[Any]:
+        return sa.select(campaigns).where(
+            campaigns.c.tenant_id == self._tenant(tenant_id),
+            campaigns.c.campaign_id == campaign_id,
+        )
+
+    async def get_campaign(
+        self, campaign_id: str, *, tenant_id: str | None = None
+    ) -> Campaign | None:
+        """The tenant's campaign (`tenant_id` None: the default tenant), or None."""
         async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(campaigns).where(campaigns.c.campaign_id == campaign_id)
-                )
-            ).all()
+            rows = (await conn.execute(self._one_campaign(campaign_id, tenant_id))).all()
             found = await self._campaigns_from_rows(conn, rows)
         return found[0] if found else None
 
     async def list_campaigns(
         self, *, tenant_id: str | None, cursor: str | None = None, limit: int = 100
     ) -> CampaignPage:
-        """Campaigns by id; `tenant_id` None sees every tenant."""
-        query = sa.select(campaigns).order_by(campaigns.c.campaign_id).limit(limit + 1)
+        """Campaigns by id, then tenant; `tenant_id` None lists every tenant's."""
+        query = (
+            sa.select(campaigns)
+            .order_by(campaigns.c.campaign_id, campaigns.c.tenant_id)
+            .limit(limit + 1)
+        )
         if tenant_id is not None:
             query = query.where(campaigns.c.tenant_id == tenant_id)
         if cursor is not None:
-            (after,) = decode_cursor(cursor, 1)
-            query = query.where(campaigns.c.campaign_id > after)
+            after, after_tenant = decode_cursor(cursor, 2)
+            query = query.where(
+                sa.or_(
+                    campaigns.c.campaign_id > after,
+                    sa.and_(campaigns.c.campaign_id == after, campaigns.c.tenant_id > after_tenant),
+                )
+            )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
             items = await self._campaigns_from_rows(conn, rows[:limit])
-        next_cursor = encode_cursor([items[-1].campaign_id]) if len(rows) > limit else None
+        next_cursor = None
+        if len(rows) > limit:
+            next_cursor = encode_cursor([items[-1].campaign_id, items[-1].tenant_id or ""])
         return CampaignPage(items=items, next_cursor=next_cursor)
 
     async def put_campaign(
@@ -446,8 +534,11 @@ class AlertStore:
         campaign_id: str,
         decide: Callable[[CampaignConfig | None], CampaignConfig],
         publish: Callable[[CampaignConfig], Awaitable[None]],
+        *,
+        tenant_id: str | None = None,
     ) -> Campaign:
-        """Store a campaign's configuration, all or nothing.
+        """Store the configuration of the tenant's campaign (`tenant_id` None: the default
+        tenant), all or nothing.
 
         In one transaction: read the stored configuration (locked on PostgreSQL, so
         concurrent PUTs of a campaign publish and store in the same order), `decide` the
@@ -455,13 +546,10 @@ class AlertStore:
         unavailable), write it. Any exception rolls back: nothing is stored.
         """
         now = self._clock()
+        tenant = self._tenant(tenant_id)
         async with self._engine.begin() as conn:
             row = (
-                await conn.execute(
-                    sa.select(campaigns)
-                    .where(campaigns.c.campaign_id == campaign_id)
-                    .with_for_update()
-                )
+                await conn.execute(self._one_campaign(campaign_id, tenant).with_for_update())
             ).first()
             current = None
             if row is not None and row.configured_at is not None:
@@ -470,34 +558,33 @@ class AlertStore:
                     profile=row.profile,
                     overrides=row.overrides or {},
                     amd_false_positive_ratio=row.amd_false_positive_ratio,
-                    tenant_id=row.tenant_id,
+                    tenant_id=tenant,
                     updated_at=row.configured_at,
                 )
-            elif row is not None:  # observed only: its tenant is already known
+            elif row is not None:  # observed only
                 current = CampaignConfig(
-                    campaign_id=campaign_id, tenant_id=row.tenant_id, updated_at=row.updated_at
+                    campaign_id=campaign_id, tenant_id=tenant, updated_at=row.updated_at
                 )
             config = decide(current)
+            if config.tenant_id != tenant:
+                raise ValueError("a campaign's configuration cannot change its tenant")
             await publish(config)
             values = {
                 "profile": config.profile,
                 "overrides": config.overrides,
                 "amd_false_positive_ratio": config.amd_false_positive_ratio,
-                "tenant_id": config.tenant_id,
                 "configured_at": config.updated_at,
                 "updated_at": now,
             }
             stmt = self._insert(campaigns).values(
-                campaign_id=campaign_id, first_seen_at=now, **values
+                tenant_id=tenant, campaign_id=campaign_id, first_seen_at=now, **values
             )
             await conn.execute(
-                stmt.on_conflict_do_update(index_elements=[campaigns.c.campaign_id], set_=values)
-            )
-            rows = (
-                await conn.execute(
-                    sa.select(campaigns).where(campaigns.c.campaign_id == campaign_id)
+                stmt.on_conflict_do_update(
+                    index_elements=[campaigns.c.tenant_id, campaigns.c.campaign_id], set_=values
                 )
-            ).all()
+            )
+            rows = (await conn.execute(self._one_campaign(campaign_id, tenant))).all()
             return (await self._campaigns_from_rows(conn, rows))[0]
 
     async def _campaigns_from_rows(
@@ -505,29 +592,36 @@ class AlertStore:
     ) -> list[Campaign]:
         if not rows:
             return []
-        ids = [row.campaign_id for row in rows]
-        firing: dict[str, dict[str, int]] = {}
+        keys = [(row.tenant_id, row.campaign_id) for row in rows]
+        ids = sorted({campaign_id for _, campaign_id in keys})
+        tenants = sorted({tenant for tenant, _ in keys})
+        firing: dict[tuple[str, str], dict[str, int]] = {}
         result = await conn.execute(
-            sa.select(alerts.c.campaign_id, alerts.c.severity, sa.func.count())
-            .where(alerts.c.state == "firing", alerts.c.campaign_id.in_(ids))
-            .group_by(alerts.c.campaign_id, alerts.c.severity)
+            sa.select(alerts.c.tenant_id, alerts.c.campaign_id, alerts.c.severity, sa.func.count())
+            .where(
+                alerts.c.state == "firing",
+                alerts.c.campaign_id.in_(ids),
+                alerts.c.tenant_id.in_(tenants),
+            )
+            .group_by(alerts.c.tenant_id, alerts.c.campaign_id, alerts.c.severity)
         )
-        for campaign_id, severity, count in result:
-            firing.setdefault(campaign_id, {})[severity] = int(count)
-        windows: dict[str, dict[str, StatsV1]] = {}
+        for tenant, campaign_id, severity, count in result:
+            firing.setdefault((tenant, campaign_id), {})[severity] = int(count)
+        windows: dict[tuple[str, str], dict[str, StatsV1]] = {}
         result = await conn.execute(
             sa.select(window_stats)
-            .where(window_stats.c.campaign_id.in_(ids))
+            .where(window_stats.c.campaign_id.in_(ids), window_stats.c.tenant_id.in_(tenants))
             .order_by(window_stats.c.campaign_id, window_stats.c.window)
         )
         for w in result:
             counts = {name: getattr(w, name) for name in COUNT_FIELDS}
-            windows.setdefault(w.campaign_id, {})[w.window] = stats_from_counts(
-                w.campaign_id, w.window_from, w.window_to, counts
+            windows.setdefault((w.tenant_id, w.campaign_id), {})[w.window] = stats_from_counts(
+                w.campaign_id, w.window_from, w.window_to, counts, tenant_id=w.tenant_id
             )
         items = []
         for row in rows:
-            severities = firing.get(row.campaign_id, {})
+            key = (row.tenant_id, row.campaign_id)
+            severities = firing.get(key, {})
             status: CampaignStatus = "ok"
             if severities:
                 status = "violation" if "violation" in severities else "warning"
@@ -542,7 +636,7 @@ class AlertStore:
                     first_seen_at=row.first_seen_at,
                     status=status,
                     firing_alerts=sum(severities.values()),
-                    windows=windows.get(row.campaign_id, {}),
+                    windows=windows.get(key, {}),
                 )
             )
         return items
@@ -562,11 +656,12 @@ class AlertStore:
         limit: int = 100,
     ) -> AlertPage:
         """Alerts newest first (opened_at, then id, descending); `since` keeps those opened
-        at or after it; `tenant_id` None sees every tenant."""
+        at or after it; `tenant_id` None lists every tenant's."""
         query = sa.select(alerts).order_by(alerts.c.opened_at.desc(), alerts.c.id.desc())
         conditions = [
             column == value
             for column, value in (
+                (alerts.c.tenant_id, tenant_id),
                 (alerts.c.campaign_id, campaign_id),
                 (alerts.c.state, state),
                 (alerts.c.rule, rule),
@@ -576,13 +671,11 @@ class AlertStore:
         ]
         if since is not None:
             conditions.append(alerts.c.opened_at >= since)
-        if tenant_id is not None:
-            conditions.append(alerts.c.campaign_id.in_(self._tenant_campaigns(tenant_id)))
         if cursor is not None:
             opened, last_id = decode_cursor(cursor, 2)
             try:
                 opened_at = parse_instant(opened)
-            except ValueError:
+            except (ValueError, ArithmeticError):
                 raise InvalidCursor("cursor is not one this api issued") from None
             conditions.append(
                 sa.or_(
@@ -601,7 +694,8 @@ class AlertStore:
         return AlertPage(items=items, next_cursor=next_cursor)
 
     async def get_alert(self, alert_id: str, *, tenant_id: str | None) -> AlertDetail | None:
-        """The alert with its history, or None when absent or of another tenant."""
+        """The alert with its history, or None when absent or, with `tenant_id`, of
+        another tenant."""
         async with self._engine.connect() as conn:
             return await self._alert_detail(conn, alert_id, tenant_id)
 
@@ -613,7 +707,7 @@ class AlertStore:
         async with self._engine.begin() as conn:
             scope = [alerts.c.id == alert_id, alerts.c.acknowledged_at.is_(None)]
             if tenant_id is not None:
-                scope.append(alerts.c.campaign_id.in_(self._tenant_campaigns(tenant_id)))
+                scope.append(alerts.c.tenant_id == tenant_id)
             await conn.execute(
                 alerts.update()
                 .where(*scope)
@@ -626,7 +720,7 @@ class AlertStore:
     ) -> AlertDetail | None:
         query = sa.select(alerts).where(alerts.c.id == alert_id)
         if tenant_id is not None:
-            query = query.where(alerts.c.campaign_id.in_(self._tenant_campaigns(tenant_id)))
+            query = query.where(alerts.c.tenant_id == tenant_id)
         row = (await conn.execute(query)).first()
         if row is None:
             return None
@@ -646,14 +740,11 @@ class AlertStore:
         )
 
     @staticmethod
-    def _tenant_campaigns(tenant_id: str) -> sa.Select[Any]:
-        return sa.select(campaigns.c.campaign_id).where(campaigns.c.tenant_id == tenant_id)
-
-    @staticmethod
     def _alert(row: sa.Row[Any]) -> AlertV1:
         return AlertV1.model_validate(
             {
                 **row.body,
+                "tenant_id": row.tenant_id,
                 "acknowledged_by": row.acknowledged_by,
                 "acknowledged_at": row.acknowledged_at,
             }
@@ -669,8 +760,19 @@ class AlertStore:
                     window_stats.c.profile, campaigns.c.profile, campaigns.c.observed_profile, ""
                 ).label("profile_label"),
             )
-            .join(campaigns, campaigns.c.campaign_id == window_stats.c.campaign_id)
-            .order_by(campaigns.c.first_seen_at, campaigns.c.campaign_id, window_stats.c.window)
+            .join(
+                campaigns,
+                sa.and_(
+                    campaigns.c.tenant_id == window_stats.c.tenant_id,
+                    campaigns.c.campaign_id == window_stats.c.campaign_id,
+                ),
+            )
+            .order_by(
+                campaigns.c.first_seen_at,
+                campaigns.c.campaign_id,
+                campaigns.c.tenant_id,
+                window_stats.c.window,
+            )
         )
         firing_query = (
             sa.select(alerts.c.rule, alerts.c.severity, sa.func.count())
@@ -684,6 +786,7 @@ class AlertStore:
                     window=row.window,
                     profile=row.profile_label,
                     counts={name: int(getattr(row, name)) for name in COUNT_FIELDS},
+                    tenant_id=row.tenant_id,
                 )
                 for row in await conn.execute(windows_query)
             ]
@@ -711,13 +814,16 @@ class AlertStore:
             ).rowcount
             newest = await conn.execute(
                 sa.select(
-                    minute_stats.c.campaign_id, sa.func.max(minute_stats.c.minute_start)
-                ).group_by(minute_stats.c.campaign_id)
+                    minute_stats.c.tenant_id,
+                    minute_stats.c.campaign_id,
+                    sa.func.max(minute_stats.c.minute_start),
+                ).group_by(minute_stats.c.tenant_id, minute_stats.c.campaign_id)
             )
             deleted_buckets = 0
-            for campaign_id, newest_start in newest.all():
+            for tenant, campaign_id, newest_start in newest.all():
                 result = await conn.execute(
                     minute_stats.delete().where(
+                        minute_stats.c.tenant_id == tenant,
                         minute_stats.c.campaign_id == campaign_id,
                         minute_stats.c.minute_start < newest_start - retention,
                     )

@@ -68,12 +68,16 @@ api_tokens = sa.Table(
 
 # --- api store (services/api/store.py) ---------------------------------------------------
 
+# Tenancy is a key (issue 6, decision 3): the same campaign id in two tenants is two
+# campaigns, so campaigns, minute stats and live windows are keyed by (tenant, campaign).
+DEFAULT_TENANT = "default"  # CommonSettings.default_tenant's default; used by migration 2
+
 # Every campaign the api has seen: from stats and alerts (observed) or from PUT (configured).
 campaigns = sa.Table(
     "campaigns",
     metadata,
+    sa.Column("tenant_id", sa.String(200), primary_key=True),
     sa.Column("campaign_id", sa.String(200), primary_key=True),
-    sa.Column("tenant_id", sa.String(200), nullable=True, index=True),
     # `profile` is the configured one (PUT; None: the detector's default profile applies);
     # `observed_profile` the one the detector last reported in stats or alerts.
     sa.Column("profile", sa.String(60), nullable=True),
@@ -91,6 +95,7 @@ alerts = sa.Table(
     "alerts",
     metadata,
     sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False, server_default=DEFAULT_TENANT),
     sa.Column("campaign_id", sa.String(200), nullable=False, index=True),
     sa.Column("rule", sa.String(120), nullable=False, index=True),
     sa.Column("severity", sa.String(20), nullable=False),
@@ -104,6 +109,7 @@ alerts = sa.Table(
     sa.Column("ack_note", sa.Text, nullable=True),
     sa.Index("ix_alerts_opened_at_id", "opened_at", "id"),
     sa.Index("ix_alerts_state_severity", "state", "severity"),
+    sa.Index("ix_alerts_tenant_campaign", "tenant_id", "campaign_id"),
 )
 
 # Every (state, severity) an alert entered, in arrival order: a row only when it changes.
@@ -131,6 +137,7 @@ def _count_columns() -> list[sa.Column[int]]:
 minute_stats = sa.Table(
     "minute_stats",
     metadata,
+    sa.Column("tenant_id", sa.String(200), primary_key=True),
     sa.Column("campaign_id", sa.String(200), primary_key=True),
     sa.Column("minute_start", UtcDateTime, primary_key=True),
     *_count_columns(),
@@ -140,6 +147,7 @@ minute_stats = sa.Table(
 window_stats = sa.Table(
     "window_stats",
     metadata,
+    sa.Column("tenant_id", sa.String(200), primary_key=True),
     sa.Column("campaign_id", sa.String(200), primary_key=True),
     sa.Column("window", sa.String(40), primary_key=True),
     sa.Column("profile", sa.String(60), nullable=True),
@@ -161,10 +169,60 @@ consumer_positions = sa.Table(
     sa.Column("next_offset", sa.BigInteger, nullable=False),
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 Migration = Callable[[AsyncConnection], Awaitable[None]]
-# version reached -> step that brings a database from version-1 to it (create_all covers 1).
-_MIGRATIONS: dict[int, Migration] = {}
+
+
+async def _tenant_keys(conn: AsyncConnection) -> None:
+    """Version 2: (tenant, campaign) keys. Campaigns without a tenant go to the default
+    tenant; stats rows take their campaign's tenant; alerts get a tenant column.
+
+    The three re-keyed tables are built under a temporary name, filled from the old ones,
+    and renamed once the old ones are dropped (so no index or constraint name clashes)."""
+    rekeyed = (campaigns, minute_stats, window_stats)
+    old = {
+        t.name: sa.Table(t.name, sa.MetaData(), *(sa.Column(c.name) for c in t.columns))
+        for t in rekeyed
+    }
+    old_campaigns = old["campaigns"]
+
+    def owner_of(campaign_id: Any) -> Any:
+        return (
+            sa.select(sa.func.coalesce(sa.func.max(old_campaigns.c.tenant_id), DEFAULT_TENANT))
+            .where(old_campaigns.c.campaign_id == campaign_id)
+            .scalar_subquery()
+        )
+
+    for table in rekeyed:
+        new = table.to_metadata(sa.MetaData(), name=f"{table.name}_v2")
+        await conn.run_sync(lambda sync, t=new: t.create(sync))
+        rows = old[table.name]
+        columns = [c.name for c in table.columns if c.name != "tenant_id"]
+        owner = (
+            sa.func.coalesce(rows.c.tenant_id, DEFAULT_TENANT)
+            if table is campaigns
+            else owner_of(rows.c.campaign_id)
+        )
+        await conn.execute(
+            new.insert().from_select(
+                ["tenant_id", *columns], sa.select(owner, *(rows.c[n] for n in columns))
+            )
+        )
+    await conn.exec_driver_sql(
+        f"ALTER TABLE alerts ADD COLUMN tenant_id VARCHAR(200) NOT NULL DEFAULT '{DEFAULT_TENANT}'"
+    )
+    await conn.execute(alerts.update().values(tenant_id=owner_of(alerts.c.campaign_id)))
+    await conn.exec_driver_sql(
+        "CREATE INDEX ix_alerts_tenant_campaign ON alerts (tenant_id, campaign_id)"
+    )
+    for table in rekeyed:
+        await conn.exec_driver_sql(f"DROP TABLE {table.name}")
+        await conn.exec_driver_sql(f"ALTER TABLE {table.name}_v2 RENAME TO {table.name}")
+
+
+# version reached -> step that brings a database from version-1 to it (create_all covers
+# the newest version of a new database).
+_MIGRATIONS: dict[int, Migration] = {2: _tenant_keys}
 
 
 def create_engine(url: str) -> AsyncEngine:

@@ -43,6 +43,7 @@ from schemas.instants import format_instant
 from schemas.stats_v1 import rate
 from services.common.settings import DetectorSettings
 from services.detector.core import lockouts
+from services.detector.core.calendar import validate_zone
 from services.detector.core.engine import (
     BatchOutput,
     BucketState,
@@ -63,15 +64,78 @@ log = logging.getLogger("cdrwatch.detector")
 SEEN, BUCKET, CAMPAIGN, VIOLATIONS = "s\x1f", "b\x1f", "c\x1f", "v\x1f"
 
 
-def to_call_record(cdr: NormalizedCdrV1) -> CallRecord:
-    """The one mapping from the wire model to the core's type."""
+# Instants the detector accepts (CONTRACT decision 7 checks the ingest side more tightly);
+# outside, minute and day arithmetic overflows datetime (year 1 .. 9999), so such a record
+# is a dead letter before it touches any state.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+_INSTANT_FIELDS = (
+    "originated_at",
+    "ringing_at",
+    "answered_at",
+    "greeting_ended_at",
+    "agent_connected_at",
+    "message_started_at",
+    "ended_at",
+    "accepted_at",
+)
+
+
+def scoped_key(tenant_id: str, campaign_id: str) -> str:
+    """The detector's key of a campaign (CONTRACT decision 3): ids contain no `/`."""
+    return f"{tenant_id}/{campaign_id}"
+
+
+def split_scoped(key: str) -> tuple[str, str]:
+    """(tenant_id, campaign_id) of a scoped key."""
+    tenant, _, campaign = key.partition("/")
+    return tenant, campaign
+
+
+class UnprocessableRecord(ValueError):
+    """A decoded record the detector must not apply (a dead letter, never a crash)."""
+
+
+def check_record(cdr: NormalizedCdrV1) -> None:
+    """Refuse what would break the engine's arithmetic or the scoped key, before any state
+    is touched (so the change log of the good records is what it would be without it)."""
+    for name in ("call_id", "campaign_id", "tenant_id"):
+        value = getattr(cdr, name, None)
+        if value is None and name == "tenant_id":
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise UnprocessableRecord(f"{name} is missing or empty")
+        if "/" in value or not value.isprintable():
+            raise UnprocessableRecord(f"{name} holds `/` or a control character")
+    for zone in cdr.callee_zones or ():
+        try:
+            validate_zone(zone)
+        except ValueError as exc:
+            raise UnprocessableRecord(f"callee_zones: {exc}") from None
+    for name in _INSTANT_FIELDS:
+        value = getattr(cdr, name, None)
+        if value is None and name not in ("originated_at", "ended_at"):
+            continue
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise UnprocessableRecord(f"{name} is not an aware instant")
+        if not EARLIEST <= value < LATEST:
+            raise UnprocessableRecord(
+                f"{name} {value.isoformat()} outside [{EARLIEST.date()}, {LATEST.date()})"
+            )
+
+
+def to_call_record(cdr: NormalizedCdrV1, default_tenant: str = "default") -> CallRecord:
+    """The one mapping from the wire model to the core's type. The core's `campaign_id` is
+    the scoped key `tenant/campaign`, so every per-campaign piece of state includes the
+    tenant; a record without a tenant (older messages) belongs to `default_tenant`."""
+    tenant = cdr.tenant_id or default_tenant
     return CallRecord(
         call_id=cdr.call_id,
-        campaign_id=cdr.campaign_id,
+        campaign_id=scoped_key(tenant, cdr.campaign_id),
         originated_at=cdr.originated_at,
         ended_at=cdr.ended_at,
         callee_key=cdr.callee_key,
-        tenant_id=cdr.tenant_id,
+        tenant_id=tenant,
         dial_mode=cdr.dial_mode,
         callee_country=cdr.callee_country,
         callee_zones=tuple(cdr.callee_zones),
@@ -223,11 +287,12 @@ class CampaignConfigs:
         self._task: asyncio.Task[None] | None = None
         self._partitions: list[TopicPartition] = []
 
-    def config_for(self, campaign_id: str) -> CampaignConfig:
-        return self._configs.get(campaign_id, self._default)
+    def config_for(self, scoped: str) -> CampaignConfig:
+        """The configuration of a campaign by its scoped key `tenant/campaign`."""
+        return self._configs.get(scoped, self._default)
 
-    def knows(self, campaign_id: str) -> bool:
-        return campaign_id in self._configs
+    def knows(self, scoped: str) -> bool:
+        return scoped in self._configs
 
     def apply(self, value: bytes | None) -> None:
         if value is None:
@@ -235,15 +300,17 @@ class CampaignConfigs:
         try:
             record = orjson.loads(value)
             campaign_id = str(record["campaign_id"])
+            tenant_id = str(record.get("tenant_id") or self._settings.default_tenant)
             profile = load_profile(
                 str(record.get("profile") or self._settings.default_profile),
                 record.get("overrides") or None,
             )
             ratio = Fraction(str(record.get("amd_false_positive_ratio") or 0))
-        except (ProfileError, ValueError, KeyError, TypeError) as exc:
+        except (ProfileError, ValueError, KeyError, TypeError, ArithmeticError) as exc:
             log.error("campaign_config_unreadable error=%s", exc)
             return
-        self._configs[campaign_id] = CampaignConfig(profile, ratio)
+        # Keyed by the scoped key: a setting applies to its tenant's campaign only.
+        self._configs[scoped_key(tenant_id, campaign_id)] = CampaignConfig(profile, ratio)
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -419,24 +486,25 @@ class Detector:
     async def handle(self, events: Sequence[EventT]) -> None:
         started = time.perf_counter()
         decoded: list[Event] = []
+        replayed: set[str] = set()  # scoped keys of campaigns with a replayed record
         newest_accepted: datetime | None = None
         for event in events:
             message = event.message
             try:
                 cdr = NormalizedCdrV1.model_validate_json(event.value)
+                check_record(cdr)
+                call = to_call_record(cdr, self.settings.default_tenant)
             except ValidationError as exc:
-                self._dead_letter(
-                    event.value,
-                    message.partition,
-                    message.offset,
-                    "unreadable",
-                    str(exc.errors(include_url=False)[:3]),
-                )
-                self.metrics.rejected.labels(reason="unreadable").inc()
+                self._reject(event, "unreadable", str(exc.errors(include_url=False)[:3]), "cdr")
+                continue
+            except Exception as exc:  # one bad record is a dead letter, never a crash loop
+                self._reject(event, "unprocessable", f"{type(exc).__name__}: {exc}", "cdr")
                 continue
             if newest_accepted is None or cdr.accepted_at > newest_accepted:
                 newest_accepted = cdr.accepted_at
-            decoded.append(Event(message.partition, message.offset, to_call_record(cdr)))
+            if is_replayed(message):
+                replayed.add(call.campaign_id)
+            decoded.append(Event(message.partition, message.offset, call))
         self.state.bind(events)
         if any(
             not self.configs.knows(e.call.campaign_id)
@@ -447,7 +515,7 @@ class Detector:
             # first CDRs (SPEC: set the profile first) is applied.
             await self.configs.catch_up()
         out = self.engine.process(decoded)
-        self._publish(out)
+        self._publish(out, replayed)
         self.metrics.observe_batch(out, time.perf_counter() - started)
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self.settings.sweep_interval_seconds
@@ -459,27 +527,59 @@ class Detector:
         if newest_accepted is not None:
             self.metrics.lag.set(max(0.0, (self.clock() - newest_accepted).total_seconds()))
 
+    def _reject(self, event: EventT, reason: str, detail: str, stage: str) -> None:
+        message = event.message
+        self._dead_letter(
+            event.value,
+            message.partition,
+            message.offset,
+            reason,
+            detail,
+            stage=stage,
+            topic=getattr(message, "topic", topics.CDRS),
+        )
+        self.metrics.rejected.labels(reason=reason).inc()
+        log.warning(
+            "record_dead_lettered stage=%s reason=%s partition=%s offset=%s detail=%s",
+            stage,
+            reason,
+            message.partition,
+            message.offset,
+            detail[:300],
+        )
+
     def handle_callee_call(self, event: EventT) -> None:
         """One call to a callee: update the callee's history (in the event's partition,
         faust's current event) and send any lockout or frequency violation it reveals.
 
         A call already in the history is a repeat after a restart: its violations are
         derived again and sent again (the violations' consumer counts each call once),
-        because the first sending may have been lost with the crash."""
-        key = event.key.decode()
-        new = lockouts.from_json([orjson.loads(event.value)])[0]
-        rules = lockouts.LockoutRules.of(self.configs.config_for(new.campaign_id).profile)
-        history = lockouts.from_json(self.callees.get(key) or [])
-        if any(c.call_id == new.call_id for c in history):
-            others = tuple(c for c in history if c.call_id != new.call_id)
-            _, found = lockouts.record_call(others, new, rules)
-        else:
-            history, found = lockouts.record_call(history, new, rules)
-            history = lockouts.prune(history, max(c.originated_at for c in history), rules)
-            self.callees[key] = lockouts.to_json(history)
+        because the first sending may have been lost with the crash. A record that cannot
+        be decoded or applied is a dead letter (stage `callee`); the stage goes on."""
+        try:
+            key = event.key.decode()
+            new = lockouts.from_json([orjson.loads(event.value)])[0]
+            if not EARLIEST <= new.originated_at < LATEST:
+                raise UnprocessableRecord(f"originated_at {new.originated_at} out of range")
+            rules = lockouts.LockoutRules.of(self.configs.config_for(new.campaign_id).profile)
+            history = lockouts.from_json(self.callees.get(key) or [])
+            if any(c.call_id == new.call_id for c in history):
+                others = tuple(c for c in history if c.call_id != new.call_id)
+                _, found = lockouts.record_call(others, new, rules)
+            else:
+                history, found = lockouts.record_call(history, new, rules)
+                history = lockouts.prune(history, max(c.originated_at for c in history), rules)
+                self.callees[key] = lockouts.to_json(history)
+        except Exception as exc:  # one bad record is a dead letter, never a crash loop
+            self._reject(event, "unprocessable", f"{type(exc).__name__}: {exc}", "callee")
+            return
+        headers = _replay_headers(is_replayed(event.message))
         for violation in found:
+            _tenant, campaign = split_scoped(violation.campaign_id)
             self.violation_topic.send_soon(
-                key=violation.campaign_id.encode(),
+                # Keyed like the CDR topic (plain campaign id, see services.ingest), so a
+                # campaign's violations land in the partition that holds its state.
+                key=campaign.encode(),
                 value=orjson.dumps(
                     {
                         "rule_id": violation.rule_id,
@@ -489,57 +589,87 @@ class Detector:
                         "trigger_call_id": violation.trigger_call_id,
                     }
                 ),
+                headers=headers,
             )
 
     def handle_lockout_violations(self, events: Sequence[EventT]) -> None:
         decoded = []
+        replayed: set[str] = set()
         for event in events:
-            raw = orjson.loads(event.value)
-            decoded.append(
-                (
-                    event.message.partition,
-                    event.message.offset,
-                    lockouts.LockoutViolation(
-                        rule_id=raw["rule_id"],
-                        call_id=raw["call_id"],
-                        campaign_id=raw["campaign_id"],
-                        originated_at=datetime.fromisoformat(raw["originated_at"]),
-                        trigger_call_id=raw["trigger_call_id"],
-                    ),
+            try:
+                raw = orjson.loads(event.value)
+                violation = lockouts.LockoutViolation(
+                    rule_id=str(raw["rule_id"]),
+                    call_id=str(raw["call_id"]),
+                    campaign_id=str(raw["campaign_id"]),
+                    originated_at=datetime.fromisoformat(raw["originated_at"]).astimezone(UTC),
+                    trigger_call_id=raw["trigger_call_id"],
                 )
-            )
+                if not EARLIEST <= violation.originated_at < LATEST:
+                    raise UnprocessableRecord(
+                        f"originated_at {violation.originated_at} is out of range"
+                    )
+                if "/" not in violation.campaign_id:
+                    raise UnprocessableRecord("campaign_id is not a scoped key tenant/campaign")
+            except Exception as exc:  # one bad record is a dead letter, never a crash loop
+                self._reject(event, "unprocessable", f"{type(exc).__name__}: {exc}", "lockouts")
+                continue
+            if is_replayed(event.message):
+                replayed.add(violation.campaign_id)
+            decoded.append((event.message.partition, event.message.offset, violation))
         self.state.bind(events)
-        self._publish(self.engine.process_lockout_violations(decoded))
+        self._publish(self.engine.process_lockout_violations(decoded), replayed)
 
-    def _publish(self, out: BatchOutput) -> None:
+    def _publish(self, out: BatchOutput, replayed: set[str] | frozenset[str] = frozenset()) -> None:
+        """Send what a batch produced. The core's campaign ids are scoped keys: every
+        message carries the plain `campaign_id` and the `tenant_id`; a message derived from
+        a campaign that had a replayed record in the batch carries the replay header."""
         for key, callee_call in out.callee_events:
             self.callee_topic.send_soon(
-                key=key.encode(), value=orjson.dumps(lockouts.to_json((callee_call,))[0])
+                key=key.encode(),
+                value=orjson.dumps(lockouts.to_json((callee_call,))[0]),
+                headers=_replay_headers(callee_call.campaign_id in replayed),
             )
         for m in out.minute_stats:
+            tenant, campaign = split_scoped(m.campaign_id)
             self._send_stats(
                 stats_body(
-                    m.campaign_id, minute_start(m.minute), minute_start(m.minute + 1), m.counts
+                    campaign,
+                    minute_start(m.minute),
+                    minute_start(m.minute + 1),
+                    m.counts,
+                    tenant_id=tenant,
                 ),
                 m.campaign_id,
                 "minute",
-                m.tenant_id,
+                tenant,
                 m.profile,
+                replay=m.campaign_id in replayed,
             )
         for w in out.window_stats:
+            tenant, campaign = split_scoped(w.campaign_id)
             self._send_stats(
-                stats_body(w.campaign_id, w.start, w.end, w.counts),
+                stats_body(campaign, w.start, w.end, w.counts, tenant_id=tenant),
                 w.campaign_id,
                 w.window,
-                w.tenant_id,
+                tenant,
                 w.profile,
+                replay=w.campaign_id in replayed,
             )
         for payload in out.alerts:
-            self.alerts.send_soon(key=payload["campaign_id"].encode(), value=alert_body(payload))
+            scoped = payload["campaign_id"]
+            tenant, campaign = split_scoped(scoped)
+            self.alerts.send_soon(
+                key=scoped.encode(),
+                value=alert_body({**payload, "campaign_id": campaign, "tenant_id": tenant}),
+                headers=_replay_headers(scoped in replayed),
+            )
         for dead in out.dead_letters:
+            tenant, campaign = split_scoped(dead.event.call.campaign_id)
             record = {
                 "call_id": dead.event.call.call_id,
-                "campaign_id": dead.event.call.campaign_id,
+                "campaign_id": campaign,
+                "tenant_id": tenant,
             }
             self._dead_letter(
                 orjson.dumps(record),
@@ -547,40 +677,80 @@ class Detector:
                 dead.event.offset,
                 dead.reason,
                 dead.detail,
+                stage="cdr",
             )
 
     def _send_stats(
-        self, body: bytes, campaign_id: str, window: str, tenant: str | None, profile: str
+        self,
+        body: bytes,
+        scoped: str,
+        window: str,
+        tenant: str | None,
+        profile: str,
+        *,
+        replay: bool = False,
     ) -> None:
         self.stats.send_soon(
-            key=campaign_id.encode(),
+            key=scoped.encode(),
             value=body,
             headers=[
                 (topics.HEADER_WINDOW, window.encode()),
                 (topics.HEADER_TENANT, (tenant or "").encode()),
                 (topics.HEADER_PROFILE, profile.encode()),
+                *_replay_headers(replay),
             ],
         )
 
     def _dead_letter(
-        self, value: bytes | None, partition: int, offset: int, reason: str, detail: str
+        self,
+        value: bytes | None,
+        partition: int,
+        offset: int,
+        reason: str,
+        detail: str,
+        *,
+        stage: str,
+        topic: str = topics.CDRS,
     ) -> None:
         envelope = {
             "reason": reason,
+            "stage": stage,
             "detail": detail,
-            "source": {"topic": topics.CDRS, "partition": partition, "offset": offset},
+            "source": {"topic": topic, "partition": partition, "offset": offset},
             "record": _json_or_text(value),
         }
         self.dlq.send_soon(key=reason.encode(), value=orjson.dumps(envelope))
 
 
-def stats_body(campaign_id: str, start: datetime, end: datetime, counts: BucketCounts) -> bytes:
+def is_replayed(message: Any) -> bool:
+    """True when a consumed record carries `cdrwatch-replay: 1` (CONTRACT decision 4)."""
+    headers = getattr(message, "headers", None) or ()
+    items = headers.items() if isinstance(headers, dict) else headers
+    for name, value in items:
+        if name == topics.HEADER_REPLAY:
+            return bytes(value or b"") == b"1"
+    return False
+
+
+def _replay_headers(replay: bool) -> list[tuple[str, bytes]]:
+    return [(topics.HEADER_REPLAY, b"1")] if replay else []
+
+
+def stats_body(
+    campaign_id: str,
+    start: datetime,
+    end: datetime,
+    counts: BucketCounts,
+    *,
+    tenant_id: str | None = None,
+) -> bytes:
     """StatsV1 JSON without a pydantic round trip (hot path: one per touched bucket and
     window per batch); tests/service/test_detector_state.py holds it to the model."""
     c = counts
     return orjson.dumps(
         {
             "campaign_id": campaign_id,
+            "tenant_id": tenant_id,
             "from": format_instant(start),
             "to": format_instant(end),
             **c.as_dict(),

@@ -47,7 +47,7 @@ class DetectorMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=registry,
         )
-        for reason in ("too_late", "unreadable"):
+        for reason in ("too_late", "unreadable", "unprocessable"):
             self.rejected.labels(reason=reason)
 
     def observe_batch(self, out: BatchOutput, seconds: float) -> None:

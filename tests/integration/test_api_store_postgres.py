@@ -7,7 +7,11 @@ Every test here starts from empty tables.
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.api.store import AlertStore
 from services.common.db import create_engine, metadata, migrate
@@ -30,6 +34,29 @@ async def store(postgres_url, clock):
                 await conn.execute(table.delete())
     yield AlertStore(engine, clock=clock)
     await engine.dispose()
+
+
+@pytest.fixture
+async def blank_engine(postgres_url):
+    """An engine whose tables live in a fresh, empty schema of the test database."""
+    schema = f"blank_{secrets.token_hex(4)}"
+    admin = create_engine(postgres_url)
+    async with admin.begin() as conn:
+        await conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    engine = create_async_engine(
+        postgres_url, connect_args={"server_settings": {"search_path": schema}}
+    )
+    yield engine
+    await engine.dispose()
+    async with admin.begin() as conn:
+        await conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    await admin.dispose()
+
+
+async def test_blank_engine_is_postgresql_and_empty(blank_engine):
+    async with blank_engine.connect() as conn:
+        tables = await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
+    assert (blank_engine.dialect.name, tables) == ("postgresql", [])
 
 
 async def test_postgres_is_the_dialect_under_test(store):

@@ -217,3 +217,52 @@ async def test_kill_9_mid_stream_and_restart_ends_exact_without_duplicate_alerts
     finally:
         proc.stop()
         await reader.stop()
+
+
+async def test_a_record_that_overflows_is_a_dead_letter_and_its_batch_counts(
+    broker: str, tmp_path: Path
+) -> None:
+    """Issue 6 #2: one record with originated_at 0001-01-01 among good ones crashed the
+    batch (OverflowError in core/windows.py) and faust restarted the agent: the good ones
+    never counted. Now it goes to the DLQ (stage `cdr`) and its neighbours count."""
+    records = traffic(400, ["camp-x"], seed=7)
+    for r in records:
+        r["tenant_id"] = "t1"
+    poison = [
+        orjson.dumps(
+            {**records[0], "call_id": "poison-1", "originated_at": "0001-01-01T00:00:00Z"}
+        ),
+        orjson.dumps(
+            {**records[1], "call_id": "poison-2", "originated_at": "0001-01-01T00:30:00+01:00"}
+        ),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for i, record in enumerate(records):
+            if i in (150, 250):
+                await producer.send(topics.CDRS, key=b"camp-x", value=poison[i == 250])
+            await producer.send(topics.CDRS, key=b"camp-x", value=orjson.dumps(record))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    expected = expected_buckets(records)
+    reader = OutputReader(broker)
+    await reader.start()
+    proc = detector(broker, tmp_path)
+    try:
+        await wait_for_totals(reader, totals_by_campaign(expected), proc, timeout=90)
+        published = await reader.poll()
+        assert published.minutes == expected
+        assert sorted(d["record"]["call_id"] for d in published.dead_letters) == [
+            "poison-1",
+            "poison-2",
+        ]
+        assert {(d["stage"], d["reason"]) for d in published.dead_letters} <= {
+            ("cdr", "unprocessable"),
+            ("cdr", "unreadable"),
+        }
+        assert {a["tenant_id"] for a in published.alerts.values()} == {"t1"}
+    finally:
+        proc.stop()
+        await reader.stop()

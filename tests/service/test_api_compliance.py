@@ -116,6 +116,7 @@ async def test_it_campaign_cumulative_window_by_hand(api):
     # stays within 3 % for k <= 2 (6/202 ok, 7/203 > 3 %).
     assert await api.compliance("it-1") == {
         "campaign_id": "it-1",
+        "tenant_id": "default",
         "profile": "it",
         "windows": [
             {
@@ -180,6 +181,7 @@ async def test_uk_campaign_calendar_days_and_a_midnight_spanning_breach(api):
     # The 24 h from 08:01 on 14 Jan hold 23:00 and 01:00 only: 8 of 100, a violation.
     assert await api.compliance("uk-1") == {
         "campaign_id": "uk-1",
+        "tenant_id": "default",
         "profile": "uk",
         "windows": [
             {
@@ -297,7 +299,12 @@ async def test_us_campaign_30_day_periods_from_the_first_call(api):
 async def test_profile_without_rate_rules_has_no_windows(api):
     await api.configure("fr-1", {"profile": "fr"})
     await api.feed(minute("fr-1", NOW, live=100, abandoned=50))
-    assert await api.compliance("fr-1") == {"campaign_id": "fr-1", "profile": "fr", "windows": []}
+    assert await api.compliance("fr-1") == {
+        "campaign_id": "fr-1",
+        "tenant_id": "default",
+        "profile": "fr",
+        "windows": [],
+    }
 
 
 async def test_a_known_campaign_without_buckets_has_no_windows(api):

@@ -174,3 +174,81 @@ def test_unreadable_records_are_skipped_and_the_rest_kept():
     assert [(m.campaign_id, m.minute_start) for m in batch.minutes] == [("c1", T0)]
     assert batch.alerts == []
     assert batch.windows == []
+
+
+async def test_records_that_raise_while_decoding_are_counted_skipped_and_consumption_goes_on(
+    store, settings
+):
+    from prometheus_client import CollectorRegistry
+
+    good = minute_record(0, T0, 4)
+    overflowing_alert = orjson.dumps(
+        {
+            "id": "a1",
+            "rule": "r",
+            "profile": "it",
+            "campaign_id": "c1",
+            "severity": "warning",
+            "state": "firing",
+            "value": None,
+            "threshold": None,
+            "numerator": 0,
+            "denominator": 0,
+            "window": {"start": "0001-01-01T00:30:00+01:00", "end": "2026-03-02T10:00:00Z"},
+            "opened_at": "0001-01-01T00:30:00+01:00",
+        }
+    )
+    bad_stats = good.value.replace(b"2026-03-02T10:00:00Z", b"0001-01-01T00:30:00+01:00", 1)
+    batch = {
+        STATS_0: [
+            Record(topics.ALERTS, 0, 0, 0, b"c1", overflowing_alert, []),
+            Record(topics.STATS, 0, 1, 0, b"c1", bad_stats, good.headers),
+            Record(topics.STATS, 0, 2, 0, b"c1", b"\xff\xfe", good.headers),
+            Record(
+                topics.STATS,
+                0,
+                3,
+                0,
+                b"c1",
+                good.value.replace(b'"c1"', b'"c\\u0000"'),
+                good.headers,
+            ),
+            good._replace(offset=4),
+        ]
+    }
+    registry = CollectorRegistry()
+    fake = FakeConsumer([batch])
+    consumer = StoreConsumer(settings, store, consumer_factory=lambda: fake, registry=registry)
+    assert await consumer.consume_once(fake) == 5
+    assert fake.commits == [{STATS_0: 5}]
+    assert await attempts(store) == 4
+    assert consumer.skipped_total == 4
+    skipped = {
+        t: registry.get_sample_value("cdrwatch_api_messages_skipped_total", {"topic": t})
+        for t in (topics.ALERTS, topics.STATS)
+    }
+    assert skipped == {topics.ALERTS: 1, topics.STATS: 3}
+
+
+def test_tenant_and_replay_mark_travel_from_the_message_to_the_store_batch():
+    counts = dict.fromkeys(COUNT_FIELDS, 0) | {"attempts": 2}
+    stats = stats_from_counts("c1", T0, T0 + MINUTE, counts, tenant_id="acme")
+    older = stats_from_counts("c1", T0, T0 + MINUTE, counts)
+    batch = parse_messages(
+        [
+            stats_message(stats, "minute", replayed=True),
+            stats_message(older, "minute"),  # an older detector: no tenant at all
+            Message(  # tenant in the header only
+                topics.STATS,
+                b"c1",
+                orjson.dumps(older.model_dump(mode="json", by_alias=True)),
+                [(topics.HEADER_WINDOW, b"cumulative"), (topics.HEADER_TENANT, b"globex")],
+            ),
+        ],
+        default_tenant="house",
+    )
+    assert [(m.tenant_id, m.campaign_id) for m in batch.minutes] == [
+        ("acme", "c1"),
+        ("house", "c1"),
+    ]
+    assert [(w.tenant_id, w.window) for w in batch.windows] == [("globex", "cumulative")]

@@ -143,6 +143,7 @@ async def test_stats_for_a_hand_computed_range(api):
     assert response.status_code == 200
     assert response.json() == {
         "campaign_id": "c1",
+        "tenant_id": "default",
         "from": "2026-03-02T10:00:00Z",
         "to": "2026-03-02T10:02:00Z",
         "attempts": 16,
@@ -278,7 +279,7 @@ async def test_campaign_list_shows_status_profile_and_live_windows(api):
     await api.feed(
         minute("c1", T0, tenant="acme", attempts=1),
         stats_message(cumulative, "cumulative", tenant_id="acme", profile="it"),
-        alert("c1"),
+        alert("c1", tenant_id="acme"),
         minute("c2", T0, attempts=1),
     )
     response = await api.client.get("/v1/campaigns", headers=await api.token("viewer"))
@@ -286,6 +287,7 @@ async def test_campaign_list_shows_status_profile_and_live_windows(api):
     body = response.json()
     assert body["next_cursor"] is None
     c1, c2 = body["items"]
+    assert c2["tenant_id"] == "default"
     assert (c1["campaign_id"], c1["tenant_id"], c1["profile"], c1["status"]) == (
         "c1",
         "acme",
@@ -330,13 +332,13 @@ async def test_put_creates_the_campaign_and_publishes_its_configuration(api):
     assert stored["amd_false_positive_ratio"] == 0.1
     assert stored["configured_at"] == "2026-03-03T09:30:15Z"
     [(key, value)] = api.publisher.records
-    assert key == b"new-1"
+    assert key == b"default/new-1"
     assert orjson.loads(value) == {
         "campaign_id": "new-1",
         "profile": "it",
         "overrides": {"silent_rate_max": 0.02},
         "amd_false_positive_ratio": 0.1,
-        "tenant_id": None,
+        "tenant_id": "default",
         "updated_at": "2026-03-03T09:30:15Z",
     }
     # keys left out keep their value
@@ -382,14 +384,31 @@ async def test_put_with_the_broker_down_is_503_and_stores_nothing(api):
 async def test_tenant_bound_admin_configures_only_its_tenant(api):
     await api.feed(minute("globex-1", T0, tenant="globex", attempts=1))
     acme = await api.token("admin", "acme")
-    foreign = await api.client.put("/v1/campaigns/globex-1", json={"profile": "it"}, headers=acme)
+    foreign = await api.client.put(
+        "/v1/campaigns/globex-1", params={"tenant": "globex"}, json={"profile": "it"}, headers=acme
+    )
     assert foreign.status_code == 404
     steal = await api.client.put("/v1/campaigns/acme-2", json={"tenant_id": "globex"}, headers=acme)
     assert steal.status_code == 403
     own = await api.client.put("/v1/campaigns/acme-2", json={"profile": "uk"}, headers=acme)
     assert own.status_code == 200
     assert own.json()["tenant_id"] == "acme"
-    assert [orjson.loads(v)["campaign_id"] for _, v in api.publisher.records] == ["acme-2"]
+    # The same id as globex's campaign is acme's own campaign: globex's stays unconfigured.
+    same_id = await api.client.put("/v1/campaigns/globex-1", json={"profile": "uk"}, headers=acme)
+    assert (same_id.status_code, same_id.json()["tenant_id"]) == (200, "acme")
+    assert (await api.store.get_campaign("globex-1", tenant_id="globex")).configured_at is None
+    assert [k for k, _ in api.publisher.records] == [b"acme/acme-2", b"acme/globex-1"]
+    # An unbound admin writes the default tenant's, or the tenant it names.
+    unbound = await api.token("admin")
+    named = await api.client.put(
+        "/v1/campaigns/globex-1",
+        params={"tenant": "globex"},
+        json={"profile": "it"},
+        headers=unbound,
+    )
+    assert (named.status_code, named.json()["tenant_id"]) == (200, "globex")
+    plain = await api.client.put("/v1/campaigns/globex-1", json={"profile": "it"}, headers=unbound)
+    assert (plain.status_code, plain.json()["tenant_id"]) == (200, "default")
 
 
 async def test_detector_profiles_validate_against_the_shipped_profiles():
@@ -476,8 +495,8 @@ async def test_tenant_bound_tokens_see_only_their_alerts(api):
     await api.feed(
         minute("acme-1", T0, tenant="acme", attempts=1),
         minute("globex-1", T0, tenant="globex", attempts=1),
-        alert("acme-1"),
-        alert("globex-1"),
+        alert("acme-1", tenant_id="acme"),
+        alert("globex-1", tenant_id="globex"),
     )
     acme_viewer = await api.token("viewer", "acme")
     listed = await api.client.get("/v1/alerts", headers=acme_viewer)
@@ -552,3 +571,177 @@ async def test_ingest_routes_are_mounted_when_serve_ingest(tmp_path):
             response = await client.post("/v1/cdrs", json=[])
     assert response.status_code == 401
     assert app.state.ingest is not None
+
+
+# --- tenancy is a key (issue 6) --------------------------------------------------------
+
+
+async def test_another_tenants_records_for_the_same_campaign_id_never_move_its_figures(api):
+    # Reproduction of issue 6 #1: tenant A's ingest token posting campaign_id "campB" (B's)
+    # made B's stats move. The detector now publishes A's records as A's campaign campB.
+    await api.feed(minute("campB", T0, tenant="tenant-b", attempts=16, silent=16))
+    await api.feed(minute("campB", T0, tenant="tenant-a", attempts=50))
+    b = await api.token("viewer", "tenant-b")
+    a = await api.token("viewer", "tenant-a")
+    params = {"from": "2026-03-02T10:00:00Z", "to": "2026-03-02T10:01:00Z"}
+    b_stats = (await api.client.get("/v1/campaigns/campB/stats", params=params, headers=b)).json()
+    a_stats = (await api.client.get("/v1/campaigns/campB/stats", params=params, headers=a)).json()
+    assert (b_stats["tenant_id"], b_stats["attempts"], b_stats["silent"]) == ("tenant-b", 16, 16)
+    assert (a_stats["tenant_id"], a_stats["attempts"], a_stats["silent"]) == ("tenant-a", 50, 0)
+
+
+async def test_squatting_a_campaign_id_gives_each_tenant_its_own_campaign(api):
+    # Reproduction of issue 6 #1 (squatting): A posts one CDR to squat1, then B posts 120.
+    await api.feed(
+        minute("squat1", T0, tenant="tenant-a", attempts=1),
+        alert("squat1", tenant_id="tenant-a", id="alert-a", evidence={"call_ids": ["a-1"]}),
+    )
+    await api.feed(
+        minute("squat1", T0, tenant="tenant-b", attempts=120),
+        alert("squat1", tenant_id="tenant-b", id="alert-b", evidence={"call_ids": ["b-7"]}),
+    )
+    for tenant, attempts, evidence in (("tenant-a", 1, ["a-1"]), ("tenant-b", 120, ["b-7"])):
+        token = await api.token("viewer", tenant)
+        stats = await api.client.get(
+            "/v1/campaigns/squat1/stats",
+            params={"from": "2026-03-02T10:00:00Z", "to": "2026-03-02T10:01:00Z"},
+            headers=token,
+        )
+        assert (stats.status_code, stats.json()["attempts"]) == (200, attempts)
+        alerts = (await api.client.get("/v1/alerts", headers=token)).json()["items"]
+        assert [a["evidence"]["call_ids"] for a in alerts] == [evidence]
+        assert {a["tenant_id"] for a in alerts} == {tenant}
+        compliance = await api.client.get("/v1/campaigns/squat1/compliance", headers=token)
+        assert compliance.json()["tenant_id"] == tenant
+
+
+async def test_unbound_tokens_name_a_tenant_and_list_every_tenants_items(api):
+    await api.feed(
+        minute("c1", T0, tenant="acme", attempts=3),
+        minute("c1", T0, attempts=5),  # no tenant: the default tenant's
+        alert("c1", tenant_id="acme", id="acme-alert"),
+        alert("c1", id="default-alert"),
+    )
+    viewer = await api.token("viewer")
+    params = {"from": "2026-03-02T10:00:00Z", "to": "2026-03-02T10:01:00Z"}
+    default = await api.client.get("/v1/campaigns/c1/stats", params=params, headers=viewer)
+    assert (default.json()["tenant_id"], default.json()["attempts"]) == ("default", 5)
+    acme = await api.client.get(
+        "/v1/campaigns/c1/stats", params={**params, "tenant": "acme"}, headers=viewer
+    )
+    assert (acme.json()["tenant_id"], acme.json()["attempts"]) == ("acme", 3)
+    missing = await api.client.get(
+        "/v1/campaigns/c1/stats", params={**params, "tenant": "nobody"}, headers=viewer
+    )
+    assert missing.status_code == 404
+    listed = (await api.client.get("/v1/campaigns", headers=viewer)).json()["items"]
+    assert [(c["campaign_id"], c["tenant_id"]) for c in listed] == [
+        ("c1", "acme"),
+        ("c1", "default"),
+    ]
+    only = (await api.client.get("/v1/campaigns?tenant=acme", headers=viewer)).json()["items"]
+    assert [c["tenant_id"] for c in only] == ["acme"]
+    alerts = (await api.client.get("/v1/alerts", headers=viewer)).json()["items"]
+    assert sorted((a["id"], a["tenant_id"]) for a in alerts) == [
+        ("acme-alert", "acme"),
+        ("default-alert", "default"),
+    ]
+    # A bound token naming another tenant: as if nothing were there.
+    bound = await api.token("viewer", "acme")
+    other = await api.client.get(
+        "/v1/campaigns/c1/stats", params={**params, "tenant": "default"}, headers=bound
+    )
+    assert other.status_code == 404
+    own = await api.client.get(
+        "/v1/campaigns/c1/stats", params={**params, "tenant": "acme"}, headers=bound
+    )
+    assert own.json()["attempts"] == 3
+    assert (await api.client.get("/v1/alerts?tenant=default", headers=bound)).json()["items"] == []
+    assert (await api.client.get("/v1/campaigns?tenant=default", headers=bound)).json()[
+        "items"
+    ] == []
+
+
+# --- parameters: 422, never 500 (issue 6 #9) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("/v1/campaigns/c1/stats", {"from": "0001-01-01T00:30:00+01:00"}, "from"),
+        ("/v1/campaigns/c1/stats", {"to": "9999-12-31T23:30:00-01:00"}, "to"),
+        ("/v1/campaigns/c1/stats", {"from": "0001-01-01T00:00:00Z"}, "from"),
+        ("/v1/campaigns/c1/stats", {"to": "9999-12-31T23:59:00Z"}, "to"),
+        ("/v1/campaigns/c1/compliance", {"from": "0001-01-01T00:30:00+01:00"}, "from"),
+        ("/v1/campaigns/c1/compliance", {"to": "9999-12-31T23:30:00-01:00"}, "to"),
+        ("/v1/alerts", {"since": "0001-01-01T00:30:00+01:00"}, "since"),
+        ("/v1/alerts", {"since": "1999-12-31T23:59:59Z"}, "since"),
+        ("/v1/campaigns", {"tenant": "a/b"}, "tenant"),
+        ("/v1/campaigns", {"tenant": "x" * 129}, "tenant"),
+        ("/v1/alerts", {"campaign_id": "bad\x1bid"}, "campaign_id"),
+    ],
+)
+async def test_out_of_range_parameters_are_422_naming_them(api, path, params, field):
+    await api.feed(minute("c1", T0, attempts=1))
+    response = await api.client.get(path, params=params, headers=await api.token("viewer"))
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"][-1] == field
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["0001-01-01T00:30:00+01:00", "x"],
+        ["9999-12-31T23:30:00-01:00", "x"],
+        ["0001-01-01T00:00:00Z", "x"],
+        [1, 2],
+        ["a", "b", "c"],
+    ],
+)
+async def test_forged_cursors_are_422(api, values):
+    import base64
+
+    cursor = base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
+    viewer = await api.token("viewer")
+    for path in ("/v1/alerts", "/v1/campaigns"):
+        response = await api.client.get(path, params={"cursor": cursor}, headers=viewer)
+        assert response.status_code in (200, 422), response.text
+        if path == "/v1/alerts" and values != ["0001-01-01T00:00:00Z", "x"]:
+            assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/campaigns/bad%00id/stats",
+        "/v1/campaigns/bad%1Bid/compliance",
+        "/v1/campaigns/bad%0Aid/stats",
+        "/v1/campaigns/" + "x" * 129 + "/stats",
+        "/v1/alerts/bad%00id",
+    ],
+)
+async def test_ids_with_control_characters_or_too_long_are_422(api, path):
+    response = await api.client.get(path, headers=await api.token("viewer"))
+    assert response.status_code == 422, response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"profile": "it", "overrides": {"min_sample": 1' + b"0" * 100 + b"}}", "min_sample"),
+        (b'{"profile": "it", "overrides": {"silent_rate_max": NaN}}', "silent_rate_max"),
+        (b'{"amd_false_positive_ratio": NaN}', "amd_false_positive_ratio"),
+        (b'{"amd_false_positive_ratio": Infinity}', "amd_false_positive_ratio"),
+        (b'{"amd_false_positive_ratio": -Infinity}', "amd_false_positive_ratio"),
+    ],
+    ids=["min-sample-10e100", "override-nan", "ratio-nan", "ratio-inf", "ratio-minus-inf"],
+)
+async def test_put_with_absurd_numbers_is_422_naming_the_key(api, body, field):
+    response = await api.client.put(
+        "/v1/campaigns/c1",
+        content=body,
+        headers={**await api.token("admin"), "content-type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert field in str(response.json()["detail"][0]["loc"])
+    assert api.publisher.records == []

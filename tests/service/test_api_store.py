@@ -64,6 +64,7 @@ def alert(
     opened: datetime = T0,
     numerator: int = 25,
     alert_id: str | None = None,
+    tenant: str | None = None,
 ) -> AlertV1:
     return AlertV1.model_validate(
         {
@@ -71,6 +72,7 @@ def alert(
             "rule": rule,
             "profile": "it",
             "campaign_id": campaign,
+            "tenant_id": tenant,
             "severity": severity,
             "state": state,
             "value": numerator / 1000,
@@ -123,24 +125,30 @@ async def test_unknown_campaign_and_other_tenant_get_no_stats(store):
     assert (await store.sum_stats("c1", T0, T0 + MINUTE, tenant_id="acme"))["attempts"] == 1
 
 
-async def test_minute_bucket_keeps_fieldwise_max_so_replays_and_reordering_are_harmless(store):
-    later = minute("c1", T0, attempts=10, answered=6, answered_by_person=6, silent=2)
-    earlier = minute("c1", T0, attempts=7, answered=6, answered_by_person=5, silent=3)
-    await feed(store, later)
-    await feed(store, later)  # replay
-    await feed(store, earlier)  # an older snapshot arriving late
+async def test_minute_bucket_is_last_write_wins_so_a_rebuild_converges(store):
+    # A campaign's messages arrive in order on one partition: the newest is the truth. After
+    # the detector rebuilt its state (broker restart), its figures replace the old ones,
+    # even where they are smaller (no field-wise max of old and new).
+    before = minute("c1", T0, attempts=10, answered=6, answered_by_person=6, silent=2)
+    rebuilt = minute("c1", T0, attempts=7, answered=6, answered_by_person=5, silent=3)
+    await feed(store, before)
+    await feed(store, before)  # redelivered: idempotent
+    assert await store.sum_stats("c1", T0, T0 + MINUTE) == counts(
+        attempts=10, answered=6, answered_by_person=6, silent=2
+    )
+    await feed(store, rebuilt)
     result = await store.sum_stats("c1", T0, T0 + MINUTE)
-    assert result == counts(attempts=10, answered=6, answered_by_person=6, silent=3)
+    assert result == counts(attempts=7, answered=6, answered_by_person=5, silent=3)
 
 
-async def test_same_bucket_twice_in_one_batch_is_folded(store):
+async def test_same_bucket_twice_in_one_batch_keeps_the_last(store):
     await feed(
         store,
         minute("c1", T0, attempts=3),
         minute("c1", T0, attempts=5, silent=1),
         minute("c1", T0, attempts=4),
     )
-    assert await store.sum_stats("c1", T0, T0 + MINUTE) == counts(attempts=5, silent=1)
+    assert await store.sum_stats("c1", T0, T0 + MINUTE) == counts(attempts=4)
 
 
 async def test_alert_is_upserted_by_id_and_each_transition_recorded_once(store, clock):
@@ -250,14 +258,18 @@ async def test_tenant_sees_only_its_campaigns_and_their_alerts(store):
         store,
         minute("acme-1", T0, tenant="acme", attempts=1),
         minute("globex-1", T0, tenant="globex", attempts=1),
-        alert("acme-1"),
-        alert("globex-1"),
-        alert("orphan"),  # campaign of no known tenant: only unbound tokens see it
+        alert("acme-1", tenant="acme"),
+        alert("globex-1", tenant="globex"),
+        alert("orphan"),  # an older detector's alert without tenant: the default tenant's
     )
     acme = await store.list_campaigns(tenant_id="acme")
     assert [c.campaign_id for c in acme.items] == ["acme-1"]
     everyone = await store.list_campaigns(tenant_id=None)
-    assert [c.campaign_id for c in everyone.items] == ["acme-1", "globex-1", "orphan"]
+    assert [(c.tenant_id, c.campaign_id) for c in everyone.items] == [
+        ("acme", "acme-1"),
+        ("globex", "globex-1"),
+        ("default", "orphan"),
+    ]
     alerts = await store.list_alerts(tenant_id="acme")
     assert [a.campaign_id for a in alerts.items] == ["acme-1"]
     assert await store.get_alert("it.silent_rate.cumulative:globex-1", tenant_id="acme") is None
@@ -269,24 +281,35 @@ async def test_tenant_sees_only_its_campaigns_and_their_alerts(store):
     assert untouched.acknowledged_by is None
 
 
-async def test_first_reported_tenant_sticks_and_observed_profile_follows(store):
-    await feed(store, alert("c1"))  # no tenant known yet
+async def test_the_same_campaign_id_in_two_tenants_is_two_campaigns(store):
+    # Reproduction of issue 6 #1: nothing is "first tenant seen wins" any more.
+    await feed(store, alert("c1"))  # no tenant: the default tenant's
     await feed(store, minute("c1", T0, tenant="acme", attempts=1))
-    await feed(store, minute("c1", T0 + MINUTE, tenant="globex", attempts=1))
-    campaign = await store.get_campaign("c1")
-    assert campaign.tenant_id == "acme"
-    assert campaign.profile == "it"
+    await feed(store, minute("c1", T0 + MINUTE, tenant="globex", attempts=120))
+    await feed(store, minute("c1", T0, tenant="globex", attempts=5))
+    assert (await store.get_campaign("c1", tenant_id="acme")).tenant_id == "acme"
+    assert (await store.get_campaign("c1", tenant_id="acme")).profile == "it"
+    assert (await store.sum_stats("c1", T0, T0 + 2 * MINUTE, tenant_id="acme"))["attempts"] == 1
+    assert (await store.sum_stats("c1", T0, T0 + 2 * MINUTE, tenant_id="globex"))["attempts"] == 125
+    assert (await store.sum_stats("c1", T0, T0 + 2 * MINUTE))["attempts"] == 0  # default's
+    assert (await store.get_campaign("c1")).tenant_id == "default"
+    assert await store.get_campaign("c1", tenant_id="initech") is None
+    assert [c.tenant_id for c in (await store.list_campaigns(tenant_id=None)).items] == [
+        "acme",
+        "default",
+        "globex",
+    ]
 
 
-async def test_live_window_keeps_the_latest_end_and_campaign_status(store):
+async def test_live_window_is_last_write_wins_and_campaign_status(store):
     end = T0 + 30 * MINUTE
+    await feed(store, window("c1", "cumulative", T0, end, attempts=150))
     await feed(
         store,
+        window("c1", "cumulative", T0, end - MINUTE, attempts=170),
         window("c1", "cumulative", T0, end, attempts=200, answered_by_person=100, silent=4),
         window("c1", "15m", end - 15 * MINUTE, end, attempts=20, answered_by_person=0),
     )
-    # a replayed older snapshot does not replace the newer one
-    await feed(store, window("c1", "cumulative", T0, end - MINUTE, attempts=150))
     campaign = await store.get_campaign("c1")
     assert campaign.status == "ok"
     cumulative = campaign.windows["cumulative"]
@@ -337,10 +360,10 @@ async def test_put_campaign_stores_only_what_was_published(store, clock):
         )
 
     with pytest.raises(ConnectionError):
-        await store.put_campaign("c1", decide, broker_down)
-    assert await store.get_campaign("c1") is None
+        await store.put_campaign("c1", decide, broker_down, tenant_id="acme")
+    assert await store.get_campaign("c1", tenant_id="acme") is None
 
-    stored = await store.put_campaign("c1", decide, publish)
+    stored = await store.put_campaign("c1", decide, publish, tenant_id="acme")
     assert [c.campaign_id for c in published] == ["c1"]
     assert (stored.profile, stored.overrides, stored.tenant_id) == ("it", {"x": 1}, "acme")
     assert stored.configured_at == clock.now
@@ -351,8 +374,12 @@ async def test_put_campaign_stores_only_what_was_published(store, clock):
         seen.append(current)
         return current
 
-    await store.put_campaign("c1", keep, publish)
+    await store.put_campaign("c1", keep, publish, tenant_id="acme")
     assert seen[0].overrides == {"x": 1}
+    seen.clear()
+    with pytest.raises(ValueError, match="tenant"):  # a configuration keeps its tenant
+        await store.put_campaign("c1", decide, publish, tenant_id="globex")
+    assert await store.get_campaign("c1", tenant_id="globex") is None
 
 
 async def test_purge_drops_old_resolved_alerts_and_buckets_behind_the_newest(store, clock):
@@ -403,3 +430,161 @@ async def test_metrics_snapshot_orders_campaigns_by_first_sighting(store, clock)
         ("alpha", "it", 2),
     ]
     assert snapshot.firing == {("r1", "violation"): 2}
+
+
+async def test_a_replayed_alert_updates_figures_but_not_history_opened_at_or_ack(store, clock):
+    first_open = T0
+    await feed(store, alert(severity="warning", numerator=25, opened=first_open))
+    clock.now += MINUTE
+    await feed(store, alert(severity="violation", numerator=40, opened=first_open))
+    await store.ack(
+        "it.silent_rate.cumulative:c1", by="cdrw_abc", note="BPO called", tenant_id=None
+    )
+    before = await store.get_alert("it.silent_rate.cumulative:c1", tenant_id=None)
+    assert [h.severity for h in before.history] == ["warning", "violation"]
+
+    # After a broker restart the detector re-derives the alert from the archive: it goes
+    # through warning -> violation again, with a new opened_at (its state started over).
+    clock.now += timedelta(hours=1)
+    reopened = T0 + timedelta(hours=3)
+    replay = [
+        alert_message(alert(severity="warning", numerator=26, opened=reopened), replayed=True),
+        alert_message(alert(severity="violation", numerator=41, opened=reopened), replayed=True),
+    ]
+    await apply_messages(store, replay)
+    after = await store.get_alert("it.silent_rate.cumulative:c1", tenant_id=None)
+    assert after.history == before.history
+    assert (after.acknowledged_by, after.acknowledged_at, after.ack_note) == (
+        before.acknowledged_by,
+        before.acknowledged_at,
+        before.ack_note,
+    )
+    assert (after.opened_at, after.severity, after.state) == (first_open, "violation", "firing")
+    assert (after.numerator, after.value) == (41, 41 / 1000)
+
+    # Unmarked, the same transition is history as before.
+    await feed(store, alert(severity="warning", numerator=30, opened=first_open))
+    again = await store.get_alert("it.silent_rate.cumulative:c1", tenant_id=None)
+    assert [h.severity for h in again.history] == ["warning", "violation", "warning"]
+
+
+async def test_a_replayed_alert_not_held_yet_is_stored_with_its_history(store):
+    await apply_messages(store, [alert_message(alert(severity="warning"), replayed=True)])
+    stored = await store.get_alert("it.silent_rate.cumulative:c1", tenant_id=None)
+    assert [h.severity for h in stored.history] == ["warning"]
+    assert stored.tenant_id == "default"
+
+
+@pytest.fixture
+async def blank_engine(tmp_path):
+    """An engine on an empty database (PostgreSQL: an empty schema, see the integration
+    module)."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'blank.db'}")
+    yield engine
+    await engine.dispose()
+
+
+async def test_a_version_1_database_is_migrated_to_tenant_keys(blank_engine):
+    """A database of schema version 1 (campaign-keyed, tenant a column) is brought forward
+    in place: campaigns without tenant become the default tenant's, stats and alerts
+    follow their campaign's tenant, nothing is lost."""
+    import sqlalchemy as sa
+
+    from services.common import db
+
+    engine = blank_engine
+    v1 = sa.MetaData()
+    count_columns = [sa.Column(n, sa.BigInteger, nullable=False) for n in COUNT_FIELDS]
+    sa.Table(
+        "campaigns",
+        v1,
+        sa.Column("campaign_id", sa.String(200), primary_key=True),
+        sa.Column("tenant_id", sa.String(200), nullable=True, index=True),
+        sa.Column("profile", sa.String(60)),
+        sa.Column("observed_profile", sa.String(60)),
+        sa.Column("overrides", sa.JSON, nullable=False),
+        sa.Column("amd_false_positive_ratio", sa.Float, nullable=False),
+        sa.Column("first_seen_at", db.UtcDateTime, nullable=False),
+        sa.Column("configured_at", db.UtcDateTime),
+        sa.Column("updated_at", db.UtcDateTime, nullable=False),
+    )
+    sa.Table(
+        "minute_stats",
+        v1,
+        sa.Column("campaign_id", sa.String(200), primary_key=True),
+        sa.Column("minute_start", db.UtcDateTime, primary_key=True),
+        *count_columns,
+    )
+    sa.Table(
+        "window_stats",
+        v1,
+        sa.Column("campaign_id", sa.String(200), primary_key=True),
+        sa.Column("window", sa.String(40), primary_key=True),
+        sa.Column("profile", sa.String(60)),
+        sa.Column("window_from", db.UtcDateTime, nullable=False),
+        sa.Column("window_to", db.UtcDateTime, nullable=False),
+        *[sa.Column(n, sa.BigInteger, nullable=False) for n in COUNT_FIELDS],
+        sa.Column("updated_at", db.UtcDateTime, nullable=False),
+    )
+    old_alerts = sa.Table(
+        "alerts",
+        v1,
+        *(c.copy() for c in db.alerts.columns if c.name != "tenant_id"),
+        sa.Index("ix_alerts_opened_at_id", "opened_at", "id"),
+    )
+    for table in (db.schema_version, db.api_tokens, db.alert_history):
+        table.to_metadata(v1)
+    zero = dict.fromkeys(COUNT_FIELDS, 0)
+    async with engine.begin() as conn:
+        await conn.run_sync(v1.create_all)
+        await conn.execute(v1.tables["schema_version"].insert().values(id=1, version=1))
+        for campaign_id, tenant in (("c1", "acme"), ("c2", None)):
+            await conn.execute(
+                v1.tables["campaigns"]
+                .insert()
+                .values(
+                    campaign_id=campaign_id,
+                    tenant_id=tenant,
+                    overrides={},
+                    amd_false_positive_ratio=0.0,
+                    first_seen_at=T0,
+                    updated_at=T0,
+                )
+            )
+            await conn.execute(
+                v1.tables["minute_stats"]
+                .insert()
+                .values(campaign_id=campaign_id, minute_start=T0, **{**zero, "attempts": 3})
+            )
+            await conn.execute(
+                v1.tables["window_stats"]
+                .insert()
+                .values(
+                    campaign_id=campaign_id,
+                    window="cumulative",
+                    window_from=T0,
+                    window_to=T0 + MINUTE,
+                    updated_at=T0,
+                    **{**zero, "attempts": 3},
+                )
+            )
+        body = alert("c1").model_dump(mode="json")
+        await conn.execute(
+            old_alerts.insert().values(
+                id="a1",
+                campaign_id="c1",
+                rule="r",
+                severity="warning",
+                state="firing",
+                opened_at=T0,
+                body=body,
+                updated_at=T0,
+            )
+        )
+    assert await migrate(engine) == db.SCHEMA_VERSION == 2
+    store = AlertStore(engine, clock=lambda: T0)
+    acme = await store.get_campaign("c1", tenant_id="acme")
+    assert (acme.tenant_id, acme.windows["cumulative"].attempts) == ("acme", 3)
+    assert (await store.sum_stats("c2", T0, T0 + MINUTE))["attempts"] == 3  # default tenant
+    assert (await store.get_alert("a1", tenant_id="acme")).tenant_id == "acme"
+    assert await migrate(engine) == 2  # idempotent

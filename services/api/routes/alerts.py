@@ -1,25 +1,33 @@
-"""/v1/alerts: list with filters and paging, one alert with its history, acknowledge."""
+"""/v1/alerts: list with filters and paging, one alert with its history, acknowledge.
+
+A tenant-bound token sees its tenant's alerts only; a token bound to no tenant sees every
+tenant's (each alert names its `tenant_id`), or those of the `tenant` it names."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from schemas.alert_v1 import AlertState, Severity
 from services.api.deps import (
     Compliance,
     Cursor,
+    IdText,
     Limit,
+    OtherTenant,
     QueryInstant,
     StoreDep,
+    TenantQuery,
     Viewer,
+    list_tenant,
     token_prefix,
 )
 from services.api.models import AckRequest, AlertDetail, AlertPage
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
-AlertIdPath = Annotated[str, Path(min_length=1, max_length=80)]
+AlertIdPath = Annotated[IdText, Path(min_length=1, max_length=80)]
+CampaignIdQuery = Annotated[IdText | None, Query(max_length=128)]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown alert"}}
 
 
@@ -27,17 +35,23 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown ale
 async def list_alerts(
     principal: Viewer,
     store: StoreDep,
-    campaign_id: str | None = None,
+    campaign_id: CampaignIdQuery = None,
     state: AlertState | None = None,
     rule: str | None = None,
     severity: Severity | None = None,
     since: QueryInstant | None = None,
     cursor: Cursor = None,
     limit: Limit = 100,
+    tenant: TenantQuery = None,
 ) -> AlertPage:
-    """Alerts newest first (opened_at, then id); `since` keeps those opened at or after it."""
+    """Alerts newest first (opened_at, then id); `since` (RFC 3339, within [2000-01-01,
+    9000-01-01), else 422) keeps those opened at or after it."""
+    try:
+        scope = list_tenant(principal, tenant)
+    except OtherTenant:
+        return AlertPage(items=[], next_cursor=None)
     return await store.list_alerts(
-        tenant_id=principal.tenant_id,
+        tenant_id=scope,
         campaign_id=campaign_id,
         state=state,
         rule=rule,

@@ -1,38 +1,64 @@
 """/v1/campaigns: list, stats over a minute-aligned range, regulatory windows (compliance),
-configuration (PUT)."""
+configuration (PUT).
+
+A campaign is (tenant, campaign id): a tenant-bound token works on its tenant's campaigns
+(naming another tenant with `tenant` answers 404, as for a campaign that does not exist);
+a token bound to no tenant works on the default tenant's, or on the tenant its `tenant`
+query parameter names, and its list sees every tenant's campaigns."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from schemas.stats_v1 import StatsV1
 from services.api import campaigns, compliance
 from services.api.deps import (
     Admin,
+    CampaignIdPath,
     ClockDep,
     Cursor,
+    DefaultTenant,
     Limit,
+    OtherTenant,
     ProfilesDep,
     PublisherDep,
     QueryInstant,
     StoreDep,
+    TenantQuery,
     Viewer,
+    campaign_tenant,
+    list_tenant,
     query_error,
 )
 from services.api.models import Campaign, CampaignCompliance, CampaignPage, CampaignUpdate
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
-CampaignIdPath = Annotated[str, Path(min_length=1, max_length=200)]
 
 
 @router.get("", response_model=CampaignPage)
 async def list_campaigns(
-    principal: Viewer, store: StoreDep, cursor: Cursor = None, limit: Limit = 100
+    principal: Viewer,
+    store: StoreDep,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+    tenant: TenantQuery = None,
 ) -> CampaignPage:
-    """Campaigns seen (stats, alerts or PUT) with profile, status and live window figures."""
-    return await store.list_campaigns(tenant_id=principal.tenant_id, cursor=cursor, limit=limit)
+    """Campaigns seen (stats, alerts or PUT) with tenant, profile, status and live window
+    figures; a token bound to no tenant sees every tenant's (or the `tenant` named)."""
+    try:
+        scope = list_tenant(principal, tenant)
+    except OtherTenant:
+        return CampaignPage(items=[], next_cursor=None)
+    return await store.list_campaigns(tenant_id=scope, cursor=cursor, limit=limit)
+
+
+def _tenant_of(principal: Viewer, tenant: str | None, default_tenant: str, campaign_id: str) -> str:
+    try:
+        return campaign_tenant(principal, tenant, default_tenant)
+    except OtherTenant:
+        raise campaigns.CampaignNotFound(campaign_id) from None
 
 
 @router.get(
@@ -43,16 +69,20 @@ async def get_stats(
     principal: Viewer,
     store: StoreDep,
     clock: ClockDep,
+    default_tenant: DefaultTenant,
     from_: Annotated[QueryInstant | None, Query(alias="from")] = None,
     to: QueryInstant | None = None,
+    tenant: TenantQuery = None,
 ) -> StatsV1:
     """Exact counts and rates of calls with originated_at in [from, to): RFC 3339, whole
-    minutes; default the last 24 h up to the end of the current minute."""
+    minutes, within [2000-01-01, 9000-01-01) (else 422); default the last 24 h up to the
+    end of the current minute."""
+    scope = _tenant_of(principal, tenant, default_tenant, campaign_id)
     try:
         start, end = campaigns.stats_range(from_, to, clock())
     except campaigns.RangeError as exc:
         raise query_error(exc.field, exc.message) from None
-    return await campaigns.campaign_stats(store, campaign_id, start, end, principal.tenant_id)
+    return await campaigns.campaign_stats(store, campaign_id, start, end, scope)
 
 
 def _default_profile(request: Request) -> str:
@@ -70,13 +100,16 @@ async def get_compliance(
     principal: Viewer,
     store: StoreDep,
     default_profile: Annotated[str, Depends(_default_profile)],
+    default_tenant: DefaultTenant,
     from_: Annotated[QueryInstant | None, Query(alias="from")] = None,
     to: QueryInstant | None = None,
+    tenant: TenantQuery = None,
 ) -> CampaignCompliance:
     """The campaign profile's regulatory windows (cumulative, calendar days, worst sliding
     24 h, 30-day periods) with numerator, denominator, value, cap, verdict and headroom.
     `from`/`to` (RFC 3339, whole minutes, both optional) keep the windows overlapping
     [from, to); the cumulative window is always returned."""
+    scope = _tenant_of(principal, tenant, default_tenant, campaign_id)
     try:
         start, end = compliance.compliance_range(from_, to)
     except campaigns.RangeError as exc:
@@ -84,7 +117,7 @@ async def get_compliance(
     return await compliance.campaign_compliance(
         store,
         campaign_id,
-        tenant_scope=principal.tenant_id,
+        tenant_id=scope,
         default_profile=default_profile,
         start=start,
         end=end,
@@ -107,10 +140,14 @@ async def put_campaign(
     publisher: PublisherDep,
     profiles: ProfilesDep,
     clock: ClockDep,
+    default_tenant: DefaultTenant,
+    tenant: TenantQuery = None,
 ) -> Campaign:
     """Set the campaign's profile, overrides and AMD false-positive ratio (keys left out
     keep their value); creates unknown campaigns; the detector gets it through
-    cdrwatch.campaigns.v1."""
+    cdrwatch.campaigns.v1. The campaign is the token's tenant's; a token bound to no tenant
+    writes the `tenant` named (query, or `tenant_id` in the body), else the default
+    tenant's."""
     return await campaigns.configure_campaign(
         store,
         publisher,
@@ -118,5 +155,7 @@ async def put_campaign(
         campaign_id,
         update,
         tenant_scope=principal.tenant_id,
+        tenant=tenant,
+        default_tenant=default_tenant,
         now=clock(),
     )

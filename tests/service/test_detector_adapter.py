@@ -1,0 +1,297 @@
+"""The detector's faust adapter (`Detector.handle` and its two per-callee stages) with dicts
+standing in for its tables and recorders for its topics: tenancy as a key, dead letters
+that leave their neighbours counted and the state untouched, replay marks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+
+from schemas import AlertV1, StatsV1, topics
+from services.common.settings import DetectorSettings
+from services.detector.app import Detector, TableState
+from services.detector.core.engine import Engine
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+class Recorder:
+    """A faust topic's `send_soon`, recorded."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send_soon(self, **kwargs: Any) -> None:
+        self.sent.append(kwargs)
+
+    def values(self) -> list[dict[str, Any]]:
+        return [orjson.loads(m["value"]) for m in self.sent]
+
+
+class FakeEvent:
+    """What the adapter reads of a faust event (weak-referenceable like faust's)."""
+
+    def __init__(
+        self,
+        value: bytes,
+        offset: int,
+        *,
+        partition: int = 0,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        topic: str = topics.CDRS,
+    ) -> None:
+        self.value = value
+        self.key = key
+        self.message = SimpleNamespace(
+            topic=topic, partition=partition, offset=offset, headers=headers or []
+        )
+
+
+def cdr(
+    n: int,
+    *,
+    campaign: str = "campB",
+    tenant: str | None = "tenant-b",
+    at: datetime = T0,
+    silent: bool = False,
+    callee: str = "k" * 16,
+) -> dict[str, Any]:
+    originated = at + timedelta(seconds=n)
+    record: dict[str, Any] = {
+        "call_id": f"call-{n}",
+        "campaign_id": campaign,
+        "tenant_id": tenant,
+        "originated_at": originated.isoformat(),
+        "answered_at": (originated + timedelta(seconds=5)).isoformat(),
+        "ended_at": (originated + timedelta(seconds=60)).isoformat(),
+        "callee_key": callee,
+        "callee_zones": ["Europe/Rome"],
+        "accepted_at": (originated + timedelta(seconds=61)).isoformat(),
+    }
+    if not silent:
+        record["agent_connected_at"] = (originated + timedelta(seconds=6)).isoformat()
+    return record
+
+
+@pytest.fixture
+def detector(tmp_path: Path) -> Iterator[Detector]:
+    settings = DetectorSettings(data_dir=tmp_path, callee_store="memory://")
+    d = Detector(settings, clock=lambda: T0 + timedelta(days=1))
+    d.table = {}
+    d.callees = {}
+    d.state = TableState(d.table)
+    d.engine = Engine(d.state, d.configs.config_for, lateness=timedelta(days=7), clock=d.clock)
+    for name in ("stats", "alerts", "dlq", "callee_topic", "violation_topic"):
+        setattr(d, name, Recorder())
+    yield d
+
+
+def events(records: list[dict[str, Any] | bytes], first_offset: int = 0) -> list[FakeEvent]:
+    return [
+        FakeEvent(r if isinstance(r, bytes) else orjson.dumps(r), first_offset + i)
+        for i, r in enumerate(records)
+    ]
+
+
+def attempts_by_scope(d: Detector) -> dict[tuple[str | None, str], int]:
+    """Attempts per (tenant, campaign), summed over the minute buckets published last."""
+    latest: dict[tuple[str | None, str, str], int] = {}
+    for message in d.stats.sent:
+        headers = dict(message["headers"])
+        if headers[topics.HEADER_WINDOW] != b"minute":
+            continue
+        stats = StatsV1.model_validate_json(message["value"])
+        latest[(stats.tenant_id, stats.campaign_id, stats.from_.isoformat())] = stats.attempts
+    totals: dict[tuple[str | None, str], int] = {}
+    for (tenant, campaign, _minute), n in latest.items():
+        totals[(tenant, campaign)] = totals.get((tenant, campaign), 0) + n
+    return totals
+
+
+async def test_the_same_campaign_id_in_two_tenants_is_two_campaigns(detector: Detector) -> None:
+    # Tenant A's records naming B's campaign id neither move B's figures nor share its
+    # dedup: the same call id in both tenants counts once in each.
+    b = [cdr(i, tenant="tenant-b", silent=i % 2 == 0) for i in range(16)]
+    a = [cdr(i, tenant="tenant-a") for i in range(50)]
+    await detector.handle(events(b))
+    await detector.handle(events(a, first_offset=16))
+    assert attempts_by_scope(detector) == {("tenant-b", "campB"): 16, ("tenant-a", "campB"): 50}
+    alerts = [AlertV1.model_validate(v) for v in detector.alerts.values()]
+    assert alerts and {a.tenant_id for a in alerts} == {"tenant-b"}
+    assert all(a.campaign_id == "campB" for a in alerts)
+    assert all(m["key"] == b"tenant-b/campB" for m in detector.alerts.sent)
+    # No record may name a campaign without its tenant: every state key is scoped.
+    campaign_keys = {k for k in detector.table if k.startswith("c\x1f")}
+    assert campaign_keys == {"c\x1ftenant-b/campB", "c\x1ftenant-a/campB"}
+
+
+async def test_a_record_without_tenant_belongs_to_the_default_tenant(detector: Detector) -> None:
+    await detector.handle(events([cdr(1, tenant=None), cdr(2, tenant="default")]))
+    # call-1 and call-2 are two calls of one campaign default/campB
+    assert attempts_by_scope(detector) == {("default", "campB"): 2}
+
+
+async def test_alert_ids_differ_between_tenants_for_the_same_campaign_id(
+    detector: Detector,
+) -> None:
+    for offset, tenant in ((0, "t1"), (40, "t2")):
+        batch = [cdr(i, tenant=tenant, silent=True) for i in range(40)]
+        await detector.handle(events(batch, first_offset=offset))
+    by_tenant: dict[str, set[tuple[str, str]]] = {}
+    for v in detector.alerts.values():
+        by_tenant.setdefault(v["tenant_id"], set()).add((v["rule"], v["id"]))
+    rules = {rule for rule, _ in by_tenant["t1"]}
+    assert rules == {rule for rule, _ in by_tenant["t2"]}
+    assert not {i for _, i in by_tenant["t1"]} & {i for _, i in by_tenant["t2"]}
+
+
+async def test_campaign_settings_apply_to_their_tenants_campaign_only(detector: Detector) -> None:
+    detector.configs.apply(
+        orjson.dumps({"campaign_id": "campB", "tenant_id": "tenant-a", "profile": "uk"})
+    )
+    await detector.handle(events([cdr(1, tenant="tenant-a"), cdr(2, tenant="tenant-b")]))
+    profiles = {
+        dict(m["headers"])[topics.HEADER_TENANT]: dict(m["headers"])[topics.HEADER_PROFILE]
+        for m in detector.stats.sent
+    }
+    assert profiles == {b"tenant-a": b"uk", b"tenant-b": b"it"}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        # overflows the minute/day arithmetic of core/windows.py
+        orjson.dumps(cdr(99, at=datetime(1, 1, 1, tzinfo=UTC))),
+        orjson.dumps(
+            {**cdr(99), "originated_at": "9999-12-31T23:30:00Z", "ended_at": "9999-12-31T23:31Z"}
+        ),
+        # overflows on the UTC conversion itself while decoding
+        orjson.dumps({**cdr(99), "originated_at": "0001-01-01T00:30:00+01:00"}),
+        orjson.dumps(cdr(99, campaign="a/b")),
+        # an unknown zone would raise in the classification, inside the engine's batch
+        orjson.dumps({**cdr(99), "callee_zones": ["Nowhere/Zone"]}),
+        b"not json",
+    ],
+)
+async def test_a_bad_record_is_a_dead_letter_and_its_neighbours_count_as_without_it(
+    tmp_path: Path, bad: bytes
+) -> None:
+    good = [cdr(i, silent=i % 3 == 0) for i in range(50)]
+    tables = []
+    for with_bad in (True, False):
+        settings = DetectorSettings(data_dir=tmp_path / str(with_bad), callee_store="memory://")
+        d = Detector(settings, clock=lambda: T0 + timedelta(days=1))
+        d.table, d.callees = {}, {}
+        d.state = TableState(d.table)
+        d.engine = Engine(d.state, d.configs.config_for, lateness=timedelta(days=7), clock=d.clock)
+        for name in ("stats", "alerts", "dlq", "callee_topic", "violation_topic"):
+            setattr(d, name, Recorder())
+        batch = events([*good[:20], bad, *good[20:]])
+        if not with_bad:
+            del batch[20]  # the same good records at the same offsets, without the bad one
+        await d.handle(batch)
+        assert attempts_by_scope(d) == {("tenant-b", "campB"): 50}
+        if with_bad:
+            (dead,) = d.dlq.values()
+            assert dead["stage"] == "cdr"
+            assert dead["reason"] in {"unreadable", "unprocessable"}
+            assert dead["source"] == {"topic": topics.CDRS, "partition": 0, "offset": 20}
+            rejected = d.registry.get_sample_value(
+                "cdrwatch_cdrs_rejected_total", {"reason": dead["reason"]}
+            )
+            assert rejected == 1
+        else:
+            assert d.dlq.sent == []
+        tables.append(d.table)
+    # The change log (the table's writes) is the one the good records alone produce.
+    assert tables[0] == tables[1]
+
+
+async def test_replayed_input_marks_what_is_derived_from_it(detector: Detector) -> None:
+    replayed = events([cdr(i, tenant="r", silent=True) for i in range(40)])
+    for e in replayed:
+        e.message.headers = [(topics.HEADER_REPLAY, b"1")]
+    fresh = events([cdr(i, tenant="f", silent=True) for i in range(40)], first_offset=40)
+    await detector.handle([*replayed, *fresh])
+    for recorder in (detector.stats, detector.alerts):
+        marks = {
+            (orjson.loads(m["value"])["tenant_id"], (topics.HEADER_REPLAY, b"1") in m["headers"])
+            for m in recorder.sent
+        }
+        assert marks == {("r", True), ("f", False)}
+
+
+async def test_callee_and_lockout_stages_dead_letter_a_bad_record_and_go_on(
+    detector: Detector,
+) -> None:
+    detector.configs.apply(
+        orjson.dumps({"campaign_id": "campB", "tenant_id": "t", "profile": "uk"})
+    )
+    # UK: 72 h lockout after an abandoned call; two calls to one callee, 1 h apart.
+    first = cdr(0, tenant="t", silent=True, callee="c" * 16)
+    await detector.handle(events([first, cdr(3600, tenant="t", callee="c" * 16)]))
+    calls = detector.callee_topic.sent
+    assert len(calls) == 2
+    bad_call = FakeEvent(b"[1, 2]", 0, key=calls[0]["key"], topic="callee-calls")
+    callee_events = [
+        FakeEvent(m["value"], i + 1, key=m["key"], topic="callee-calls")
+        for i, m in enumerate(calls)
+    ]
+    for event in (bad_call, *callee_events):
+        detector.handle_callee_call(event)
+    violations = detector.violation_topic.sent
+    assert violations and all(m["key"] == b"campB" for m in violations)
+    bad_violation = FakeEvent(
+        orjson.dumps({**orjson.loads(violations[0]["value"]), "originated_at": "0001-01-01T00:00"}),
+        0,
+        topic="lockout-violations",
+    )
+    good = [
+        FakeEvent(m["value"], i + 1, topic="lockout-violations") for i, m in enumerate(violations)
+    ]
+    detector.alerts.sent.clear()
+    detector.handle_lockout_violations([bad_violation, *good])
+    stages = [(d["stage"], d["source"]["offset"]) for d in detector.dlq.values()]
+    assert stages == [("callee", 0), ("lockouts", 0)]
+    lockout_alerts = [v for v in detector.alerts.values() if v["numerator"] >= 1]
+    assert lockout_alerts and {(v["tenant_id"], v["campaign_id"]) for v in lockout_alerts} == {
+        ("t", "campB")
+    }
+
+
+async def test_the_replay_mark_travels_through_the_callee_and_lockout_stages(
+    detector: Detector,
+) -> None:
+    detector.configs.apply(
+        orjson.dumps({"campaign_id": "campB", "tenant_id": "t", "profile": "uk"})
+    )
+    batch = events(
+        [cdr(0, tenant="t", silent=True, callee="c" * 16), cdr(3600, tenant="t", callee="c" * 16)]
+    )
+    for e in batch:
+        e.message.headers = [(topics.HEADER_REPLAY, b"1")]
+    await detector.handle(batch)
+    mark = (topics.HEADER_REPLAY, b"1")
+    calls = detector.callee_topic.sent
+    assert calls and all(mark in m["headers"] for m in calls)
+    for i, m in enumerate(calls):
+        detector.handle_callee_call(
+            FakeEvent(m["value"], i, key=m["key"], headers=m["headers"], topic="callee-calls")
+        )
+    violations = detector.violation_topic.sent
+    assert violations and all(mark in m["headers"] for m in violations)
+    detector.alerts.sent.clear()
+    detector.handle_lockout_violations(
+        [
+            FakeEvent(m["value"], i, headers=m["headers"], topic="lockout-violations")
+            for i, m in enumerate(violations)
+        ]
+    )
+    assert detector.alerts.sent and all(mark in m["headers"] for m in detector.alerts.sent)
