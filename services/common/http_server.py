@@ -14,6 +14,7 @@ The h11 protocol is used whatever else is installed, so these hold in every depl
 from __future__ import annotations
 
 import asyncio
+import http
 from typing import Any
 
 import h11
@@ -44,6 +45,9 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE and self._header_too_large(data):
+            self._send_error(431, "Request header fields too large.")
+            return
         super().data_received(data)
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             # Bytes of a request header that is not complete yet: the clock runs from the
@@ -53,6 +57,16 @@ class GuardedH11Protocol(H11Protocol):
         else:
             self._disarm_header_timer()
 
+    def _header_too_large(self, data: bytes) -> bool:
+        """Whether the request line and headers being received (what h11 holds plus `data`)
+        pass `max_header_bytes` without ending. h11's own limit only applies while it
+        waits for more bytes: a long header arriving in one read would pass it."""
+        pending = self.conn.trailing_data[0]
+        if len(pending) + len(data) <= self.max_header_bytes:
+            return False
+        head = (pending + data)[: self.max_header_bytes + 4]
+        return b"\r\n\r\n" not in head
+
     def send_400_response(self, msg: str) -> None:
         if len(self.conn.trailing_data[0]) > self.max_header_bytes:
             self._send_error(431, "Request header fields too large.")
@@ -60,13 +74,17 @@ class GuardedH11Protocol(H11Protocol):
         super().send_400_response(msg)
 
     def _send_error(self, status: int, message: str) -> None:
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
-        for event in (
-            h11.Response(status_code=status, headers=headers),
-            h11.Data(data=message.encode("ascii")),
-            h11.EndOfMessage(),
-        ):
-            self.transport.write(self.conn.send(event))
+        # Written as bytes: h11 has no request to answer yet when the header is too long.
+        body = message.encode("ascii")
+        self.transport.write(
+            f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n".encode()
+            + b"content-type: text/plain; charset=utf-8\r\n"
+            + f"content-length: {len(body)}\r\n".encode()
+            + b"connection: close\r\n\r\n"
+            + body
+        )
+        self._disarm_header_timer()
+        self._unset_keepalive_if_required()
         self.transport.close()
 
     def _arm_header_timer(self) -> None:
