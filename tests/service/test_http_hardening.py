@@ -382,3 +382,36 @@ def test_keep_alive_idle_connections_are_closed(tmp_path):
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
         elapsed = closed_within(sock, 5.0)
         assert elapsed is not None and elapsed < 4.0
+
+
+def test_both_entry_points_serve_with_the_limits(tmp_path, monkeypatch):
+    from services.api import app as api_module
+    from services.common import http_app
+    from services.ingest import app as ingest_module
+    from tests.service.http_apps import api_settings, ingest_settings
+
+    served = []
+    monkeypatch.setattr(http_app, "serve", lambda app, **limits: served.append(limits))
+    overrides = {"http_header_timeout_seconds": 7.5, "http_max_header_bytes": 8192}
+    api_module.main(api_settings(tmp_path, port=18080, **overrides))
+    ingest_module.main(ingest_settings(tmp_path, port=18081, **overrides))
+    assert served == [
+        {
+            "host": "127.0.0.1",
+            "port": port,
+            "header_timeout_seconds": 7.5,
+            "keep_alive_seconds": 5,
+            "max_header_bytes": 8192,
+        }
+        for port in (18080, 18081)
+    ]
+
+
+def test_the_server_config_uses_the_guarded_protocol():
+    from services.common.http_server import GuardedH11Protocol, server_config
+
+    config = server_config(FastAPI(), host="127.0.0.1", port=1)
+    config.load()
+    assert issubclass(config.http_protocol_class, GuardedH11Protocol)
+    assert config.http_protocol_class.header_timeout_seconds == 10.0
+    assert (config.timeout_keep_alive, config.h11_max_incomplete_event_size) == (5, 16 * 1024)
