@@ -216,6 +216,9 @@ def _port_or_free(preferred: int) -> int:
     from services.common.broker import free_port
 
     with socket.socket() as sock:
+        # As the servers bind (SO_REUSEADDR): a port whose old connections linger in
+        # TIME_WAIT after a restart is still ours.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", preferred))
         except OSError:
