@@ -344,9 +344,12 @@ def _write_private(path: Path, text: str) -> None:
 def _wait_ready(url: str, stack: _Stack, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        dead = stack.dead()
-        if dead:
-            raise RuntimeError(f"service exited during start-up: {dead}")
+        # A child that dies while starting (a port taken meanwhile by another program) is
+        # restarted; one that keeps dying at once fails the start.
+        stack.supervise()
+        failing = [name for name, count in stack.quick_deaths.items() if count >= 5]
+        if failing:
+            raise RuntimeError(f"service exited during start-up: {failing}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return

@@ -206,7 +206,13 @@ def differences(before: Any, after: Any, path: str = "") -> list[str]:
             for key in sorted(set(before) | set(after))
             for diff in differences(before.get(key), after.get(key), f"{path}.{key}")
         ]
-    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+    if isinstance(before, list) and isinstance(after, list) and len(before) != len(after):
+        named = [
+            [f"{x.get('rule')}:{x.get('id')}" if isinstance(x, dict) else x for x in v]
+            for v in (before, after)
+        ]
+        return [f"{path}: {named[0]} -> {named[1]}"]
+    if isinstance(before, list) and isinstance(after, list):
         return [
             diff
             for index, (b, a) in enumerate(zip(before, after, strict=True))
