@@ -410,10 +410,14 @@ class AlertStore:
         items: Sequence[tuple[AlertV1, bool]],
         held: dict[str, dict[str, Any]],
     ) -> list[tuple[AlertV1, bool]]:
-        """A replayed alert the api does not hold, whose window overlaps a firing alert of
-        the same tenant, campaign and rule that it does hold, is that alert under the id
-        a rebuilt detector gave the episode: map it (and every later message with that
-        id) onto the held one, which keeps its id, opened_at, history, ack and note."""
+        """A replayed alert the api does not hold, of the tenant, campaign and rule of a
+        firing alert it does hold whose window does not end before the replayed one
+        starts, is that alert under the id a rebuilt detector gave the episode (the replay
+        reaches an episode in other batches than the live run did, so its first breaching
+        window differs): map it, and every later message with that id, onto the held one
+        (an overlapping window first, else the earliest), which keeps its id, opened_at,
+        history, ack and note. Per-day and cumulative alerts have deterministic ids and are
+        held already; only a day the api never received could be mapped wrongly."""
         fresh = [a for a, replayed in items if replayed and a.id not in held]
         if not fresh:
             return list(items)
@@ -428,18 +432,21 @@ class AlertStore:
                 alerts.c.rule == alert.rule,
                 alerts.c.state == "firing",
             )
+            candidates = []
             for row in await conn.execute(query):
                 window = (row.body or {}).get("window") or {}
-                start = window.get("start")
-                end = window.get("end")
-                if start is None or end is None or row.id in mapped.values():
+                if row.id in mapped.values() or not window.get("start") or not window.get("end"):
                     continue
-                if parse_instant(start) < alert.window.end and alert.window.start < parse_instant(
-                    end
-                ):
-                    mapped[alert.id] = row.id
-                    held[row.id] = _held(row)
-                    break
+                start, end = parse_instant(window["start"]), parse_instant(window["end"])
+                # The replay reaches the episode in stages (its batches): an earlier stage
+                # has an earlier window, which ends after the held one starts or before.
+                if alert.window.start < end:
+                    overlaps = start < alert.window.end
+                    candidates.append((not overlaps, start, row))
+            if candidates:
+                row = min(candidates, key=lambda c: (c[0], c[1]))[2]
+                mapped[alert.id] = row.id
+                held[row.id] = _held(row)
         if not mapped:
             return list(items)
         await conn.execute(
