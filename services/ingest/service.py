@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import BaseModel, ConfigDict
 
 from schemas import topics
@@ -173,13 +173,40 @@ class KafkaPublisher:
                     acked.cancel()
                     raise PublisherUnavailable("the Kafka broker stopped answering")
                 results = acked.result()
-        except (KafkaError, OSError, TimeoutError) as exc:
+        except (KafkaError, OSError, TimeoutError, PublisherUnavailable) as exc:
+            await self._abandon(producer)
+            if isinstance(exc, PublisherUnavailable):
+                raise
             raise PublisherUnavailable(f"broker did not acknowledge: {exc!r}") from exc
         finally:
             gone.cancel()
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
+            await self._abandon(producer)
             raise PublisherUnavailable(f"broker did not acknowledge: {failures[0]!r}")
+
+    async def _abandon(self, producer: AIOKafkaProducer) -> None:
+        """Drop a producer whose batch was answered 503, with everything it still holds, so
+        that no record of a refused request reaches a broker later (the producer would
+        otherwise retry it until its request timeout, e.g. into a restarted broker:
+        CONTRACT decision 7); then connect a new one in the background."""
+        if self._producer is not producer:
+            return  # a concurrent failure dropped it already
+        self._producer = None
+        log.warning("kafka_producer_abandoned", extra={"bootstrap": self._settings.kafka_bootstrap})
+        with contextlib.suppress(Exception):
+            sender = producer._sender  # noqa: SLF001 - aiokafka has no abort
+            producer._closed = True  # noqa: SLF001
+            await sender.close()  # cancels the sending task: nothing more goes out
+        with contextlib.suppress(Exception):
+            producer._message_accumulator.fail_all(  # noqa: SLF001
+                KafkaConnectionError("producer abandoned after a refused batch")
+            )
+        with contextlib.suppress(Exception):
+            await producer.client.close()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        self._connecting = asyncio.create_task(self._connect_forever())
 
 
 class ArchivingPublisher:
