@@ -22,8 +22,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -33,6 +34,9 @@ from services.common.settings import (
     DetectorSettings,
     IngestSettings,
 )
+
+if TYPE_CHECKING:
+    from services.common.broker import EmbeddedBroker
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -216,6 +220,9 @@ def _port_or_free(preferred: int) -> int:
     from services.common.broker import free_port
 
     with socket.socket() as sock:
+        # As the servers bind (SO_REUSEADDR): a port whose old connections linger in
+        # TIME_WAIT after a restart is still ours.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", preferred))
         except OSError:
@@ -233,21 +240,26 @@ def _die_with_parent() -> None:
 
 
 class _Stack:
-    """The children of `cdrwatch up`, supervised: a service that dies is restarted (a few
-    times, with back-off), so a crash or a kill -9 of one worker heals as it would under
-    systemd or Kubernetes; one that keeps dying stops the stack."""
+    """The children of `cdrwatch up`, supervised: a service that dies is restarted after a
+    back-off (0.5 s, doubling, at most `MAX_BACKOFF` s; reset once it ran `STABLE` s), for
+    as long as the stack runs, as systemd's Restart=always would. Restarts are scheduled,
+    never slept on, so the loop keeps watching the broker meanwhile."""
 
-    MAX_RESTARTS = 5
+    MAX_BACKOFF = 3.0
+    STABLE = 10.0
 
     def __init__(self, log_dir: Path, run_dir: Path) -> None:
         self.log_dir = log_dir
         self.run_dir = run_dir
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.specs: dict[str, tuple[list[str], dict[str, str]]] = {}
-        self.restarts: dict[str, list[float]] = {}
+        self.started: dict[str, float] = {}
+        self.quick_deaths: dict[str, int] = {}
+        self.due: dict[str, float] = {}
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         self.specs[name] = (args, env)
+        self.due.pop(name, None)
         with (self.log_dir / f"{name}.log").open("ab") as log_file:
             proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [sys.executable, "-m", "services.cli", *args],
@@ -257,30 +269,60 @@ class _Stack:
                 preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
         self.children[name] = proc
-        (self.run_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
+        self.started[name] = time.monotonic()
+        _write_private(self.run_dir / f"{name}.pid", f"{proc.pid}\n")
+
+    def respawn(self, name: str) -> None:
+        args, env = self.specs[name]
+        args = list(args)
+        for index, arg in enumerate(args[:-1]):
+            if arg in ("--port", "--metrics-port"):
+                # Taken by someone else meanwhile (another stack on this machine)? Move.
+                args[index + 1] = str(_port_or_free(int(args[index + 1])))
+        self.spawn(name, args, env)
 
     def dead(self) -> list[tuple[str, int]]:
         return [(n, p.returncode) for n, p in self.children.items() if p.poll() is not None]
 
-    def supervise(self) -> str | None:
-        """Restart dead children; the name of one that died too often, else None."""
+    def supervise(self) -> None:
+        """Schedule the restart of dead children; start those whose back-off is over."""
         now = time.monotonic()
         for name, code in self.dead():
-            recent = [t for t in self.restarts.get(name, []) if now - t < 300]
-            if len(recent) >= self.MAX_RESTARTS:
-                return f"{name} exited with {code} {len(recent) + 1} times in 5 minutes"
-            recent.append(now)
-            self.restarts[name] = recent
+            if name in self.due:
+                continue
+            ran = now - self.started.get(name, now)
+            quick = 0 if ran >= self.STABLE else self.quick_deaths.get(name, 0) + 1
+            self.quick_deaths[name] = quick
+            delay = min(self.MAX_BACKOFF, 0.5 * 2 ** max(quick - 1, 0)) if quick else 0.2
+            self.due[name] = now + delay
             print(
-                f"{name} exited with {code}; restarting it (see {self.log_dir / (name + '.log')})",
+                f"{name} exited with {code}; restarting it in {delay:.1f} s "
+                f"(see {self.log_dir / (name + '.log')})",
                 file=sys.stderr,
                 flush=True,
             )
-            time.sleep(min(5.0, 0.5 * 2 ** (len(recent) - 1)))
-            self.spawn(name, *self.specs[name])
-        return None
+        for name, when in list(self.due.items()):
+            if when <= now:
+                self.respawn(name)
+
+    def kill(self, name: str, grace: float = 0.0) -> None:
+        """Stop one child (SIGTERM and `grace` seconds, else SIGKILL at once); no restart."""
+        proc = self.children.get(name)
+        self.due.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        if grace > 0:
+            proc.terminate()
+            try:
+                proc.wait(grace)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        proc.kill()
+        proc.wait()
 
     def stop(self, timeout: float = 15.0) -> None:
+        self.due.clear()
         for proc in reversed(self.children.values()):
             if proc.poll() is None:
                 proc.terminate()
@@ -295,17 +337,89 @@ class _Stack:
             (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only (CONTRACT decision 8)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
 def _wait_ready(url: str, stack: _Stack, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        dead = stack.dead()
-        if dead:
-            raise RuntimeError(f"service exited during start-up: {dead}")
+        # A child that dies while starting (a port taken meanwhile by another program) is
+        # restarted; one that keeps dying at once fails the start.
+        stack.supervise()
+        failing = [name for name, count in stack.quick_deaths.items() if count >= 5]
+        if failing:
+            raise RuntimeError(f"service exited during start-up: {failing}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return
         time.sleep(0.2)
     raise RuntimeError(f"{url} not ready after {timeout:.0f} s")
+
+
+TOKENS_FILE = "tokens"
+_UP_ROLES = ("admin", "compliance", "viewer", "ingest")
+# Tables of the api store that are derived from the topics: rebuilt by replaying the
+# archive into a fresh broker. Tokens, campaign settings, alerts with their history,
+# acknowledgements and notes are user data and are kept.
+DERIVED_TABLES = ("minute_stats", "window_stats", "consumer_positions")
+
+
+async def _prepare_store(settings: CommonSettings, *, reset_derived: bool) -> dict[str, str]:
+    """Migrate the store, empty its derived tables when asked, and return the stack's
+    tokens: those kept in data_dir/tokens when they still verify, else new ones (the file
+    is rewritten, 0600)."""
+    from services.common.auth import TokenStore
+    from services.common.db import create_engine, migrate, minute_stats
+
+    engine = create_engine(settings.resolved_database_url())
+    try:
+        await migrate(engine)
+        if reset_derived:
+            async with engine.begin() as conn:
+                for name in DERIVED_TABLES:
+                    await conn.execute(minute_stats.metadata.tables[name].delete())
+        store = TokenStore(engine, cache_ttl_seconds=0)
+        path = settings.data_dir / TOKENS_FILE
+        kept: dict[str, str] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                role, _, token = line.strip().partition(" ")
+                principal = await store.verify(token.strip()) if token else None
+                if principal is not None and principal.role == role and principal.tenant_id is None:
+                    kept[role] = token.strip()
+        tokens = {
+            role: kept.get(role) or await store.create(role)  # type: ignore[arg-type]
+            for role in _UP_ROLES
+        }
+        if tokens != kept:
+            _write_private(path, "".join(f"{role} {token}\n" for role, token in tokens.items()))
+        return tokens
+    finally:
+        await engine.dispose()
+
+
+async def _rebuild_topics(settings: CommonSettings, bootstrap: str, archive: bool) -> str:
+    """Create the topics on a fresh broker and replay the archive into it."""
+    from services.common.archive import Archive
+    from services.common.kafka import ensure_topics
+    from services.common.replay import replay_archive
+
+    await ensure_topics(bootstrap, settings.kafka_partitions)
+    if not archive:
+        return "archive off: nothing replayed"
+    with Archive.in_data_dir(settings.data_dir) as store:
+        result = await replay_archive(
+            store, settings.model_copy(update={"kafka_bootstrap": bootstrap})
+        )
+    return (
+        f"replayed {result.cdrs} CDRs and {result.settings} campaign settings "
+        f"in {result.seconds:.1f} s"
+    )
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -316,7 +430,11 @@ def _up(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if args.data_dir is not None:
         env["CDRWATCH_DATA_DIR"] = str(args.data_dir)
-    settings = CommonSettings(_env_file=None, **_env_overrides(env))  # type: ignore[call-arg]
+    embedded = "CDRWATCH_KAFKA_BOOTSTRAP" not in os.environ
+    if embedded:
+        # The embedded broker keeps topics in memory: the archive is what survives it.
+        env.setdefault("CDRWATCH_ARCHIVE", "true")
+    settings = CommonSettings(_env_file=None, **_env_overrides(env))  # type: ignore[call-arg, arg-type]
     configure_logging("up", settings.log_json)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from services.common.datadir import ensure_private_dir, secure_data_dir
@@ -325,6 +443,10 @@ def _up(args: argparse.Namespace) -> int:
     log_dir = ensure_private_dir(data_dir / "logs")
     run_dir = ensure_private_dir(data_dir / "run")
     env["CDRWATCH_DATA_DIR"] = str(data_dir)
+    settings = settings.model_copy(update={"data_dir": data_dir})
+    marker = run_dir / "recovering"
+    marker.unlink(missing_ok=True)
+    env["CDRWATCH_RECOVERY_MARKER"] = str(marker)
 
     stopping = False
 
@@ -338,22 +460,22 @@ def _up(args: argparse.Namespace) -> int:
     broker: EmbeddedBroker | None = None
     stack = _Stack(log_dir, run_dir)
     try:
-        if "CDRWATCH_KAFKA_BOOTSTRAP" in os.environ:
+        if not embedded:
             bootstrap = os.environ["CDRWATCH_KAFKA_BOOTSTRAP"]
             print(f"Using Kafka at {bootstrap}", flush=True)
+            asyncio.run(ensure_topics(bootstrap, settings.kafka_partitions))
         else:
-            _clear_previous_run(settings, data_dir)
             broker = EmbeddedBroker(log_path=log_dir / "broker.log")
             bootstrap = broker.start()
-            (run_dir / "broker.pid").write_text(f"{broker.pid}\n")
+            _write_private(run_dir / "broker.pid", f"{broker.pid}\n")
             env["CDRWATCH_KAFKA_IDEMPOTENCE"] = "false"
+            # A fresh broker: what the detector and the api derived from the previous one
+            # is rebuilt from the archive (never merged with it).
+            shutil.rmtree(data_dir / "detector", ignore_errors=True)
+            print(asyncio.run(_rebuild_topics(settings, bootstrap, settings.archive)), flush=True)
         env["CDRWATCH_KAFKA_BOOTSTRAP"] = bootstrap
-        asyncio.run(ensure_topics(bootstrap, settings.kafka_partitions))
 
-        tokens = {
-            role: asyncio.run(_create_token(CommonSettings(data_dir=data_dir), role, None))
-            for role in ("admin", "compliance", "viewer", "ingest")
-        }
+        tokens = asyncio.run(_prepare_store(settings, reset_derived=embedded))
         from services.ingest.app import load_pseudonym_key
 
         load_pseudonym_key(IngestSettings(data_dir=data_dir))  # created once, shared
@@ -382,7 +504,8 @@ def _up(args: argparse.Namespace) -> int:
                     f"  Detector metrics: http://127.0.0.1:{metrics_port}/metrics",
                     f"  Kafka bootstrap: {bootstrap}",
                     f"  Data and logs: {data_dir}",
-                    "  Tokens (shown once; create more with `cdrwatch token create`):",
+                    f"  Tokens (kept in {data_dir / TOKENS_FILE}; create more with "
+                    "`cdrwatch token create`):",
                     *(f"    {role:<10} {token}" for role, token in tokens.items()),
                     f"  Try: curl -H 'Authorization: Bearer {tokens['viewer']}' "
                     f"{api_url}/v1/alerts",
@@ -393,11 +516,10 @@ def _up(args: argparse.Namespace) -> int:
             flush=True,
         )
         while not stopping:
-            failure = stack.supervise()
-            if failure:
-                print(f"stopping: {failure}; see {log_dir}", file=sys.stderr, flush=True)
-                return 1
-            time.sleep(0.2)
+            if broker is not None and not broker.is_running():
+                _recover_broker(broker, stack, settings, run_dir, marker, lambda: stopping)
+            stack.supervise()
+            time.sleep(0.1)
         return 0
     except Exception as exc:  # start-up failed: say why, stop what started
         print(f"cdrwatch up failed: {exc} (logs in {log_dir})", file=sys.stderr, flush=True)
@@ -407,32 +529,67 @@ def _up(args: argparse.Namespace) -> int:
         if broker is not None:
             broker.stop()
             (run_dir / "broker.pid").unlink(missing_ok=True)
+        marker.unlink(missing_ok=True)
         print("cdrwatch stopped.", flush=True)
 
 
-def _clear_previous_run(settings: CommonSettings, data_dir: Path) -> None:
-    """The embedded broker keeps its topics in memory, so a new run starts with empty
-    topics; the api's stored stats, alerts and consumer positions and the detector's data
-    of a previous run would no longer match them. Start the derived state afresh too
-    (tokens are created anew each run; the pseudonym key is kept)."""
-    if settings.database_url:
-        return  # not ours to clear: the operator chose that database
-    stale = [data_dir / name for name in ("cdrwatch.db", "cdrwatch.db-wal", "cdrwatch.db-shm")]
-    if not any(path.exists() for path in stale):
-        return
-    for path in stale:
-        path.unlink(missing_ok=True)
-    shutil.rmtree(data_dir / "detector", ignore_errors=True)
+# Services that hold state derived from the broker's topics: stopped while the broker is
+# rebuilt, started again afterwards (the detector rebuilds its tables from the replayed
+# topics, the api reads them again into its emptied derived tables).
+_DERIVED_SERVICES = ("detector", "api")
+
+
+def _recover_broker(
+    broker: EmbeddedBroker,
+    stack: _Stack,
+    settings: CommonSettings,
+    run_dir: Path,
+    marker: Path,
+    stopping: Callable[[], bool],
+) -> None:
+    """The embedded broker died (its topics with it): restart it on the same port, create
+    the topics, empty the derived state, replay the archive, restart the detector and the
+    api. While this runs the recovery marker exists: ingest answers 503 and every
+    /readyz says `recovering`. A failed attempt is retried until it succeeds or `up` stops."""
+    port = broker.port
+    code = broker._process.returncode if broker._process is not None else None  # noqa: SLF001
     print(
-        f"Embedded broker (memory storage): cleared the previous run's data in {data_dir}",
+        f"the broker exited with {code}; restarting it on port {port} and replaying the archive",
+        file=sys.stderr,
         flush=True,
     )
+    _write_private(marker, "broker restart\n")
+    for name in _DERIVED_SERVICES:
+        stack.kill(name, grace=0.0 if name == "detector" else 5.0)
+    delay = 0.2
+    while not stopping():
+        try:
+            broker.stop()
+            broker.start(port=port)
+            _write_private(run_dir / "broker.pid", f"{broker.pid}\n")
+            shutil.rmtree(settings.data_dir / "detector", ignore_errors=True)
+            asyncio.run(_prepare_store(settings, reset_derived=True))
+            summary = asyncio.run(_rebuild_topics(settings, broker.bootstrap, settings.archive))
+            break
+        except Exception as exc:
+            print(f"broker recovery failed: {exc}; retrying", file=sys.stderr, flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 3.0)
+    else:
+        return
+    for name in _DERIVED_SERVICES:
+        stack.respawn(name)
+    marker.unlink(missing_ok=True)
+    print(f"broker restarted: {summary}", file=sys.stderr, flush=True)
 
 
 def _env_overrides(env: dict[str, str]) -> dict[str, str]:
-    """Settings read from `env` rather than os.environ (for --data-dir)."""
-    value = env.get("CDRWATCH_DATA_DIR")
-    return {"data_dir": value} if value else {}
+    """Settings read from `env` rather than os.environ (--data-dir, the archive default)."""
+    return {
+        field: env[name]
+        for field, name in (("data_dir", "CDRWATCH_DATA_DIR"), ("archive", "CDRWATCH_ARCHIVE"))
+        if env.get(name)
+    }
 
 
 if __name__ == "__main__":

@@ -22,13 +22,20 @@ from services.api.campaigns import (
 from services.api.clock import Clock, utc_now
 from services.api.consumer import ConsumerFactory, StoreConsumer
 from services.api.metrics import ApiMetrics
-from services.api.publisher import CampaignPublisher, KafkaCampaignPublisher, PublishUnavailable
+from services.api.publisher import (
+    ArchivingCampaignPublisher,
+    CampaignPublisher,
+    KafkaCampaignPublisher,
+    PublishUnavailable,
+)
 from services.api.routes import alerts, campaigns, dashboard, health
 from services.api.store import AlertStore, InvalidCursor
+from services.common.archive import Archive, open_archive
 from services.common.auth import TokenStore
 from services.common.datadir import ensure_private_dir
 from services.common.db import create_engine, migrate
 from services.common.http_app import harden_app, serve_app
+from services.common.kafka import BrokerHealth
 from services.common.settings import ApiSettings
 from services.detector.core.profiles import retention_refusal
 
@@ -65,10 +72,18 @@ def create_app(
             clock=clock,
             default_tenant=settings.default_tenant,
         )
-    kafka_publisher = None
+    archive = open_archive(settings)
+    kafka_publisher: KafkaCampaignPublisher | ArchivingCampaignPublisher | None = None
     if campaign_publisher is None:
         kafka_publisher = KafkaCampaignPublisher(settings)
+        if archive is not None:
+            kafka_publisher = ArchivingCampaignPublisher(kafka_publisher, archive)
         campaign_publisher = kafka_publisher
+    broker_health = (
+        BrokerHealth(settings.kafka_bootstrap, settings.broker_probe_interval_seconds)
+        if consumer_enabled
+        else None
+    )
     consumer = StoreConsumer(settings, store, consumer_factory=consumer_factory, registry=registry)
 
     @contextlib.asynccontextmanager
@@ -81,6 +96,11 @@ def create_app(
             await migrate(store.engine)
             if kafka_publisher is not None:
                 stack.push_async_callback(kafka_publisher.stop)
+            if archive is not None:
+                stack.callback(archive.close)
+            if broker_health is not None:
+                stack.push_async_callback(broker_health.stop)
+                await broker_health.start()
             ingest_stop = await _start_ingest(app)
             if ingest_stop is not None:
                 stack.push_async_callback(ingest_stop)
@@ -106,6 +126,7 @@ def create_app(
     app.state.campaign_publisher = campaign_publisher
     app.state.profiles = profiles or DetectorProfiles()
     app.state.consumer = None  # set while the consumer runs; None: disabled
+    app.state.broker_health = broker_health
     app.state.metrics = ApiMetrics(
         registry,
         campaign_cap=settings.metrics_campaign_cap,
@@ -114,7 +135,7 @@ def create_app(
     )
     _add_error_handlers(app)
     if settings.serve_ingest:
-        _mount_ingest(app, settings, registry, clock)
+        _mount_ingest(app, settings, registry, clock, archive)
     for module in (health, campaigns, alerts, dashboard):
         app.include_router(module.router)
     dashboard.mount_static(app)
@@ -123,7 +144,11 @@ def create_app(
 
 
 def _mount_ingest(
-    app: FastAPI, settings: ApiSettings, registry: CollectorRegistry, clock: Clock
+    app: FastAPI,
+    settings: ApiSettings,
+    registry: CollectorRegistry,
+    clock: Clock,
+    archive: Archive | None,
 ) -> None:
     """Serve POST /v1/cdrs from this app too (SPEC: one URL for the whole HTTP API). Its
     Kafka publisher is started and stopped by the lifespan (`_start_ingest`)."""
@@ -132,7 +157,7 @@ def _mount_ingest(
         from services.ingest.metrics import IngestMetrics
         from services.ingest.normalize import Normalizer
         from services.ingest.routes import router
-        from services.ingest.service import IngestService, KafkaPublisher
+        from services.ingest.service import IngestService, build_publisher
     except ImportError as exc:  # the ingest package is optional for the api
         log.warning("ingest_not_mounted error=%s", exc)
         return
@@ -140,7 +165,7 @@ def _mount_ingest(
         load_pseudonym_key(settings), clock, timedelta(seconds=settings.future_tolerance_seconds)
     )
     app.state.ingest = IngestService(
-        settings, KafkaPublisher(settings), normalizer, IngestMetrics(registry)
+        settings, build_publisher(settings, archive), normalizer, IngestMetrics(registry)
     )
     app.include_router(router)
 

@@ -139,3 +139,5 @@ class CampaignCompliance(BaseModel):
 class Readiness(BaseModel):
     database: Literal["ok", "unreachable"]
     consumer: Literal["running", "stopped", "disabled"]
+    # Absent when the api does not consume (no broker to check).
+    broker: Literal["ok", "unreachable", "recovering"] | None = None

@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 
 from schemas import topics
 from services.api.models import CampaignConfig
+from services.common.archive import Archive, ArchiveError
 from services.common.kafka import create_producer
 from services.common.settings import ApiSettings
 
@@ -75,3 +76,29 @@ class KafkaCampaignPublisher:
         if producer is not None:
             with contextlib.suppress(Exception):
                 await producer.stop()
+
+
+class ArchivingCampaignPublisher:
+    """Keeps every configuration the broker acknowledged in the durable archive
+    (services.common.archive), so `cdrwatch up` replays it into a fresh broker.
+
+    Archived after the broker's acknowledgement: when the archive cannot be written the
+    PUT fails (PublishUnavailable, 503) and the store keeps the old configuration; the
+    detector may already apply the new one, and the client's retry (a PUT is idempotent)
+    brings the three into line."""
+
+    def __init__(self, inner: CampaignPublisher, archive: Archive) -> None:
+        self.inner = inner
+        self.archive = archive
+
+    async def publish(self, config: CampaignConfig) -> None:
+        await self.inner.publish(config)
+        try:
+            await asyncio.to_thread(self.archive.put_setting, *campaign_record(config))
+        except ArchiveError as exc:
+            raise PublishUnavailable(f"the archive could not be written: {exc}") from exc
+
+    async def stop(self) -> None:
+        stop = getattr(self.inner, "stop", None)
+        if stop is not None:
+            await stop()

@@ -11,7 +11,8 @@ changes nothing: alerts are upserted by id and a history row is added only when
 detector publishes a campaign's figures in order on one partition, absolute values, so
 after a rebuild of its state the figures converge to the rebuilt ones). An alert marked
 replayed (re-derived from archived records after the broker restarted) that is already
-held updates its figures but adds no history and keeps opened_at, acks and notes. One
+held updates its figures but adds no history and keeps opened_at, acks and notes; any
+alert already held keeps its first opened_at. One
 `apply_batch` is one transaction.
 """
 
@@ -44,6 +45,7 @@ from services.api.models import (
 )
 from services.common.db import (
     DEFAULT_TENANT,
+    alert_aliases,
     alert_history,
     alerts,
     campaigns,
@@ -146,6 +148,20 @@ def decode_cursor(cursor: str, size: int) -> list[str]:
     ):
         raise InvalidCursor("cursor is not one this api issued")
     return values
+
+
+def _held(row: sa.Row[Any]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "tenant_id": row.tenant_id,
+        "campaign_id": row.campaign_id,
+        "rule": row.rule,
+        "severity": row.severity,
+        "state": row.state,
+        "opened_at": row.opened_at,
+        "resolved_at": row.resolved_at,
+        "body": dict(row.body),
+    }
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -290,22 +306,14 @@ class AlertStore:
         end): no history, and state, severity, opened_at, acks and notes stay."""
         if not items:
             return
+        items = await self._resolve_aliases(conn, items)
         held: dict[str, dict[str, Any]] = {}
         ids = sorted({a.id for a, _ in items})
         for chunk in _chunks(ids):
             result = await conn.execute(sa.select(alerts).where(alerts.c.id.in_(chunk)))
             for row in result:
-                held[row.id] = {
-                    "id": row.id,
-                    "tenant_id": row.tenant_id,
-                    "campaign_id": row.campaign_id,
-                    "rule": row.rule,
-                    "severity": row.severity,
-                    "state": row.state,
-                    "opened_at": row.opened_at,
-                    "resolved_at": row.resolved_at,
-                    "body": dict(row.body),
-                }
+                held[row.id] = _held(row)
+        items = await self._alias_rebuilt_episodes(conn, items, held)
         final: dict[str, dict[str, Any]] = {}
         history: list[dict[str, Any]] = []
         for alert, replayed in items:
@@ -342,6 +350,12 @@ class AlertStore:
             tenant = self._tenant(alert.tenant_id)
             body = alert.model_dump(mode="json", exclude=set(_ACK_FIELDS))
             body["tenant_id"] = tenant
+            opened_at = alert.opened_at
+            if current is not None:
+                # An alert id opens once (the detector re-opens it in place); a detector
+                # that rebuilt its state from the archive stamps a later opened_at.
+                opened_at = current["opened_at"]
+                body["opened_at"] = current["body"].get("opened_at", body["opened_at"])
             final[alert.id] = {
                 "id": alert.id,
                 "tenant_id": tenant,
@@ -349,7 +363,7 @@ class AlertStore:
                 "rule": alert.rule,
                 "severity": alert.severity,
                 "state": alert.state,
-                "opened_at": alert.opened_at,
+                "opened_at": opened_at,
                 "resolved_at": alert.resolved_at,
                 "body": body,
                 "updated_at": now,
@@ -375,6 +389,74 @@ class AlertStore:
             await conn.execute(stmt, list(chunk))
         for chunk in _chunks(history):
             await conn.execute(alert_history.insert(), list(chunk))
+
+    async def _resolve_aliases(
+        self, conn: AsyncConnection, items: Sequence[tuple[AlertV1, bool]]
+    ) -> list[tuple[AlertV1, bool]]:
+        """Alerts under the id the api holds for them (see db.alert_aliases)."""
+        ids = sorted({a.id for a, _ in items})
+        aliases: dict[str, str] = {}
+        for chunk in _chunks(ids):
+            query = sa.select(alert_aliases).where(alert_aliases.c.alias_id.in_(chunk))
+            aliases.update({row.alias_id: row.alert_id for row in await conn.execute(query)})
+        return [
+            (a.model_copy(update={"id": aliases[a.id]}) if a.id in aliases else a, replayed)
+            for a, replayed in items
+        ]
+
+    async def _alias_rebuilt_episodes(
+        self,
+        conn: AsyncConnection,
+        items: Sequence[tuple[AlertV1, bool]],
+        held: dict[str, dict[str, Any]],
+    ) -> list[tuple[AlertV1, bool]]:
+        """A replayed alert the api does not hold, of the tenant, campaign and rule of a
+        firing alert it does hold whose window does not end before the replayed one
+        starts, is that alert under the id a rebuilt detector gave the episode (the replay
+        reaches an episode in other batches than the live run did, so its first breaching
+        window differs): map it, and every later message with that id, onto the held one
+        (an overlapping window first, else the earliest), which keeps its id, opened_at,
+        history, ack and note. Per-day and cumulative alerts have deterministic ids and are
+        held already; only a day the api never received could be mapped wrongly."""
+        fresh = [a for a, replayed in items if replayed and a.id not in held]
+        if not fresh:
+            return list(items)
+        mapped: dict[str, str] = {}
+        for alert in fresh:
+            if alert.id in mapped:
+                continue
+            tenant = self._tenant(alert.tenant_id)
+            query = sa.select(alerts).where(
+                alerts.c.tenant_id == tenant,
+                alerts.c.campaign_id == alert.campaign_id,
+                alerts.c.rule == alert.rule,
+                alerts.c.state == "firing",
+            )
+            candidates = []
+            for row in await conn.execute(query):
+                window = (row.body or {}).get("window") or {}
+                if row.id in mapped.values() or not window.get("start") or not window.get("end"):
+                    continue
+                start, end = parse_instant(window["start"]), parse_instant(window["end"])
+                # The replay reaches the episode in stages (its batches): an earlier stage
+                # has an earlier window, which ends after the held one starts or before.
+                if alert.window.start < end:
+                    overlaps = start < alert.window.end
+                    candidates.append((not overlaps, start, row))
+            if candidates:
+                row = min(candidates, key=lambda c: (c[0], c[1]))[2]
+                mapped[alert.id] = row.id
+                held[row.id] = _held(row)
+        if not mapped:
+            return list(items)
+        await conn.execute(
+            alert_aliases.insert(),
+            [{"alias_id": alias, "alert_id": target} for alias, target in mapped.items()],
+        )
+        return [
+            (a.model_copy(update={"id": mapped[a.id]}) if a.id in mapped else a, replayed)
+            for a, replayed in items
+        ]
 
     async def _upsert_minutes(self, conn: AsyncConnection, buckets: Sequence[MinuteBucket]) -> None:
         # Last write wins: the newest message for a bucket replaces it (CONTRACT decision 5).

@@ -169,6 +169,17 @@ consumer_positions = sa.Table(
     sa.Column("next_offset", sa.BigInteger, nullable=False),
 )
 
+# A rolling-window alert's id comes from its episode's first breaching window, which
+# depends on how the detector's batches fell: a detector that rebuilt its state from the
+# durable archive may name an episode the api already holds differently. The api keeps
+# the id it holds and maps the rebuilt one onto it (services/api/store.py).
+alert_aliases = sa.Table(
+    "alert_aliases",
+    metadata,
+    sa.Column("alias_id", sa.String(80), primary_key=True),
+    sa.Column("alert_id", sa.String(80), nullable=False),
+)
+
 SCHEMA_VERSION = 2
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 

@@ -9,7 +9,9 @@ either way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import struct
 from collections.abc import Iterable
 from typing import Any
 
@@ -107,3 +109,94 @@ def _raise_topic_errors(topic_errors: Iterable[tuple[Any, ...]]) -> None:
         message = entry[2] if len(entry) > 2 and entry[2] else ""
         error_class: type[KafkaError] = for_code(code)
         raise error_class(f"creating topic {name}: {message}".rstrip(": "))
+
+
+# -- broker health -------------------------------------------------------------------------
+
+_API_VERSIONS_V0 = struct.pack(">hhih", 18, 0, 1, len(b"cdrwatch-probe")) + b"cdrwatch-probe"
+
+
+def _bootstrap_hosts(bootstrap: str) -> list[tuple[str, int]]:
+    hosts = []
+    for item in bootstrap.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if host and port.isdigit():
+            hosts.append((host.strip("[]"), int(port)))
+    return hosts
+
+
+async def broker_answers(bootstrap: str, timeout: float = 0.5) -> bool:
+    """True when a bootstrap broker answers an ApiVersions request within `timeout`."""
+    for host, port in _bootstrap_hosts(bootstrap):
+        writer = None
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(host, port)
+                writer.write(struct.pack(">i", len(_API_VERSIONS_V0)) + _API_VERSIONS_V0)
+                await writer.drain()
+                (size,) = struct.unpack(">i", await reader.readexactly(4))
+                if size < 6:
+                    continue
+                body = await reader.readexactly(min(size, 64))
+                (correlation, error) = struct.unpack_from(">ih", body, 0)
+                if correlation == 1 and error in (0, 35):  # 35: version not supported
+                    return True
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, struct.error):
+            continue
+        finally:
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+    return False
+
+
+class BrokerHealth:
+    """Probes the broker every `interval` seconds in the background (a TCP connection
+    and an ApiVersions round trip, bounded by `timeout`).
+
+    `healthy` is the latest verdict (False until the first probe answered); `down` is an
+    event set while the broker does not answer, so a send in flight can give up as soon as
+    the broker is known to be gone instead of waiting for its own timeout."""
+
+    def __init__(self, bootstrap: str, interval: float = 0.5, timeout: float | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.interval = interval
+        self.timeout = timeout if timeout is not None else min(interval, 1.0)
+        self.healthy = False
+        self.down = asyncio.Event()
+        self.down.set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def probe(self) -> bool:
+        ok = await broker_answers(self.bootstrap, self.timeout)
+        if ok != self.healthy:
+            log.log(
+                logging.INFO if ok else logging.WARNING,
+                "broker_reachable" if ok else "broker_unreachable",
+                extra={"bootstrap": self.bootstrap},
+            )
+        self.healthy = ok
+        if ok:
+            self.down.clear()
+        else:
+            self.down.set()
+        return ok
+
+    async def start(self) -> None:
+        if self._task is None:
+            await self.probe()
+            self._task = asyncio.create_task(self._run(), name="broker-health")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            with contextlib.suppress(Exception):
+                await self.probe()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -29,6 +29,20 @@ class CommonSettings(BaseSettings):
     # Tenancy is part of every key (SPEC "CDR v1"): records without a tenant, and records
     # written with a token bound to no tenant, belong to this one.
     default_tenant: str = Field(default="default", min_length=1, max_length=128)
+    # The durable archive (services.common.archive): every published CDR and campaign
+    # setting also kept in data_dir/archive.sqlite3, replayed into a fresh broker by
+    # `cdrwatch up`. On for the embedded broker (`cdrwatch up` sets it); off by default and
+    # in docker-compose, where Kafka itself is durable.
+    archive: bool = False
+    # While this file exists the stack is recovering (the embedded broker restarted and the
+    # archive is being replayed): ingest answers 503 and every /readyz says so. Set by
+    # `cdrwatch up` for its children.
+    recovery_marker: Path | None = None
+    # The background broker probe behind /readyz and ingest's fail-fast 503 (seconds).
+    broker_probe_interval_seconds: float = Field(default=0.5, gt=0, le=60)
+
+    def recovering(self) -> bool:
+        return self.recovery_marker is not None and self.recovery_marker.exists()
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy async URL: the setting, else SQLite under the data directory."""

@@ -286,6 +286,9 @@ class CampaignConfigs:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._partitions: list[TopicPartition] = []
+        # Set once start() has read the topic: the agents may get their first events
+        # before this service started (a replayed archive is there at once).
+        self._started = asyncio.Event()
 
     def config_for(self, scoped: str) -> CampaignConfig:
         """The configuration of a campaign by its scoped key `tenant/campaign`."""
@@ -326,7 +329,8 @@ class CampaignConfigs:
             self._consumer.assign(self._partitions)
             await self._consumer.seek_to_beginning(*self._partitions)
         self._task = asyncio.create_task(self._run())
-        await self.catch_up()
+        await self.catch_up(wait_start=False)
+        self._started.set()
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -338,8 +342,14 @@ class CampaignConfigs:
                 for message in messages:
                     self.apply(message.value)
 
-    async def catch_up(self, timeout: float = 5.0) -> None:
-        """Wait until every configuration written so far is applied (bounded)."""
+    async def catch_up(self, timeout: float = 5.0, *, wait_start: bool = True) -> None:
+        """Wait until every configuration written so far is applied (bounded), and first
+        until the service started (bounded by 30 s)."""
+        if wait_start and not self._started.is_set():
+            try:
+                await asyncio.wait_for(self._started.wait(), 30.0)
+            except TimeoutError:
+                log.warning("campaign_config_start_timeout timeout_s=30")
         if self._consumer is None or not self._partitions:
             return
         ends = await self._consumer.end_offsets(self._partitions)

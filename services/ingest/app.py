@@ -13,8 +13,10 @@ from pathlib import Path
 import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common.archive import open_archive
 from services.common.auth import TokenStore
 from services.common.datadir import ensure_private_dir
 from services.common.db import create_engine, migrate
@@ -25,10 +27,12 @@ from services.ingest.normalize import Normalizer
 from services.ingest.raw import RawValidator
 from services.ingest.routes import router
 from services.ingest.service import (
+    ArchivingPublisher,
     IngestService,
     KafkaPublisher,
     Publisher,
     SupportsReadiness,
+    build_publisher,
 )
 
 PSEUDONYM_KEY_FILE = "pseudonym.key"
@@ -90,9 +94,10 @@ def create_app(
     and migrates it. With `settings.consume_raw` the lifespan also runs the validator of
     `cdrwatch.cdrs.raw.v1` (services.ingest.raw), with the same normaliser and metrics."""
     registry = registry if registry is not None else CollectorRegistry()
-    kafka_publisher: KafkaPublisher | None = None
+    archive = open_archive(settings)
+    kafka_publisher: KafkaPublisher | ArchivingPublisher | None = None
     if publisher is None:
-        kafka_publisher = KafkaPublisher(settings)
+        kafka_publisher = build_publisher(settings, archive)
         publisher = kafka_publisher
     engine: AsyncEngine | None = None
     if tokens is None:
@@ -106,7 +111,9 @@ def create_app(
         timedelta(seconds=settings.future_tolerance_seconds),
     )
     raw_validator = (
-        RawValidator(settings, normalizer, ingest_metrics) if settings.consume_raw else None
+        RawValidator(settings, normalizer, ingest_metrics, archive=archive)
+        if settings.consume_raw
+        else None
     )
 
     @contextlib.asynccontextmanager
@@ -120,6 +127,8 @@ def create_app(
             if kafka_publisher is not None:
                 stack.push_async_callback(kafka_publisher.stop)
                 await kafka_publisher.start()
+            if archive is not None:
+                stack.callback(archive.close)
             if raw_validator is not None:
                 stack.push_async_callback(raw_validator.stop)
                 await raw_validator.start()
@@ -143,12 +152,25 @@ def create_app(
         service: IngestService = request.app.state.ingest
         publisher = service.publisher
         ready = not isinstance(publisher, SupportsReadiness) or await publisher.check_ready()
+        database = "ok"
+        if engine is not None:
+            try:
+                async with engine.connect() as conn:
+                    await conn.exec_driver_sql("SELECT 1")
+            except (SQLAlchemyError, OSError):
+                database = "unreachable"
+                ready = False
         # The raw validator is reported, not required: the HTTP path does not depend on it,
         # and its group join may take a session timeout after a restart.
         validator: RawValidator | None = request.app.state.raw_validator
         body = {
-            "status": "ready" if ready else "broker not connected",
+            "status": "ready"
+            if ready
+            else "recovering"
+            if settings.recovering()
+            else "broker not connected",
             "raw_validator": validator.state if validator is not None else "off",
+            "database": database,
         }
         return Response(
             content=orjson.dumps(body),

@@ -46,7 +46,9 @@ validated, its normalised and dead-letter records are produced, and its offsets 
 committed only after the broker acknowledged every one of them. When producing fails,
 nothing is committed: the consumer seeks back to the batch's first offsets, backs off and
 fetches the batch again. A crash or a broker restart replays from the last committed
-offsets. Records produced twice are absorbed by the detector's dedup on `call_id`. A
+offsets. Records produced twice are absorbed by the detector's dedup on `call_id`. With
+the durable archive on (`CDRWATCH_ARCHIVE`), a batch's normalised records are archived
+before they are produced and taken out of the archive again when producing fails. A
 producer that keeps failing keeps the validator retrying (with back-off, logged): nothing
 is skipped.
 """
@@ -67,6 +69,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 
 from schemas import topics
 from schemas.cdr_v1 import FieldError, nesting_exceeds
+from services.common.archive import Archive, ArchivedBatch, ArchiveError
 from services.common.kafka import create_producer
 from services.common.settings import IngestSettings
 from services.ingest.metrics import DeadLetterReason, IngestMetrics, RejectReason
@@ -359,8 +362,10 @@ class RawValidator:
         producer_factory: ProducerFactory | None = None,
         retry_delay_seconds: float = 0.5,
         retry_delay_max_seconds: float = 30.0,
+        archive: Archive | None = None,
     ) -> None:
         self.settings = settings
+        self.archive = archive
         self.normalizer = normalizer
         self.metrics = metrics
         self._consumer_factory = consumer_factory or self._kafka_consumer
@@ -398,9 +403,17 @@ class RawValidator:
             batch = await asyncio.to_thread(validate_each, messages, self.normalizer, self.policy)
         else:
             batch = validate_each(messages, self.normalizer, self.policy)
+        archived = await self._archive(batch)
+        if archived is False:
+            return False
         try:
             await deliver(producer, batch.records, self.settings.send_timeout_seconds)
         except PublisherUnavailable as exc:
+            if archived is not None and self.archive is not None:
+                try:
+                    await asyncio.to_thread(self.archive.discard, archived)
+                except ArchiveError as discard_error:  # replayed; the dedup absorbs it
+                    log.error("archive_discard_failed", extra={"error": str(discard_error)})
             log.warning(
                 "raw_batch_not_delivered",
                 extra={"messages": len(messages), "records": len(batch.records), "error": str(exc)},
@@ -429,6 +442,19 @@ class RawValidator:
             },
         )
         return True
+
+    async def _archive(self, batch: ValidatedBatch) -> ArchivedBatch | None | bool:
+        """Archive the batch's normalised records before they are produced (see
+        services.common.archive): their rows, None without an archive, False when the
+        archive cannot be written (the batch is then not delivered, and fetched again)."""
+        if self.archive is None:
+            return None
+        records = [(r.key, r.value) for r in batch.records if r.topic == topics.CDRS]
+        try:
+            return await asyncio.to_thread(self.archive.append_cdrs, records)
+        except ArchiveError as exc:
+            log.error("archive_write_failed", extra={"error": str(exc)})
+            return False
 
     async def consume_once(self, consumer: Consumer, producer: Producer) -> int:
         """Fetch one batch, handle it, then commit its offsets; or, when it was not

@@ -25,13 +25,14 @@ from typing import Protocol, runtime_checkable
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import BaseModel, ConfigDict
 
 from schemas import topics
 from schemas.cdr_v1 import FieldError, NormalizedCdrV1, excerpt, parse_cdr
+from services.common.archive import Archive, ArchiveError
 from services.common.auth import Principal
-from services.common.kafka import create_producer
+from services.common.kafka import BrokerHealth, create_producer
 from services.common.settings import IngestSettings
 from services.ingest.metrics import IngestMetrics, RejectReason, Source
 from services.ingest.normalize import Normalizer
@@ -78,8 +79,13 @@ class KafkaPublisher:
 
     `start()` returns at once and connects in the background, retrying with back-off, so
     the service comes up before the broker does; until connected, `ready` is False and
-    batches are refused with PublisherUnavailable (503). After a failed batch `ready` stays
-    False until a batch is acknowledged again or `check_ready()` reaches the broker.
+    batches are refused with PublisherUnavailable (503).
+
+    Fail fast: a background probe (`BrokerHealth`, every `broker_probe_interval_seconds`)
+    tells whether the broker answers. While it does not, or while the stack is recovering
+    (`recovery_marker`), a batch is refused at once, before anything is sent; a batch in
+    flight when the probe finds the broker gone gives up then (within about one probe
+    interval) instead of waiting for `send_timeout_seconds`.
     """
 
     def __init__(self, settings: IngestSettings, client_id: str = "cdrwatch-ingest") -> None:
@@ -87,27 +93,28 @@ class KafkaPublisher:
         self._client_id = client_id
         self._producer: AIOKafkaProducer | None = None
         self._connecting: asyncio.Task[None] | None = None
-        self._healthy = False
+        self.health = BrokerHealth(settings.kafka_bootstrap, settings.broker_probe_interval_seconds)
 
     @property
     def ready(self) -> bool:
-        return self._producer is not None and self._healthy
+        return (
+            self._producer is not None and self.health.healthy and not self._settings.recovering()
+        )
 
-    async def check_ready(self, timeout_seconds: float = 2.0) -> bool:
-        producer = self._producer
-        if producer is None:
-            return False
-        if self._healthy:
-            return True
-        try:
-            async with asyncio.timeout(timeout_seconds):
-                await producer.client.fetch_all_metadata()
-        except (KafkaError, OSError, TimeoutError):
-            return False
-        self._healthy = True
-        return True
+    async def check_ready(self) -> bool:
+        return self.ready
+
+    def raise_if_unavailable(self) -> None:
+        """PublisherUnavailable when a batch cannot be published now (nothing is sent)."""
+        if self._settings.recovering():
+            raise PublisherUnavailable("the stack is recovering (replaying its archive)")
+        if self._producer is None:
+            raise PublisherUnavailable("not connected to the Kafka broker")
+        if not self.health.healthy:
+            raise PublisherUnavailable("the Kafka broker does not answer")
 
     async def start(self) -> None:
+        await self.health.start()
         if self._connecting is None:
             self._connecting = asyncio.create_task(self._connect_forever())
 
@@ -120,7 +127,6 @@ class KafkaPublisher:
             await producer.stop()
             raise
         self._producer = producer
-        self._healthy = True
 
     async def _connect_forever(self) -> None:
         delay = 0.2
@@ -133,7 +139,7 @@ class KafkaPublisher:
                     extra={"bootstrap": self._settings.kafka_bootstrap, "error": str(exc)},
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 2.0)
         log.info("kafka_connected", extra={"bootstrap": self._settings.kafka_bootstrap})
 
     async def stop(self) -> None:
@@ -142,29 +148,118 @@ class KafkaPublisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connecting
             self._connecting = None
+        await self.health.stop()
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
 
     async def send_batch(self, records: list[NormalizedCdrV1]) -> None:
+        await self.send_encoded([encode_record(record) for record in records])
+
+    async def send_encoded(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """Produce encoded (key, value) records; return once every one is acknowledged."""
+        self.raise_if_unavailable()
         producer = self._producer
-        if producer is None:
-            raise PublisherUnavailable("not connected to the Kafka broker")
+        assert producer is not None
+        gone = asyncio.ensure_future(self.health.down.wait())
         try:
             async with asyncio.timeout(self._settings.send_timeout_seconds):
-                futures = []
-                for record in records:
-                    key, value = encode_record(record)
-                    futures.append(await producer.send(topics.CDRS, value=value, key=key))
-                results = await asyncio.gather(*futures, return_exceptions=True)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            self._healthy = False
+                futures = [
+                    await producer.send(topics.CDRS, value=value, key=key) for key, value in records
+                ]
+                acked = asyncio.ensure_future(asyncio.gather(*futures, return_exceptions=True))
+                done, _ = await asyncio.wait({acked, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if acked not in done:
+                    acked.cancel()
+                    raise PublisherUnavailable("the Kafka broker stopped answering")
+                results = acked.result()
+        except (KafkaError, OSError, TimeoutError, PublisherUnavailable) as exc:
+            await self._abandon(producer)
+            if isinstance(exc, PublisherUnavailable):
+                raise
             raise PublisherUnavailable(f"broker did not acknowledge: {exc!r}") from exc
+        finally:
+            gone.cancel()
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
-            self._healthy = False
+            await self._abandon(producer)
             raise PublisherUnavailable(f"broker did not acknowledge: {failures[0]!r}")
-        self._healthy = True
+
+    async def _abandon(self, producer: AIOKafkaProducer) -> None:
+        """Drop a producer whose batch was answered 503, with everything it still holds, so
+        that no record of a refused request reaches a broker later (the producer would
+        otherwise retry it until its request timeout, e.g. into a restarted broker:
+        CONTRACT decision 7); then connect a new one in the background."""
+        if self._producer is not producer:
+            return  # a concurrent failure dropped it already
+        self._producer = None
+        log.warning("kafka_producer_abandoned", extra={"bootstrap": self._settings.kafka_bootstrap})
+        with contextlib.suppress(Exception):
+            sender = producer._sender  # noqa: SLF001 - aiokafka has no abort
+            producer._closed = True  # noqa: SLF001
+            await sender.close()  # cancels the sending task: nothing more goes out
+        with contextlib.suppress(Exception):
+            producer._message_accumulator.fail_all(  # noqa: SLF001
+                KafkaConnectionError("producer abandoned after a refused batch")
+            )
+        with contextlib.suppress(Exception):
+            await producer.client.close()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        self._connecting = asyncio.create_task(self._connect_forever())
+
+
+class ArchivingPublisher:
+    """A publisher that also keeps every batch in the durable archive
+    (services.common.archive): archived first, then published; when the broker does not
+    acknowledge, the batch is removed from the archive again before the 503. So every
+    record answered 202 is in the archive, and a record the client must retry is not."""
+
+    def __init__(self, inner: Publisher, archive: Archive) -> None:
+        self.inner = inner
+        self.archive = archive
+
+    async def start(self) -> None:
+        start = getattr(self.inner, "start", None)
+        if start is not None:
+            await start()
+
+    async def stop(self) -> None:
+        stop = getattr(self.inner, "stop", None)
+        if stop is not None:
+            await stop()
+
+    async def check_ready(self) -> bool:
+        return not isinstance(self.inner, SupportsReadiness) or await self.inner.check_ready()
+
+    async def send_batch(self, records: list[NormalizedCdrV1]) -> None:
+        if isinstance(self.inner, KafkaPublisher):
+            self.inner.raise_if_unavailable()  # nothing to archive and take back
+        encoded = [encode_record(record) for record in records]
+        try:
+            batch = await asyncio.to_thread(self.archive.append_cdrs, encoded)
+        except ArchiveError as exc:
+            log.error("archive_write_failed", extra={"error": str(exc)})
+            raise PublisherUnavailable(f"the archive could not be written: {exc}") from exc
+        try:
+            if isinstance(self.inner, KafkaPublisher):
+                await self.inner.send_encoded(encoded)
+            else:
+                await self.inner.send_batch(records)
+        except PublisherUnavailable:
+            try:
+                await asyncio.to_thread(self.archive.discard, batch)
+            except ArchiveError as exc:  # replayed later; the client's retry is deduplicated
+                log.error("archive_discard_failed", extra={"error": str(exc)})
+            raise
+
+
+def build_publisher(
+    settings: IngestSettings, archive: Archive | None
+) -> KafkaPublisher | ArchivingPublisher:
+    """The Kafka publisher of the settings, archiving when an archive is given."""
+    kafka = KafkaPublisher(settings)
+    return kafka if archive is None else ArchivingPublisher(kafka, archive)
 
 
 class Rejection(BaseModel):

@@ -272,7 +272,7 @@ async def test_good_records_are_normalised_and_bad_ones_dead_lettered(
     ]
     assert dead[(*array_at, 1)]["record"] == array[1]
     assert dead[(*array_at, 1)]["errors"][0]["field"] == "sip_code"
-    assert ready == {"status": "ready", "raw_validator": "consuming"}
+    assert ready == {"status": "ready", "raw_validator": "consuming", "database": "ok"}
 
     def metric(name: str, **labels: str) -> float:
         return registry.get_sample_value(name, labels) or 0.0

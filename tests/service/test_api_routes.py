@@ -554,7 +554,7 @@ async def test_readiness_is_503_while_the_consumer_is_not_running(tmp_path):
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             response = await client.get("/readyz")
     assert response.status_code == 503
-    assert response.json() == {"database": "ok", "consumer": "stopped"}
+    assert response.json() == {"database": "ok", "consumer": "stopped", "broker": "unreachable"}
 
 
 async def test_ingest_routes_are_mounted_when_serve_ingest(tmp_path):

@@ -22,7 +22,9 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(request: Request, store: StoreDep) -> JSONResponse:
-    """200 when the database answers and the consumer is running (or disabled)."""
+    """200 when the database answers, the consumer is running (or disabled) and its broker
+    answers (probed in the background); 503 while the stack recovers (its archive is being
+    replayed into a restarted broker)."""
     ready = Readiness(database="ok", consumer="disabled")
     try:
         await store.ping()
@@ -31,8 +33,13 @@ async def readyz(request: Request, store: StoreDep) -> JSONResponse:
     consumer = request.app.state.consumer
     if consumer is not None:
         ready.consumer = "running" if consumer.running else "stopped"
-    ok = ready.database == "ok" and ready.consumer != "stopped"
-    return JSONResponse(ready.model_dump(), status_code=200 if ok else 503)
+    health = getattr(request.app.state, "broker_health", None)
+    if health is not None:
+        ready.broker = "ok" if health.healthy else "unreachable"
+        if request.app.state.settings.recovering():
+            ready.broker = "recovering"
+    ok = ready.database == "ok" and ready.consumer != "stopped" and ready.broker in (None, "ok")
+    return JSONResponse(ready.model_dump(exclude_none=True), status_code=200 if ok else 503)
 
 
 @router.get("/metrics", response_class=Response)
