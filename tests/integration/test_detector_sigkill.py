@@ -173,7 +173,8 @@ async def test_repeated_sigkill_under_live_load_ends_exact(broker: str, tmp_path
             got = {cid: c.to_list() for cid, c in reader.published.cumulative.items()}
             raise AssertionError(
                 f"after kills at {kills_at}: totals {got} never reached {totals}; "
-                f"minute buckets (published, expected): {_short(reader.published, expected)}"
+                f"minute buckets (published, expected): {_short(reader.published, expected)}; "
+                f"state in the change log: {await _change_log_state(broker)}"
             ) from None
         # Let the last batch's minute stats arrive (sent with its cumulative); the assertion
         # below says what is missing if they never do.
@@ -244,6 +245,50 @@ def _short(
         for k, v in expected.items()
         if published.minutes_lww.get(k) != v
     }
+
+
+async def _change_log_state(bootstrap: str) -> dict[str, Any]:
+    """Diagnosis of a failure: the detector's state table rebuilt from its change log, per
+    campaign: the campaign record's attempts and watermark, the sum of its buckets'
+    attempts, its seen-entries."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        "cdrwatch-detector-state-changelog",
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    table: dict[str, Any] = {}
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=100_000)
+            if not batches:
+                break
+            for messages in batches.values():
+                for m in messages:
+                    key = orjson.loads(m.key)
+                    if m.value is None:
+                        table.pop(key, None)
+                    else:
+                        table[key] = orjson.loads(m.value)
+    finally:
+        await consumer.stop()
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        kind, _, rest = key.partition("\x1f")
+        if kind == "c":
+            out.setdefault(rest, {})["record"] = (value["totals"][0], value["watermark"])
+        elif kind == "b":
+            cid = rest.rpartition("\x1f")[0]
+            entry = out.setdefault(cid, {})
+            entry["buckets"] = entry.get("buckets", 0) + value[1]
+        elif kind == "s":
+            entry = out.setdefault(value[3], {})
+            entry["seen"] = entry.get("seen", 0) + 1
+    return out
 
 
 def _totals(expected: dict[tuple[str, int], BucketCounts]) -> dict[str, list[int]]:
