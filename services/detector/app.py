@@ -7,7 +7,12 @@ Design notes (why it looks like this):
   order on top of that is what makes a kill -9 and restart exact (see engine docstring).
 - Events are processed in batches (`take_events`); faust acks a batch only after the body
   ran, and flushes its producer (change log, stats, alerts) before committing offsets, so
-  every output is published at least once; downstream upserts make that exact.
+  every output is published at least once; downstream upserts make that exact. faust's
+  flush alone does not guarantee that (see `DeliveryGuard`): the guard makes a commit wait
+  until every record sent before it was acknowledged by the broker.
+- A restart re-reads from the committed offset events whose change log already landed
+  while their stats and alerts (other topics, no common order with the change log) did
+  not; the engine re-emits the current figures of what they touched (engine docstring).
 - Table writes need to know their partition: faust takes it from the "current event"
   context variable. In a batch the current event is not the one whose state we write, so
   `TableState` sets that variable to an event of the right partition around each write.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import time
 import weakref
@@ -28,7 +34,7 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as wall_time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 import orjson
@@ -372,6 +378,79 @@ class CampaignConfigs:
             await self._consumer.stop()
 
 
+class DeliveryGuard:
+    """Offsets are committed only after everything sent before the commit was delivered.
+
+    faust commits a source offset after `producer.flush()`, which is meant to push out the
+    change log, stats and alerts of every acked event first. But faust's
+    `ProducerBuffer.flush()` (faust-streaming 0.15) waits at most 0.1 s for each message to
+    leave its buffer and then RETURNS with messages still queued (`flush_atmost`: a
+    `wait_for(..., timeout=0.1)` whose TimeoutError ends the flush); the aiokafka flush
+    that follows covers only what already left the buffer. Under load (a batch writes
+    thousands of records, the loop is busy) the offset commit then overtakes the batch's
+    change-log records; a SIGKILL before they are sent loses them for good: the events are
+    past the committed offset and are never read again, so the buckets they counted in end
+    short (tests/service/test_detector_delivery.py reproduces the early return).
+
+    The guard tracks every `FutureMessage` put into the producer buffer (faust resolves it
+    when the broker acknowledged the record) and makes `producer.flush()` wait for all of
+    those queued before the flush began. A record that failed makes the flush (hence the
+    commit) fail, so the events are read again: at-least-once, never a commit over a hole.
+    """
+
+    def __init__(self) -> None:
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    def track(self, fut: asyncio.Future[Any]) -> None:
+        self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def wait_delivered(self, futures: Iterable[asyncio.Future[Any]]) -> None:
+        waiting = [f for f in futures if not f.done()]
+        if waiting:
+            await asyncio.wait(waiting)
+        for fut in futures:
+            if fut.cancelled():
+                raise RuntimeError("a record sent before the commit was cancelled")
+            exc = fut.exception()
+            if exc is not None:
+                raise RuntimeError(f"a record sent before the commit failed: {exc!r}") from exc
+
+    def install(self, producer: Any) -> Any:
+        """Wrap `producer.buffer.put` and `producer.flush` (instance attributes)."""
+        buffer = producer.buffer
+        put = buffer.put
+        flush = producer.flush
+
+        def tracked_put(fut: Any) -> None:
+            self.track(fut)
+            put(fut)
+
+        async def flush_delivered() -> None:
+            sent_before = list(self._pending)
+            await flush()
+            await self.wait_delivered(sent_before)
+
+        buffer.put = tracked_put
+        producer.flush = flush_delivered
+        return producer
+
+
+class _GuardedApp(faust.App):
+    """A faust app whose producer commits only over delivered records (DeliveryGuard)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.delivery_guard = DeliveryGuard()
+        super().__init__(*args, **kwargs)
+
+    def _new_producer(self) -> Any:
+        return self.delivery_guard.install(super()._new_producer())
+
+
 def _faust_broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
@@ -391,7 +470,7 @@ class Detector:
         self.registry = registry or CollectorRegistry()
         self.metrics = DetectorMetrics(self.registry)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.app = faust.App(
+        self.app = _GuardedApp(
             settings.app_id,
             broker=_faust_broker_url(settings.kafka_bootstrap),
             store=settings.store,
@@ -462,7 +541,10 @@ class Detector:
             async for events in stream.take_events(
                 self.settings.batch_max, within=self.settings.batch_within_seconds
             ):
-                await self.handle(events)
+                try:
+                    await self.handle(events)
+                except Exception:
+                    _exit_unacked("cdrs")
 
         @app.agent(self.callee_topic, name="cdrwatch-detector-callees")
         async def callees(stream: Any) -> None:
@@ -474,7 +556,10 @@ class Detector:
             async for events in stream.take_events(
                 self.settings.batch_max, within=self.settings.batch_within_seconds
             ):
-                self.handle_lockout_violations(events)
+                try:
+                    self.handle_lockout_violations(events)
+                except Exception:
+                    _exit_unacked("lockouts")
 
         @app.on_partitions_assigned.connect  # type: ignore[misc]
         async def on_assigned(*_args: Any, **_kwargs: Any) -> None:
@@ -730,6 +815,19 @@ class Detector:
             "record": _json_or_text(value),
         }
         self.dlq.send_soon(key=reason.encode(), value=orjson.dumps(envelope))
+
+
+def _exit_unacked(stage: str) -> NoReturn:
+    """End the worker at once when a batch failed after records had been decoded.
+
+    faust's `take_events` acks its batch in a `finally`, whether the body ran or raised, so
+    the next commit would skip a batch that was never (or half) applied: its calls lost
+    for good (issue 6 #2 was this path). Records a stage cannot read are dead letters
+    before the engine; an exception here is a bug, and a crash the supervisor restarts
+    from the committed offset is at-least-once, where going on is a silent loss."""
+    log.critical("batch_failed_exiting stage=%s", stage, exc_info=True)
+    logging.shutdown()
+    os._exit(70)
 
 
 def is_replayed(message: Any) -> bool:

@@ -231,6 +231,83 @@ def test_crash_after_any_prefix_of_the_change_log_replays_to_the_same_state(
             )
 
 
+def published_view(outs: list[Any]) -> dict[str, Any]:
+    """What downstream ends with: stats and alerts are last-write-wins upserts (CONTRACT
+    decision 5, deterministic alert ids), dead letters a set."""
+    minutes: dict[tuple[str, int], list[int]] = {}
+    windows: dict[tuple[str, str], tuple[Any, ...]] = {}
+    alerts: dict[str, tuple[Any, ...]] = {}
+    dead: set[str] = set()
+    for out in outs:
+        for m in out.minute_stats:
+            minutes[(m.campaign_id, m.minute)] = m.counts.to_list()
+        for w in out.window_stats:
+            windows[(w.campaign_id, w.window)] = (w.start, w.end, *w.counts.to_list())
+        for a in out.alerts:
+            alerts[a["id"]] = (
+                a["severity"],
+                a["state"],
+                a["numerator"],
+                a["denominator"],
+                tuple(a["evidence"]["call_ids"]),
+            )
+        dead.update(d.event.call.call_id for d in out.dead_letters)
+    return {"minutes": minutes, "windows": windows, "alerts": alerts, "dead": dead}
+
+
+def live_traffic() -> list[CallRecord]:
+    """Calls in event-time order, as a dialer sends them live: once a batch has moved on, no
+    later call touches its minute buckets again (a lost stats update is never overwritten).
+    Silent and long-wait calls make the cumulative and per-call alerts fire; a late
+    arrival more than 7 days old is a dead letter."""
+    kinds = ["connected"] * 6 + ["silent", "long_wait", "machine", "unanswered"]
+    calls = [
+        call(i, campaign=("c1", "c2")[i % 2], at=T0 + timedelta(seconds=20 * i), kind=kinds[i % 10])
+        for i in range(44)
+    ]
+    calls.insert(30, call(900, campaign="c1", at=T0 - timedelta(days=8)))
+    return calls + [calls[3], calls[30]]  # true duplicates
+
+
+@pytest.mark.parametrize("batch_size", [2, 9], ids=lambda b: f"batch-{b}")
+def test_crash_after_any_prefix_of_the_change_log_ends_with_the_same_published_figures(
+    batch_size: int,
+) -> None:
+    """The change log and the outputs (stats, alerts, dead letters: other topics) reach the
+    broker in no common order. Kill -9 after any prefix of the change log, with none of
+    the outputs sent since the last commit delivered (the worst case), and resume from the
+    last commit: what downstream ends with must equal a run without the crash. Before the
+    fix, a batch whose change log had fully landed was skipped on re-read (campaign
+    watermark >= offset) and its minute buckets' final figures were never published."""
+    evs = events(live_traffic())
+    reference = DictState()
+    reference_outs = run_batches(make_engine(reference), evs, batch_size)
+    expected = published_view(reference_outs)
+    assert expected["dead"] == {"call-900"}
+    assert "violation" in {a[0] for a in expected["alerts"].values()}
+    assert len(expected["alerts"]) >= 3  # c1's cumulative silent rate, per-call days
+
+    batch_ends: list[int] = []
+    probe = DictState()
+    probe_engine = make_engine(probe)
+    for i in range(0, len(evs), batch_size):
+        probe_engine.process(evs[i : i + batch_size])
+        batch_ends.append(len(probe.log))
+    for cut in range(len(reference.log) + 1):
+        committed_batches = sum(1 for end in batch_ends if end <= cut)
+        for resume_batch in sorted({0, committed_batches}):
+            recovered = DictState.from_log(reference.log[:cut])
+            resumed = run_batches(
+                make_engine(recovered), evs[resume_batch * batch_size :], batch_size
+            )
+            got = published_view(reference_outs[:resume_batch] + resumed)
+            assert got == expected, (
+                f"published figures diverged after a crash at log entry {cut}, "
+                f"resuming at batch {resume_batch}"
+            )
+            assert recovered.data == reference.data
+
+
 def test_event_more_than_lateness_behind_newest_is_too_late_and_dead_lettered() -> None:
     store = DictState()
     engine = make_engine(store)

@@ -16,6 +16,24 @@ record last. A restart recovers some prefix of that log, so:
 Events of one campaign come from one partition in offset order (the CDR topic is keyed by
 campaign), which is what makes watermarks meaningful.
 
+Why one ordered log and not, say, dedup marks inside the buckets: the store's change log
+IS that one log, so a crash can only cut it, never reorder it; the seen-entry, the bucket
+and the campaign record of a call need no common record, because the watermarks tell on
+re-read which of them already hold the call. Two conditions outside the engine keep it
+so (services/detector/app.py): every key of a campaign is written to the partition of its
+events (one log), and offsets are committed only over delivered change log (its
+`DeliveryGuard`: faust's own flush may return early, and then a commit overtook the change
+log and a SIGKILL lost counted calls for good).
+
+Outputs (stats, alerts, dead letters, callee events) go to other topics, with no order
+relative to the change log: a crash can keep a batch's change log and lose its outputs.
+Downstream upserts (stats last-write-wins, alerts by deterministic id), so the fix is to
+publish again: an event found fully applied on re-read re-publishes, from the stored state,
+what it touched (its minute bucket, day and period windows, the campaign's windows and
+alerts), exactly as a first pass would have. Without it a finished minute bucket kept the
+figures of the batch before the crash forever (tests/unit/test_engine.py, "published
+figures" crash test).
+
 The state store is a port (`StateStore`); the faust adapter implements it with tables and
 tests with dicts. `process()` returns everything to publish; it never does I/O itself.
 """
@@ -358,16 +376,38 @@ class Engine:
             if config is None:
                 config = configs[cid] = self._config_for(cid)
             if state is not None and state.watermark >= event.offset:
-                # Fully applied before a restart. Its callee event may have been lost with
-                # the crash (another topic than the change log): send it again when the
-                # seen-entry shows the call was counted; the callee stage ignores repeats.
-                if has_callee_rules(config.profile) and call.callee_key:
-                    seen = self._store.get_seen(seen_key(call))
-                    if seen is not None and (seen[0], seen[1]) == (event.partition, event.offset):
-                        outcome = classify(call, config.profile)
-                        out.callee_events.append(
-                            (callee_state_key(call), callee_call(call, outcome))
+                # Fully applied before a restart: nothing to count. What it published (other
+                # topics than the change log, no common order with it) may have been lost
+                # with the crash, so what it touched is published again from the stored
+                # state: its minute bucket, day and period, the campaign's windows and
+                # alerts (below, as for any touched campaign; downstream upserts them), its
+                # callee event (the callee stage ignores repeats) and, for a call that was
+                # never counted nor a duplicate (no seen-entry: too late), its dead letter.
+                campaigns[cid] = state
+                partitions[cid] = event.partition
+                first_minutes.setdefault(cid, state.first_minute)
+                seen = self._store.get_seen(seen_key(call))
+                if seen is None:
+                    if call.originated_at < state.newest_at - self._lateness:
+                        out.dead_letters.append(
+                            DeadLetter(event, "too_late", self._too_late_detail(cid))
                         )
+                    continue
+                if (seen[0], seen[1]) != (event.partition, event.offset):
+                    continue  # a duplicate: only the campaign's figures changed
+                minute = minute_of(call.originated_at)
+                bkey = (cid, minute)
+                if bkey not in buckets:
+                    stored_bucket = self._store.get_bucket(cid, minute)
+                    if stored_bucket is not None:
+                        buckets[bkey] = stored_bucket
+                touched_days.setdefault(cid, set()).add(
+                    local_day_of(minute, config.profile.home_zone)
+                )
+                touched_minutes.setdefault(cid, set()).add(minute)
+                if has_callee_rules(config.profile) and call.callee_key:
+                    outcome = classify(call, config.profile)
+                    out.callee_events.append((callee_state_key(call), callee_call(call, outcome)))
                 continue
             key = seen_key(call)
             seen = self._store.get_seen(key)
@@ -392,14 +432,7 @@ class Engine:
                 continue
             if state.watermark >= 0 and call.originated_at < state.newest_at - self._lateness:
                 out.too_late += 1
-                out.dead_letters.append(
-                    DeadLetter(
-                        event,
-                        "too_late",
-                        f"originated_at more than {self._lateness} before the newest call "
-                        f"already accepted for campaign {cid}",
-                    )
-                )
+                out.dead_letters.append(DeadLetter(event, "too_late", self._too_late_detail(cid)))
                 state.too_late += 1
                 state.watermark = event.offset
                 continue
@@ -632,6 +665,12 @@ class Engine:
             _keep_recent(state.silent_samples, (minute, call.call_id))
         if outcome.abandoned:
             _keep_recent(state.abandoned_samples, (minute, call.call_id))
+
+    def _too_late_detail(self, cid: str) -> str:
+        return (
+            f"originated_at more than {self._lateness} before the newest call "
+            f"already accepted for campaign {cid}"
+        )
 
     def _on_bucket_change(self, cid: str, minute: int, delta: BucketCounts, zone: str) -> None:
         for length_name in ROLLING_WINDOWS:

@@ -1,0 +1,304 @@
+"""SIGKILL the detector again and again under live load on a real broker: every minute bucket
+ends exact, nothing lost, nothing double counted, one alert per (rule, campaign, window).
+
+Live load means calls arrive in event-time order, as a dialer pushes them: once the
+stream has moved past a minute, nothing touches that bucket again, so a figure lost with
+a kill is never repaired by a later call (the earlier kill test spreads calls over four
+hours in random order, which hides that). The figures are folded last-write-wins, the way
+the api stores them (CONTRACT decision 5), never max-merged.
+
+Known limit, not asserted: a rolling early-warning alert (15m/1h/24h) takes its id from
+the window of the batch that first breached, so its episodes depend on batch boundaries.
+When a kill keeps an alert message but loses the campaign record that remembers it, the
+re-read (other boundaries) can open the episode under another id, and the first one stays
+firing (seen once in about 25 runs: two firing `it-silent-rate-15m` episodes of a
+campaign). Regulatory windows (cumulative, day, period) and per-call alerts have ids from
+fixed window keys and are checked."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from schemas import topics
+from services.common.broker import EmbeddedBroker
+from services.common.kafka import ensure_topics
+from services.detector.core.model import EMPTY, BucketCounts
+from services.detector.core.windows import minute_of
+from tests.helpers import WaitTimeout, wait_until_async
+from tests.stack import OutputReader, Published, ServiceProcess, expected_buckets, normalized_cdr
+from tests.stack import service_env as stack_env
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # Monday 10:00 in Rome
+KINDS = ["connected"] * 84 + ["silent"] * 5 + ["late"] * 3 + ["machine"] * 5 + ["unanswered"] * 3
+CAMPAIGNS = [f"sk-{i}" for i in range(6)]
+KILLS = 4
+ROLLING = ("-15m", "-1h", "-24h")
+
+
+class LastWriteWins(Published):
+    """Stats folded as the api folds them: the last message of a window wins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.minutes_lww: dict[tuple[str, int], BucketCounts] = {}
+
+    def apply(self, topic: str, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        super().apply(topic, value, headers)
+        if topic == topics.STATS and dict(headers).get(topics.HEADER_WINDOW) == b"minute":
+            body = orjson.loads(value)
+            counts = BucketCounts(*(body[name] for name in BucketCounts.__dataclass_fields__))
+            key = (body["campaign_id"], minute_of(datetime.fromisoformat(body["from"])))
+            self.minutes_lww[key] = counts
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[str]:
+    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log")
+    bootstrap = broker.start()
+    try:
+        await ensure_topics(bootstrap, 4)
+        yield bootstrap
+    finally:
+        broker.stop()
+
+
+def live_traffic(n: int, seed: int) -> list[dict[str, Any]]:
+    """`n` calls 0.3 s apart over 6 campaigns (about 33 per campaign-minute), plus dialer
+    retries of earlier calls sprinkled in (duplicates: the first copy wins)."""
+    rng = random.Random(seed)
+    records = [
+        normalized_cdr(
+            f"sk-call-{i}",
+            rng.choice(CAMPAIGNS),
+            rng.choice(KINDS),
+            T0 + timedelta(milliseconds=300 * i),
+        )
+        for i in range(n)
+    ]
+    out: list[dict[str, Any]] = []
+    for i, record in enumerate(records):
+        out.append(record)
+        if i > 100 and i % 97 == 0:
+            out.append(dict(records[rng.randrange(i - 100, i)]))
+    return out
+
+
+async def produce_live(
+    bootstrap: str, records: list[dict[str, Any]], chunk: int, pause_s: float
+) -> None:
+    """Produce in chunks with pauses, like ingest under sustained load."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for start in range(0, len(records), chunk):
+            for record in records[start : start + chunk]:
+                await producer.send(
+                    topics.CDRS, key=record["campaign_id"].encode(), value=orjson.dumps(record)
+                )
+            await producer.flush()
+            await asyncio.sleep(pause_s)
+    finally:
+        await producer.stop()
+
+
+def detector(bootstrap: str, tmp_path: Path, n: int) -> ServiceProcess:
+    return ServiceProcess(
+        ["detector"],
+        stack_env(
+            bootstrap,
+            tmp_path / "data",
+            CDRWATCH_SESSION_TIMEOUT_SECONDS="6",
+            CDRWATCH_SWEEP_INTERVAL_SECONDS="2",
+        ),
+        tmp_path / f"detector-{n}.log",
+    ).start()
+
+
+def counted(published: Published) -> int:
+    return sum(c.attempts for c in published.cumulative.values())
+
+
+async def test_repeated_sigkill_under_live_load_ends_exact(broker: str, tmp_path: Path) -> None:
+    records = live_traffic(12_000, seed=11)
+    expected = expected_buckets(records)
+    unique = sum(c.attempts for c in expected.values())
+    reader = OutputReader(broker)
+    reader.published = LastWriteWins()
+    await reader.start()
+    rng = random.Random(5)
+    # Half the traffic is waiting when the detector starts, the rest arrives meanwhile.
+    await produce_live(broker, records[: len(records) // 2], chunk=2000, pause_s=0)
+    feeding = asyncio.create_task(
+        produce_live(broker, records[len(records) // 2 :], chunk=300, pause_s=0.5)
+    )
+    procs: list[ServiceProcess] = []
+    try:
+        kills_at = []
+        for k in range(KILLS):
+            proc = detector(broker, tmp_path, k)
+            procs.append(proc)
+            before = counted(reader.published)
+            # Kill once this worker has made progress: in the middle of its batches.
+            await wait_until_async(
+                lambda before=before: _poll(reader, lambda p: counted(p) >= before + 1200),
+                timeout=120,
+                interval=0.05,
+                message=f"detector {k} made no progress:\n{proc.log_tail()}",
+            )
+            await asyncio.sleep(rng.uniform(0.0, 0.8))
+            proc.kill9()
+            kills_at.append(counted(reader.published))
+        assert kills_at[-1] < unique, "killed too late to prove anything"
+        await feeding
+        proc = detector(broker, tmp_path, KILLS)
+        procs.append(proc)
+        totals = _totals(expected)
+        try:
+            await wait_until_async(
+                lambda: _poll(
+                    reader,
+                    lambda p: all(
+                        cid in p.cumulative and p.cumulative[cid].to_list() == t
+                        for cid, t in totals.items()
+                    ),
+                ),
+                timeout=120,
+                interval=0.2,
+            )
+        except Exception:
+            got = {cid: c.to_list() for cid, c in reader.published.cumulative.items()}
+            raise AssertionError(
+                f"after kills at {kills_at}: totals {got} never reached {totals}; "
+                f"minute buckets (published, expected): {_short(reader.published, expected)}; "
+                f"state in the change log: {await _change_log_state(broker)}"
+            ) from None
+        # Let the last batch's minute stats arrive (sent with its cumulative); the assertion
+        # below says what is missing if they never do.
+        with contextlib.suppress(WaitTimeout):
+            await wait_until_async(
+                lambda: _poll(reader, lambda p: _short(p, expected) == {}),
+                timeout=20,
+                interval=0.2,
+            )
+        published = reader.published
+        assert isinstance(published, LastWriteWins)
+        short = _short(published, expected)
+        assert not short, f"minute buckets (published, expected) after kills at {kills_at}: {short}"
+        assert set(published.minutes_lww) == set(expected)
+        # One alert per (rule, campaign, window) of the regulatory and per-call rules: a
+        # replay re-publishes the same id. Not checked (a known limit, see the module
+        # docstring): rolling early-warning episodes.
+        ids: dict[tuple[str, str, str], set[str]] = {}
+        for alert in published.alert_messages:
+            if alert["rule"].endswith(ROLLING):
+                continue
+            key = (alert["rule"], alert["campaign_id"], alert["window"]["start"])
+            ids.setdefault(key, set()).add(alert["id"])
+        assert ids, "the traffic should raise alerts"
+        assert not {k: v for k, v in ids.items() if len(v) > 1}
+
+        # The last batch's alerts travel on their own topic: wait for them (bounded).
+        def cumulative_alerts(p: Published) -> dict[str, tuple[int, int]]:
+            return {
+                a["campaign_id"]: (a["numerator"], a["denominator"])
+                for a in p.alerts.values()
+                if a["rule"] == "it-silent-rate-cumulative"
+            }
+
+        final = {
+            cid: (c.silent, c.answered_by_person)
+            for cid, c in ((cid, BucketCounts.from_list(t)) for cid, t in totals.items())
+        }
+        try:
+            await wait_until_async(
+                lambda: _poll(reader, lambda p: cumulative_alerts(p) == final),
+                timeout=20,
+                interval=0.2,
+            )
+        except Exception:
+            raise AssertionError(
+                f"cumulative alerts {cumulative_alerts(reader.published)} != {final}"
+            ) from None
+    finally:
+        feeding.cancel()
+        for proc in procs:
+            proc.stop()
+        await reader.stop()
+
+
+def _short(
+    published: Published, expected: dict[tuple[str, int], BucketCounts]
+) -> dict[tuple[str, int], tuple[int, int]]:
+    assert isinstance(published, LastWriteWins)
+    return {
+        k: (published.minutes_lww.get(k, EMPTY).attempts, v.attempts)
+        for k, v in expected.items()
+        if published.minutes_lww.get(k) != v
+    }
+
+
+async def _change_log_state(bootstrap: str) -> dict[str, Any]:
+    """Diagnosis of a failure: the detector's state table rebuilt from its change log, per
+    campaign: the campaign record's attempts and watermark, the sum of its buckets'
+    attempts, its seen-entries."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        "cdrwatch-detector-state-changelog",
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    table: dict[str, Any] = {}
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=100_000)
+            if not batches:
+                break
+            for messages in batches.values():
+                for m in messages:
+                    key = orjson.loads(m.key)
+                    if m.value is None:
+                        table.pop(key, None)
+                    else:
+                        table[key] = orjson.loads(m.value)
+    finally:
+        await consumer.stop()
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        kind, _, rest = key.partition("\x1f")
+        if kind == "c":
+            out.setdefault(rest, {})["record"] = (value["totals"][0], value["watermark"])
+        elif kind == "b":
+            cid = rest.rpartition("\x1f")[0]
+            entry = out.setdefault(cid, {})
+            entry["buckets"] = entry.get("buckets", 0) + value[1]
+        elif kind == "s":
+            entry = out.setdefault(value[3], {})
+            entry["seen"] = entry.get("seen", 0) + 1
+    return out
+
+
+def _totals(expected: dict[tuple[str, int], BucketCounts]) -> dict[str, list[int]]:
+    totals: dict[str, BucketCounts] = {}
+    for (cid, _minute), counts in expected.items():
+        totals[cid] = totals.get(cid, EMPTY).merge(counts)
+    return {cid: c.to_list() for cid, c in totals.items()}
+
+
+async def _poll(reader: OutputReader, done: Any) -> bool:
+    return bool(done(await reader.poll()))
