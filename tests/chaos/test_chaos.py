@@ -532,8 +532,10 @@ def test_no_accepted_cdr_is_lost_or_double_counted_under_faults(
         items = read_alerts(stack, tenants)
         return None if items is None else compare_alerts(items, want_alerts, episode_rules)
 
+    stack.note("alerts expected; reading them")
     alert_outcome = settle(alerts_now, (0, []), timeout=60, quiet=15) or (0, ["alerts unreadable"])
     duplicate_alerts, alert_problems = alert_outcome
+    stack.note("alerts settled")
 
     line = (
         f"chaos: {ledger.sent} CDRs sent, accepted {len(ledger.accepted)}, lost {lost}, "
@@ -558,6 +560,8 @@ def test_no_accepted_cdr_is_lost_or_double_counted_under_faults(
             stack.log_tails(),
         ]
     )
+    if settings.keep_logs:
+        sys.stderr.write(detail[: detail.index("logs:")] + "\n")
     assert (lost, double, duplicate_alerts, ledger.five_xx) == (0, 0, 0, 0), detail
     assert not ledger.problems and not field_problems and not alert_problems, detail
     assert len(ledger.accepted) > 0 and ledger.expected_rejections > 0, detail
