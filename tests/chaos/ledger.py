@@ -301,17 +301,29 @@ def _calls(records: Iterable[dict[str, Any]], tenant: str) -> list[Any]:
     return out
 
 
+CallBatches = dict[str, list[list[Any]]]
+
+
+def accepted_calls(ledger: Ledger, campaigns: list[Campaign]) -> CallBatches:
+    """Scoped campaign -> the core's call records of each accepted batch, in the order the
+    202s came (each record validated and normalised as the ingest does)."""
+    by_scope = {c.scoped: c for c in campaigns}
+    return {
+        scoped: [_calls(batch, by_scope[scoped].tenant) for batch in batches]
+        for scoped, batches in ledger.accepted_batches.items()
+    }
+
+
 def expected_minutes(
-    ledger: Ledger, campaigns: list[Campaign]
+    calls: CallBatches, campaigns: list[Campaign]
 ) -> dict[str, dict[int, BucketCounts]]:
     """Scoped campaign -> minute -> counts of the accepted calls (first copy wins)."""
     out: dict[str, dict[int, BucketCounts]] = {c.scoped: {} for c in campaigns}
     by_scope = {c.scoped: c for c in campaigns}
-    for scoped, batches in ledger.accepted_batches.items():
-        campaign = by_scope[scoped]
-        profile = load_profile(campaign.profile)
+    for scoped, batches in calls.items():
+        profile = load_profile(by_scope[scoped].profile)
         buckets = out[scoped]
-        for call in _calls((r for b in batches for r in b), campaign.tenant):
+        for call in (c for batch in batches for c in batch):
             minute = minute_of(call.originated_at)
             buckets[minute] = buckets.get(minute, EMPTY).add(classify(call, profile))
     return out
@@ -364,7 +376,7 @@ class _DictState:
         self.data[("c", campaign_id)] = state.to_json()
 
 
-def expected_alerts(ledger: Ledger, campaigns: list[Campaign]) -> dict[str, dict[str, Any]]:
+def expected_alerts(calls: CallBatches, campaigns: list[Campaign]) -> dict[str, dict[str, Any]]:
     """Alert id -> its last transition, from the core engine fed the accepted batches of
     each campaign in the order they were acknowledged (campaign ids as the API shows them:
     plain, with `tenant_id`)."""
@@ -378,11 +390,11 @@ def expected_alerts(ledger: Ledger, campaigns: list[Campaign]) -> dict[str, dict
     by_scope = {c.scoped: c for c in campaigns}
     final: dict[str, dict[str, Any]] = {}
     offset = 0
-    for scoped, batches in ledger.accepted_batches.items():
+    for scoped, batches in calls.items():
         campaign = by_scope[scoped]
         for batch in batches:
             events = []
-            for call in _calls(batch, campaign.tenant):
+            for call in batch:
                 events.append(Event(0, offset, call))
                 offset += 1
             for alert in engine.process(events).alerts:
