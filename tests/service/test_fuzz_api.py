@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,10 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
-from starlette.testclient import TestClient
+
+with warnings.catch_warnings():  # starlette prefers httpx2 for its test client; httpx works
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 from services.api.app import create_app as create_api_app
 from services.api.models import CampaignConfig
