@@ -413,6 +413,7 @@ def compare_alerts(
     problems: list[str] = []
     ids = Counter(a["id"] for a in actual)
     duplicates = sum(n - 1 for n in ids.values())
+    problems += [f"alert id {i} listed {n} times" for i, n in ids.items() if n > 1]
     by_key: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for alert in {a["id"]: a for a in actual}.values():
         by_key.setdefault(alert_key(alert, episode_rules), []).append(alert)
@@ -422,6 +423,11 @@ def compare_alerts(
             problems.append(f"unexpected alert {key}: {_brief(alerts[0])}")
             continue
         duplicates += len(alerts) - 1
+        if len(alerts) > 1:
+            problems.append(
+                f"duplicate alerts {key}: "
+                + ", ".join(f"{a['id']} {_brief(a)} window {a.get('window')}" for a in alerts)
+            )
         w = want[key]
         got = max(alerts, key=lambda a: str(a.get("opened_at")))
         fields = ("state", "severity", "numerator", "denominator")
