@@ -22,6 +22,7 @@ from typing import Any
 from schemas.cdr_v1 import parse_cdr
 from services.detector.app import scoped_key, to_call_record
 from services.detector.core.classify import classify
+from services.detector.core.compliance import evaluate_windows
 from services.detector.core.engine import (
     BucketState,
     CampaignConfig,
@@ -404,3 +405,33 @@ def expected_alerts(calls: CallBatches, campaigns: list[Campaign]) -> dict[str, 
                     "tenant_id": campaign.tenant,
                 }
     return final
+
+
+def _number(value: Any) -> int | float:
+    from fractions import Fraction
+
+    value = Fraction(value)
+    return int(value) if value.denominator == 1 else float(value)
+
+
+def expected_compliance(
+    minutes: dict[str, dict[int, BucketCounts]], campaigns: list[Campaign]
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Scoped campaign -> its regulatory windows as GET /compliance must list them:
+    (rule, window, start, numerator, denominator, verdict), from `core.compliance`."""
+    out = {}
+    for campaign in campaigns:
+        verdicts = evaluate_windows(load_profile(campaign.profile), minutes[campaign.scoped])
+        out[campaign.scoped] = [
+            compliance_row(v.rule_id, v.window, v.start, v.numerator, v.denominator, v.verdict)
+            for v in verdicts
+        ]
+    return out
+
+
+def compliance_row(
+    rule: str, window: str, start: Any, numerator: Any, denominator: Any, verdict: str
+) -> tuple[Any, ...]:
+    if isinstance(start, str):
+        start = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    return (rule, window, start.astimezone(UTC), _number(numerator), _number(denominator), verdict)

@@ -37,8 +37,10 @@ from tests.chaos.ledger import (
     Campaign,
     Ledger,
     accepted_calls,
+    compliance_row,
     default_campaigns,
     expected_alerts,
+    expected_compliance,
     expected_minutes,
     window_counts,
 )
@@ -355,6 +357,39 @@ def read_stats(
     return out
 
 
+def read_compliance(
+    stack: ChaosStack, campaigns: list[Campaign]
+) -> dict[str, list[tuple[Any, ...]] | None]:
+    out: dict[str, list[tuple[Any, ...]] | None] = {}
+    with httpx.Client(timeout=30) as client:
+        for campaign in campaigns:
+            try:
+                response = _get(
+                    client,
+                    stack,
+                    f"/v1/campaigns/{campaign.campaign_id}/compliance",
+                    tenant=campaign.tenant,
+                )
+            except httpx.HTTPError:
+                out[campaign.scoped] = None
+                continue
+            if response.status_code != 200:
+                out[campaign.scoped] = None
+                continue
+            out[campaign.scoped] = [
+                compliance_row(
+                    w["rule"],
+                    w["window"],
+                    w["start"],
+                    w["numerator"],
+                    w["denominator"],
+                    w["verdict"],
+                )
+                for w in response.json()["windows"]
+            ]
+    return out
+
+
 def read_alerts(stack: ChaosStack, tenants: set[str]) -> list[dict[str, Any]] | None:
     items: list[dict[str, Any]] = []
     with httpx.Client(timeout=30) as client:
@@ -529,6 +564,19 @@ def test_no_accepted_cdr_is_lost_or_double_counted_under_faults(
         if got != want:
             diff = {f: (got[f], want[f]) for f in want if got[f] != want[f]}
             field_problems.append(f"stats {key[0]} {iso_z(key[1])} (API, ledger): {diff}")
+
+    want_compliance = expected_compliance(minutes, campaigns)
+    got_compliance = settle(
+        lambda: read_compliance(stack, campaigns), want_compliance, timeout=30, quiet=10
+    )
+    for scoped, want_rows in want_compliance.items():
+        got_rows = got_compliance.get(scoped)
+        if got_rows != want_rows:
+            field_problems.append(
+                f"compliance {scoped} (API, ledger): "
+                f"{[r for r in (got_rows or []) if r not in want_rows][:3]}, "
+                f"{[r for r in want_rows if r not in (got_rows or [])][:3]}"
+            )
 
     episode_rules = {
         rule.id
