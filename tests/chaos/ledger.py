@@ -208,6 +208,9 @@ class Ledger:
         self.accepted: dict[tuple[str, str], dict[str, Any]] = {}  # (tenant, call_id)
         # Accepted records in the order their 202s came, per scoped campaign.
         self.accepted_batches: dict[str, list[list[dict[str, Any]]]] = {}
+        # The same batches as the core's call records, converted as they are acknowledged
+        # (a campaign is posted by one thread, so each list keeps the order of the 202s).
+        self.accepted_calls: dict[str, list[list[Any]]] = {}
         self.statuses: Counter[int] = Counter()
         self.five_xx = 0
         self.unavailable = 0  # 503 with Retry-After: nothing accepted, retry (not a failure)
@@ -273,6 +276,8 @@ class Ledger:
                     self.accepted[key] = record
                     fresh.append(record)
             self.accepted_batches.setdefault(batch.campaign.scoped, []).append(fresh)
+            calls = self.accepted_calls.setdefault(batch.campaign.scoped, [])
+        calls.append(_calls(fresh, tenant))
 
     def rejected_batch(self, batch: Batch, status: int, body: Any) -> None:
         """A 4xx for the whole batch: only right for a batch made only of planted records."""
@@ -305,14 +310,10 @@ def _calls(records: Iterable[dict[str, Any]], tenant: str) -> list[Any]:
 CallBatches = dict[str, list[list[Any]]]
 
 
-def accepted_calls(ledger: Ledger, campaigns: list[Campaign]) -> CallBatches:
+def accepted_calls(ledger: Ledger) -> CallBatches:
     """Scoped campaign -> the core's call records of each accepted batch, in the order the
     202s came (each record validated and normalised as the ingest does)."""
-    by_scope = {c.scoped: c for c in campaigns}
-    return {
-        scoped: [_calls(batch, by_scope[scoped].tenant) for batch in batches]
-        for scoped, batches in ledger.accepted_batches.items()
-    }
+    return {scoped: list(batches) for scoped, batches in ledger.accepted_calls.items()}
 
 
 def expected_minutes(
