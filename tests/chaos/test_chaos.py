@@ -278,10 +278,10 @@ def run_faults(
     one whole-stack restart."""
     length = settings.seconds
     once = {
-        "api": 0.25 * length,
-        "ingest": 0.40 * length,
-        "broker": 0.55 * length,
-        "restart": 0.75 * length,
+        "api": 0.2 * length,
+        "ingest": 0.3 * length,
+        "broker": 0.45 * length,
+        "restart": 0.6 * length,  # the stack takes ~20 s to come back: load goes on after
     }
     plan: list[tuple[float, str]] = [(t, f) for f, t in once.items() if f in settings.faults]
     if "detector" in settings.faults and settings.detector_every > 0:
