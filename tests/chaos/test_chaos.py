@@ -8,6 +8,16 @@ what the pure core computes from the records the ingest acknowledged with 202.
 
 Prints one line: `chaos: N CDRs sent, accepted A, lost L, double counted D, duplicate
 alerts X, 5xx F` (issue 6, item 7). Knobs: tests/chaos/conftest.py.
+
+- N: distinct CDRs offered (a retried batch counts once); A: distinct (tenant, call_id)
+  named accepted by a 202. Planted bad records must come back rejected naming their field.
+- L, D: per campaign and hour window, attempts the ledger expects but the API lacks (L)
+  or shows beyond it (D); every other figure must match too (reported separately).
+- X: alerts the API shows more than once for one alert: an id listed twice, or two ids
+  for one episode of a cumulative/rolling rule (one per campaign and rule) — a replay
+  must not open a second alert.
+- F: every 5xx from ingest or api, except a 503 with Retry-After (the documented "broker
+  down, nothing accepted, retry" answer, which the posters retry like a dialer).
 """
 
 from __future__ import annotations
@@ -248,6 +258,7 @@ class Reader(threading.Thread):
                 n += 1
                 paths = [
                     f"/v1/campaigns/{campaign.campaign_id}/stats",
+                    f"/v1/campaigns/{campaign.campaign_id}/compliance",
                     f"/v1/alerts?campaign_id={campaign.campaign_id}",
                 ]
                 for path in paths:
