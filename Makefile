@@ -7,7 +7,10 @@ PYTHON_BOOT ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-LANES := tests/unit tests/service tests/integration tests/e2e
+LANES := tests/unit tests/service tests/integration tests/e2e tests/chaos
+# The chaos lane's short form in `make test`; `make chaos` runs the full one.
+CHAOS_SECONDS ?= 300
+CHAOS_DETECTOR_EVERY ?= 20
 PYTEST_FLAGS ?= -q -p no:cacheprovider
 
 # Debian packages the tests need: headless Chromium and its driver for the dashboard
@@ -15,11 +18,12 @@ PYTEST_FLAGS ?= -q -p no:cacheprovider
 APT_PACKAGES := chromium chromium-driver prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv run test lint fmt bench clean system-deps
+.PHONY: help venv run test chaos lint fmt bench clean system-deps
 
 help:
 	@echo "make run          create .venv, install, start the embedded stack with simulated dialers"
 	@echo "make test         install what the tests need (apt included) and run every lane"
+	@echo "make chaos        $(CHAOS_SECONDS) s of ledgered load on the stack while killing every process (kill -9)"
 	@echo "make lint         ruff check, ruff format --check, mypy --strict on core and schemas"
 	@echo "make bench        run the benchmarks in bench/ (they print figures)"
 	@echo "make system-deps  install the Debian packages the tests need ($(APT_PACKAGES))"
@@ -81,6 +85,13 @@ test: venv system-deps
 	done; \
 	rm -f "$$out"; \
 	echo "all lanes: $$passed passed, $$failed failed"
+
+# Full chaos run: CHAOS_SECONDS of load, the detector SIGKILLed every CHAOS_DETECTOR_EVERY s,
+# api, ingest and broker SIGKILLed, one restart of the whole stack; prints the `chaos:` line.
+chaos: venv
+	CDRWATCH_CHAOS_SECONDS=$(CHAOS_SECONDS) CDRWATCH_CHAOS_DETECTOR_EVERY=$(CHAOS_DETECTOR_EVERY) \
+		CDRWATCH_CHAOS_SETTLE_SECONDS=$${CDRWATCH_CHAOS_SETTLE_SECONDS:-300} \
+		$(PY) -m pytest $(PYTEST_FLAGS) tests/chaos
 
 lint: venv
 	$(VENV)/bin/ruff check .
