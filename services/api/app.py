@@ -28,7 +28,7 @@ from services.api.clock import Clock, utc_now
 from services.api.consumer import ConsumerFactory, StoreConsumer
 from services.api.metrics import ApiMetrics
 from services.api.publisher import CampaignPublisher, KafkaCampaignPublisher, PublishUnavailable
-from services.api.routes import alerts, campaigns, dashboard, health
+from services.api.routes import alerts, calls, campaigns, dashboard, health
 from services.api.store import AlertStore, InvalidCursor
 from services.common.auth import TokenStore
 from services.common.db import create_engine, migrate
@@ -116,7 +116,7 @@ def create_app(
     _add_error_handlers(app)
     if settings.serve_ingest:
         _mount_ingest(app, settings, registry, clock)
-    for module in (health, campaigns, alerts, dashboard):
+    for module in (health, campaigns, alerts, calls, dashboard):
         app.include_router(module.router)
     return app
 
@@ -160,12 +160,19 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 async def _purge(store: AlertStore, retention: timedelta) -> None:
-    """Drop resolved alerts and minute buckets older than the retention, hourly."""
+    """Drop resolved alerts, minute buckets and traced calls older than the retention,
+    hourly."""
     while True:
         try:
             deleted_alerts, deleted_buckets = await store.purge_older_than(retention)
-            if deleted_alerts or deleted_buckets:
-                log.info("purged alerts=%s buckets=%s", deleted_alerts, deleted_buckets)
+            deleted_calls = await store.purge_calls_older_than(retention)
+            if deleted_alerts or deleted_buckets or deleted_calls:
+                log.info(
+                    "purged alerts=%s buckets=%s calls=%s",
+                    deleted_alerts,
+                    deleted_buckets,
+                    deleted_calls,
+                )
         except Exception as exc:  # a failed purge is retried at the next interval
             log.warning("purge_failed error=%r", exc)
         await asyncio.sleep(PURGE_INTERVAL.total_seconds())

@@ -271,6 +271,9 @@ class BatchOutput:
     too_late: int = 0
     # Calls to forward to the per-callee stage, keyed by (tenant, pseudonymised callee).
     callee_events: list[tuple[str, CalleeCall]] = field(default_factory=list)
+    # Calls traced one by one (`CallOutcome.traced`: silent, abandoned, a per-call rule
+    # broken), for GET /v1/calls; lockout hits are traced by the lockout stage.
+    calls: list[tuple[CallRecord, CallOutcome]] = field(default_factory=list)
 
 
 def callee_state_key(call: CallRecord) -> str:
@@ -358,16 +361,19 @@ class Engine:
             if config is None:
                 config = configs[cid] = self._config_for(cid)
             if state is not None and state.watermark >= event.offset:
-                # Fully applied before a restart. Its callee event may have been lost with
-                # the crash (another topic than the change log): send it again when the
-                # seen-entry shows the call was counted; the callee stage ignores repeats.
-                if has_callee_rules(config.profile) and call.callee_key:
-                    seen = self._store.get_seen(seen_key(call))
-                    if seen is not None and (seen[0], seen[1]) == (event.partition, event.offset):
-                        outcome = classify(call, config.profile)
+                # Fully applied before a restart. Its callee event and its trace may have
+                # been lost with the crash (other topics than the change log): send them
+                # again when the seen-entry shows the call was counted; the callee stage
+                # ignores repeats and the api upserts traces.
+                seen = self._store.get_seen(seen_key(call))
+                if seen is not None and (seen[0], seen[1]) == (event.partition, event.offset):
+                    outcome = classify(call, config.profile)
+                    if has_callee_rules(config.profile) and call.callee_key:
                         out.callee_events.append(
                             (callee_state_key(call), callee_call(call, outcome))
                         )
+                    if outcome.traced:
+                        out.calls.append((call, outcome))
                 continue
             key = seen_key(call)
             seen = self._store.get_seen(key)
@@ -406,6 +412,8 @@ class Engine:
 
             outcome = classify(call, config.profile)
             out.processed += 1
+            if outcome.traced:
+                out.calls.append((call, outcome))
             if has_callee_rules(config.profile) and call.callee_key:
                 out.callee_events.append((callee_state_key(call), callee_call(call, outcome)))
             lookup = bucket_counts(cid)
