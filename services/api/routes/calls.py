@@ -47,7 +47,7 @@ async def list_calls(
     of the core's outcomes; `rule_hits` lists the per-call rules the call broke; the
     callee is its keyed pseudonym (`callee_key`), never the number."""
     if from_ is not None and to is not None and from_ >= to:
-        raise query_error("to", "to must be after from", to.isoformat())
+        raise query_error("from", "`from` must be before `to`", from_.isoformat())
     try:
         scope = list_tenant(principal, tenant)
     except OtherTenant:
