@@ -327,7 +327,7 @@ def _up(args: argparse.Namespace) -> int:
         env["CDRWATCH_DATA_DIR"] = str(args.data_dir)
     settings = CommonSettings(_env_file=None, **_env_overrides(env))  # type: ignore[call-arg]
     # Refused before anything starts, not as an api child that keeps dying.
-    refusal = _retention_refusal(ApiSettings(_env_file=None, **_env_overrides(env)))  # type: ignore[call-arg]
+    refusal = _retention_refusal(ApiSettings())
     if refusal is not None:
         print(f"cdrwatch up: {refusal}", file=sys.stderr)
         return 2
