@@ -172,6 +172,7 @@ _CALL_FACTS = (
     "rule_hits",
 )
 _CALL_COLUMNS = ("call_id", *_CALL_FACTS)
+_CALL_KEY_AND_COLUMNS = ("tenant_id", "campaign_id", *_CALL_COLUMNS)
 
 
 def _call_row(key: tuple[str, str, str], call: CallV1) -> dict[str, Any]:
@@ -458,14 +459,14 @@ class AlertStore:
                         calls.c.call_id.in_(chunk),
                     )
                 )
-                for row in result:
-                    found = {name: getattr(row, name) for name in _CALL_COLUMNS}
-                    found["rule_hits"] = list(found["rule_hits"] or [])
-                    held[(row.tenant_id, row.campaign_id, row.call_id)] = found
+                for stored in result:
+                    found = {name: getattr(stored, name) for name in _CALL_KEY_AND_COLUMNS}
+                    found["rule_hits"] = sorted(found["rule_hits"] or [])
+                    held[(stored.tenant_id, stored.campaign_id, stored.call_id)] = found
         rows = []
-        for key, row in merged.items():
+        for key, new in merged.items():
             current = held.get(key)
-            final = _merge_call(current, row)
+            final = _merge_call(current, new)
             if final != current:
                 rows.append({**final, "updated_at": now})
         if not rows:
@@ -898,9 +899,7 @@ class AlertStore:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         items = [
-            TracedCall.model_validate(
-                {name: getattr(row, name) for name in ("tenant_id", "campaign_id", *_CALL_COLUMNS)}
-            )
+            TracedCall.model_validate({name: getattr(row, name) for name in _CALL_KEY_AND_COLUMNS})
             for row in rows[:limit]
         ]
         next_cursor = None

@@ -9,10 +9,12 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from schemas import topics
 from services.api.consumer import Message, apply_messages, calls_message, parse_messages
 from services.api.store import AlertStore, InvalidCursor
+from services.common.db import calls as calls_table
 from services.common.db import create_engine, migrate
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -109,6 +111,26 @@ async def test_lockout_hits_merge_into_the_call_in_any_order_and_repetition(stor
         assert call.rule_hits == ["it-long-silent-wait", "it-silent-lockout", "it-silent-next-call"]
         expected = expected or call
         assert call == expected
+
+
+async def test_facts_arriving_in_separate_batches_merge_into_the_stored_row(store) -> None:
+    """The lockout stage's hit comes in a later consumer batch than the main stage's facts
+    (or an earlier one): the stored row is completed, never replaced."""
+    full = calls_message("c1", "t1", [answered("a1", rule_hits=["it-long-silent-wait"])])
+    lockout = calls_message("c1", "t1", [hit("a1", "it-silent-lockout")])
+    rows = []
+    for first, second in ((full, lockout), (lockout, full)):
+        async with store.engine.begin() as conn:
+            await conn.execute(sa.delete(calls_table))
+        await apply_messages(store, [first])
+        await apply_messages(store, [second])
+        await apply_messages(store, [second, first])  # repeated: no change
+        [call] = (await store.list_calls(tenant_id="t1")).items
+        rows.append(call)
+    assert rows[0] == rows[1]
+    assert rows[0].outcome == "answered"
+    assert rows[0].ended_at == T0 + 60 * SECOND
+    assert rows[0].rule_hits == ["it-long-silent-wait", "it-silent-lockout"]
 
 
 async def test_a_call_known_only_by_its_lockout_hit_is_listed_without_outcome(store) -> None:
