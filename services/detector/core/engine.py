@@ -334,6 +334,7 @@ class Engine:
 
     def process(self, events: Sequence[Event]) -> BatchOutput:
         out = BatchOutput()
+        self._trace_again(events, out)
         campaigns: dict[str, CampaignState] = {}
         partitions: dict[str, int] = {}
         buckets: dict[tuple[str, int], BucketState] = {}
@@ -361,19 +362,16 @@ class Engine:
             if config is None:
                 config = configs[cid] = self._config_for(cid)
             if state is not None and state.watermark >= event.offset:
-                # Fully applied before a restart. Its callee event and its trace may have
-                # been lost with the crash (other topics than the change log): send them
-                # again when the seen-entry shows the call was counted; the callee stage
-                # ignores repeats and the api upserts traces.
-                seen = self._store.get_seen(seen_key(call))
-                if seen is not None and (seen[0], seen[1]) == (event.partition, event.offset):
-                    outcome = classify(call, config.profile)
-                    if has_callee_rules(config.profile) and call.callee_key:
+                # Fully applied before a restart. Its callee event may have been lost with
+                # the crash (another topic than the change log): send it again when the
+                # seen-entry shows the call was counted; the callee stage ignores repeats.
+                if has_callee_rules(config.profile) and call.callee_key:
+                    seen = self._store.get_seen(seen_key(call))
+                    if seen is not None and (seen[0], seen[1]) == (event.partition, event.offset):
+                        outcome = classify(call, config.profile)
                         out.callee_events.append(
                             (callee_state_key(call), callee_call(call, outcome))
                         )
-                    if outcome.traced:
-                        out.calls.append((call, outcome))
                 continue
             key = seen_key(call)
             seen = self._store.get_seen(key)
@@ -508,6 +506,27 @@ class Engine:
             )
             self._store.put_campaign(cid, state, partitions[cid])
         return out
+
+    def _trace_again(self, events: Sequence[Event], out: BatchOutput) -> None:
+        """Traces of calls fully applied before a restart (campaign watermark at or past
+        the event, the seen-entry naming this very event): they may have been lost with the
+        crash (another topic than the change log), so they go out again; the api merges
+        them into the same rows. Reads the state as stored before this batch."""
+        watermarks: dict[str, int] = {}
+        for event in events:
+            call = event.call
+            cid = call.campaign_id
+            if cid not in watermarks:
+                stored = self._store.get_campaign(cid)
+                watermarks[cid] = -1 if stored is None else stored.watermark
+            if watermarks[cid] < event.offset:
+                continue
+            seen = self._store.get_seen(seen_key(call))
+            if seen is None or (seen[0], seen[1]) != (event.partition, event.offset):
+                continue
+            outcome = classify(call, self._config_for(cid).profile)
+            if outcome.traced:
+                out.calls.append((call, outcome))
 
     def process_lockout_violations(
         self, events: Sequence[tuple[int, int, LockoutViolation]]
