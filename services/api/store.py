@@ -161,47 +161,6 @@ def decode_cursor(cursor: str, size: int) -> list[str]:
     return values
 
 
-_CALL_FACTS = (
-    "originated_at",
-    "answered_at",
-    "agent_connected_at",
-    "ended_at",
-    "outcome",
-    "dial_mode",
-    "callee_key",
-    "rule_hits",
-)
-_CALL_COLUMNS = ("call_id", *_CALL_FACTS)
-_CALL_KEY_AND_COLUMNS = ("tenant_id", "campaign_id", *_CALL_COLUMNS)
-
-
-def _call_row(key: tuple[str, str, str], call: CallV1) -> dict[str, Any]:
-    tenant, campaign_id, call_id = key
-    row: dict[str, Any] = {"tenant_id": tenant, "campaign_id": campaign_id, "call_id": call_id}
-    row.update({name: getattr(call, name) for name in _CALL_FACTS})
-    row["rule_hits"] = sorted(set(call.rule_hits))
-    return row
-
-
-def _merge_call(held: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
-    """`held` with the fields it lacks taken from `new` and the union of the rule hits."""
-    if held is None:
-        return new
-    merged = {name: new[name] if held[name] is None else held[name] for name in held}
-    merged["rule_hits"] = sorted(set(held["rule_hits"]) | set(new["rule_hits"]))
-    return merged
-
-
-def _before(columns: Sequence[Any], values: Sequence[Any]) -> Any:
-    """SQL for (columns) < (values) in lexicographic order (a row-value comparison written
-    out, so every backend evaluates it alike)."""
-    condition = None
-    for column, value in zip(reversed(columns), reversed(values), strict=True):
-        less = column < value
-        condition = less if condition is None else sa.or_(less, sa.and_(column == value, condition))
-    return condition
-
-
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -433,51 +392,6 @@ class AlertStore:
             await conn.execute(stmt, list(chunk))
         for chunk in _chunks(history):
             await conn.execute(alert_history.insert(), list(chunk))
-
-    async def _upsert_calls(
-        self, conn: AsyncConnection, items: Sequence[tuple[str, str, CallV1]], now: datetime
-    ) -> None:
-        """Merge traced calls into their rows (schemas.call_v1): a field keeps the value
-        first known, rule hits are the union. Any order and repetition of the same facts
-        gives the same row; a row is written only when it changes."""
-        if not items:
-            return
-        merged: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for tenant_id, campaign_id, call in items:
-            key = (self._tenant(tenant_id), campaign_id, call.call_id)
-            merged[key] = _merge_call(merged.get(key), _call_row(key, call))
-        held: dict[tuple[str, str, str], dict[str, Any]] = {}
-        by_campaign: dict[tuple[str, str], list[str]] = {}
-        for tenant, campaign_id, call_id in merged:
-            by_campaign.setdefault((tenant, campaign_id), []).append(call_id)
-        for (tenant, campaign_id), call_ids in by_campaign.items():
-            for chunk in _chunks(sorted(call_ids)):
-                result = await conn.execute(
-                    sa.select(calls).where(
-                        calls.c.tenant_id == tenant,
-                        calls.c.campaign_id == campaign_id,
-                        calls.c.call_id.in_(chunk),
-                    )
-                )
-                for stored in result:
-                    found = {name: getattr(stored, name) for name in _CALL_KEY_AND_COLUMNS}
-                    found["rule_hits"] = sorted(found["rule_hits"] or [])
-                    held[(stored.tenant_id, stored.campaign_id, stored.call_id)] = found
-        rows = []
-        for key, new in merged.items():
-            current = held.get(key)
-            final = _merge_call(current, new)
-            if final != current:
-                rows.append({**final, "updated_at": now})
-        if not rows:
-            return
-        stmt = self._insert(calls)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[calls.c.tenant_id, calls.c.campaign_id, calls.c.call_id],
-            set_={name: stmt.excluded[name] for name in (*_CALL_FACTS, "updated_at")},
-        )
-        for chunk in _chunks(rows):
-            await conn.execute(stmt, list(chunk))
 
     async def _upsert_minutes(self, conn: AsyncConnection, buckets: Sequence[MinuteBucket]) -> None:
         # Last write wins: the newest message for a bucket replaces it (CONTRACT decision 5).
@@ -855,6 +769,51 @@ class AlertStore:
 
     # --- traced calls ------------------------------------------------------------------
 
+    async def _upsert_calls(
+        self, conn: AsyncConnection, items: Sequence[tuple[str, str, CallV1]], now: datetime
+    ) -> None:
+        """Merge traced calls into their rows (schemas.call_v1): a field keeps the value
+        first known, rule hits are the union. Any order and repetition of the same facts
+        gives the same row; a row is written only when it changes."""
+        if not items:
+            return
+        merged: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for tenant_id, campaign_id, call in items:
+            key = (self._tenant(tenant_id), campaign_id, call.call_id)
+            merged[key] = _merge_call(merged.get(key), _call_row(key, call))
+        held: dict[tuple[str, str, str], dict[str, Any]] = {}
+        by_campaign: dict[tuple[str, str], list[str]] = {}
+        for tenant, campaign_id, call_id in merged:
+            by_campaign.setdefault((tenant, campaign_id), []).append(call_id)
+        for (tenant, campaign_id), call_ids in by_campaign.items():
+            for chunk in _chunks(sorted(call_ids)):
+                result = await conn.execute(
+                    sa.select(calls).where(
+                        calls.c.tenant_id == tenant,
+                        calls.c.campaign_id == campaign_id,
+                        calls.c.call_id.in_(chunk),
+                    )
+                )
+                for stored in result:
+                    found = {name: getattr(stored, name) for name in _CALL_KEY_AND_COLUMNS}
+                    found["rule_hits"] = sorted(found["rule_hits"] or [])
+                    held[(stored.tenant_id, stored.campaign_id, stored.call_id)] = found
+        rows = []
+        for key, new in merged.items():
+            current = held.get(key)
+            final = _merge_call(current, new)
+            if final != current:
+                rows.append({**final, "updated_at": now})
+        if not rows:
+            return
+        stmt = self._insert(calls)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[calls.c.tenant_id, calls.c.campaign_id, calls.c.call_id],
+            set_={name: stmt.excluded[name] for name in (*_CALL_FACTS, "updated_at")},
+        )
+        for chunk in _chunks(rows):
+            await conn.execute(stmt, list(chunk))
+
     async def list_calls(
         self,
         *,
@@ -1011,3 +970,44 @@ class AlertStore:
                 )
                 deleted_buckets += result.rowcount or 0
         return int(deleted_alerts or 0), deleted_buckets
+
+
+_CALL_FACTS = (
+    "originated_at",
+    "answered_at",
+    "agent_connected_at",
+    "ended_at",
+    "outcome",
+    "dial_mode",
+    "callee_key",
+    "rule_hits",
+)
+_CALL_COLUMNS = ("call_id", *_CALL_FACTS)
+_CALL_KEY_AND_COLUMNS = ("tenant_id", "campaign_id", *_CALL_COLUMNS)
+
+
+def _call_row(key: tuple[str, str, str], call: CallV1) -> dict[str, Any]:
+    tenant, campaign_id, call_id = key
+    row: dict[str, Any] = {"tenant_id": tenant, "campaign_id": campaign_id, "call_id": call_id}
+    row.update({name: getattr(call, name) for name in _CALL_FACTS})
+    row["rule_hits"] = sorted(set(call.rule_hits))
+    return row
+
+
+def _merge_call(held: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """`held` with the fields it lacks taken from `new` and the union of the rule hits."""
+    if held is None:
+        return new
+    merged = {name: new[name] if held[name] is None else held[name] for name in held}
+    merged["rule_hits"] = sorted(set(held["rule_hits"]) | set(new["rule_hits"]))
+    return merged
+
+
+def _before(columns: Sequence[Any], values: Sequence[Any]) -> Any:
+    """SQL for (columns) < (values) in lexicographic order (a row-value comparison written
+    out, so every backend evaluates it alike)."""
+    condition = None
+    for column, value in zip(reversed(columns), reversed(values), strict=True):
+        less = column < value
+        condition = less if condition is None else sa.or_(less, sa.and_(column == value, condition))
+    return condition
