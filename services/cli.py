@@ -125,6 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command
     if command == "up":
+        # Refused before anything starts, not as an api child that keeps dying.
+        refusal = _retention_refusal(ApiSettings())
+        if refusal is not None:
+            print(f"cdrwatch up: {refusal}", file=sys.stderr)
+            return 2
         return _up(args)
     if command == "ingest":
         from services.common.logging import configure_logging
@@ -326,11 +331,6 @@ def _up(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         env["CDRWATCH_DATA_DIR"] = str(args.data_dir)
     settings = CommonSettings(_env_file=None, **_env_overrides(env))  # type: ignore[call-arg]
-    # Refused before anything starts, not as an api child that keeps dying.
-    refusal = _retention_refusal(ApiSettings())
-    if refusal is not None:
-        print(f"cdrwatch up: {refusal}", file=sys.stderr)
-        return 2
     configure_logging("up", settings.log_json)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     data_dir = settings.data_dir.resolve()

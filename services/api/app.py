@@ -28,7 +28,8 @@ from services.api.clock import Clock, utc_now
 from services.api.consumer import ConsumerFactory, StoreConsumer
 from services.api.metrics import ApiMetrics
 from services.api.publisher import CampaignPublisher, KafkaCampaignPublisher, PublishUnavailable
-from services.api.routes import alerts, calls, campaigns, dashboard, health
+from services.api.routes import alerts, campaigns, dashboard, health
+from services.api.routes import calls as call_routes
 from services.api.store import AlertStore, InvalidCursor
 from services.common.auth import TokenStore
 from services.common.db import create_engine, migrate
@@ -116,8 +117,9 @@ def create_app(
     _add_error_handlers(app)
     if settings.serve_ingest:
         _mount_ingest(app, settings, registry, clock)
-    for module in (health, campaigns, alerts, calls, dashboard):
+    for module in (health, campaigns, alerts, dashboard):
         app.include_router(module.router)
+    app.include_router(call_routes.router)
     return app
 
 
