@@ -115,11 +115,11 @@ def create_app(
         newest_output_at=lambda: consumer.newest_output_at,
     )
     _add_error_handlers(app)
+    app.include_router(call_routes.router)
     if settings.serve_ingest:
         _mount_ingest(app, settings, registry, clock)
     for module in (health, campaigns, alerts, dashboard):
         app.include_router(module.router)
-    app.include_router(call_routes.router)
     return app
 
 
