@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.alert_v1 import AlertV1
+from schemas.call_v1 import CallBatchV1
 from schemas.cdr_v1 import CdrV1, NormalizedCdrV1
 from schemas.stats_v1 import StatsV1
 
@@ -23,6 +24,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "normalized_cdr_v1": NormalizedCdrV1,
     "alert_v1": AlertV1,
     "stats_v1": StatsV1,
+    "call_batch_v1": CallBatchV1,
 }
 
 

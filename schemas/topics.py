@@ -7,10 +7,13 @@ CDRS_RAW = "cdrwatch.cdrs.raw.v1"
 CDRS_DLQ = "cdrwatch.cdrs.dlq.v1"
 ALERTS = "cdrwatch.alerts.v1"
 STATS = "cdrwatch.stats.v1"
+# Per-call facts of the calls that matter (silent, abandoned, a rule broken); see
+# schemas.call_v1. Keyed by campaign_id; read by the api for GET /v1/calls.
+CALLS = "cdrwatch.calls.v1"
 # Campaign configuration from PUT /v1/campaigns/{id}; compacted, keyed by campaign_id.
 CAMPAIGNS = "cdrwatch.campaigns.v1"
 
-ALL = (CDRS, CDRS_RAW, CDRS_DLQ, ALERTS, STATS, CAMPAIGNS)
+ALL = (CDRS, CDRS_RAW, CDRS_DLQ, ALERTS, STATS, CALLS, CAMPAIGNS)
 
 # Message headers on cdrwatch.stats.v1 (see schemas.stats_v1).
 HEADER_WINDOW = "cdrwatch-window"

@@ -132,6 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command
     if command == "up":
+        # Refused before anything starts, not as an api child that keeps dying.
+        refusal = _retention_refusal(ApiSettings())
+        if refusal is not None:
+            print(f"cdrwatch up: {refusal}", file=sys.stderr)
+            return 2
         return _up(args)
     if command == "ingest":
         from services.common.logging import configure_logging
@@ -146,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.common.logging import configure_logging
 
         api_settings = ApiSettings(**_flags(host=args.host, port=args.port))
+        refusal = _retention_refusal(api_settings)
+        if refusal is not None:
+            print(f"cdrwatch api: {refusal}", file=sys.stderr)
+            return 2
         configure_logging("api", api_settings.log_json)
         api_main(api_settings)
         return 0
@@ -191,6 +200,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"topics ready on {common.kafka_bootstrap}")
         return 0
     raise AssertionError(command)
+
+
+def _retention_refusal(settings: ApiSettings) -> str | None:
+    """Why the api's retention is too short for a shipped profile (`it`: 730 days, Garante
+    2014 "conservare per almeno due anni"), naming the profile; None when it is not."""
+    from services.detector.core.profiles import retention_refusal
+
+    refusal = retention_refusal(settings.alert_retention_days)
+    return None if refusal is None else f"CDRWATCH_ALERT_RETENTION_DAYS: {refusal}"
 
 
 def _flags(**values: object) -> dict[str, object]:

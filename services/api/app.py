@@ -29,6 +29,7 @@ from services.api.publisher import (
     PublishUnavailable,
 )
 from services.api.routes import alerts, campaigns, dashboard, health
+from services.api.routes import calls as call_routes
 from services.api.store import AlertStore, InvalidCursor
 from services.common.archive import Archive, open_archive
 from services.common.auth import TokenStore
@@ -134,6 +135,7 @@ def create_app(
         newest_output_at=lambda: consumer.newest_output_at,
     )
     _add_error_handlers(app)
+    app.include_router(call_routes.router)
     if settings.serve_ingest:
         _mount_ingest(app, settings, registry, clock, archive)
     for module in (health, campaigns, alerts, dashboard):
@@ -186,12 +188,19 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 async def _purge(store: AlertStore, retention: timedelta) -> None:
-    """Drop resolved alerts and minute buckets older than the retention, hourly."""
+    """Drop resolved alerts, minute buckets and traced calls older than the retention,
+    hourly."""
     while True:
         try:
             deleted_alerts, deleted_buckets = await store.purge_older_than(retention)
-            if deleted_alerts or deleted_buckets:
-                log.info("purged alerts=%s buckets=%s", deleted_alerts, deleted_buckets)
+            deleted_calls = await store.purge_calls_older_than(retention)
+            if deleted_alerts or deleted_buckets or deleted_calls:
+                log.info(
+                    "purged alerts=%s buckets=%s calls=%s",
+                    deleted_alerts,
+                    deleted_buckets,
+                    deleted_calls,
+                )
         except Exception as exc:  # a failed purge is retried at the next interval
             log.warning("purge_failed error=%r", exc)
         await asyncio.sleep(PURGE_INTERVAL.total_seconds())

@@ -1,4 +1,4 @@
-"""Consumes the detector's alerts and stats into the store.
+"""Consumes the detector's alerts, stats and call traces into the store.
 
 `apply_messages` is the whole translation from topic records to store writes; the Kafka
 loop around it only fetches a batch, applies it in one transaction, and commits the
@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from schemas import topics
 from schemas.alert_v1 import AlertV1
+from schemas.call_v1 import CallBatchV1
 from schemas.stats_v1 import COUNT_FIELDS, StatsV1
 from services.api.store import AlertStore, LiveWindow, MinuteBucket, Sighting, StoreBatch
 from services.common.db import DEFAULT_TENANT
@@ -85,6 +86,21 @@ def stats_message(
             (topics.HEADER_PROFILE, (profile or "").encode()),
             *_replay(replayed),
         ],
+    )
+
+
+def calls_message(
+    campaign_id: str, tenant_id: str, calls: Sequence[Any], *, replayed: bool = False
+) -> Message:
+    """The record the detector publishes for traced calls (CallV1 or their JSON bodies)."""
+    batch = CallBatchV1.model_validate(
+        {"campaign_id": campaign_id, "tenant_id": tenant_id, "calls": list(calls)}
+    )
+    return Message(
+        topics.CALLS,
+        campaign_id.encode(),
+        orjson.dumps(batch.model_dump(mode="json")),
+        _replay(replayed),
     )
 
 
@@ -163,6 +179,12 @@ def parse_messages(
                 batch.add_alert(alert, replayed=replayed)
             elif topic == topics.STATS:
                 _parse_stats(value, headers, batch, default_tenant)
+            elif topic == topics.CALLS:
+                # Merged per (tenant, campaign, call id), so a replayed batch is the same
+                # upsert as the first (schemas.call_v1).
+                traced = CallBatchV1.model_validate(orjson.loads(value))
+                for call in traced.calls:
+                    batch.calls.append((traced.tenant_id, traced.campaign_id, call))
             else:
                 raise UnreadableMessage(f"not a topic the api consumes: {topic}")
         except Exception as exc:  # one bad record is skipped, never a crash loop
@@ -282,7 +304,7 @@ class StoreConsumer:
             try:
                 await consumer.start()
                 consumer.subscribe(
-                    [topics.ALERTS, topics.STATS],
+                    [topics.ALERTS, topics.STATS, topics.CALLS],
                     listener=_SeekToStoredPositions(
                         consumer, self._store, self._settings.consumer_group
                     ),

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.alert_v1 import AlertV1, Severity
+from schemas.call_v1 import CallOutcomeName
 from schemas.cdr_v1 import Instant
 from schemas.stats_v1 import StatsV1
 
@@ -70,6 +71,31 @@ class CampaignPage(BaseModel):
 
 class AlertPage(BaseModel):
     items: list[AlertV1]
+    next_cursor: str | None
+
+
+class TracedCall(BaseModel):
+    """A call as `GET /v1/calls` lists it (IT-SC-1: every silent call is traced): its
+    instants, outcome (`silent`, `abandoned`, `answered`, `amd_machine`, `unanswered`; null
+    while only a lockout hit of it is known), the per-call rules it broke (`rule_hits`,
+    e.g. `it-silent-lockout`, `it-long-silent-wait`, `it-calling-hours`) and the callee as
+    its keyed pseudonym (`callee_key`; the raw number is never stored)."""
+
+    tenant_id: str
+    campaign_id: str
+    call_id: str
+    originated_at: Instant
+    answered_at: Instant | None
+    agent_connected_at: Instant | None
+    ended_at: Instant | None
+    outcome: CallOutcomeName | None
+    dial_mode: str | None
+    callee_key: str | None
+    rule_hits: list[str]
+
+
+class CallPage(BaseModel):
+    items: list[TracedCall]
     next_cursor: str | None
 
 

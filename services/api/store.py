@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.alert_v1 import AlertV1
+from schemas.call_v1 import CallV1
 from schemas.instants import parse_instant
 from schemas.stats_v1 import COUNT_FIELDS, StatsV1, stats_from_counts
 from services.api.clock import Clock, utc_now
@@ -38,16 +39,19 @@ from services.api.models import (
     AlertDetail,
     AlertPage,
     AlertTransition,
+    CallPage,
     Campaign,
     CampaignConfig,
     CampaignPage,
     CampaignStatus,
+    TracedCall,
 )
 from services.common.db import (
     DEFAULT_TENANT,
     alert_aliases,
     alert_history,
     alerts,
+    calls,
     campaigns,
     consumer_positions,
     minute_stats,
@@ -104,11 +108,20 @@ class StoreBatch:
     minutes: list[MinuteBucket] = field(default_factory=list)
     windows: list[LiveWindow] = field(default_factory=list)
     sightings: list[Sighting] = field(default_factory=list)
+    # Traced calls (tenant, campaign, facts), merged per (tenant, campaign, call id).
+    calls: list[tuple[str, str, CallV1]] = field(default_factory=list)
     # (group_id, topic, partition) -> next offset to read, stored with the batch's effects.
     positions: dict[tuple[str, str, int], int] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.alerts or self.minutes or self.windows or self.sightings or self.positions)
+        return bool(
+            self.alerts
+            or self.minutes
+            or self.windows
+            or self.sightings
+            or self.calls
+            or self.positions
+        )
 
     def add_alert(self, alert: AlertV1, *, replayed: bool = False) -> None:
         if replayed:
@@ -219,6 +232,7 @@ class AlertStore:
             await self._upsert_alerts(conn, marked, now)
             await self._upsert_minutes(conn, batch.minutes)
             await self._upsert_windows(conn, batch.windows, now)
+            await self._upsert_calls(conn, batch.calls, now)
             await self._store_positions(conn, batch.positions)
 
     async def upsert_alerts(self, items: Sequence[AlertV1], *, replayed: bool = False) -> None:
@@ -232,6 +246,9 @@ class AlertStore:
 
     async def upsert_window_stats(self, windows: Sequence[LiveWindow]) -> None:
         await self.apply_batch(StoreBatch(windows=list(windows)))
+
+    async def upsert_calls(self, items: Sequence[tuple[str, str, CallV1]]) -> None:
+        await self.apply_batch(StoreBatch(calls=list(items)))
 
     async def consumer_positions(self, group_id: str) -> dict[tuple[str, int], int]:
         """The next offset to read per (topic, partition) the group stored with its data."""
@@ -832,6 +849,129 @@ class AlertStore:
             }
         )
 
+    # --- traced calls ------------------------------------------------------------------
+
+    async def _upsert_calls(
+        self, conn: AsyncConnection, items: Sequence[tuple[str, str, CallV1]], now: datetime
+    ) -> None:
+        """Merge traced calls into their rows (schemas.call_v1): a field keeps the value
+        first known, rule hits are the union. Any order and repetition of the same facts
+        gives the same row; a row is written only when it changes."""
+        if not items:
+            return
+        merged: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for tenant_id, campaign_id, call in items:
+            key = (self._tenant(tenant_id), campaign_id, call.call_id)
+            merged[key] = _merge_call(merged.get(key), _call_row(key, call))
+        held: dict[tuple[str, str, str], dict[str, Any]] = {}
+        by_campaign: dict[tuple[str, str], list[str]] = {}
+        for tenant, campaign_id, call_id in merged:
+            by_campaign.setdefault((tenant, campaign_id), []).append(call_id)
+        for (tenant, campaign_id), call_ids in by_campaign.items():
+            for chunk in _chunks(sorted(call_ids)):
+                result = await conn.execute(
+                    sa.select(calls).where(
+                        calls.c.tenant_id == tenant,
+                        calls.c.campaign_id == campaign_id,
+                        calls.c.call_id.in_(chunk),
+                    )
+                )
+                for stored in result:
+                    found = {name: getattr(stored, name) for name in _CALL_KEY_AND_COLUMNS}
+                    found["rule_hits"] = sorted(found["rule_hits"] or [])
+                    held[(stored.tenant_id, stored.campaign_id, stored.call_id)] = found
+        rows = []
+        for key, new in merged.items():
+            current = held.get(key)
+            final = _merge_call(current, new)
+            if final != current:
+                rows.append({**final, "updated_at": now})
+        if not rows:
+            return
+        stmt = self._insert(calls)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[calls.c.tenant_id, calls.c.campaign_id, calls.c.call_id],
+            set_={name: stmt.excluded[name] for name in (*_CALL_FACTS, "updated_at")},
+        )
+        for chunk in _chunks(rows):
+            await conn.execute(stmt, list(chunk))
+
+    async def list_calls(
+        self,
+        *,
+        tenant_id: str | None,
+        campaign_id: str | None = None,
+        outcome: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> CallPage:
+        """Traced calls newest first (originated_at, then tenant, campaign, call id, all
+        descending) with originated_at in [start, end); `tenant_id` None lists every
+        tenant's."""
+        order = (calls.c.originated_at, calls.c.tenant_id, calls.c.campaign_id, calls.c.call_id)
+        conditions = [
+            column == value
+            for column, value in (
+                (calls.c.tenant_id, tenant_id),
+                (calls.c.campaign_id, campaign_id),
+                (calls.c.outcome, outcome),
+            )
+            if value is not None
+        ]
+        if start is not None:
+            conditions.append(calls.c.originated_at >= start)
+        if end is not None:
+            conditions.append(calls.c.originated_at < end)
+        if cursor is not None:
+            originated, *rest = decode_cursor(cursor, 4)
+            try:
+                originated_at = parse_instant(originated)
+            except (ValueError, ArithmeticError):
+                raise InvalidCursor("cursor is not one this api issued") from None
+            conditions.append(_before(order, (originated_at, *rest)))
+        query = (
+            sa.select(calls)
+            .where(*conditions)
+            .order_by(*(column.desc() for column in order))
+            .limit(limit + 1)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        items = [
+            TracedCall.model_validate({name: getattr(row, name) for name in _CALL_KEY_AND_COLUMNS})
+            for row in rows[:limit]
+        ]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = encode_cursor(
+                [last.originated_at.isoformat(), last.tenant_id, last.campaign_id, last.call_id]
+            )
+        return CallPage(items=items, next_cursor=next_cursor)
+
+    async def purge_calls_older_than(self, retention: timedelta) -> int:
+        """Delete traced calls more than `retention` older than their campaign's newest
+        traced call (event time, like minute buckets). Returns how many."""
+        deleted = 0
+        async with self._engine.begin() as conn:
+            newest = await conn.execute(
+                sa.select(
+                    calls.c.tenant_id, calls.c.campaign_id, sa.func.max(calls.c.originated_at)
+                ).group_by(calls.c.tenant_id, calls.c.campaign_id)
+            )
+            for tenant, campaign_id, newest_at in newest.all():
+                result = await conn.execute(
+                    calls.delete().where(
+                        calls.c.tenant_id == tenant,
+                        calls.c.campaign_id == campaign_id,
+                        calls.c.originated_at < newest_at - retention,
+                    )
+                )
+                deleted += result.rowcount or 0
+        return deleted
+
     # --- metrics and retention ---------------------------------------------------------
 
     async def metrics_snapshot(self) -> MetricsSnapshot:
@@ -912,3 +1052,44 @@ class AlertStore:
                 )
                 deleted_buckets += result.rowcount or 0
         return int(deleted_alerts or 0), deleted_buckets
+
+
+_CALL_FACTS = (
+    "originated_at",
+    "answered_at",
+    "agent_connected_at",
+    "ended_at",
+    "outcome",
+    "dial_mode",
+    "callee_key",
+    "rule_hits",
+)
+_CALL_COLUMNS = ("call_id", *_CALL_FACTS)
+_CALL_KEY_AND_COLUMNS = ("tenant_id", "campaign_id", *_CALL_COLUMNS)
+
+
+def _call_row(key: tuple[str, str, str], call: CallV1) -> dict[str, Any]:
+    tenant, campaign_id, call_id = key
+    row: dict[str, Any] = {"tenant_id": tenant, "campaign_id": campaign_id, "call_id": call_id}
+    row.update({name: getattr(call, name) for name in _CALL_FACTS})
+    row["rule_hits"] = sorted(set(call.rule_hits))
+    return row
+
+
+def _merge_call(held: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """`held` with the fields it lacks taken from `new` and the union of the rule hits."""
+    if held is None:
+        return new
+    merged = {name: new[name] if held[name] is None else held[name] for name in held}
+    merged["rule_hits"] = sorted(set(held["rule_hits"]) | set(new["rule_hits"]))
+    return merged
+
+
+def _before(columns: Sequence[Any], values: Sequence[Any]) -> Any:
+    """SQL for (columns) < (values) in lexicographic order (a row-value comparison written
+    out, so every backend evaluates it alike)."""
+    condition = None
+    for column, value in zip(reversed(columns), reversed(values), strict=True):
+        less = column < value
+        condition = less if condition is None else sa.or_(less, sa.and_(column == value, condition))
+    return condition

@@ -157,6 +157,28 @@ window_stats = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=False),
 )
 
+# Traced calls (cdrwatch.calls.v1, schemas.call_v1): silent, abandoned, or breaking a
+# per-call rule; one row per (tenant, campaign, call id), facts merged across messages.
+# Created by create_all in an existing database too (a new table, no migration step).
+calls = sa.Table(
+    "calls",
+    metadata,
+    sa.Column("tenant_id", sa.String(200), primary_key=True),
+    sa.Column("campaign_id", sa.String(200), primary_key=True),
+    sa.Column("call_id", sa.String(200), primary_key=True),
+    sa.Column("originated_at", UtcDateTime, nullable=False),
+    sa.Column("answered_at", UtcDateTime, nullable=True),
+    sa.Column("agent_connected_at", UtcDateTime, nullable=True),
+    sa.Column("ended_at", UtcDateTime, nullable=True),
+    sa.Column("outcome", sa.String(20), nullable=True),
+    sa.Column("dial_mode", sa.String(20), nullable=True),
+    sa.Column("callee_key", sa.String(128), nullable=True),
+    sa.Column("rule_hits", sa.JSON, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Index("ix_calls_scope_time", "tenant_id", "campaign_id", "originated_at", "call_id"),
+    sa.Index("ix_calls_time", "originated_at", "tenant_id", "campaign_id", "call_id"),
+)
+
 # Next offset to read per consumer group and partition, written in the same transaction as
 # the records' effects: on (re)assignment the consumer seeks here, so a batch stored just
 # before a crash is not applied twice even if its Kafka commit was lost.

@@ -48,6 +48,7 @@ from schemas import NormalizedCdrV1, topics
 from schemas.instants import format_instant
 from schemas.stats_v1 import rate
 from services.common.settings import DetectorSettings
+from services.detector import calls
 from services.detector.core import lockouts
 from services.detector.core.calendar import validate_zone
 from services.detector.core.engine import (
@@ -491,6 +492,7 @@ class Detector:
         self.alerts = self.app.topic(topics.ALERTS, key_serializer="raw", value_serializer="raw")
         self.stats = self.app.topic(topics.STATS, key_serializer="raw", value_serializer="raw")
         self.dlq = self.app.topic(topics.CDRS_DLQ, key_serializer="raw", value_serializer="raw")
+        self.traces = self.app.topic(topics.CALLS, key_serializer="raw", value_serializer="raw")
         # The per-callee stage: calls re-keyed by (tenant, pseudonymised callee), and the
         # violations it finds keyed back by campaign (same partition count as the CDRs).
         self.callee_topic = self.app.topic(
@@ -714,6 +716,7 @@ class Detector:
             decoded.append((event.message.partition, event.message.offset, violation))
         self.state.bind(events)
         self._publish(self.engine.process_lockout_violations(decoded), replayed)
+        self._send_calls(((v.campaign_id, calls.lockout_hit(v)) for _p, _o, v in decoded), replayed)
 
     def _publish(self, out: BatchOutput, replayed: set[str] | frozenset[str] = frozenset()) -> None:
         """Send what a batch produced. The core's campaign ids are scoped keys: every
@@ -759,6 +762,10 @@ class Detector:
                 value=alert_body({**payload, "campaign_id": campaign, "tenant_id": tenant}),
                 headers=_replay_headers(scoped in replayed),
             )
+        self._send_calls(
+            ((call.campaign_id, calls.traced_call(call, outcome)) for call, outcome in out.calls),
+            replayed,
+        )
         for dead in out.dead_letters:
             tenant, campaign = split_scoped(dead.event.call.campaign_id)
             record = {
@@ -773,6 +780,19 @@ class Detector:
                 dead.reason,
                 dead.detail,
                 stage="cdr",
+            )
+
+    def _send_calls(
+        self, traced: Iterable[tuple[str, dict[str, Any]]], replayed: set[str] | frozenset[str]
+    ) -> None:
+        """Publish call traces (scoped key, CallV1 body) on cdrwatch.calls.v1, batched per
+        campaign, keyed like the CDR topic, with the replay mark of their campaign."""
+        scoped_calls = ((*split_scoped(scoped), body) for scoped, body in traced)
+        for tenant, campaign, value in calls.call_batches(scoped_calls):
+            self.traces.send_soon(
+                key=campaign.encode(),
+                value=value,
+                headers=_replay_headers(scoped_key(tenant, campaign) in replayed),
             )
 
     def _send_stats(

@@ -12,7 +12,13 @@ A scenario file:
                             "numerator": n, "denominator": d, "window_start": ...}],
                 "absent_rules": ["rule ids that must not alert"],
                 "compliance": [{"rule": ..., "window": ..., "verdict": ..., "numerator": n,
-                                "denominator": d, "headroom": h, "window_start": ...}]}}
+                                "denominator": d, "headroom": h, "window_start": ...}],
+                "calls": [{"index": i, "outcome": "silent", "rule_hits": [...]}],
+                "absent_calls": [indexes of calls GET /v1/calls must not list]}}
+
+`calls` (IT-SC-1, every silent call traced): each listed call of GET /v1/calls has the
+outcome and exactly the rule hits given, and the campaign's silent calls listed are exactly
+those `calls` names as silent; the call at index i is `<campaign>-<i>`.
 
 Call kinds (times relative to the call's start): connected (answered 8 s, agent 1 s after,
 or a group's `agent_seconds` after), silent (answered, no agent, released 2 s after answer,
@@ -215,6 +221,66 @@ def test_scenario(stack: Stack, path: Path) -> None:
             assert any(_matches(w, want) for w in windows), (
                 f"{path.name}: no compliance window like {want}; got {windows}"
             )
+        if "calls" in expect or "absent_calls" in expect:
+            numbers = {c["callee_number"] for c in calls}
+            check_traced_calls(viewer, campaign, expect, path.name, numbers)
         present = {a["rule"] for a in alerts()}
         unexpected = present & set(expect.get("absent_rules", []))
         assert not unexpected, f"{path.name}: rules alerted that must not: {unexpected}"
+
+
+def traced_calls(viewer: Any, campaign: str, **params: str) -> dict[str, dict[str, Any]]:
+    """Every call GET /v1/calls lists for the campaign, by call id (all pages)."""
+    items: dict[str, dict[str, Any]] = {}
+    cursor = None
+    while True:
+        query = {"campaign_id": campaign, "limit": "1000", **params}
+        if cursor:
+            query["cursor"] = cursor
+        response = viewer.get("/v1/calls", params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        items.update({c["call_id"]: c for c in page["items"]})
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return items
+
+
+def check_traced_calls(
+    viewer: Any, campaign: str, expect: dict[str, Any], name: str, numbers: set[str]
+) -> None:
+    wanted = {f"{campaign}-{c['index']}": c for c in expect.get("calls", [])}
+    absent = {f"{campaign}-{i}" for i in expect.get("absent_calls", [])}
+
+    def listed_as_expected() -> bool:
+        calls = traced_calls(viewer, campaign)
+        return all(
+            call_id in calls
+            and calls[call_id]["outcome"] == want["outcome"]
+            and sorted(calls[call_id]["rule_hits"]) == sorted(want["rule_hits"])
+            for call_id, want in wanted.items()
+        )
+
+    wait_until(
+        listed_as_expected,
+        timeout=60,
+        interval=0.2,
+        message=f"{name}: GET /v1/calls never listed {list(wanted.values())}; got "
+        + json.dumps(
+            [
+                {k: c[k] for k in ("call_id", "outcome", "rule_hits")}
+                for c in traced_calls(viewer, campaign).values()
+            ]
+        ),
+    )
+    calls = traced_calls(viewer, campaign)
+    assert not absent & set(calls), f"{name}: calls listed that must not be: {absent & set(calls)}"
+    silent = traced_calls(viewer, campaign, outcome="silent")
+    expected_silent = {k for k, c in wanted.items() if c["outcome"] == "silent"}
+    assert set(silent) == expected_silent, f"{name}: silent calls listed {sorted(silent)}"
+    for call in silent.values():
+        assert call["answered_at"] and call["ended_at"] and call["callee_key"], call
+        assert call["agent_connected_at"] is None, call
+    text = viewer.get("/v1/calls", params={"campaign_id": campaign, "limit": "1000"}).text
+    leaked = {n for n in numbers if n in text or n.lstrip("+") in text}
+    assert not leaked, f"{name}: raw callee numbers in GET /v1/calls: {sorted(leaked)[:3]}"

@@ -1,4 +1,5 @@
-"""The api store's tests (tests/service/test_api_store.py) against a real PostgreSQL.
+"""The api store's tests (tests/service/test_api_store.py, test_api_store_calls.py) against
+a real PostgreSQL.
 
 `postgres_url` (tests/conftest.py) creates a database cdrwatch_test_<random> for the
 session, drops it at the end, and fails, never skips, when PostgreSQL is not running.
@@ -16,11 +17,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from services.api.store import AlertStore
 from services.common.db import create_engine, metadata, migrate
 from tests.service import test_api_store as store_cases
+from tests.service import test_api_store_calls as call_cases
 
 pytestmark = pytest.mark.integration
 
 # Collect every store test here too; the `store` fixture below gives them PostgreSQL.
 globals().update({name: f for name, f in vars(store_cases).items() if name.startswith("test_")})
+globals().update({name: f for name, f in vars(call_cases).items() if name.startswith("test_")})
 clock = store_cases.clock
 
 

@@ -289,6 +289,9 @@ class BatchOutput:
     too_late: int = 0
     # Calls to forward to the per-callee stage, keyed by (tenant, pseudonymised callee).
     callee_events: list[tuple[str, CalleeCall]] = field(default_factory=list)
+    # Calls traced one by one (`CallOutcome.traced`: silent, abandoned, a per-call rule
+    # broken), for GET /v1/calls; lockout hits are traced by the lockout stage.
+    calls: list[tuple[CallRecord, CallOutcome]] = field(default_factory=list)
 
 
 def callee_state_key(call: CallRecord) -> str:
@@ -349,6 +352,7 @@ class Engine:
 
     def process(self, events: Sequence[Event]) -> BatchOutput:
         out = BatchOutput()
+        self._trace_again(events, out)
         campaigns: dict[str, CampaignState] = {}
         partitions: dict[str, int] = {}
         buckets: dict[tuple[str, int], BucketState] = {}
@@ -439,6 +443,8 @@ class Engine:
 
             outcome = classify(call, config.profile)
             out.processed += 1
+            if outcome.traced:
+                out.calls.append((call, outcome))
             if has_callee_rules(config.profile) and call.callee_key:
                 out.callee_events.append((callee_state_key(call), callee_call(call, outcome)))
             lookup = bucket_counts(cid)
@@ -533,6 +539,27 @@ class Engine:
             )
             self._store.put_campaign(cid, state, partitions[cid])
         return out
+
+    def _trace_again(self, events: Sequence[Event], out: BatchOutput) -> None:
+        """Traces of calls fully applied before a restart (campaign watermark at or past
+        the event, the seen-entry naming this very event): they may have been lost with the
+        crash (another topic than the change log), so they go out again; the api merges
+        them into the same rows. Reads the state as stored before this batch."""
+        watermarks: dict[str, int] = {}
+        for event in events:
+            call = event.call
+            cid = call.campaign_id
+            if cid not in watermarks:
+                stored = self._store.get_campaign(cid)
+                watermarks[cid] = -1 if stored is None else stored.watermark
+            if watermarks[cid] < event.offset:
+                continue
+            seen = self._store.get_seen(seen_key(call))
+            if seen is None or (seen[0], seen[1]) != (event.partition, event.offset):
+                continue
+            outcome = classify(call, self._config_for(cid).profile)
+            if outcome.traced:
+                out.calls.append((call, outcome))
 
     def process_lockout_violations(
         self, events: Sequence[tuple[int, int, LockoutViolation]]

@@ -6,6 +6,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 
 AGENT_GUARANTEED_MODES = frozenset({"progressive", "preview", "manual"})
+# A call's one outcome name (`CallOutcome.name`), most specific first.
+CALL_OUTCOMES = ("silent", "abandoned", "answered", "amd_machine", "unanswered")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,25 @@ class CallOutcome:
     short_ring: bool
     violations: tuple[str, ...] = ()
     unverifiable: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The call's one outcome (`CALL_OUTCOMES`), most specific first: `silent` (no
+        agent ever), `abandoned` (agent too late), `answered` (by a person, agent in
+        time), `amd_machine`, `unanswered`."""
+        if self.silent:
+            return "silent"
+        if self.abandoned:
+            return "abandoned"
+        if self.answered_by_person:
+            return "answered"
+        return "amd_machine" if self.amd_machine else "unanswered"
+
+    @property
+    def traced(self) -> bool:
+        """Whether the call is kept as an individual record (IT-SC-1, Garante 2014: every
+        silent call is traced): silent, abandoned, or breaking a per-call rule."""
+        return self.silent or self.abandoned or bool(self.violations)
 
 
 @dataclass(frozen=True, slots=True)
