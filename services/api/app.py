@@ -128,6 +128,7 @@ def _mount_ingest(
     Kafka publisher is started and stopped by the lifespan (`_start_ingest`)."""
     try:
         from services.ingest.app import load_pseudonym_key
+        from services.ingest.dialers import load_format_mappings
         from services.ingest.metrics import IngestMetrics
         from services.ingest.normalize import Normalizer
         from services.ingest.routes import router
@@ -141,6 +142,7 @@ def _mount_ingest(
     app.state.ingest = IngestService(
         settings, KafkaPublisher(settings), normalizer, IngestMetrics(registry)
     )
+    app.state.format_mappings = load_format_mappings(settings.format_mappings_dir)
     app.include_router(router)
 
 
