@@ -41,7 +41,10 @@ class AsteriskCdrMapper(CsvMapper):
         self.zone = mapping.zone()
 
     def map_row(self, row: Row, line_no: int, offset: int) -> list[Outcome]:
-        key = "\x1f".join(str(row.get(name, "")) for name in self._group_by(row))
+        if self.mapping.group_by:
+            key = "\x1f".join(str(row.get(name, "")) for name in self._group_by(row))
+        else:
+            key = str(first(row, self.mapping.call_id or ["linkedid", "uniqueid"]) or "")
         return [self._call(group) for group in self.joiner.add(key, row, line_no, offset)]
 
     def _group_by(self, row: Row) -> list[str]:
@@ -66,7 +69,9 @@ class AsteriskCdrMapper(CsvMapper):
         return local_instant(text, self.zone, name)
 
     def _call(self, group: RowGroup) -> Outcome:
-        rows = sorted(group.rows, key=lambda item: _sequence(item[0]))
+        rows = group.rows
+        if len(rows) > 1:
+            rows = sorted(rows, key=lambda item: _sequence(item[0]))
         line, offset, count = group.line, group.offset, len(rows)
         first_row = rows[0][0]
         call_id = first(first_row, self.mapping.call_id or ["linkedid", "uniqueid"]) or ""
@@ -87,7 +92,7 @@ class AsteriskCdrMapper(CsvMapper):
                 answered = answer if answered is None else min(answered, answer)
                 if has_peer:
                     bridged = answer if bridged is None else min(bridged, answer)
-            merged = _merge(row for row, _, _ in rows)
+            merged = first_row if len(rows) == 1 else _merge(row for row, _, _ in rows)
             agent_text = first(merged, self.mapping.agent_connected)
             if agent_text is not None:
                 bridged = self._instant(agent_text, "agent_connected")
