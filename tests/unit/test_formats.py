@@ -496,3 +496,56 @@ def test_callee_number_forms(raw: str, expected: str) -> None:
 @pytest.mark.parametrize("raw", ["1002", "carol", "s", "*97"])
 def test_extensions_and_names_are_not_callees(raw: str) -> None:
     assert callee_number(raw, load_mapping("freeswitch-json")) == (None, "internal_extension")
+
+
+# --- instants: declared epoch units and local time ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "unit", "expected"),
+    [
+        ("1764669600", "s", "2025-12-02T10:00:00+00:00"),
+        ("1764669600000", "ms", "2025-12-02T10:00:00+00:00"),
+        ("1764669600000000", "us", "2025-12-02T10:00:00+00:00"),
+        ("1764669600123456", "us", "2025-12-02T10:00:00.123456+00:00"),
+        ("946684800", "s", "2000-01-01T00:00:00+00:00"),
+        ("0", "us", None),  # FreeSWITCH writes 0 for "never" (answer_uepoch of a missed call)
+    ],
+    ids=["seconds", "millis", "micros", "micros-fraction", "y2k-seconds", "zero-is-never"],
+)
+def test_epoch_is_read_in_its_declared_unit(text: str, unit: str, expected: str | None) -> None:
+    from services.ingest.formats.base import epoch_instant
+
+    value = epoch_instant(text, unit, "f")
+    assert (value.isoformat() if value else None) == expected
+
+
+def test_epoch_seconds_sent_on_as_ms_are_refused_by_ingest_with_a_hint() -> None:
+    record = {
+        "call_id": "c",
+        "campaign_id": "k",
+        "callee_number": "+393471234567",
+        "originated_at": 1764669600,
+        "ended_at": 1764669660,
+    }
+    _, errors = parse_cdr(record)
+    assert any("epoch seconds" in e.message for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-03-29 01:59:59", "2026-03-29T01:59:59+01:00"),  # before the spring change
+        ("2026-03-29 03:00:00", "2026-03-29T03:00:00+02:00"),  # after it
+        ("2026-10-25 02:30:00", "2026-10-25T02:30:00+02:00"),  # repeated hour: first one
+        ("2026-10-25 03:00:00", "2026-10-25T03:00:00+01:00"),
+        ("2024-09-24 09:37:44.351668-04", "2024-09-24T09:37:44.351668-04:00"),  # own offset
+    ],
+    ids=["spring-before", "spring-after", "autumn-repeated", "autumn-after", "offset-wins"],
+)
+def test_zone_less_local_time_is_read_in_the_mapping_zone(text: str, expected: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    from services.ingest.formats.base import local_instant
+
+    assert local_instant(text, ZoneInfo("Europe/Rome"), "start").isoformat() == expected
