@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from _common import (
     BenchError,
     Child,
     clean_env,
+    cpu_seconds,
     embedded_broker,
     fmt_int,
     print_header,
@@ -88,7 +90,10 @@ def generate(path: Path, rows: int) -> int:
     return calls
 
 
-def run_import(work: Path, csv: Path, env: dict[str, str], extra: list[str]) -> tuple[float, dict]:
+def run_import(
+    work: Path, csv: Path, env: dict[str, str], extra: list[str]
+) -> tuple[float, float, dict]:
+    """Wall seconds, CPU seconds of the importer (its worker processes included), summary."""
     argv = python_module(
         "import",
         str(csv),
@@ -101,14 +106,17 @@ def run_import(work: Path, csv: Path, env: dict[str, str], extra: list[str]) -> 
         "--no-checkpoint",
         *extra,
     )
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     out = subprocess.run(  # noqa: S603 - our own CLI
         argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False
     )
     seconds = time.perf_counter() - started
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     if out.returncode not in (0, 3):
         raise BenchError(f"import failed ({out.returncode}): {out.stderr[-2000:]}")
-    return seconds, orjson.loads(out.stdout)
+    return seconds, cpu, orjson.loads(out.stdout)
 
 
 def body(args: argparse.Namespace) -> None:
@@ -129,13 +137,16 @@ def body(args: argparse.Namespace) -> None:
             flush=True,
         )
         env = clean_env(CDRWATCH_LOG_JSON="true")
-        seconds, summary = run_import(work, csv, env, ["--dry-run"])
+        seconds, cpu, summary = run_import(work, csv, env, ["--dry-run"])
         print(
-            f"dry run   {seconds:6.1f} s  {fmt_int(args.rows / seconds)} rows/s  "
+            f"dry run    {seconds:6.1f} s  {fmt_int(args.rows / seconds)} rows/s  "
+            f"(importer CPU {cpu:.1f} s: {fmt_int(args.rows / cpu)} rows per CPU-s)  "
             f"valid {fmt_int(summary['imported'])}, rejected {summary['rejected']}",
             flush=True,
         )
-        results.update(dry_run_seconds=seconds, dry_run_rows_per_s=args.rows / seconds)
+        results.update(
+            dry_run_seconds=seconds, dry_run_rows_per_s=args.rows / seconds, dry_run_cpu=cpu
+        )
         if not args.skip_ingest:
             with embedded_broker(work, 4) as (bootstrap, _pid):
                 env = clean_env(
@@ -161,17 +172,25 @@ def body(args: argparse.Namespace) -> None:
                     ingest.start()
                     base = f"http://127.0.0.1:{port}"
                     wait_http_ok(f"{base}/readyz", ingest)
-                    seconds, summary = run_import(
+                    ingest_cpu0 = cpu_seconds(ingest.pid)
+                    seconds, cpu, summary = run_import(
                         work, csv, env, ["--ingest-url", base, "--token", token]
                     )
+                    ingest_cpu = cpu_seconds(ingest.pid) - ingest_cpu0
                 finally:
                     ingest.stop()
             print(
-                f"via ingest {seconds:5.1f} s  {fmt_int(args.rows / seconds)} rows/s  "
+                f"via ingest {seconds:6.1f} s  {fmt_int(args.rows / seconds)} rows/s  "
+                f"(importer CPU {cpu:.1f} s, ingest CPU {ingest_cpu:.1f} s)  "
                 f"imported {fmt_int(summary['imported'])}, rejected {summary['rejected']}",
                 flush=True,
             )
-            results.update(ingest_seconds=seconds, ingest_rows_per_s=args.rows / seconds)
+            results.update(
+                ingest_seconds=seconds,
+                ingest_rows_per_s=args.rows / seconds,
+                ingest_importer_cpu=cpu,
+                ingest_server_cpu=ingest_cpu,
+            )
     print(f"  target        {fmt_int(args.rows)} rows in < 120 s (issue 9)")
     print(f"  cores         {len(os.sched_getaffinity(0))}, shared by importer, ingest, broker")
     if args.json:
