@@ -73,6 +73,15 @@ class Summary:
             out.setdefault(item.reason, []).append(item.line)
         return out
 
+    def rejected_places(self) -> dict[str, list[str]]:
+        """Per reason, `line` (one file) or `file:line` (several)."""
+        several = len({item.path for item in self.rejected}) > 1
+        out: dict[str, list[str]] = {}
+        for item in self.rejected:
+            place = f"{Path(item.path).name}:{item.line}" if several else str(item.line)
+            out.setdefault(item.reason, []).append(place)
+        return out
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "rows": self.rows,
@@ -86,6 +95,16 @@ class Summary:
                 reason: {"count": len(lines), "lines": lines[:1000]}
                 for reason, lines in self.rejected_by_reason().items()
             },
+            "rejected_records": [
+                {
+                    "file": r.path,
+                    "line": r.line,
+                    "call_id": r.call_id,
+                    "reason": r.reason,
+                    "message": r.message,
+                }
+                for r in self.rejected[:1000]
+            ],
         }
 
     def render(self, dry_run: bool) -> str:
@@ -98,8 +117,8 @@ class Summary:
             + (", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "0"),
             f"rejected: {len(self.rejected)}",
         ]
-        for reason, found in sorted(self.rejected_by_reason().items()):
-            shown = ", ".join(str(n) for n in found[:_SHOWN_PER_REASON])
+        for reason, found in sorted(self.rejected_places().items()):
+            shown = ", ".join(found[:_SHOWN_PER_REASON])
             more = f" (+{len(found) - _SHOWN_PER_REASON} more)" if len(found) > 20 else ""
             lines.append(f"  {reason}: {len(found)} at line {shown}{more}")
         if self.non_utf8_lines:
@@ -500,7 +519,11 @@ class Importer:
         inode = _inode(path)
         try:
             if start_offset:
+                header = _decode(handle.readline())[0] if self.mapping.header else None
+                self.mapper.start_file(header)
                 handle.seek(start_offset)
+            else:
+                self.mapper.start_file()
             offset, line_no = start_offset, start_line
             name = str(path)
             partial = b""
@@ -551,6 +574,7 @@ class Importer:
                     handle = open_binary(path)
                     inode = _inode(path)
                     offset, line_no, partial = 0, 0, b""
+                    self.mapper.start_file()
                     continue
                 await asyncio.sleep(self.options.follow_poll_seconds)
             self._take(name, self.mapper.flush())

@@ -248,3 +248,29 @@ def test_cli_without_token_refuses(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(cli_args(paths=[str(MASTER)], dry_run=False), stdout=io.StringIO())
     assert code == 2
     assert "--token" in capsys.readouterr().err
+
+
+async def test_files_with_their_own_header_rows_are_each_read_by_their_header() -> None:
+    paths = sorted((FIXTURES / "asterisk").glob("wazo_cel_*.csv"))
+    mapping = load_mapping(
+        "asterisk-cel",
+        overrides={
+            "timezone": "Europe/Paris",
+            "campaign_default": "c",
+            "callee_strip_prefixes": ["**9", "*"],
+            "callee_min_digits": 6,
+        },
+    )
+    sink = FakeSink()
+    opts = ImportOptions(paths=paths, format="asterisk-cel", mapping=mapping, progress=False)
+
+    summary = await run_import(opts, sink)
+
+    assert summary.calls == 5  # one call per file, whatever its columns
+    assert summary.rejected == []
+    assert sorted(sink.call_ids) == [
+        "1434651125.37",
+        "1588609307.2",
+        "1757360004.25",
+    ]
+    assert dict(summary.skipped) == {"internal_extension": 2}

@@ -37,6 +37,11 @@ class LineMapper:
     def pending_offset(self) -> int | None:
         return None
 
+    def start_file(self, header_line: str | None = None) -> None:
+        """A new file begins (a rotated or next file): formats with a header row read the
+        new file's own header (`header_line`, when resuming past it)."""
+        del header_line
+
 
 @dataclass
 class RowGroup:
@@ -85,6 +90,13 @@ class CsvMapper(LineMapper):
 
     def map_row(self, row: Row, line_no: int, offset: int) -> list[Outcome]:
         raise NotImplementedError
+
+    def start_file(self, header_line: str | None = None) -> None:
+        if not self.mapping.header:
+            return
+        self.columns = None
+        if header_line is not None:
+            self.feed(header_line, 0, 0)
 
 
 class Joiner:
