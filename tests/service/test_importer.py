@@ -274,3 +274,53 @@ async def test_files_with_their_own_header_rows_are_each_read_by_their_header() 
         "1757360004.25",
     ]
     assert dict(summary.skipped) == {"internal_extension": 2}
+
+
+async def test_http_sink_retries_503_and_splits_413() -> None:
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        lines = request.content.count(b"\n") + 1
+        calls.append(lines)
+        if len(calls) == 1:
+            return httpx.Response(503, headers={"Retry-After": "0"}, json={"detail": "down"})
+        if lines > 2:
+            return httpx.Response(413, json={"detail": "too large"})
+        return httpx.Response(
+            202,
+            json={
+                "accepted": lines - 1 if lines == 2 else lines,
+                "duplicates": 0,
+                "rejected": [
+                    {"index": 1, "call_id": "b", "errors": [{"field": "x", "message": "bad"}]}
+                ]
+                if lines == 2
+                else [],
+            },
+        )
+
+    sink = HttpSink("http://ingest", "t", transport=httpx.MockTransport(handler))
+    records = [{"call_id": c} for c in "abcd"]
+
+    result = await sink.send(records)
+    await sink.close()
+
+    assert calls == [4, 4, 2, 2]  # 503 retried, then 413 split in halves
+    assert result.accepted == 2
+    assert [(i, c, r) for i, c, r, _ in result.rejected] == [
+        (1, "b", "invalid x"),
+        (3, "b", "invalid x"),
+    ]
+
+
+async def test_http_sink_stops_on_a_refused_token() -> None:
+    from services.importer import FatalSinkError
+
+    sink = HttpSink(
+        "http://ingest",
+        "t",
+        transport=httpx.MockTransport(lambda r: httpx.Response(401, json={"detail": "no"})),
+    )
+    with pytest.raises(FatalSinkError, match="401"):
+        await sink.send([{"call_id": "a"}])
+    await sink.close()
