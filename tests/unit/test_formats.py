@@ -250,6 +250,7 @@ def test_zone_less_timestamps_without_a_zone_are_refused() -> None:
         "freeswitch-cdr-csv", "freeswitch/fs_cdr_csv_example_template.csv", campaign_default="c"
     )
     assert {type(o) for o in outcomes} == {Rejected}
+    assert {o.reason for o in outcomes} == {"no_timezone"}
     assert "no timezone" in outcomes[0].message
 
 

@@ -97,7 +97,7 @@ class AsteriskCdrMapper(CsvMapper):
             if agent_text is not None:
                 bridged = self._instant(agent_text, "agent_connected")
         except BadValue as exc:
-            return Rejected("bad_timestamp", str(exc), line, offset, call_id, count)
+            return Rejected(exc.reason, str(exc), line, offset, call_id, count)
         ended = max(ends)
         disposition = "ANSWERED" if answered is not None else first(merged, ["disposition"])
         fields = CallFields(

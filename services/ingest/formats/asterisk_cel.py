@@ -67,7 +67,7 @@ class CelMapper(CsvMapper):
                 for e in events
             ]
         except BadValue as exc:
-            return Rejected("bad_timestamp", str(exc), line, offset, call_id, count)
+            return Rejected(exc.reason, str(exc), line, offset, call_id, count)
         timed.sort(key=lambda item: item[0])
         channels: list[str] = []
         starts: dict[str, Row] = {}

@@ -200,6 +200,14 @@ def first(source: dict[str, Any], names: list[str]) -> str | None:
 class BadValue(ValueError):
     """A value of the source that cannot be read; the message names the field."""
 
+    reason = "bad_timestamp"
+
+
+class NoZone(BadValue):
+    """A zone-less local timestamp and a mapping without `timezone`: never guessed."""
+
+    reason = "no_timezone"
+
 
 def local_instant(text: str, zone: ZoneInfo | None, field_name: str) -> datetime:
     """A PBX timestamp (`2024-01-27 15:07:24`, optional fraction and offset such as `-04`)
@@ -214,8 +222,9 @@ def local_instant(text: str, zone: ZoneInfo | None, field_name: str) -> datetime
         raise BadValue(f"{field_name}: not a timestamp ({text[:40]!r})") from None
     if value.tzinfo is None:
         if zone is None:
-            raise BadValue(
-                f"{field_name}: timestamp has no offset and the mapping names no timezone"
+            raise NoZone(
+                f"{field_name}: timestamp has no offset and the mapping names no timezone "
+                "(set `timezone` to the PBX's zone)"
             )
         value = value.replace(tzinfo=zone)
     return value

@@ -52,7 +52,7 @@ class FreeswitchCsvMapper(CsvMapper):
             agent = self._instant(row, self.mapping.agent_connected)
             ringing = self._instant(row, self.mapping.ringing)
         except BadValue as exc:
-            return [Rejected("bad_timestamp", str(exc), line_no, offset, call_id)]
+            return [Rejected(exc.reason, str(exc), line_no, offset, call_id)]
         if start is None or end is None:
             return [
                 Rejected("missing_field", "start or end time missing", line_no, offset, call_id)

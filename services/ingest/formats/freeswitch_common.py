@@ -70,7 +70,7 @@ def map_leg(
             if agent is not None:
                 break
     except BadValue as exc:
-        return Rejected("bad_timestamp", str(exc), line, 0, call_id)
+        return Rejected(exc.reason, str(exc), line, 0, call_id)
     if start is None or end is None:
         return Rejected("missing_field", "no start or end time in the CDR", line, 0, call_id)
     if ringing is not None and not start <= ringing <= (answered or end):

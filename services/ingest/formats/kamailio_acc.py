@@ -102,7 +102,7 @@ class KamailioAccMapper(LineMapper):
                 else started
             )
         except BadValue as exc:
-            return Rejected("bad_timestamp", str(exc), line_no, offset, call_id, rows)
+            return Rejected(exc.reason, str(exc), line_no, offset, call_id, rows)
         if started is None or ended is None:
             return Rejected("bad_timestamp", "timestamp 0", line_no, offset, call_id, rows)
         code = _code(invite)

@@ -54,7 +54,7 @@ class VicidialMapper(CsvMapper):
                 else None
             )
         except BadValue as exc:
-            return [Rejected("bad_timestamp", str(exc), line_no, offset, call_id)]
+            return [Rejected(exc.reason, str(exc), line_no, offset, call_id)]
         if start is None:
             return [Rejected("missing_field", "no start time", line_no, offset, call_id)]
         if end is None:
