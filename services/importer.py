@@ -402,7 +402,6 @@ class _Pending:
 
     task: asyncio.Task[SinkResult]
     sources: list[tuple[str, Mapped]]
-    min_offset: int
 
 
 class Importer:
@@ -446,7 +445,7 @@ class Importer:
             chunk = self.batch[: self.options.batch_size]
             del self.batch[: self.options.batch_size]
             task = asyncio.create_task(self.sink.send([m.record for _, m in chunk]))
-            self.in_flight.append(_Pending(task, chunk, min(m.offset for _, m in chunk)))
+            self.in_flight.append(_Pending(task, chunk))
             while len(self.in_flight) > self.options.in_flight:
                 await self._settle_oldest()
         if final:
@@ -463,15 +462,15 @@ class Importer:
                 RecordRejection(path, source.line, call_id, reason, message)
             )
 
-    def _safe_offset(self, position: int) -> int:
-        candidates = [position]
-        mapper_pending = (
-            self.mapper.pending_offset() if hasattr(self.mapper, "pending_offset") else None
-        )
-        if mapper_pending is not None:
-            candidates.append(mapper_pending)
-        candidates.extend(m.offset for _, m in self.batch)
-        candidates.extend(p.min_offset for p in self.in_flight)
+    def _safe_position(self, position: int, line_no: int) -> tuple[int, int]:
+        """(offset, line) before which every call is acknowledged: the current position,
+        unless a call read before it is still open in the mapper, buffered or in flight."""
+        candidates = [(position, line_no)]
+        pending = self.mapper.pending_position()
+        if pending is not None:
+            candidates.append((pending[0], pending[1] - 1))
+        candidates.extend((m.offset, m.line - 1) for _, m in self.batch)
+        candidates.extend((m.offset, m.line - 1) for p in self.in_flight for _, m in p.sources)
         return min(candidates)
 
     # files
@@ -584,16 +583,8 @@ class Importer:
             handle.close()
 
     def _save(self, path: Path, position: int, line_no: int) -> None:
-        safe = self._safe_offset(position)
-        # the line number of the safe offset: exact when nothing is pending (the usual case
-        # at a batch boundary); otherwise the first pending call's line minus one
-        if safe == position:
-            line = line_no
-        else:
-            lines = [m.line for _, m in self.batch if m.offset == safe]
-            lines += [m.line for p in self.in_flight for _, m in p.sources if m.offset == safe]
-            line = (min(lines) - 1) if lines else max(line_no - 1, 0)
-        self.checkpoint.save(path, safe, line)
+        offset, line = self._safe_position(position, line_no)
+        self.checkpoint.save(path, offset, max(line, 0))
 
 
 def _decode(raw: bytes) -> tuple[str, bool]:

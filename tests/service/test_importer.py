@@ -324,3 +324,21 @@ async def test_http_sink_stops_on_a_refused_token() -> None:
     with pytest.raises(FatalSinkError, match="401"):
         await sink.send([{"call_id": "a"}])
     await sink.close()
+
+
+async def test_checkpoint_line_numbers_stay_right_after_a_resume(tmp_path: Path) -> None:
+    path = tmp_path / "Master.csv"
+    path.write_text(
+        "".join(asterisk_row(n) for n in range(25))
+        + asterisk_row(99).replace("2026-03-02 10:01:00", "2026-03-02 09:00:00")
+    )
+    checkpoint = tmp_path / "cp.json"
+    with pytest.raises(ConnectionError):
+        await run_import(
+            options([path], checkpoint=checkpoint, in_flight=0), FakeSink(fail_after=1)
+        )
+
+    summary = await run_import(options([path], checkpoint=checkpoint, in_flight=0), DryRunSink())
+
+    [rejected] = summary.rejected
+    assert rejected.line == 26  # counted from the file's start, not from the resume point

@@ -57,8 +57,8 @@ class AsteriskCdrMapper(CsvMapper):
     def flush(self) -> list[Outcome]:
         return [self._call(group) for group in self.joiner.drain()]
 
-    def pending_offset(self) -> int | None:
-        return self.joiner.pending_offset()
+    def pending_position(self) -> tuple[int, int] | None:
+        return self.joiner.pending_position()
 
     def _instant(self, text: str, name: str) -> datetime:
         if text.isdigit():

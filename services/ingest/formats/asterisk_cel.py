@@ -54,8 +54,8 @@ class CelMapper(CsvMapper):
     def flush(self) -> list[Outcome]:
         return [self._call(group) for group in self.joiner.drain()]
 
-    def pending_offset(self) -> int | None:
-        return self.joiner.pending_offset()
+    def pending_position(self) -> tuple[int, int] | None:
+        return self.joiner.pending_position()
 
     def _call(self, group: RowGroup) -> Outcome:
         line, offset, count = group.line, group.offset, len(group.rows)

@@ -86,8 +86,8 @@ class KamailioAccMapper(LineMapper):
         self.open.clear()
         return out
 
-    def pending_offset(self) -> int | None:
-        return min((offset for _, _, offset, _ in self.open.values()), default=None)
+    def pending_position(self) -> tuple[int, int] | None:
+        return min(((offset, line) for _, line, offset, _ in self.open.values()), default=None)
 
     def _call(
         self, invite: Row, bye: Row | None, line_no: int, offset: int, rows: int = 1

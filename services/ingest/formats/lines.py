@@ -4,7 +4,7 @@ A line mapper is fed one decoded line at a time with its line number and byte of
 returns the calls completed so far. Rows of one call (Asterisk CDR legs, CEL events) are
 joined by a key; a call is complete when its closing row came (CEL `LINKEDID_END`), when
 no row of it came for `group_window_rows` rows, or at `flush()` (end of input, or an idle
-`--follow`). `pending_offset()` is the byte offset of the oldest row not yet in an
+`--follow`). `pending_position()` is the byte offset and line of the oldest row not yet in an
 outcome: a checkpoint never goes past it.
 """
 
@@ -34,7 +34,8 @@ class LineMapper:
     def flush(self) -> list[Outcome]:
         return []
 
-    def pending_offset(self) -> int | None:
+    def pending_position(self) -> tuple[int, int] | None:
+        """(byte offset, line) of the oldest row not yet in an outcome, or None."""
         return None
 
     def start_file(self, header_line: str | None = None) -> None:
@@ -133,7 +134,7 @@ class Joiner:
         self.groups.clear()
         return done
 
-    def pending_offset(self) -> int | None:
+    def pending_position(self) -> tuple[int, int] | None:
         if not self.groups:
             return None
-        return min(group.offset for group in self.groups.values())
+        return min((group.offset, group.line) for group in self.groups.values())
