@@ -161,7 +161,7 @@ async def _map_and_ingest(
     if result.accepted or not result.rejected:
         code = status.HTTP_200_OK if document else status.HTTP_202_ACCEPTED
     else:
-        code = status.HTTP_422_UNPROCESSABLE_ENTITY
+        code = 422
     return Response(
         content=orjson.dumps(result.model_dump(mode="json")),
         status_code=code,
