@@ -27,7 +27,7 @@ from urllib.parse import unquote, unquote_to_bytes
 from pydantic import BaseModel, ConfigDict
 
 from schemas.cdr_v1 import FieldError
-from services.ingest.formats import FORMATS, create_mapper, map_text
+from services.ingest.formats import FORMATS, map_text
 from services.ingest.formats.base import Mapped, Mapping, Outcome, Rejected, load_mapping
 from services.ingest.parsing import MalformedBody, PayloadTooLarge
 
@@ -101,9 +101,6 @@ class FormatResult(BaseModel):
 def outcomes_of(format_name: str, body: bytes, mapping: Mapping) -> list[Outcome]:
     if format_name not in FORMATS:
         raise ValueError(format_name)
-    mapper = create_mapper(format_name, mapping)
-    if mapper.document:
-        return list(mapper.map_document(body))
     return map_text(format_name, body, mapping)
 
 

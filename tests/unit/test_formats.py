@@ -550,3 +550,12 @@ def test_zone_less_local_time_is_read_in_the_mapping_zone(text: str, expected: s
     from services.ingest.formats.base import local_instant
 
     assert local_instant(text, ZoneInfo("Europe/Rome"), "start").isoformat() == expected
+
+
+def test_fs_documents_nested_absurdly_deep_are_refused_not_a_crash() -> None:
+    [json_outcome] = map_text("freeswitch-json", b"[" * 100_000 + b"]" * 100_000)
+    assert isinstance(json_outcome, Rejected) and json_outcome.reason == "unreadable"
+    deep = b"<cdr><callflow><caller_profile>" + b"<a>" * 50_000 + b"</a>" * 50_000
+    deep += b"</caller_profile></callflow></cdr>"
+    [xml_outcome] = map_text("freeswitch-xml", deep)
+    assert isinstance(xml_outcome, Rejected)  # no start time: not a crash

@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any, Protocol
 
-from services.ingest.formats.base import Mapping, Outcome, load_mapping
+from services.ingest.formats.base import Mapping, Outcome, Rejected, load_mapping
 
 FORMATS: tuple[str, ...] = (
     "asterisk-cdr-csv",
@@ -41,11 +41,21 @@ def map_text(format_name: str, body: bytes, mapping: Mapping | None = None) -> l
     """Every outcome of a whole body (a file's content, a POST body)."""
     mapper = create_mapper(format_name, mapping)
     if mapper.document:
-        return list(mapper.map_document(body))
+        try:
+            return list(mapper.map_document(body))
+        except Exception as exc:  # an input nobody foresaw must not cost a 500
+            return [Rejected("unmappable", f"could not be mapped ({type(exc).__name__})")]
     out: list[Outcome] = []
     offset = 0
     for line_no, raw in enumerate(body.splitlines(keepends=True), start=1):
-        out.extend(mapper.feed(decode_line(raw), line_no, offset))
+        try:
+            out.extend(mapper.feed(decode_line(raw), line_no, offset))
+        except Exception as exc:  # one line's failure must not cost its neighbours
+            out.append(
+                Rejected(
+                    "unmappable", f"could not be mapped ({type(exc).__name__})", line_no, offset
+                )
+            )
         offset += len(raw)
     out.extend(mapper.flush())
     return out

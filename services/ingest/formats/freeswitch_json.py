@@ -37,21 +37,30 @@ def parse_document(body: bytes | str) -> dict[str, Any]:
     """The document as a dict whose `callflow` is the list of every profile in order.
     Raises ValueError when it is not a JSON object."""
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-    value = json.loads(text, object_pairs_hook=_pairs)
+    try:
+        value = json.loads(text, object_pairs_hook=_pairs)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value
 
 
-def _decoded(value: Any) -> Any:
-    """`value` with every string URL-decoded (mod_json_cdr's `encode-values`)."""
+def _decoded(value: Any, depth: int = 0) -> Any:
+    """`value` with every string URL-decoded (mod_json_cdr's `encode-values`); what nests
+    deeper than a CDR ever does is dropped."""
     if isinstance(value, str):
         return unquote(value)
+    if depth > _MAX_DEPTH:
+        return None
     if isinstance(value, dict):
-        return {key: _decoded(item) for key, item in value.items()}
+        return {key: _decoded(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list):
-        return [_decoded(item) for item in value]
+        return [_decoded(item, depth + 1) for item in value]
     return value
+
+
+_MAX_DEPTH = 16
 
 
 class FreeswitchJsonMapper:

@@ -24,13 +24,15 @@ def _text(element: Element | None) -> str:
     return unquote(element.text.strip())
 
 
-def _fields(element: Element | None) -> dict[str, Any]:
+def _fields(element: Element | None, depth: int = 0) -> dict[str, Any]:
+    """Child elements as a dict (nested ones as dicts, at most a few levels: a CDR's
+    caller profile nests three)."""
     out: dict[str, Any] = {}
-    if element is None:
+    if element is None or depth > 8:
         return out
     for child in element:
         if len(child):
-            out[child.tag] = _fields(child)
+            out[child.tag] = _fields(child, depth + 1)
         else:
             out[child.tag] = _text(child)
     return out
