@@ -507,7 +507,11 @@ class Importer:
             with open_binary(path) as handle:
                 body = handle.read()
             self.summary.rows += 1
-            self._take(str(path), list(self.mapper.map_document(body)))
+            try:
+                outcomes: list[Outcome] = list(self.mapper.map_document(body))
+            except Exception as exc:  # an input nobody foresaw: that file's rejection
+                outcomes = [Rejected("unmappable", type(exc).__name__)]
+            self._take(str(path), outcomes)
             await self._ship(final=True)
             self.checkpoint.save(path, len(body) or 1, 1)
             progress.update(self.summary.rows, 0)
@@ -542,7 +546,7 @@ class Importer:
                     text, clean = _decode(raw)
                     if not clean:
                         self.summary.non_utf8_lines += 1
-                    self._take(name, self.mapper.feed(text, line_no, offset))
+                    self._take(name, self._feed(text, line_no, offset))
                     offset += len(raw)
                     if len(self.batch) >= self.options.batch_size:
                         await self._ship()
@@ -581,6 +585,13 @@ class Importer:
             self._save(path, offset, line_no)
         finally:
             handle.close()
+
+    def _feed(self, text: str, line_no: int, offset: int) -> list[Outcome]:
+        try:
+            outcomes: list[Outcome] = self.mapper.feed(text, line_no, offset)
+        except Exception as exc:  # one line's failure must not stop the import
+            return [Rejected("unmappable", type(exc).__name__, line_no, offset)]
+        return outcomes
 
     def _save(self, path: Path, position: int, line_no: int) -> None:
         offset, line = self._safe_position(position, line_no)
