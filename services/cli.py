@@ -156,6 +156,9 @@ def _add_import_parser(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from services.common.datadir import PRIVATE_UMASK
+
+    os.umask(PRIVATE_UMASK)  # data dir files 0600, dirs 0700, in every child too
     args = _parser().parse_args(argv)
     command = args.command
     if command == "up":
@@ -230,9 +233,10 @@ def _flags(**values: object) -> dict[str, object]:
 
 async def _create_token(settings: CommonSettings, role: str, tenant: str | None) -> str:
     from services.common.auth import TokenStore
+    from services.common.datadir import ensure_private_dir
     from services.common.db import create_engine, migrate
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(settings.data_dir)
     engine = create_engine(settings.resolved_database_url())
     try:
         await migrate(engine)
@@ -353,12 +357,11 @@ def _up(args: argparse.Namespace) -> int:
     settings = CommonSettings(_env_file=None, **_env_overrides(env))  # type: ignore[call-arg]
     configure_logging("up", settings.log_json)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    data_dir = settings.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log_dir = data_dir / "logs"
-    log_dir.mkdir(exist_ok=True)
-    run_dir = data_dir / "run"
-    run_dir.mkdir(exist_ok=True)
+    from services.common.datadir import ensure_private_dir, secure_data_dir
+
+    data_dir = secure_data_dir(settings.data_dir.resolve())
+    log_dir = ensure_private_dir(data_dir / "logs")
+    run_dir = ensure_private_dir(data_dir / "run")
     env["CDRWATCH_DATA_DIR"] = str(data_dir)
 
     stopping = False

@@ -5,15 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
@@ -31,7 +26,9 @@ from services.api.publisher import CampaignPublisher, KafkaCampaignPublisher, Pu
 from services.api.routes import alerts, campaigns, dashboard, health
 from services.api.store import AlertStore, InvalidCursor
 from services.common.auth import TokenStore
+from services.common.datadir import ensure_private_dir
 from services.common.db import create_engine, migrate
+from services.common.http_app import harden_app, serve_app
 from services.common.settings import ApiSettings
 from services.detector.core.profiles import retention_refusal
 
@@ -79,7 +76,7 @@ def create_app(
         async with contextlib.AsyncExitStack() as stack:
             if owns_engine:
                 if settings.database_url is None:
-                    settings.data_dir.mkdir(parents=True, exist_ok=True)
+                    ensure_private_dir(settings.data_dir)
                 stack.push_async_callback(store.engine.dispose)
             await migrate(store.engine)
             if kafka_publisher is not None:
@@ -99,6 +96,8 @@ def create_app(
         version="1",
         summary="Per-campaign silent/abandoned-call compliance: stats, alerts, configuration.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.clock = clock
@@ -118,6 +117,8 @@ def create_app(
         _mount_ingest(app, settings, registry, clock)
     for module in (health, campaigns, alerts, dashboard):
         app.include_router(module.router)
+    dashboard.mount_static(app)
+    harden_app(app, settings)
     return app
 
 
@@ -189,12 +190,6 @@ def _add_error_handlers(app: FastAPI) -> None:
 
         return body
 
-    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        errors = [{**e, "input": _safe_input(e.get("input"))} for e in exc.errors()]
-        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
-
-    app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(CampaignNotFound, handler(404, lambda _: "campaign not found"))
     app.add_exception_handler(CampaignConfigError, handler(422, field_error("body")))
     app.add_exception_handler(InvalidCursor, handler(422, field_error("query")))
@@ -210,23 +205,6 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def main(settings: ApiSettings) -> None:
-    """Serve the api on settings.host:settings.port (127.0.0.1 by default) until stopped."""
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
-
-
-_MAX_ECHO = 100
-
-
-def _safe_input(value: Any) -> Any:
-    """What a 422 echoes of the input at fault: JSON-safe (NaN and Infinity, which the body
-    parser accepts, are not JSON) and short."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, bool | int | float) or value is None:
-        if isinstance(value, int) and value.bit_length() > 53:
-            return f"an integer of {value.bit_length()} bits"
-        return value
-    if isinstance(value, str):
-        return value if len(value) <= _MAX_ECHO else value[:_MAX_ECHO] + "..."
-    text = repr(value)
-    return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "..."
+    """Serve the api on settings.host:settings.port (127.0.0.1 by default) until stopped,
+    with the server limits of services.common.http_server."""
+    serve_app(create_app(settings), settings)

@@ -129,7 +129,7 @@ class MetricsSnapshot:
     first sighting, so the campaigns that keep their own label under the cap are stable."""
 
     windows: list[WindowSample]
-    firing: dict[tuple[str, str], int]
+    firing: dict[tuple[str, str, str], int]  # (tenant, rule, severity) -> alerts firing
 
 
 def encode_cursor(values: Sequence[str]) -> str:
@@ -775,9 +775,9 @@ class AlertStore:
             )
         )
         firing_query = (
-            sa.select(alerts.c.rule, alerts.c.severity, sa.func.count())
+            sa.select(alerts.c.tenant_id, alerts.c.rule, alerts.c.severity, sa.func.count())
             .where(alerts.c.state == "firing")
-            .group_by(alerts.c.rule, alerts.c.severity)
+            .group_by(alerts.c.tenant_id, alerts.c.rule, alerts.c.severity)
         )
         async with self._engine.connect() as conn:
             windows = [
@@ -791,8 +791,8 @@ class AlertStore:
                 for row in await conn.execute(windows_query)
             ]
             firing = {
-                (rule, severity): int(count)
-                for rule, severity, count in await conn.execute(firing_query)
+                (tenant, rule, severity): int(count)
+                for tenant, rule, severity, count in await conn.execute(firing_query)
             }
         return MetricsSnapshot(windows=windows, firing=firing)
 

@@ -1,6 +1,8 @@
 """FastAPI glue for bearer-token auth: 401 without a valid token, 403 for a role too low.
 
-Neither answer carries data. The app puts a `TokenStore` on `app.state.tokens`.
+Neither answer carries data. The app puts a `TokenStore` on `app.state.tokens`. Behind
+the HTTP guard (services.common.http_security) the check already ran before the body was
+read: the dependency finds the guard's principal in the request state and checks it again.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.common.auth import Principal, Role, TokenStore
+from services.common.http_security import PRINCIPAL_STATE_KEY, ROLE_ATTRIBUTE
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -23,6 +26,9 @@ def require_role(role: Role) -> Callable[..., Awaitable[Principal]]:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
+        verified: Principal | None = getattr(request.state, PRINCIPAL_STATE_KEY, None)
+        if verified is not None and verified.can(role):
+            return verified
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -41,4 +47,5 @@ def require_role(role: Role) -> Callable[..., Awaitable[Principal]]:
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"role {role} required")
         return principal
 
+    setattr(dependency, ROLE_ATTRIBUTE, role)  # read by the guard, before the body
     return dependency

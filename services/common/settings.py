@@ -41,7 +41,14 @@ class IngestSettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8081, ge=0, le=65535)
     max_records: int = Field(default=10_000, ge=1)
-    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)  # POST /v1/cdrs
+    # HTTP limits of the api and ingest servers (services/common/http_security.py and
+    # http_server.py): the body of every other route; the time a client has to send a
+    # complete request header; idle time between requests; request line plus headers.
+    http_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_keep_alive_seconds: int = Field(default=5, ge=1)
+    http_max_header_bytes: int = Field(default=16 * 1024, ge=4096)
     # A CDR more than this many seconds in the future of the ingest clock is rejected.
     future_tolerance_seconds: int = Field(default=3600, ge=0)
     # Key of the HMAC that pseudonymises callee numbers. When unset, `cdrwatch up` and the

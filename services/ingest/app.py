@@ -11,13 +11,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.auth import TokenStore
+from services.common.datadir import ensure_private_dir
 from services.common.db import create_engine, migrate
+from services.common.http_app import harden_app, serve_app
 from services.common.settings import IngestSettings
 from services.ingest.dialers import load_format_mappings
 from services.ingest.metrics import IngestMetrics
@@ -55,7 +56,7 @@ def load_pseudonym_key(settings: IngestSettings) -> bytes:
                 "phone numbers are few enough to brute-force a weak key"
             )
         return key.encode()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(settings.data_dir)
     path = settings.data_dir / PSEUDONYM_KEY_FILE
     if not path.exists():
         _create_key_file(path)
@@ -114,7 +115,7 @@ def create_app(
         async with contextlib.AsyncExitStack() as stack:
             if engine is not None:
                 if settings.database_url is None:
-                    settings.data_dir.mkdir(parents=True, exist_ok=True)
+                    ensure_private_dir(settings.data_dir)
                 stack.push_async_callback(engine.dispose)
                 await migrate(engine)
             if kafka_publisher is not None:
@@ -125,7 +126,9 @@ def create_app(
                 await raw_validator.start()
             yield
 
-    app = FastAPI(title="cdrwatch ingest", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="cdrwatch ingest", version="1", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
     app.state.tokens = tokens
     app.state.ingest = IngestService(settings, publisher, normalizer, ingest_metrics)
@@ -159,9 +162,10 @@ def create_app(
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    harden_app(app, settings)
     return app
 
 
 def main(settings: IngestSettings) -> None:
     """Serve the ingest app on settings.host:settings.port until interrupted."""
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    serve_app(create_app(settings), settings)

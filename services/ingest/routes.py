@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
+from schemas.cdr_v1 import CdrV1
 from services.common.auth import Principal
 from services.common.http_auth import require_role
 from services.ingest.basic_auth import require_role_basic_or_bearer
@@ -45,17 +46,20 @@ _RECORD_EXAMPLE = {
     "agent_connected_at": "2026-03-02T10:15:10+01:00",
     "ended_at": "2026-03-02T10:17:00+01:00",
 }
+# The body is read and validated record by record (a bad record never costs its
+# neighbours), so FastAPI does not parse it: the schema is documented here, from CdrV1.
+_CDR_V1_SCHEMA = CdrV1.model_json_schema(mode="validation")
 _OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {
-                "schema": {
-                    "anyOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]
-                },
+                "schema": {"oneOf": [_CDR_V1_SCHEMA, {"type": "array", "items": _CDR_V1_SCHEMA}]},
                 "example": [_RECORD_EXAMPLE],
             },
-            "application/x-ndjson": {"schema": {"type": "string"}},
+            "application/x-ndjson": {
+                "schema": {"type": "string", "description": "one CDR v1 object per line"}
+            },
         },
     }
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 import uuid
@@ -222,8 +223,11 @@ def test_bad_bodies_get_clear_errors_and_good_records_are_kept(stack: Stack) -> 
 def test_metrics_pass_promtool(stack: Stack) -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: run `make system-deps` (Debian package prometheus)"
+    # The api's /metrics names campaigns: it needs a viewer token (the others do not).
+    assert httpx.get(f"{stack.api_url}/metrics", timeout=10).status_code == 401
+    viewer = {"Authorization": f"Bearer {stack.tokens['viewer']}"}
     for url in (f"{stack.api_url}/metrics", f"{stack.ingest_url}/metrics", stack.metrics_url):
-        text = httpx.get(url, timeout=10).text
+        text = httpx.get(url, timeout=10, headers=viewer).text
         assert "cdrwatch_" in text
         result = subprocess.run(  # noqa: S603 - a fixed tool on our own output
             [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
@@ -310,3 +314,19 @@ def test_a_campaign_override_set_with_put_changes_the_verdict(stack: Stack) -> N
     alert = wait_until(cumulative_alert, timeout=60, interval=0.2, message="no alert")
     assert alert["severity"] == "warning"  # 5.45 % >= 80 % of 6 %, not above 6 %
     assert alert["threshold"] == 0.06
+
+
+def test_the_data_dir_is_owner_only(stack: Stack) -> None:
+    """CONTRACT decision 8: after `cdrwatch up`, every directory of the data dir is 0700 and
+    every file (database, logs, pid files, pseudonym key, detector data) 0600 or tighter."""
+    entries = [stack.data_dir, *stack.data_dir.rglob("*")]
+    assert any(p.name == "cdrwatch.db" for p in entries)
+    assert any(p.suffix == ".log" for p in entries)
+    for path in entries:
+        if path.is_symlink():
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if path.is_dir():
+            assert mode == 0o700, (path, oct(mode))
+        else:
+            assert mode & 0o077 == 0, (path, oct(mode))

@@ -89,11 +89,11 @@ async def test_rates_totals_and_firing_alerts_are_exact(store):
     metrics = metrics_for()
     await metrics.refresh(store)
     value = metrics.registry.get_sample_value
-    labels = {"campaign": "c1", "profile": "it", "window": "cumulative"}
+    labels = {"tenant": "default", "campaign": "c1", "profile": "it", "window": "cumulative"}
     assert value("cdrwatch_campaign_rate", labels | {"metric": "silent"}) == 9 / 300
     assert value("cdrwatch_campaign_rate", labels | {"metric": "abandoned"}) == 12 / 300
     assert value("cdrwatch_campaign_rate", labels | {"metric": "out_of_hours"}) == 4 / 400
-    rolling = {"campaign": "c1", "profile": "it", "window": "15m"}
+    rolling = {"tenant": "default", "campaign": "c1", "profile": "it", "window": "15m"}
     assert value("cdrwatch_campaign_rate", rolling | {"metric": "out_of_hours"}) == 0.25
     # no rate while its denominator is 0
     assert value("cdrwatch_campaign_rate", rolling | {"metric": "silent"}) is None
@@ -107,17 +107,30 @@ async def test_rates_totals_and_firing_alerts_are_exact(store):
         "amd_machine": 20,
     }
     for outcome, total in expected.items():
-        sample = value("cdrwatch_campaign_calls_total", {"campaign": "c1", "outcome": outcome})
+        sample = value(
+            "cdrwatch_campaign_calls_total",
+            {"tenant": "default", "campaign": "c1", "outcome": outcome},
+        )
         assert sample == total, outcome
-    assert value("cdrwatch_campaign_calls_total", {"campaign": "c1", "outcome": "answered"}) is None
     assert (
         value(
-            "cdrwatch_alerts_firing", {"rule": "it.silent_rate.cumulative", "severity": "warning"}
+            "cdrwatch_campaign_calls_total",
+            {"tenant": "default", "campaign": "c1", "outcome": "answered"},
+        )
+        is None
+    )
+    assert (
+        value(
+            "cdrwatch_alerts_firing",
+            {"tenant": "default", "rule": "it.silent_rate.cumulative", "severity": "warning"},
         )
         == 2
     )
     assert (
-        value("cdrwatch_alerts_firing", {"rule": "it.out_of_hours.day", "severity": "violation"})
+        value(
+            "cdrwatch_alerts_firing",
+            {"tenant": "default", "rule": "it.out_of_hours.day", "severity": "violation"},
+        )
         == 1
     )
     assert value("cdrwatch_detector_lag_seconds") is None
@@ -134,15 +147,31 @@ async def test_campaigns_beyond_the_cap_fold_into_other(store):
     value = metrics.registry.get_sample_value
 
     def silent_rate(campaign: str):
-        labels = {"campaign": campaign, "profile": "it", "metric": "silent", "window": "cumulative"}
+        labels = {
+            "tenant": "default",
+            "campaign": campaign,
+            "profile": "it",
+            "metric": "silent",
+            "window": "cumulative",
+        }
         return value("cdrwatch_campaign_rate", labels)
 
     assert (silent_rate("a"), silent_rate("b")) == (0.01, 0.02)
     assert silent_rate("c") is None
     assert silent_rate("_other") == (3 + 6) / 200  # from the summed counts, not averaged
-    assert value("cdrwatch_campaign_calls_total", {"campaign": "_other", "outcome": "silent"}) == 9
     assert (
-        value("cdrwatch_campaign_calls_total", {"campaign": "_other", "outcome": "attempts"}) == 200
+        value(
+            "cdrwatch_campaign_calls_total",
+            {"tenant": "default", "campaign": "_other", "outcome": "silent"},
+        )
+        == 9
+    )
+    assert (
+        value(
+            "cdrwatch_campaign_calls_total",
+            {"tenant": "default", "campaign": "_other", "outcome": "attempts"},
+        )
+        == 200
     )
     campaigns = {
         sample.labels["campaign"]
@@ -159,7 +188,7 @@ async def test_detector_lag_is_the_age_of_the_newest_consumed_output(store):
     assert metrics.registry.get_sample_value("cdrwatch_detector_lag_seconds") == 2.5
 
 
-async def test_metrics_endpoint_needs_no_auth_and_passes_promtool(tmp_path):
+async def test_metrics_endpoint_needs_a_viewer_token_and_passes_promtool(tmp_path):
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool is missing: apt-get install prometheus (make test installs it)")
@@ -179,17 +208,66 @@ async def test_metrics_endpoint_needs_no_auth_and_passes_promtool(tmp_path):
                 firing("c1", "it.silent_rate.cumulative", "violation"),
             ],
         )
+        viewer = await app.state.tokens.create("viewer")
+        ingest = await app.state.tokens.create("ingest")
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            response = await client.get("/metrics")
+            anonymous = await client.get("/metrics")
+            forged = await client.get("/metrics", headers={"Authorization": "Bearer cdrw_x"})
+            wrong_role = await client.get("/metrics", headers={"Authorization": f"Bearer {ingest}"})
+            response = await client.get("/metrics", headers={"Authorization": f"Bearer {viewer}"})
+    assert (anonymous.status_code, forged.status_code, wrong_role.status_code) == (401, 401, 403)
+    assert "cdrwatch" not in anonymous.text + forged.text + wrong_role.text
     assert response.status_code == 200
     text = response.text
     assert "# TYPE cdrwatch_campaign_calls_total counter" in text
-    assert 'cdrwatch_campaign_calls_total{campaign="_other",outcome="abandoned"} 1.0' in text
     assert (
-        'cdrwatch_alerts_firing{rule="it.silent_rate.cumulative",severity="violation"} 1.0' in text
+        'cdrwatch_campaign_calls_total{campaign="_other",outcome="abandoned",tenant="default"} 1.0'
+        in text
+    )
+    assert (
+        'cdrwatch_alerts_firing{rule="it.silent_rate.cumulative",severity="violation",'
+        'tenant="default"} 1.0' in text
     )
     check = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+async def test_a_tenant_bound_token_scrapes_its_tenant_series_only(tmp_path):
+    settings = ApiSettings(
+        data_dir=tmp_path,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'api.db'}",
+        serve_ingest=False,
+    )
+    app = create_app(settings, consumer_enabled=False, clock=lambda: NOW)
+    async with app.router.lifespan_context(app):
+        counts = dict.fromkeys(COUNT_FIELDS, 0)
+        counts.update(attempts=10, answered_by_person=5, silent=1)
+        stats = stats_from_counts("shared-name", T0, T0 + timedelta(minutes=30), counts)
+        alert_b = firing("b-only", "it.silent_rate.cumulative", "violation")
+        await apply_messages(
+            app.state.store,
+            [
+                stats_message(stats, "cumulative", profile="it", tenant_id="tenant-a"),
+                stats_message(stats, "cumulative", profile="it", tenant_id="tenant-b"),
+                window("b-secret", attempts=3),
+                alert_b,
+            ],
+        )
+        bound = await app.state.tokens.create("viewer", "tenant-a")
+        unbound = await app.state.tokens.create("viewer")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            scoped = (
+                await client.get("/metrics", headers={"Authorization": f"Bearer {bound}"})
+            ).text
+            everything = (
+                await client.get("/metrics", headers={"Authorization": f"Bearer {unbound}"})
+            ).text
+    series = [line for line in scoped.splitlines() if line and not line.startswith("#")]
+    assert series, scoped
+    assert all('tenant="tenant-a"' in line for line in series), series
+    assert "b-secret" not in scoped and "b-only" not in scoped
+    assert 'tenant="tenant-b"' in everything and "b-secret" in everything

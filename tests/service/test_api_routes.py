@@ -526,9 +526,11 @@ async def test_health_readiness_dashboard_and_docs(api):
     page = await api.client.get("/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert "sessionStorage" in page.text
-    assert "Authorization" in page.text
-    assert "<script src" not in page.text  # no CDN, no build step
+    assert '<script src="/static/dashboard/dashboard.js">' in page.text  # no CDN, no inline
+    assert "<script>" not in page.text and "<style>" not in page.text
+    script = await api.client.get("/static/dashboard/dashboard.js")
+    assert script.status_code == 200
+    assert "sessionStorage" in script.text and "Authorization" in script.text
     assert (await api.client.get("/docs")).status_code == 200
     paths = (await api.client.get("/openapi.json")).json()["paths"]
     assert {"/v1/campaigns", "/v1/campaigns/{campaign_id}/stats", "/v1/alerts"} <= set(paths)

@@ -429,7 +429,7 @@ async def test_metrics_snapshot_orders_campaigns_by_first_sighting(store, clock)
         ("zeta", "it", 1),
         ("alpha", "it", 2),
     ]
-    assert snapshot.firing == {("r1", "violation"): 2}
+    assert snapshot.firing == {("default", "r1", "violation"): 2}
 
 
 async def test_a_replayed_alert_updates_figures_but_not_history_opened_at_or_ack(store, clock):

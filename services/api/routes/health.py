@@ -1,13 +1,13 @@
-"""Liveness, readiness and Prometheus metrics (no auth)."""
+"""Liveness and readiness (no auth) and Prometheus metrics (viewer token)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 
-from services.api.deps import StoreDep
+from services.api.deps import StoreDep, Viewer
 from services.api.metrics import ApiMetrics
 from services.api.models import Readiness
 
@@ -36,8 +36,10 @@ async def readyz(request: Request, store: StoreDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(request: Request, store: StoreDep) -> Response:
-    """Prometheus text exposition of the api's registry."""
+async def metrics(request: Request, principal: Viewer, store: StoreDep) -> Response:
+    """Prometheus text exposition of the api's registry; needs a viewer token (the series
+    name campaigns). A tenant-bound token gets its tenant's series only."""
     api_metrics: ApiMetrics = request.app.state.metrics
     await api_metrics.refresh(store)
-    return Response(generate_latest(api_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    body = api_metrics.exposition(principal.tenant_id)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
