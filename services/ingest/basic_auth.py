@@ -9,16 +9,20 @@ No token, an unknown one, or a role too low: 401/403, never data.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Awaitable, Callable
 
 from fastapi import HTTPException, Request, status
 
 from services.common.auth import Principal, Role, TokenStore
+from services.common.http_security import (
+    BASIC_AUTH_ATTRIBUTE,
+    BASIC_CHALLENGE,
+    PRINCIPAL_STATE_KEY,
+    ROLE_ATTRIBUTE,
+    basic_or_bearer_token,
+)
 
-BASIC_ROLE_ATTRIBUTE = "cdrwatch_basic_role"
-_CHALLENGE = {"WWW-Authenticate": 'Basic realm="cdrwatch", charset="UTF-8", Bearer'}
+_CHALLENGE = {"WWW-Authenticate": BASIC_CHALLENGE}
 
 
 def token_from_authorization(value: str | None) -> str | None:
@@ -26,27 +30,17 @@ def token_from_authorization(value: str | None) -> str | None:
     user name) of Basic credentials. None when there is none."""
     if not value:
         return None
-    scheme, _, credentials = value.strip().partition(" ")
-    credentials = credentials.strip()
-    if not credentials:
-        return None
-    if scheme.lower() == "bearer":
-        return credentials
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, _, password = decoded.partition(":")
-    return password or user or None
+    return basic_or_bearer_token([(b"authorization", value.encode("latin-1", "replace"))])
 
 
 def require_role_basic_or_bearer(role: Role) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency returning the caller's Principal when a Basic or Bearer token holds
-    `role` (the HTTP guard reads `BASIC_ROLE_ATTRIBUTE` to check it before the body)."""
+    `role` (behind the HTTP guard the check already ran before the body was read)."""
 
     async def dependency(request: Request) -> Principal:
+        verified: Principal | None = getattr(request.state, PRINCIPAL_STATE_KEY, None)
+        if verified is not None and verified.can(role):
+            return verified
         token = token_from_authorization(request.headers.get("authorization"))
         if token is None:
             raise HTTPException(
@@ -67,5 +61,7 @@ def require_role_basic_or_bearer(role: Role) -> Callable[[Request], Awaitable[Pr
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"role {role} required")
         return principal
 
-    setattr(dependency, BASIC_ROLE_ATTRIBUTE, role)
+    # read by the HTTP guard, which checks the token before the body is read
+    setattr(dependency, ROLE_ATTRIBUTE, role)
+    setattr(dependency, BASIC_AUTH_ATTRIBUTE, True)
     return dependency
