@@ -250,8 +250,8 @@ class HttpSink:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            if response.status_code in (202, 422):
-                data = response.json()
+            data = _json_or_none(response) if response.status_code in (202, 422) else None
+            if isinstance(data, dict) and "accepted" in data:
                 rejected = []
                 for item in data.get("rejected", []):
                     reason, message = _reason_of(item.get("errors", []))
@@ -279,6 +279,13 @@ class HttpSink:
 
 
 # --- checkpoint ------------------------------------------------------------------------------
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 class Checkpoint:
