@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -117,12 +117,45 @@ def _parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--tenant", default=None, help="bind the token to one tenant")
 
+    _add_import_parser(sub)
+
     sub.add_parser(
         "topics",
         help="create the Kafka topics (idempotent)",
         description="Create every cdrwatch topic on CDRWATCH_KAFKA_BOOTSTRAP.",
     )
     return parser
+
+
+def _add_import_parser(sub: Any) -> None:
+    from services.ingest.formats import FORMATS
+
+    imp = sub.add_parser(
+        "import",
+        help="import dialer/PBX files (Asterisk, FreeSWITCH, Kamailio, VICIdial, NDJSON)",
+        description="Map dialer files to CDR v1 and send them to the ingest API in batches "
+        "(docs/integrations/). Streams large and gzip files, resumes from a checkpoint.",
+    )
+    imp.add_argument("paths", nargs="+", help="files (or, for freeswitch-json/xml, directories)")
+    imp.add_argument("--format", required=True, choices=FORMATS)
+    imp.add_argument(
+        "--mapping", default=None, help="TOML mapping file (keys override the default)"
+    )
+    imp.add_argument(
+        "--ingest-url", default=os.environ.get("CDRWATCH_IMPORT_URL", "http://127.0.0.1:8081")
+    )
+    imp.add_argument(
+        "--token",
+        default=os.environ.get("CDRWATCH_IMPORT_TOKEN"),
+        help="ingest token (or CDRWATCH_IMPORT_TOKEN)",
+    )
+    imp.add_argument("--dry-run", action="store_true", help="parse, map and validate; send nothing")
+    imp.add_argument("--follow", action="store_true", help="keep reading the last file as it grows")
+    imp.add_argument("--checkpoint", default=None, help="default: <first path>.cdrwatch-checkpoint")
+    imp.add_argument("--no-checkpoint", action="store_true")
+    imp.add_argument("--batch-size", type=int, default=1000)
+    imp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    imp.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -182,6 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         return 0
+    if command == "import":
+        from services.importer import main as import_main
+
+        return import_main(args)
     if command == "token":
         token = asyncio.run(_create_token(CommonSettings(), args.role, args.tenant))
         print(token)

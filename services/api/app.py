@@ -156,6 +156,7 @@ def _mount_ingest(
     Kafka publisher is started and stopped by the lifespan (`_start_ingest`)."""
     try:
         from services.ingest.app import load_pseudonym_key
+        from services.ingest.dialers import load_format_mappings
         from services.ingest.metrics import IngestMetrics
         from services.ingest.normalize import Normalizer
         from services.ingest.routes import router
@@ -169,6 +170,7 @@ def _mount_ingest(
     app.state.ingest = IngestService(
         settings, build_publisher(settings, archive), normalizer, IngestMetrics(registry)
     )
+    app.state.format_mappings = load_format_mappings(settings.format_mappings_dir)
     app.include_router(router)
 
 

@@ -13,6 +13,12 @@ from services.common.http_server import serve
 from services.common.settings import IngestSettings
 
 CDRS_ROUTE = ("POST", "/v1/cdrs")
+# Dialer-format routes (services/ingest/routes.py) take bodies as large as POST /v1/cdrs.
+DIALER_ROUTES = (
+    ("POST", "/v1/cdrs/formats/{format_name}"),
+    ("POST", "/v1/freeswitch/json_cdr"),
+    ("POST", "/v1/freeswitch/xml_cdr"),
+)
 
 
 def harden_app(app: FastAPI, settings: IngestSettings) -> None:
@@ -24,7 +30,10 @@ def harden_app(app: FastAPI, settings: IngestSettings) -> None:
     app.add_middleware(
         HttpGuard,
         default_max_body_bytes=settings.http_max_body_bytes,
-        body_limits={CDRS_ROUTE: settings.max_body_bytes},
+        body_limits={
+            CDRS_ROUTE: settings.max_body_bytes,
+            **dict.fromkeys(DIALER_ROUTES, settings.max_body_bytes),
+        },
     )
 
 

@@ -24,6 +24,8 @@ are never read at all.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +42,10 @@ from services.common.auth import Principal, Role
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 PRINCIPAL_STATE_KEY = "cdrwatch_principal"
 ROLE_ATTRIBUTE = "cdrwatch_required_role"
+# Set on a role dependency that also takes HTTP Basic credentials whose password is the
+# token (FreeSWITCH's mod_json_cdr / mod_xml_cdr can send nothing else).
+BASIC_AUTH_ATTRIBUTE = "cdrwatch_basic_auth"
+BASIC_CHALLENGE = 'Basic realm="cdrwatch", Bearer'
 
 # 'self' only: every script and style is a file of this origin. Swagger UI draws its
 # logos as data: images.
@@ -71,6 +77,18 @@ def too_large_message(limit: int) -> str:
     return f"request body larger than {limit} bytes"
 
 
+def accepts_basic(route: BaseRoute) -> bool:
+    """True when the route's role dependency also takes HTTP Basic credentials."""
+    dependant = getattr(route, "dependant", None)
+    pending = [dependant] if dependant is not None else []
+    while pending:
+        current = pending.pop()
+        if getattr(current.call, BASIC_AUTH_ATTRIBUTE, False):
+            return True
+        pending.extend(current.dependencies)
+    return False
+
+
 def required_role(route: BaseRoute) -> Role | None:
     """The role a route's `require_role` dependency demands (searched through its
     sub-dependencies), or None for a route without authentication."""
@@ -94,6 +112,7 @@ class RouteEntry:
     methods: frozenset[str] | None
     role: Role | None
     pattern: re.Pattern[str]
+    basic: bool = False  # also takes HTTP Basic credentials (password = token)
 
     def matches(self, method: str, path: str) -> bool:
         if self.methods is not None and method not in self.methods:
@@ -119,6 +138,7 @@ def route_table(routes: Sequence[BaseRoute]) -> list[RouteEntry]:
                 methods=frozenset(methods) if methods is not None else None,
                 role=required_role(context.original_route),
                 pattern=pattern,
+                basic=accepts_basic(context.original_route),
             )
         )
     return table
@@ -134,6 +154,27 @@ def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
             if scheme.lower() == "bearer" and credentials:
                 return credentials
             return None
+    return None
+
+
+def basic_or_bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """A Bearer token, or the password (else the user name) of HTTP Basic credentials."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").strip().partition(" ")
+            credentials = credentials.strip()
+            if not credentials:
+                return None
+            if scheme.lower() == "bearer":
+                return credentials
+            if scheme.lower() != "basic":
+                return None
+            try:
+                decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            user, _, password = decoded.partition(":")
+            return password or user or None
     return None
 
 
@@ -234,8 +275,9 @@ class HttpGuard:
         role = route.role if route is not None else None
         if role is None:
             return None
-        token = bearer_token(scope["headers"])
-        challenge = {"www-authenticate": "Bearer"}
+        basic = route is not None and route.basic
+        token = (basic_or_bearer_token if basic else bearer_token)(scope["headers"])
+        challenge = {"www-authenticate": BASIC_CHALLENGE if basic else "Bearer"}
         if token is None:
             return 401, "missing bearer token", challenge
         tokens = scope["app"].state.tokens

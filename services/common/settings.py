@@ -82,6 +82,9 @@ class IngestSettings(CommonSettings):
     # The largest normalised record ingest publishes (JSON bytes), well under the broker's
     # message size limit (1 MiB by default); a larger record is refused alone (422).
     max_record_bytes: int = Field(default=64 * 1024, ge=4096, le=512 * 1024)
+    # Dialer-format mappings (issue 9): `<dir>/<format>.toml` replaces keys of the shipped
+    # mapping of that format (services/ingest/formats/mappings). Loaded and checked at start.
+    format_mappings_dir: Path | None = None
 
     def extra_fields_allowed_set(self) -> frozenset[str]:
         names = (name.strip() for name in self.extra_fields_allowed.split(","))

@@ -22,6 +22,7 @@ from services.common.datadir import ensure_private_dir
 from services.common.db import create_engine, migrate
 from services.common.http_app import harden_app, serve_app
 from services.common.settings import IngestSettings
+from services.ingest.dialers import load_format_mappings
 from services.ingest.metrics import IngestMetrics
 from services.ingest.normalize import Normalizer
 from services.ingest.raw import RawValidator
@@ -141,6 +142,7 @@ def create_app(
     app.state.tokens = tokens
     app.state.ingest = IngestService(settings, publisher, normalizer, ingest_metrics)
     app.state.raw_validator = raw_validator
+    app.state.format_mappings = load_format_mappings(settings.format_mappings_dir)
     app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 Source = Literal["http", "kafka"]
 RejectReason = Literal["invalid", "too_far_future", "tenant_mismatch", "publish_failed"]
 DeadLetterReason = Literal["invalid", "unreadable"]
+SkipReason = Literal["internal_leg", "internal_extension"]
+SKIP_REASONS: tuple[SkipReason, ...] = ("internal_leg", "internal_extension")
 
 SOURCES: tuple[Source, ...] = ("http", "kafka")
 REJECT_REASONS: tuple[RejectReason, ...] = (
@@ -50,6 +52,14 @@ class IngestMetrics:
             ["reason"],
             registry=registry,
         )
+        self.skipped = Counter(
+            "cdrwatch_cdrs_skipped",
+            "Dialer records that are no callee call (internal legs, extensions), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for skip_reason in SKIP_REASONS:
+            self.skipped.labels(reason=skip_reason)
         for source in SOURCES:
             self.received.labels(source=source)
         for reason in REJECT_REASONS:
@@ -64,6 +74,10 @@ class IngestMetrics:
     def count_rejected(self, reason: RejectReason, count: int = 1) -> None:
         if count:
             self.rejected.labels(reason=reason).inc(count)
+
+    def count_skipped(self, reason: str, count: int = 1) -> None:
+        if count and reason in SKIP_REASONS:
+            self.skipped.labels(reason=reason).inc(count)
 
     def count_dead_letters(self, reason: DeadLetterReason, count: int = 1) -> None:
         if count:

@@ -469,10 +469,16 @@ class IngestService:
             self.metrics.request_seconds.observe(time.perf_counter() - started)
 
     async def ingest(
-        self, items: Sequence[object], principal: Principal, *, source: Source = "http"
+        self,
+        items: Sequence[object],
+        principal: Principal,
+        *,
+        source: Source = "http",
+        count_received: bool = True,
     ) -> IngestResult:
         """Validate every record, publish the good ones, say what happened to each."""
-        self.metrics.count_received(source, len(items))
+        if count_received:
+            self.metrics.count_received(source, len(items))
         if len(items) > _THREAD_THRESHOLD:
             outcome = await asyncio.to_thread(self._validate, items, principal, source)
         else:

@@ -28,7 +28,7 @@ from schemas.alert_v1 import AlertV1
 from schemas.stats_v1 import COUNT_FIELDS, stats_from_counts
 from services.api.consumer import alert_message, apply_messages, stats_message
 from services.common.auth import ROLES, Principal, Role
-from services.common.http_security import route_table
+from services.common.http_security import BASIC_CHALLENGE, route_table
 from tests.service.http_apps import build_api, build_ingest, call
 
 TENANT_A, TENANT_B = "tenant-a", "tenant-b"
@@ -46,6 +46,7 @@ Tenancy = Literal[
     "ack",  # changes one alert by id
     "configure",  # changes one campaign of the tenant named (query or body)
     "write",  # writes CDRs naming a tenant
+    "freeswitch",  # writes one mod_json_cdr / mod_xml_cdr CDR naming a tenant (Basic or Bearer)
     "metrics",  # the api's Prometheus series
 ]
 
@@ -87,6 +88,12 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ("ingest", "*", "/static/docs"): PUBLIC,
     ("ingest", "*", "/static/docs/swagger"): PUBLIC,
     ("ingest", "POST", "/v1/cdrs"): Rule("ingest", "write"),
+    ("ingest", "POST", "/v1/cdrs/formats/{format_name}"): Rule("ingest", "write"),
+    ("ingest", "POST", "/v1/freeswitch/json_cdr"): Rule("ingest", "freeswitch"),
+    ("ingest", "POST", "/v1/freeswitch/xml_cdr"): Rule("ingest", "freeswitch"),
+    ("api", "POST", "/v1/cdrs/formats/{format_name}"): Rule("ingest", "write"),
+    ("api", "POST", "/v1/freeswitch/json_cdr"): Rule("ingest", "freeswitch"),
+    ("api", "POST", "/v1/freeswitch/xml_cdr"): Rule("ingest", "freeswitch"),
 }
 
 # Rules of routes that are being added on a branch not merged yet: not stale while missing.
@@ -255,11 +262,51 @@ def _path(route_path: str, rule: Rule, target: str) -> str:
         return route_path.replace("{alert_id}", ALERT_OF[target])
     if route_path in MOUNT_FILES:
         return MOUNT_FILES[route_path]
+    if "{format_name}" in route_path:
+        return route_path.replace("{format_name}", "cdr-v1-ndjson")
     return re.sub(r"\{[^}]+\}", CAMPAIGN, route_path)
 
 
-def _request(rule: Rule, caller: Caller, target: str) -> tuple[str, bytes | None]:
+def _written_tenant(caller: Caller, target: str) -> str | None:
+    """The tenant a written record names: a bound token's records name the target; an
+    unbound token's "own" record names none (the default tenant), its "other" names A."""
+    if caller.tenant is not None:
+        return target
+    return TENANT_A if target == TENANT_B else None
+
+
+def _freeswitch_cdr(route_path: str, caller: Caller, target: str) -> bytes:
+    """A mod_json_cdr (or mod_xml_cdr) document of one answered call."""
+    tenant = _written_tenant(caller, target)
+    variables = {
+        "uuid": f"fs-{caller.name}-{target}-{route_path.rsplit('/', 1)[-1]}",
+        "cdrwatch_campaign": CAMPAIGN,
+        "start_uepoch": "1772445600000000",
+        "answer_uepoch": "1772445605000000",
+        "end_uepoch": "1772445660000000",
+        **({"cdrwatch_tenant": tenant} if tenant else {}),
+    }
+    if route_path.endswith("xml_cdr"):
+        inner = "".join(f"<{k}>{v}</{k}>" for k, v in variables.items())
+        return (
+            f"<cdr><variables>{inner}</variables><callflow><caller_profile>"
+            "<destination_number>%2B393471234567</destination_number>"
+            "</caller_profile></callflow></cdr>"
+        ).encode()
+    return orjson.dumps(
+        {
+            "variables": variables,
+            "callflow": [{"caller_profile": {"destination_number": "+393471234567"}}],
+        }
+    )
+
+
+def _request(
+    rule: Rule, caller: Caller, target: str, route_path: str = ""
+) -> tuple[str, bytes | None]:
     """(query, body) of the request a case sends."""
+    if rule.tenancy == "freeswitch":
+        return "", _freeswitch_cdr(route_path, caller, target)
     if rule.tenancy in ("campaign", "list"):
         return (
             f"tenant={target}&{RANGE}" if rule.tenancy == "campaign" else f"tenant={target}",
@@ -279,10 +326,12 @@ def _request(rule: Rule, caller: Caller, target: str) -> tuple[str, bytes | None
             "originated_at": "2026-03-02T10:00:00Z",
             "ended_at": "2026-03-02T10:01:00Z",
         }
-        if caller.tenant is not None:
-            record["tenant_id"] = target
-        elif target == TENANT_B:
-            record["tenant_id"] = TENANT_A
+        tenant = _written_tenant(caller, target)
+        if tenant is not None:
+            record["tenant_id"] = tenant
+        if "/formats/" in route_path:  # cdr-v1-ndjson: one object per line
+            record["call_id"] += "-ndjson"
+            return "", orjson.dumps(record)
         return "", orjson.dumps([record])
     return "", None
 
@@ -303,7 +352,7 @@ async def test_auth_matrix(world: World, route, rule: Rule, caller: Caller, targ
     app_name, method, route_path = route
     app = world.apps[app_name]
     path = _path(route_path, rule, target)
-    query, body = _request(rule, caller, target)
+    query, body = _request(rule, caller, target, route_path)
     headers = world.headers(caller)
     if body is not None:
         headers = {**headers, "Content-Type": "application/json"}
@@ -312,7 +361,8 @@ async def test_auth_matrix(world: World, route, rule: Rule, caller: Caller, targ
         before = await _alert_ack(world, TENANT_B)
     if rule.tenancy == "configure":
         before = await _campaign_profile(world, TENANT_B)
-    publisher = app.state.ingest.publisher if rule.tenancy == "write" else None
+    writes = rule.tenancy in ("write", "freeswitch")
+    publisher = app.state.ingest.publisher if writes else None
     published_before = len(publisher.records) if publisher is not None else 0
 
     answer = await call(
@@ -331,7 +381,8 @@ async def test_auth_matrix(world: World, route, rule: Rule, caller: Caller, targ
         return
     if caller.kind != "token":
         assert answer.status == 401, text
-        assert answer.headers.get("www-authenticate") == "Bearer"
+        challenge = BASIC_CHALLENGE if rule.tenancy == "freeswitch" else "Bearer"
+        assert answer.headers.get("www-authenticate") == challenge
         _assert_no_data(text)
         return
     principal = Principal(role=caller.role, tenant_id=caller.tenant)  # type: ignore[arg-type]
@@ -396,6 +447,15 @@ async def test_auth_matrix(world: World, route, rule: Rule, caller: Caller, targ
                 assert new == []
             else:
                 assert answer.status == 202, text
+                expected = caller.tenant or "default"
+                assert [r.tenant_id for r in new] == [expected]
+        case "freeswitch":
+            new = publisher.records[published_before:]
+            if target == TENANT_B:  # a tenant this token may not write
+                assert answer.status == 422, text  # permanent: mod_json_cdr keeps it
+                assert new == []
+            else:
+                assert answer.status == 200, text  # 2xx: mod_json_cdr does not retry
                 expected = caller.tenant or "default"
                 assert [r.tenant_id for r in new] == [expected]
         case "metrics":
