@@ -41,12 +41,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.streams import _current_event  # see module docstring: partition context
 from faust.types import EventT
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from schemas import NormalizedCdrV1, topics
 from schemas.instants import format_instant
 from schemas.stats_v1 import rate
+from services.common.kafka import BrokerHealth
 from services.common.settings import DetectorSettings
 from services.detector import calls
 from services.detector.core import lockouts
@@ -64,6 +65,7 @@ from services.detector.core.model import BucketCounts, CallRecord
 from services.detector.core.profiles import ProfileError, load_profile
 from services.detector.core.retention import bucket_expired, seen_expired
 from services.detector.core.windows import minute_of, minute_start
+from services.detector.health import DetectorHttp, Readiness
 from services.detector.metrics import DetectorMetrics
 
 log = logging.getLogger("cdrwatch.detector")
@@ -302,6 +304,11 @@ class CampaignConfigs:
         """The configuration of a campaign by its scoped key `tenant/campaign`."""
         return self._configs.get(scoped, self._default)
 
+    @property
+    def started(self) -> bool:
+        """True once the settings written before the worker started were read."""
+        return self._started.is_set()
+
     def knows(self, scoped: str) -> bool:
         return scoped in self._configs
 
@@ -539,6 +546,9 @@ class Detector:
             clock=clock,
         )
         self._next_sweep = time.monotonic() + settings.sweep_interval_seconds
+        self.broker_health = BrokerHealth(
+            settings.kafka_bootstrap, settings.broker_probe_interval_seconds
+        )
         self._register()
 
     def _register(self) -> None:
@@ -585,9 +595,38 @@ class Detector:
                 await self.configs.stop()
 
         if self.settings.metrics_port:
-            start_http_server(
-                self.settings.metrics_port, addr=self.settings.metrics_host, registry=self.registry
+            http = DetectorHttp(
+                self.settings.metrics_host,
+                self.settings.metrics_port,
+                self.registry,
+                self.readiness,
             )
+
+            @app.service
+            class Http(faust.Service):  # noqa: N801 - faust registers the class itself
+                async def on_start(inner) -> None:  # noqa: N805
+                    await self.broker_health.start()
+                    await http.start()
+
+                async def on_stop(inner) -> None:  # noqa: N805
+                    await http.stop()
+                    await self.broker_health.stop()
+
+    def readiness(self) -> Readiness:
+        """What `/readyz` reports (see services.detector.health)."""
+        broker = "ok" if self.broker_health.healthy else "unreachable"
+        if self.settings.recovering():
+            broker = "recovering"
+        recovery = self.app.tables.recovery
+        if not recovery.completed.is_set():
+            worker = "starting"
+        elif self.app.rebalancing:
+            worker = "rebalancing"
+        elif recovery.in_recovery:
+            worker = "recovering-tables"
+        else:
+            worker = "ok"
+        return Readiness(broker, worker, "ok" if self.configs.started else "loading")
 
     async def handle(self, events: Sequence[EventT]) -> None:
         started = time.perf_counter()
