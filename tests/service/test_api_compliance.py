@@ -428,3 +428,18 @@ def test_an_unknown_default_profile_is_refused_at_start(tmp_path) -> None:
     )
     with pytest.raises(ValueError, match="CDRWATCH_DEFAULT_PROFILE: unknown profile 'xx'"):
         create_app(settings, consumer_enabled=False, campaign_publisher=FakePublisher())
+
+
+async def test_an_insufficient_window_shows_the_calls_left_before_the_certain_violation(api):
+    """Issue 8: `headroom: 0` on an "insufficient" window read as "no room left". 1 silent
+    of 1 answered (rate 100 %, below the 100-call sample): 2 more, a 4th is certain."""
+    await api.feed(minute("tiny", NOW, live=1, silent=1))
+    [window] = (await api.compliance("tiny"))["windows"]
+    assert (window["verdict"], window["value"], window["headroom"]) == ("insufficient", 1, 2)
+    assert window["reason"].startswith("insufficient: 1 answered-by-person calls")
+    await api.feed(minute("tiny", NOW + MINUTE, live=2, silent=2))
+    [window] = (await api.compliance("tiny"))["windows"]
+    assert (window["verdict"], window["numerator"], window["headroom"]) == ("insufficient", 3, 0)
+    await api.feed(minute("tiny", NOW + 2 * MINUTE, live=1, silent=1))
+    [window] = (await api.compliance("tiny"))["windows"]
+    assert (window["verdict"], window["numerator"], window["headroom"]) == ("violation", 4, 0)
