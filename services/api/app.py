@@ -137,6 +137,7 @@ def create_app(
         campaign_cap=settings.metrics_campaign_cap,
         clock=clock,
         newest_output_at=lambda: consumer.newest_output_at,
+        default_profile=settings.default_profile,
     )
     _add_error_handlers(app)
     app.include_router(call_routes.router)
