@@ -213,18 +213,74 @@ def _dashboard() -> dict[str, object]:
     return document
 
 
+def _datasources(node: object) -> Iterator[object]:
+    """Every `datasource` value anywhere in the dashboard document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "datasource":
+                yield value
+            yield from _datasources(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _datasources(item)
+
+
 def test_grafana_dashboard_parses_and_has_the_compliance_panels() -> None:
     dashboard = _dashboard()
-    titles = [panel["title"].lower() for panel in dashboard["panels"]]  # type: ignore[attr-defined]
-    for wanted in ("silent", "abandoned", "out-of-hours", "alerts firing", "ingest", "lag"):
+    panels = dashboard["panels"]
+    assert isinstance(panels, list)
+    titles = [panel["title"].lower() for panel in panels]
+    for wanted in (
+        "verdict",
+        "headroom",
+        "silent",
+        "abandoned",
+        "out-of-hours",
+        "alerts firing",
+        "ingest",
+        "lag",
+    ):
         assert any(wanted in title for title in titles), f"no panel about {wanted}: {titles}"
-    silent = next(panel for panel in dashboard["panels"] if "silent" in panel["title"].lower())  # type: ignore[attr-defined]
-    assert any("vector(0.03)" in target["expr"] for target in silent["targets"])  # the cap line
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids)), ids
+    exprs = {
+        panel["title"]: " ".join(target["expr"] for target in panel["targets"]) for panel in panels
+    }
+    # Caps are the campaigns' own, from their profiles (issue 8: `vector(0.03)` for all).
+    assert "vector(" not in json.dumps(dashboard)
+    for title, expr in exprs.items():
+        if "silent" in title.lower() or "abandoned" in title.lower():
+            assert "cdrwatch_campaign_cap{" in expr, title
+        assert not re.search(r"\b0\.0\d", expr), (title, expr)
+    state = " ".join(exprs.values())
+    for metric in (
+        "cdrwatch_campaign_verdict",
+        "cdrwatch_campaign_headroom",
+        "cdrwatch_campaign_last_cdr_timestamp_seconds",
+    ):
+        assert metric in state, f"no panel shows {metric}"
 
-    uid = re.search(r"uid: (\S+)", DATASOURCES.read_text())
-    assert uid, "the provisioned data source needs a fixed uid"
-    for panel in dashboard["panels"]:  # type: ignore[attr-defined]
-        assert panel["datasource"]["uid"] == uid.group(1), panel["title"]
+
+def test_grafana_dashboard_uses_only_its_input_datasource() -> None:
+    """Importable anywhere: the data source is an `__inputs` entry referred to as
+    `${DS_...}`, never a uid of one installation; a datasource variable of the same name
+    resolves it when the file is provisioned (Grafana does not read `__inputs` then)."""
+    dashboard = _dashboard()
+    inputs = dashboard["__inputs"]
+    assert isinstance(inputs, list)
+    declared = {item["name"] for item in inputs if item["type"] == "datasource"}
+    assert declared and all(name.startswith("DS_") for name in declared)
+    variables = {var["name"]: var for var in dashboard["templating"]["list"]}  # type: ignore[index]
+    for name in declared:
+        assert variables[name]["type"] == "datasource", name
+    # Provisioned, the variable takes the default data source: the compose stack's.
+    assert re.search(r"^\s+isDefault: true$", DATASOURCES.read_text(), re.MULTILINE)
+    used = list(_datasources(dashboard))
+    assert used
+    for datasource in used:
+        assert isinstance(datasource, dict), datasource
+        match = re.fullmatch(r"\$\{(DS_[A-Z0-9_]+)\}", datasource.get("uid", ""))
+        assert match and match.group(1) in declared, datasource
 
 
 def test_grafana_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
@@ -240,6 +296,7 @@ def test_grafana_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
         expr.replace("$__rate_interval", "1m").replace("$campaign", ".*").replace("$window", ".*")
         for expr in expressions
     ]
+    assert all("$" not in expr for expr in substituted), substituted
     rules = ["groups:", "  - name: dashboard", "    rules:"]
     for index, expr in enumerate(substituted):
         rules += [f"      - record: dashboard:query_{index}", f"        expr: {json.dumps(expr)}"]
