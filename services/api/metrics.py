@@ -14,16 +14,18 @@ collector, so every value is exactly what the store holds:
   of the campaign's profile (with its overrides, as the compliance view) whose window the
   detector publishes live — `cumulative`, the early-warning `15m`/`1h`/`24h` (`kind`
   `early_warning`) and the UK `sliding_24h` (the current 24 h, which the detector alerts
-  on) — the cap (fraction), the verdict of `rules.assess` on that window's counts (the
+  on), and the current calendar day in the profile's zone (UK, `it` optional daily) and
+  current 30-day period (US), summed from the stored minute buckets — the cap (fraction),
+  the verdict of `rules.assess` on that window's counts (the
   detector's own function and figures: 0 insufficient, below the minimum sample; 1 ok;
   2 warning, at or above 80 % of the cap; 3 violation, above the cap or certain below the
   sample) and `rules.headroom`, the silent/abandoned calls left before the verdict becomes
   violation (+Inf when the cap is 100 %). `window` is the rule's window name, `kind` is
   `regulatory` or `early_warning`. A profile without the rule has no series, so alert
-  rules need no hard-coded cap or profile. Calendar-day (UK, `it` optional) and 30-day
-  (US) windows are not published live by the detector and have no series here: their
-  verdicts reach Prometheus as the detector's alerts (`cdrwatch_alerts_firing`) and are in
-  `GET /v1/campaigns/{id}/compliance`.
+  rules need no hard-coded cap or profile. Day and period windows are the ones holding
+  the campaign's newest call; earlier days and periods are in
+  `GET /v1/campaigns/{id}/compliance` and the detector's alerts. US periods are anchored
+  at the campaign's first minute, as in the compliance view.
 - `cdrwatch_campaign_last_cdr_timestamp_seconds{tenant,campaign}` (gauge): the
   `originated_at` of the campaign's newest counted call, to the minute (the start of its
   minute bucket; event time), for stalled-feed alerts.
@@ -47,7 +49,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
 
@@ -66,6 +68,12 @@ from services.detector.core.profiles import (
     load_profile,
 )
 from services.detector.core.rules import assess, effective_amd_ratio, headroom, rate_terms
+from services.detector.core.windows import (
+    local_day_bounds,
+    local_day_of,
+    minute_of,
+    minute_start,
+)
 
 OTHER = "_other"
 CALL_OUTCOMES = (
@@ -86,12 +94,19 @@ RATES = {
 CUMULATIVE = "cumulative"
 # The verdict gauge's values, ordered by gravity (so `max` and `>= 2` mean what they say).
 VERDICT_CODES = {"insufficient": 0, "ok": 1, "warning": 2, "violation": 3}
-# A rule's window -> the live window (stats header) the detector evaluates it on.
-LIVE_WINDOW_OF_RULE = {
+CURRENT_DAY = "day"  # the campaign's current calendar day in its profile's home zone
+CURRENT_PERIOD = "period_30d"  # the campaign's current 30-day period
+# A rule's window -> the window sample it is judged on: a live window the detector
+# publishes (stats header), or the current day or period summed from the minute buckets.
+WINDOW_OF_RULE = {
     "cumulative": "cumulative",
     "sliding_24h": "24h",
     **{name: name for name in EARLY_WARNING_WINDOWS},
+    "daily": CURRENT_DAY,
+    "calendar_day": CURRENT_DAY,
+    "period_30d": CURRENT_PERIOD,
 }
+PERIOD_MINUTES = 30 * 24 * 60
 RULE_LABELS = ["tenant", "campaign", "profile", "rule", "metric", "window", "kind"]
 MINUTE = timedelta(minutes=1)
 
@@ -119,7 +134,7 @@ def rule_states(
     kinds = (("regulatory", profile.rate_rules), ("early_warning", profile.early_warning))
     for kind, rules in kinds:
         for rule in rules:
-            if not rule.enabled or LIVE_WINDOW_OF_RULE.get(rule.window) != sample.window:
+            if not rule.enabled or WINDOW_OF_RULE.get(rule.window) != sample.window:
                 continue
             numerator, denominator = rate_terms(rule.metric, counts, ratio)
             level = assess(numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample)
@@ -128,6 +143,30 @@ def rule_states(
                 rule.cap, VERDICT_CODES[level], float("inf") if room < 0 else float(room)
             )
     return states
+
+
+def current_windows(cumulative: WindowSample, profile: Profile) -> list[tuple[str, int, int]]:
+    """The day and period windows `profile`'s enabled rules judge that the api sums from
+    minute buckets: (sample window name, first minute, end minute) of the calendar day in
+    the home zone holding the campaign's newest minute (`CURRENT_DAY`), and of the 30-day
+    period holding it, anchored at the campaign's first minute as in the compliance view
+    (`CURRENT_PERIOD`). `cumulative` is the campaign's cumulative window sample."""
+    if cumulative.start is None or cumulative.end is None:
+        return []
+    first, newest = minute_of(cumulative.start), minute_of(cumulative.end) - 1
+    wanted = {
+        WINDOW_OF_RULE[rule.window]
+        for rule in profile.rate_rules
+        if rule.enabled and rule.window in ("daily", "calendar_day", "period_30d")
+    }
+    windows: list[tuple[str, int, int]] = []
+    if CURRENT_DAY in wanted:
+        day = local_day_of(newest, profile.home_zone)
+        windows.append((CURRENT_DAY, *local_day_bounds(day, profile.home_zone)))
+    if CURRENT_PERIOD in wanted:
+        start = first + (newest - first) // PERIOD_MINUTES * PERIOD_MINUTES
+        windows.append((CURRENT_PERIOD, start, start + PERIOD_MINUTES))
+    return windows
 
 
 def _add(into: dict[str, int], counts: Mapping[str, int]) -> None:
@@ -194,7 +233,7 @@ class _StoreCollector(Collector):
                 firing.add_metric([tenant, rule, severity], count)
         yield rates
         yield calls
-        yield from self._rule_families(snapshot.windows)
+        yield from self._rule_families([*snapshot.windows, *self._metrics.current])
         yield firing
         newest = self._metrics.newest_output_at()
         if newest is not None:
@@ -289,6 +328,11 @@ class ApiMetrics:
         self.newest_output_at = newest_output_at
         self.default_profile = default_profile
         self._profiles: dict[tuple[str, str], Profile | None] = {}
+        # The current day and period windows (`current_windows`) summed at the last
+        # refresh, and the sums by window, kept while the campaign's cumulative counts stay
+        # the same (a campaign without new data costs no query).
+        self.current: list[WindowSample] = []
+        self._sums: dict[tuple[str, str, str, int, int], tuple[object, dict[str, int]]] = {}
         self._cap = campaign_cap
         self._clock = clock
         registry.register(_StoreCollector(self, campaign_cap, clock))
@@ -309,7 +353,38 @@ class ApiMetrics:
         return self._profiles[key]
 
     async def refresh(self, store: AlertStore) -> None:
-        self.snapshot = await store.metrics_snapshot()
+        snapshot = await store.metrics_snapshot()
+        current: list[WindowSample] = []
+        sums: dict[tuple[str, str, str, int, int], tuple[object, dict[str, int]]] = {}
+        for sample in snapshot.windows:
+            profile = self.profile_of(sample) if sample.window == CUMULATIVE else None
+            if profile is None:
+                continue
+            fingerprint = (sample.end, tuple(sorted(sample.counts.items())))
+            for name, first, end in current_windows(sample, profile):
+                key = (sample.tenant_id, sample.campaign_id, name, first, end)
+                held = self._sums.get(key)
+                if held is None or held[0] != fingerprint:
+                    counts = await store.sum_stats(
+                        sample.campaign_id,
+                        minute_start(first),
+                        minute_start(end),
+                        tenant_id=sample.tenant_id,
+                    )
+                    if counts is None:
+                        continue
+                    held = (fingerprint, counts)
+                sums[key] = held
+                current.append(
+                    replace(
+                        sample,
+                        window=name,
+                        start=minute_start(first),
+                        end=minute_start(end),
+                        counts=held[1],
+                    )
+                )
+        self.snapshot, self.current, self._sums = snapshot, current, sums
 
     def exposition(self, tenant: str | None) -> bytes:
         """The text exposition a scrape gets: everything on the registry for a token bound

@@ -377,6 +377,8 @@ async def test_only_the_rules_of_the_campaigns_profile_have_series(store):
         # 4 of 150 = 2.67 %: warning on the UK "any 24 h" and its 24 h early warning
         ("uk-1", "uk-abandoned-rate-sliding-24h", "sliding_24h"): 2,
         ("uk-1", "uk-abandoned-rate-24h", "24h"): 2,
+        # the current London day, summed from minute buckets: none were stored here
+        ("uk-1", "uk-abandoned-rate-calendar-day", "calendar_day"): 0,
     }
     assert rule_series(metrics, "cdrwatch_campaign_cap") == dict.fromkeys(verdicts, 0.03)
     early = rule_labels("it-1", "it-silent-rate-15m", "silent", "15m")
@@ -401,10 +403,11 @@ async def test_caps_come_from_overrides_and_the_default_profile_setting(store):
     lenient = rule_labels("lenient", "it-silent-rate-cumulative", "silent", "cumulative")
     assert value("cdrwatch_campaign_cap", lenient) == 0.05
     assert value("cdrwatch_campaign_verdict", lenient) == 2  # 4 % >= 80 % of 5 %
-    # "plain" has no profile: the default (us) applies; its 30-day rule is not live, the
-    # early warnings on the live windows are, and the cumulative window is none of them.
+    # "plain" has no profile: the default (us) applies, with its 30-day rule (its early
+    # warnings would be on the 15m/1h/24h windows, which were not published).
     assert rule_series(metrics, "cdrwatch_campaign_verdict").keys() == {
-        ("lenient", "it-silent-rate-cumulative", "cumulative")
+        ("lenient", "it-silent-rate-cumulative", "cumulative"),
+        ("plain", "us-abandoned-rate-period-30d", "period_30d"),
     }
 
 
@@ -433,3 +436,61 @@ async def test_last_cdr_time_is_the_newest_minute_of_the_campaign(store):
         )
         == (T0 + timedelta(minutes=29)).timestamp()
     )
+
+
+def bucket(campaign: str, start: datetime, profile: str, **values: int):
+    counts = {field: values.get(field, 0) for field in COUNT_FIELDS}
+    stats = stats_from_counts(campaign, start, start + timedelta(minutes=1), counts)
+    return stats_message(stats, "minute", profile=profile)
+
+
+def cumulative(campaign: str, first: datetime, newest: datetime, profile: str, **values: int):
+    counts = {field: values.get(field, 0) for field in COUNT_FIELDS}
+    stats = stats_from_counts(campaign, first, newest + timedelta(minutes=1), counts)
+    return stats_message(stats, "cumulative", profile=profile)
+
+
+async def test_calendar_day_and_30_day_rules_are_judged_on_the_current_window(store):
+    """UK: the London day holding the newest call (4 of 100 yesterday is a violation of
+    that day, not of today); US: the 30-day period holding it, from the first minute."""
+    day1 = datetime(2026, 1, 14, 10, 0, tzinfo=UTC)  # winter: London = UTC
+    day2 = day1 + timedelta(days=1)
+    late = day1 + timedelta(days=31)
+    await apply_messages(
+        store,
+        [
+            bucket("uk-1", day1, "uk", attempts=100, answered_by_person=100, abandoned=4),
+            bucket("uk-1", day2, "uk", attempts=100, answered_by_person=100, abandoned=2),
+            cumulative("uk-1", day1, day2, "uk", attempts=200, answered_by_person=200, abandoned=6),
+            bucket("us-1", day1, "us", attempts=100, answered_by_person=100, abandoned=5),
+            bucket("us-1", late, "us", attempts=50, answered_by_person=50, abandoned=1),
+            cumulative("us-1", day1, late, "us", attempts=150, answered_by_person=150, abandoned=6),
+        ],
+    )
+    metrics = metrics_for()
+    await metrics.refresh(store)
+    verdicts = rule_series(metrics, "cdrwatch_campaign_verdict")
+    rooms = rule_series(metrics, "cdrwatch_campaign_headroom")
+    uk_day = ("uk-1", "uk-abandoned-rate-calendar-day", "calendar_day")
+    us_period = ("us-1", "us-abandoned-rate-period-30d", "period_30d")
+    assert (verdicts[uk_day], rooms[uk_day]) == (1, 1)  # 2 of 100 today: ok, 1 more
+    assert (verdicts[us_period], rooms[us_period]) == (0, 2)  # 1 of 50: 2 before certain
+
+    # More calls today: the cumulative figures change, so the day is summed again.
+    await apply_messages(
+        store,
+        [
+            bucket("uk-1", day2 + timedelta(minutes=1), "uk", answered_by_person=1, abandoned=1),
+            cumulative(
+                "uk-1",
+                day1,
+                day2 + timedelta(minutes=1),
+                "uk",
+                attempts=200,
+                answered_by_person=201,
+                abandoned=7,
+            ),
+        ],
+    )
+    await metrics.refresh(store)
+    assert rule_series(metrics, "cdrwatch_campaign_verdict")[uk_day] == 2  # 3 of 101
