@@ -14,8 +14,10 @@ CHAOS_DETECTOR_EVERY ?= 20
 PYTEST_FLAGS ?= -q -p no:cacheprovider
 
 # Debian packages the tests need: headless Chromium and its driver for the dashboard
-# tests, promtool (package prometheus) for the rule tests. Checked as commands first.
-APT_PACKAGES := chromium chromium-driver prometheus
+# tests, promtool (package prometheus) for the rule tests, amtool and alertmanager
+# (package prometheus-alertmanager) for the Alertmanager config and inhibit tests.
+# Checked as commands first.
+APT_PACKAGES := chromium chromium-driver prometheus prometheus-alertmanager
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help venv run test chaos lint fmt bench clean system-deps
@@ -49,6 +51,7 @@ system-deps:
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v amtool >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
 	if [ -z "$$missing" ]; then echo "system-deps: $(APT_PACKAGES) present"; exit 0; fi; \
 	cmd="$(strip $(SUDO) apt-get update) && $(strip $(SUDO) apt-get install) -y --no-install-recommends$$missing"; \
 	log=$$(mktemp -t cdrwatch-apt.XXXXXX); start=$$(date +%s); \

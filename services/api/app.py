@@ -38,7 +38,7 @@ from services.common.db import create_engine, migrate
 from services.common.http_app import harden_app, serve_app
 from services.common.kafka import BrokerHealth
 from services.common.settings import ApiSettings
-from services.detector.core.profiles import retention_refusal
+from services.detector.core.profiles import ProfileError, load_profile, retention_refusal
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,10 @@ def create_app(
     refusal = retention_refusal(settings.alert_retention_days)
     if refusal is not None:
         raise ValueError(f"CDRWATCH_ALERT_RETENTION_DAYS: {refusal}")
+    try:
+        load_profile(settings.default_profile)
+    except ProfileError as exc:
+        raise ValueError(f"CDRWATCH_DEFAULT_PROFILE: {exc}") from None
     clock = clock or utc_now
     registry = registry if registry is not None else CollectorRegistry()
     owns_engine = store is None
@@ -133,6 +137,7 @@ def create_app(
         campaign_cap=settings.metrics_campaign_cap,
         clock=clock,
         newest_output_at=lambda: consumer.newest_output_at,
+        default_profile=settings.default_profile,
     )
     _add_error_handlers(app)
     app.include_router(call_routes.router)

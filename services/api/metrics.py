@@ -9,6 +9,26 @@ collector, so every value is exactly what the store holds:
 - `cdrwatch_campaign_calls_total{tenant,campaign,outcome}` (counter): the campaign's
   totals from its `cumulative` window; they only grow.
 - `cdrwatch_alerts_firing{tenant,rule,severity}` (gauge): alerts in state firing.
+- `cdrwatch_campaign_cap`, `cdrwatch_campaign_verdict`, `cdrwatch_campaign_headroom`
+  `{tenant,campaign,profile,rule,metric,window,kind}` (gauges): for every enabled rate rule
+  of the campaign's profile (with its overrides, as the compliance view) whose window the
+  detector publishes live — `cumulative`, the early-warning `15m`/`1h`/`24h` (`kind`
+  `early_warning`) and the UK `sliding_24h` (the current 24 h, which the detector alerts
+  on), and the current calendar day in the profile's zone (UK, `it` optional daily) and
+  current 30-day period (US), summed from the stored minute buckets — the cap (fraction),
+  the verdict of `rules.assess` on that window's counts (the
+  detector's own function and figures: 0 insufficient, below the minimum sample; 1 ok;
+  2 warning, at or above 80 % of the cap; 3 violation, above the cap or certain below the
+  sample) and `rules.headroom`, the silent/abandoned calls left before the verdict becomes
+  violation (+Inf when the cap is 100 %). `window` is the rule's window name, `kind` is
+  `regulatory` or `early_warning`. A profile without the rule has no series, so alert
+  rules need no hard-coded cap or profile. Day and period windows are the ones holding
+  the campaign's newest call; earlier days and periods are in
+  `GET /v1/campaigns/{id}/compliance` and the detector's alerts. US periods are anchored
+  at the campaign's first minute, as in the compliance view.
+- `cdrwatch_campaign_last_cdr_timestamp_seconds{tenant,campaign}` (gauge): the
+  `originated_at` of the campaign's newest counted call, to the minute (the start of its
+  minute bucket; event time), for stalled-feed alerts.
 - `cdrwatch_detector_lag_seconds` (gauge): seconds between now and the broker timestamp of
   the newest alerts/stats record this api consumed, i.e. how stale the figures served are;
   it grows while the detector is stalled, behind, or idle. Absent until a record arrived.
@@ -20,20 +40,40 @@ no control character reaches a label.
 Campaign labels are capped at `campaign_cap` (counted over (tenant, campaign)): the
 campaigns seen first keep their label (so a series never changes label), the rest are
 folded into `campaign="_other"` of their tenant, whose rates are computed from the summed
-counts.
+counts; its verdict is the worst of the folded campaigns' (per profile, rule and window),
+its headroom the smallest, its cap present only when they all share one, and its last CDR
+time the newest.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from fractions import Fraction
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from schemas.stats_v1 import COUNT_FIELDS
 from services.api.clock import Clock
-from services.api.store import AlertStore, MetricsSnapshot
+from services.api.store import AlertStore, MetricsSnapshot, WindowSample
+from services.detector.core.model import BucketCounts
+from services.detector.core.profiles import (
+    EARLY_WARNING_WINDOWS,
+    Profile,
+    ProfileError,
+    load_profile,
+)
+from services.detector.core.rules import assess, effective_amd_ratio, headroom, rate_terms
+from services.detector.core.windows import (
+    local_day_bounds,
+    local_day_of,
+    minute_of,
+    minute_start,
+)
 
 OTHER = "_other"
 CALL_OUTCOMES = (
@@ -52,6 +92,81 @@ RATES = {
     "out_of_hours": ("out_of_hours", "attempts"),
 }
 CUMULATIVE = "cumulative"
+# The verdict gauge's values, ordered by gravity (so `max` and `>= 2` mean what they say).
+VERDICT_CODES = {"insufficient": 0, "ok": 1, "warning": 2, "violation": 3}
+CURRENT_DAY = "day"  # the campaign's current calendar day in its profile's home zone
+CURRENT_PERIOD = "period_30d"  # the campaign's current 30-day period
+# A rule's window -> the window sample it is judged on: a live window the detector
+# publishes (stats header), or the current day or period summed from the minute buckets.
+WINDOW_OF_RULE = {
+    "cumulative": "cumulative",
+    "sliding_24h": "24h",
+    **{name: name for name in EARLY_WARNING_WINDOWS},
+    "daily": CURRENT_DAY,
+    "calendar_day": CURRENT_DAY,
+    "period_30d": CURRENT_PERIOD,
+}
+PERIOD_MINUTES = 30 * 24 * 60
+RULE_LABELS = ["tenant", "campaign", "profile", "rule", "metric", "window", "kind"]
+MINUTE = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    """One rate rule of a campaign over its live window: cap, verdict code, headroom."""
+
+    cap: Fraction
+    verdict: int
+    headroom: float  # +Inf: unbounded
+
+
+def rule_states(
+    sample: WindowSample, profile: Profile
+) -> dict[tuple[str, str, str, str], RuleState]:
+    """(rule id, metric, rule window, kind) -> state, for every enabled rate rule of
+    `profile` evaluated on the live window `sample` holds (the detector's `assess` and
+    `headroom` on the same counts and AMD ratio)."""
+    counts = BucketCounts(**{name: sample.counts.get(name, 0) for name in COUNT_FIELDS})
+    ratio = effective_amd_ratio(
+        Fraction(str(sample.amd_false_positive_ratio or 0)), profile.amd_false_positive_ratio
+    )
+    states: dict[tuple[str, str, str, str], RuleState] = {}
+    kinds = (("regulatory", profile.rate_rules), ("early_warning", profile.early_warning))
+    for kind, rules in kinds:
+        for rule in rules:
+            if not rule.enabled or WINDOW_OF_RULE.get(rule.window) != sample.window:
+                continue
+            numerator, denominator = rate_terms(rule.metric, counts, ratio)
+            level = assess(numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample)
+            room = headroom(numerator, denominator, rule.cap, rule.min_sample)
+            states[(rule.id, rule.metric, rule.window, kind)] = RuleState(
+                rule.cap, VERDICT_CODES[level], float("inf") if room < 0 else float(room)
+            )
+    return states
+
+
+def current_windows(cumulative: WindowSample, profile: Profile) -> list[tuple[str, int, int]]:
+    """The day and period windows `profile`'s enabled rules judge that the api sums from
+    minute buckets: (sample window name, first minute, end minute) of the calendar day in
+    the home zone holding the campaign's newest minute (`CURRENT_DAY`), and of the 30-day
+    period holding it, anchored at the campaign's first minute as in the compliance view
+    (`CURRENT_PERIOD`). `cumulative` is the campaign's cumulative window sample."""
+    if cumulative.start is None or cumulative.end is None:
+        return []
+    first, newest = minute_of(cumulative.start), minute_of(cumulative.end) - 1
+    wanted = {
+        WINDOW_OF_RULE[rule.window]
+        for rule in profile.rate_rules
+        if rule.enabled and rule.window in ("daily", "calendar_day", "period_30d")
+    }
+    windows: list[tuple[str, int, int]] = []
+    if CURRENT_DAY in wanted:
+        day = local_day_of(newest, profile.home_zone)
+        windows.append((CURRENT_DAY, *local_day_bounds(day, profile.home_zone)))
+    if CURRENT_PERIOD in wanted:
+        start = first + (newest - first) // PERIOD_MINUTES * PERIOD_MINUTES
+        windows.append((CURRENT_PERIOD, start, start + PERIOD_MINUTES))
+    return windows
 
 
 def _add(into: dict[str, int], counts: Mapping[str, int]) -> None:
@@ -118,6 +233,7 @@ class _StoreCollector(Collector):
                 firing.add_metric([tenant, rule, severity], count)
         yield rates
         yield calls
+        yield from self._rule_families([*snapshot.windows, *self._metrics.current])
         yield firing
         newest = self._metrics.newest_output_at()
         if newest is not None:
@@ -127,6 +243,72 @@ class _StoreCollector(Collector):
                 "consumed was produced.",
                 value=max(0.0, (self._clock() - newest).total_seconds()),
             )
+
+    def _rule_families(self, windows: list[WindowSample]) -> Iterator[Metric]:
+        caps = GaugeMetricFamily(
+            "cdrwatch_campaign_cap",
+            "Cap of a campaign's rate rule (fraction, 0-1), from its profile and overrides.",
+            labels=RULE_LABELS,
+        )
+        verdicts = GaugeMetricFamily(
+            "cdrwatch_campaign_verdict",
+            "Verdict of a campaign's rate rule over its live window: 0 insufficient (below "
+            "the minimum sample), 1 ok, 2 warning, 3 violation.",
+            labels=RULE_LABELS,
+        )
+        rooms = GaugeMetricFamily(
+            "cdrwatch_campaign_headroom",
+            "Silent/abandoned calls a campaign's rate rule window can take before its verdict "
+            "becomes violation (below the minimum sample: before the certain violation).",
+            labels=RULE_LABELS,
+        )
+        last_cdr = GaugeMetricFamily(
+            "cdrwatch_campaign_last_cdr_timestamp_seconds",
+            "Unix time of the campaign's newest counted call (originated_at, to the minute).",
+            labels=["tenant", "campaign"],
+        )
+        labelled: set[tuple[str, str]] = set()
+        merged: dict[tuple[str, ...], tuple[set[Fraction], int, float]] = {}
+        newest: dict[tuple[str, str], float] = {}
+        for sample in windows:
+            key = (sample.tenant_id, sample.campaign_id)
+            if key not in labelled and len(labelled) < self._cap:
+                labelled.add(key)
+            if self._tenant is not None and sample.tenant_id != self._tenant:
+                continue
+            label = sample.campaign_id if key in labelled else OTHER
+            if sample.window == CUMULATIVE and sample.end is not None:
+                at = (sample.end - MINUTE).timestamp()
+                newest[(sample.tenant_id, label)] = max(
+                    at, newest.get((sample.tenant_id, label), at)
+                )
+            profile = self._metrics.profile_of(sample)
+            if profile is None:
+                continue
+            for (rule, metric, window, kind), state in rule_states(sample, profile).items():
+                group = (sample.tenant_id, label, profile.name, rule, metric, window, kind)
+                held = merged.get(group)
+                if held is None:
+                    merged[group] = ({state.cap}, state.verdict, state.headroom)
+                else:
+                    held[0].add(state.cap)
+                    merged[group] = (
+                        held[0],
+                        max(held[1], state.verdict),
+                        min(held[2], state.headroom),
+                    )
+        for group, (cap_set, verdict, room) in merged.items():
+            labels = list(group)
+            if len(cap_set) == 1:
+                caps.add_metric(labels, float(next(iter(cap_set))))
+            verdicts.add_metric(labels, verdict)
+            rooms.add_metric(labels, room)
+        for (tenant, label), at in newest.items():
+            last_cdr.add_metric([tenant, label], at)
+        yield caps
+        yield verdicts
+        yield rooms
+        yield last_cdr
 
 
 class ApiMetrics:
@@ -139,16 +321,70 @@ class ApiMetrics:
         campaign_cap: int,
         clock: Clock,
         newest_output_at: Callable[[], datetime | None] = lambda: None,
+        default_profile: str = "it",
     ) -> None:
         self.registry = registry
         self.snapshot = MetricsSnapshot(windows=[], firing={})
         self.newest_output_at = newest_output_at
+        self.default_profile = default_profile
+        self._profiles: dict[tuple[str, str], Profile | None] = {}
+        # The current day and period windows (`current_windows`) summed at the last
+        # refresh, and the sums by window, kept while the campaign's cumulative counts stay
+        # the same (a campaign without new data costs no query).
+        self.current: list[WindowSample] = []
+        self._sums: dict[tuple[str, str, str, int, int], tuple[object, dict[str, int]]] = {}
         self._cap = campaign_cap
         self._clock = clock
         registry.register(_StoreCollector(self, campaign_cap, clock))
 
+    def profile_of(self, sample: WindowSample) -> Profile | None:
+        """The campaign's profile with its overrides, as the compliance view reads it (the
+        configured one, else the detector's, else the default); None when it cannot be
+        loaded (a profile file since removed): that campaign then has no rule series."""
+        name = sample.rules_profile or self.default_profile
+        key = (name, json.dumps(sample.overrides or {}, sort_keys=True))
+        if key not in self._profiles:
+            if len(self._profiles) > 10_000:
+                self._profiles.clear()
+            try:
+                self._profiles[key] = load_profile(name, sample.overrides or None)
+            except ProfileError:
+                self._profiles[key] = None
+        return self._profiles[key]
+
     async def refresh(self, store: AlertStore) -> None:
-        self.snapshot = await store.metrics_snapshot()
+        snapshot = await store.metrics_snapshot()
+        current: list[WindowSample] = []
+        sums: dict[tuple[str, str, str, int, int], tuple[object, dict[str, int]]] = {}
+        for sample in snapshot.windows:
+            profile = self.profile_of(sample) if sample.window == CUMULATIVE else None
+            if profile is None:
+                continue
+            fingerprint = (sample.end, tuple(sorted(sample.counts.items())))
+            for name, first, end in current_windows(sample, profile):
+                key = (sample.tenant_id, sample.campaign_id, name, first, end)
+                held = self._sums.get(key)
+                if held is None or held[0] != fingerprint:
+                    counts = await store.sum_stats(
+                        sample.campaign_id,
+                        minute_start(first),
+                        minute_start(end),
+                        tenant_id=sample.tenant_id,
+                    )
+                    if counts is None:
+                        continue
+                    held = (fingerprint, counts)
+                sums[key] = held
+                current.append(
+                    replace(
+                        sample,
+                        window=name,
+                        start=minute_start(first),
+                        end=minute_start(end),
+                        counts=held[1],
+                    )
+                )
+        self.snapshot, self.current, self._sums = snapshot, current, sums
 
     def exposition(self, tenant: str | None) -> bytes:
         """The text exposition a scrape gets: everything on the registry for a token bound

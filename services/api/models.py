@@ -131,8 +131,11 @@ class ComplianceWindow(BaseModel):
     """One regulatory window of a rate rule `[start, end)` with its verdict.
 
     `value` is numerator ÷ denominator (null when the denominator is 0); `headroom` is how
-    many more silent/abandoned calls the window can take at this volume before its value
-    exceeds `cap` (-1: unbounded); `reason` says why the window has its verdict (e.g.
+    many more silent/abandoned calls the window can take at this volume before its verdict
+    becomes `violation`: from the minimum sample on, before its value exceeds `cap`; below
+    it ("insufficient"), before the numerator passes cap × minimum sample (the certain
+    violation), so 1 silent of 1 answered at 3 % shows 2, never 0 (-1: unbounded);
+    `reason` says why the window has its verdict (e.g.
     "certain: 4 silent calls exceed 3 % of the 100-call minimum sample (at most 3),
     whatever the denominator (99 answered-by-person calls so far)"); `reference` is the
     regulation the rule implements.
@@ -147,7 +150,14 @@ class ComplianceWindow(BaseModel):
     value: Number | None
     cap: Number
     verdict: Verdict
-    headroom: int
+    headroom: Annotated[
+        int,
+        Field(
+            description="More silent/abandoned calls (each also answered) before the verdict "
+            "becomes violation; below the minimum sample, before the certain violation "
+            "(numerator above cap × minimum sample); -1: unbounded"
+        ),
+    ]
     reason: str
     reference: str
 

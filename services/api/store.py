@@ -136,6 +136,16 @@ class WindowSample:
     profile: str
     counts: Mapping[str, int]
     tenant_id: str = DEFAULT_TENANT
+    # The window's [start, end): for `cumulative`, end is the end of the minute holding the
+    # campaign's newest call (event time).
+    start: datetime | None = None
+    end: datetime | None = None
+    # The campaign's rule settings as the compliance view reads them: the configured
+    # profile (else the one the detector reported; None: the default profile applies), its
+    # overrides and the campaign's AMD false-positive ratio.
+    rules_profile: str | None = None
+    overrides: Mapping[str, Any] | None = None
+    amd_false_positive_ratio: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -981,6 +991,11 @@ class AlertStore:
                 sa.func.coalesce(
                     window_stats.c.profile, campaigns.c.profile, campaigns.c.observed_profile, ""
                 ).label("profile_label"),
+                sa.func.coalesce(campaigns.c.profile, campaigns.c.observed_profile).label(
+                    "rules_profile"
+                ),
+                campaigns.c.overrides,
+                campaigns.c.amd_false_positive_ratio,
             )
             .join(
                 campaigns,
@@ -1009,6 +1024,11 @@ class AlertStore:
                     profile=row.profile_label,
                     counts={name: int(getattr(row, name)) for name in COUNT_FIELDS},
                     tenant_id=row.tenant_id,
+                    start=row.window_from,
+                    end=row.window_to,
+                    rules_profile=row.rules_profile,
+                    overrides=row.overrides or None,
+                    amd_false_positive_ratio=float(row.amd_false_positive_ratio or 0.0),
                 )
                 for row in await conn.execute(windows_query)
             ]

@@ -121,6 +121,9 @@ class ApiSettings(IngestSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     alert_retention_days: int = Field(default=730, ge=1)
     metrics_campaign_cap: int = Field(default=2000, ge=1)
+    # The profile of a campaign neither configured (PUT) nor reported by the detector yet:
+    # the same CDRWATCH_DEFAULT_PROFILE the detector reads (DetectorSettings.default_profile).
+    default_profile: str = "it"
     consumer_group: str = "cdrwatch-api"
     # The api also serves POST /v1/cdrs (the ingest routes) so that one URL does all of
     # SPEC's HTTP API; a separate ingest process scales the write path on its own.

@@ -389,3 +389,57 @@ def test_a_retention_shorter_than_the_it_profile_requires_is_refused_at_start(
     else:
         app = create_app(settings, consumer_enabled=False, campaign_publisher=FakePublisher())
         assert app.state.settings.alert_retention_days == 730
+
+
+async def test_the_default_profile_setting_applies_to_a_campaign_without_one(
+    tmp_path, monkeypatch
+) -> None:
+    """CDRWATCH_DEFAULT_PROFILE, the detector's setting, is the api's too (issue 8 item 8):
+    a campaign neither configured nor reported is judged on it, not on `it`."""
+    monkeypatch.setenv("CDRWATCH_DEFAULT_PROFILE", "uk")
+    settings = ApiSettings(
+        data_dir=tmp_path,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'api.db'}",
+        serve_ingest=False,
+    )
+    assert settings.default_profile == "uk"
+    app = create_app(
+        settings, consumer_enabled=False, clock=lambda: NOW, campaign_publisher=FakePublisher()
+    )
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            api = Api(app, client)
+            await api.feed(minute("plain", NOW, live=100, abandoned=4))
+            body = await api.compliance("plain")
+    assert body["profile"] == "uk"
+    assert [(w["rule"], w["verdict"]) for w in body["windows"]] == [
+        ("uk-abandoned-rate-calendar-day", "violation"),
+        ("uk-abandoned-rate-sliding-24h", "violation"),
+    ]
+
+
+def test_an_unknown_default_profile_is_refused_at_start(tmp_path) -> None:
+    settings = ApiSettings(
+        data_dir=tmp_path,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'api.db'}",
+        serve_ingest=False,
+        default_profile="xx",
+    )
+    with pytest.raises(ValueError, match="CDRWATCH_DEFAULT_PROFILE: unknown profile 'xx'"):
+        create_app(settings, consumer_enabled=False, campaign_publisher=FakePublisher())
+
+
+async def test_an_insufficient_window_shows_the_calls_left_before_the_certain_violation(api):
+    """Issue 8: `headroom: 0` on an "insufficient" window read as "no room left". 1 silent
+    of 1 answered (rate 100 %, below the 100-call sample): 2 more, a 4th is certain."""
+    await api.feed(minute("tiny", NOW, live=1, silent=1))
+    [window] = (await api.compliance("tiny"))["windows"]
+    assert (window["verdict"], window["value"], window["headroom"]) == ("insufficient", 1, 2)
+    assert window["reason"].startswith("insufficient: 1 answered-by-person calls")
+    await api.feed(minute("tiny", NOW + MINUTE, live=2, silent=2))
+    [window] = (await api.compliance("tiny"))["windows"]
+    assert (window["verdict"], window["numerator"], window["headroom"]) == ("insufficient", 3, 0)
+    await api.feed(minute("tiny", NOW + 2 * MINUTE, live=1, silent=1))
+    [window] = (await api.compliance("tiny"))["windows"]
+    assert (window["verdict"], window["numerator"], window["headroom"]) == ("violation", 4, 0)

@@ -15,6 +15,7 @@ from schemas.stats_v1 import COUNT_FIELDS, stats_from_counts
 from services.api.app import create_app
 from services.api.consumer import alert_message, apply_messages, stats_message
 from services.api.metrics import ApiMetrics
+from services.api.models import CampaignConfig
 from services.api.store import AlertStore
 from services.common.db import create_engine, migrate
 from services.common.settings import ApiSettings
@@ -271,3 +272,225 @@ async def test_a_tenant_bound_token_scrapes_its_tenant_series_only(tmp_path):
     assert all('tenant="tenant-a"' in line for line in series), series
     assert "b-secret" not in scoped and "b-only" not in scoped
     assert 'tenant="tenant-b"' in everything and "b-secret" in everything
+
+
+# -- caps, verdicts and headroom of the profile's rules (issue 8 item 7) ---------------------
+
+
+def rule_labels(campaign: str, rule: str, metric: str, window: str, **extra: str):
+    kind = "early_warning" if window in ("15m", "1h", "24h") else "regulatory"
+    return {
+        "tenant": "default",
+        "campaign": campaign,
+        "profile": extra.get("profile", "it"),
+        "rule": rule,
+        "metric": metric,
+        "window": window,
+        "kind": kind,
+    }
+
+
+def rule_series(metrics: ApiMetrics, name: str) -> dict[tuple[str, str, str], float]:
+    return {
+        (s.labels["campaign"], s.labels["rule"], s.labels["window"]): s.value
+        for family in metrics.registry.collect()
+        for s in family.samples
+        if s.name == name
+    }
+
+
+async def configure(store, campaign: str, profile: str | None, **overrides) -> None:
+    config = CampaignConfig(
+        campaign_id=campaign,
+        profile=profile,
+        overrides=overrides,
+        tenant_id="default",
+        updated_at=NOW,
+    )
+
+    async def publish(_config: CampaignConfig) -> None:
+        return None
+
+    await store.put_campaign(campaign, lambda _current: config, publish)
+
+
+async def test_a_one_call_campaign_at_rate_1_is_insufficient_with_headroom_before_certain(store):
+    """The finding: 1 silent of 1 answered paged at 100 % > 3 %; the detector says
+    "insufficient" (below the 100-call sample) and 2 more silent calls are still allowed."""
+    await apply_messages(store, [window("tiny", attempts=1, answered_by_person=1, silent=1)])
+    metrics = metrics_for()
+    await metrics.refresh(store)
+    value = metrics.registry.get_sample_value
+    labels = rule_labels("tiny", "it-silent-rate-cumulative", "silent", "cumulative")
+    assert (
+        value(
+            "cdrwatch_campaign_rate",
+            {k: labels[k] for k in ("tenant", "campaign")}
+            | {"profile": "it", "metric": "silent", "window": "cumulative"},
+        )
+        == 1.0
+    )
+    assert value("cdrwatch_campaign_cap", labels) == 0.03
+    assert value("cdrwatch_campaign_verdict", labels) == 0  # insufficient
+    assert value("cdrwatch_campaign_headroom", labels) == 2
+
+
+@pytest.mark.parametrize(
+    ("silent", "live", "verdict", "room"),
+    [
+        pytest.param(3, 99, 0, 0, id="garante-2014-3-of-99-insufficient-a-4th-is-certain"),
+        pytest.param(4, 99, 3, 0, id="garante-2014-4-of-99-certain-violation"),
+        pytest.param(2, 100, 1, 1, id="garante-2014-2-of-100-ok"),
+        pytest.param(3, 100, 2, 0, id="garante-2014-3-of-100-warning-at-cap"),
+        pytest.param(4, 100, 3, 0, id="garante-2014-4-of-100-violation"),
+    ],
+)
+async def test_verdict_codes_follow_the_detector_assessment(store, silent, live, verdict, room):
+    await apply_messages(
+        store, [window("c", attempts=live, answered_by_person=live, silent=silent)]
+    )
+    metrics = metrics_for()
+    await metrics.refresh(store)
+    labels = rule_labels("c", "it-silent-rate-cumulative", "silent", "cumulative")
+    assert metrics.registry.get_sample_value("cdrwatch_campaign_verdict", labels) == verdict
+    assert metrics.registry.get_sample_value("cdrwatch_campaign_headroom", labels) == room
+
+
+async def test_only_the_rules_of_the_campaigns_profile_have_series(store):
+    """An Italian campaign has no abandoned-rate rule: no abandoned verdict, whatever its
+    abandoned rate; a UK campaign's sliding 24 h is judged on the live 24 h window."""
+    await apply_messages(
+        store,
+        [
+            window("it-1", attempts=200, answered_by_person=200, abandoned=50, silent=1),
+            window("it-1", "15m", attempts=200, answered_by_person=200, abandoned=50, silent=1),
+            window("uk-1", profile="uk", attempts=200, answered_by_person=200, abandoned=50),
+            window("uk-1", "24h", profile="uk", attempts=150, answered_by_person=150, abandoned=4),
+        ],
+    )
+    metrics = metrics_for()
+    await metrics.refresh(store)
+    verdicts = rule_series(metrics, "cdrwatch_campaign_verdict")
+    assert verdicts == {
+        ("it-1", "it-silent-rate-cumulative", "cumulative"): 1,
+        ("it-1", "it-silent-rate-15m", "15m"): 1,
+        # 4 of 150 = 2.67 %: warning on the UK "any 24 h" and its 24 h early warning
+        ("uk-1", "uk-abandoned-rate-sliding-24h", "sliding_24h"): 2,
+        ("uk-1", "uk-abandoned-rate-24h", "24h"): 2,
+        # the current London day, summed from minute buckets: none were stored here
+        ("uk-1", "uk-abandoned-rate-calendar-day", "calendar_day"): 0,
+    }
+    assert rule_series(metrics, "cdrwatch_campaign_cap") == dict.fromkeys(verdicts, 0.03)
+    early = rule_labels("it-1", "it-silent-rate-15m", "silent", "15m")
+    assert early["kind"] == "early_warning"
+    assert metrics.registry.get_sample_value("cdrwatch_campaign_verdict", early) == 1
+
+
+async def test_caps_come_from_overrides_and_the_default_profile_setting(store):
+    await configure(store, "lenient", "it", silent_rate_max="5/100")
+    await apply_messages(
+        store,
+        [
+            window("lenient", attempts=100, answered_by_person=100, silent=4),
+            window("plain", profile=None, attempts=100, answered_by_person=100, abandoned=4),
+        ],
+    )
+    metrics = ApiMetrics(
+        CollectorRegistry(), campaign_cap=10, clock=lambda: NOW, default_profile="us"
+    )
+    await metrics.refresh(store)
+    value = metrics.registry.get_sample_value
+    lenient = rule_labels("lenient", "it-silent-rate-cumulative", "silent", "cumulative")
+    assert value("cdrwatch_campaign_cap", lenient) == 0.05
+    assert value("cdrwatch_campaign_verdict", lenient) == 2  # 4 % >= 80 % of 5 %
+    # "plain" has no profile: the default (us) applies, with its 30-day rule (its early
+    # warnings would be on the 15m/1h/24h windows, which were not published).
+    assert rule_series(metrics, "cdrwatch_campaign_verdict").keys() == {
+        ("lenient", "it-silent-rate-cumulative", "cumulative"),
+        ("plain", "us-abandoned-rate-period-30d", "period_30d"),
+    }
+
+
+async def test_folded_campaigns_report_the_worst_verdict_and_least_headroom(store):
+    for campaign, silent in (("a", 1), ("b", 0), ("c", 5)):
+        await apply_messages(
+            store, [window(campaign, attempts=100, answered_by_person=100, silent=silent)]
+        )
+    metrics = metrics_for(cap=1)
+    await metrics.refresh(store)
+    verdicts = rule_series(metrics, "cdrwatch_campaign_verdict")
+    rooms = rule_series(metrics, "cdrwatch_campaign_headroom")
+    key = ("_other", "it-silent-rate-cumulative", "cumulative")
+    assert (verdicts[key], rooms[key]) == (3, 0)  # c: 5 of 100 is a violation
+    assert verdicts[("a", "it-silent-rate-cumulative", "cumulative")] == 1
+
+
+async def test_last_cdr_time_is_the_newest_minute_of_the_campaign(store):
+    await apply_messages(store, [window("c1", attempts=3), window("c1", "15m", attempts=1)])
+    metrics = metrics_for()
+    await metrics.refresh(store)
+    # window() spans [T0, T0 + 30 min): the newest call is in the minute starting T0 + 29 min.
+    assert (
+        metrics.registry.get_sample_value(
+            "cdrwatch_campaign_last_cdr_timestamp_seconds", {"tenant": "default", "campaign": "c1"}
+        )
+        == (T0 + timedelta(minutes=29)).timestamp()
+    )
+
+
+def bucket(campaign: str, start: datetime, profile: str, **values: int):
+    counts = {field: values.get(field, 0) for field in COUNT_FIELDS}
+    stats = stats_from_counts(campaign, start, start + timedelta(minutes=1), counts)
+    return stats_message(stats, "minute", profile=profile)
+
+
+def cumulative(campaign: str, first: datetime, newest: datetime, profile: str, **values: int):
+    counts = {field: values.get(field, 0) for field in COUNT_FIELDS}
+    stats = stats_from_counts(campaign, first, newest + timedelta(minutes=1), counts)
+    return stats_message(stats, "cumulative", profile=profile)
+
+
+async def test_calendar_day_and_30_day_rules_are_judged_on_the_current_window(store):
+    """UK: the London day holding the newest call (4 of 100 yesterday is a violation of
+    that day, not of today); US: the 30-day period holding it, from the first minute."""
+    day1 = datetime(2026, 1, 14, 10, 0, tzinfo=UTC)  # winter: London = UTC
+    day2 = day1 + timedelta(days=1)
+    late = day1 + timedelta(days=31)
+    await apply_messages(
+        store,
+        [
+            bucket("uk-1", day1, "uk", attempts=100, answered_by_person=100, abandoned=4),
+            bucket("uk-1", day2, "uk", attempts=100, answered_by_person=100, abandoned=2),
+            cumulative("uk-1", day1, day2, "uk", attempts=200, answered_by_person=200, abandoned=6),
+            bucket("us-1", day1, "us", attempts=100, answered_by_person=100, abandoned=5),
+            bucket("us-1", late, "us", attempts=50, answered_by_person=50, abandoned=1),
+            cumulative("us-1", day1, late, "us", attempts=150, answered_by_person=150, abandoned=6),
+        ],
+    )
+    metrics = metrics_for()
+    await metrics.refresh(store)
+    verdicts = rule_series(metrics, "cdrwatch_campaign_verdict")
+    rooms = rule_series(metrics, "cdrwatch_campaign_headroom")
+    uk_day = ("uk-1", "uk-abandoned-rate-calendar-day", "calendar_day")
+    us_period = ("us-1", "us-abandoned-rate-period-30d", "period_30d")
+    assert (verdicts[uk_day], rooms[uk_day]) == (1, 1)  # 2 of 100 today: ok, 1 more
+    assert (verdicts[us_period], rooms[us_period]) == (0, 2)  # 1 of 50: 2 before certain
+
+    # More calls today: the cumulative figures change, so the day is summed again.
+    await apply_messages(
+        store,
+        [
+            bucket("uk-1", day2 + timedelta(minutes=1), "uk", answered_by_person=1, abandoned=1),
+            cumulative(
+                "uk-1",
+                day1,
+                day2 + timedelta(minutes=1),
+                "uk",
+                attempts=200,
+                answered_by_person=201,
+                abandoned=7,
+            ),
+        ],
+    )
+    await metrics.refresh(store)
+    assert rule_series(metrics, "cdrwatch_campaign_verdict")[uk_day] == 2  # 3 of 101

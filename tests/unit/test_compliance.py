@@ -214,9 +214,17 @@ HEADROOM = [
     pytest.param({}, 4, 100, 0, id="garante-2014-p3-above-cap-zero-not-negative"),
     pytest.param({}, 0, 100, 3, id="garante-2014-p3-0-of-100-three-more"),
     pytest.param({}, 27, 1000, 3, id="garante-2014-p3-27-of-1000-three-more"),
-    pytest.param({}, 0, 0, 0, id="garante-2014-p3-no-answered-calls"),
+    # Below the minimum sample ("insufficient"): the calls before the certain violation
+    # (a 4th silent call whatever the denominator), never 0 while room is left.
+    pytest.param({}, 0, 0, 3, id="garante-2014-p3-no-answered-calls-three-before-certain"),
+    pytest.param({}, 1, 1, 2, id="garante-2014-p3-1-of-1-two-before-certain"),
+    pytest.param({}, 3, 50, 0, id="garante-2014-p3-3-of-50-a-4th-is-certain"),
+    pytest.param({}, 0, 99, 3, id="garante-2014-p3-0-of-99-sample-then-rate"),
     pytest.param({"silent_rate_max": 1}, 5, 10, -1, id="override-cap-100pct-unbounded"),
-    pytest.param({"silent_rate_max": "1/10"}, 0, 9, 1, id="override-cap-10pct-0-of-9"),
+    pytest.param({"silent_rate_max": "1/10"}, 0, 9, 10, id="override-cap-10pct-0-of-9-unsampled"),
+    pytest.param(
+        {"silent_rate_max": "1/10", "min_sample": 9}, 0, 9, 1, id="override-cap-10pct-0-of-9"
+    ),
 ]
 
 
@@ -467,7 +475,7 @@ def brute_force_worst(
             value,
             rule.cap,
             level,
-            headroom(num, den, rule.cap),
+            headroom(num, den, rule.cap, rule.min_sample),
             explain(level, rule.metric, num, den, rule.cap, rule.warning_fraction, rule.min_sample),
         )
         candidates.append((verdict, -1 if value is None else value, -(m - 1439)))
@@ -654,3 +662,25 @@ def test_an_unknown_window_raises() -> None:
     profile = replace(base, rate_rules=(replace(base.rate_rules[0], window="weekly"),))
     with pytest.raises(ValueError, match="weekly"):
         evaluate_windows(profile, buckets((ANCHOR, calls(10))))
+
+
+def _brute_force_headroom(n: Fraction, d: Fraction, cap: Fraction, min_sample: int) -> int:
+    """Add one silent (and answered) call at a time until `assess` says violation."""
+    k = 0
+    while assess(n + k + 1, d + k + 1, cap, Fraction(4, 5), min_sample) != "violation":
+        k += 1
+    return k if assess(n, d, cap, Fraction(4, 5), min_sample) != "violation" else 0
+
+
+@pytest.mark.parametrize("cap", [Fraction(3, 100), Fraction(1, 10), Fraction(1, 3)])
+@pytest.mark.parametrize("min_sample", [0, 1, 10, 100])
+def test_headroom_is_the_calls_before_assess_says_violation(cap: Fraction, min_sample: int) -> None:
+    """Every window, sampled or not: headroom is exactly how many silent calls more keep
+    the verdict off `violation` (also with the fractional terms of the UK AMD estimate)."""
+    for d in range(0, 130):
+        for n in range(0, min(d, 12) + 1):
+            for extra in (Fraction(0), Fraction(3, 10)):
+                num, den = n + extra, d + extra
+                assert headroom(num, den, cap, min_sample) == _brute_force_headroom(
+                    num, den, cap, min_sample
+                ), (num, den, cap, min_sample)

@@ -33,6 +33,7 @@ from services.api.deps import (
     query_error,
 )
 from services.api.models import Campaign, CampaignCompliance, CampaignPage, CampaignUpdate
+from services.common.settings import ApiSettings
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 
@@ -87,7 +88,8 @@ async def get_stats(
 
 def _default_profile(request: Request) -> str:
     # The profile of a campaign neither configured nor reported by the detector yet.
-    return str(getattr(request.app.state.settings, "default_profile", compliance.DEFAULT_PROFILE))
+    settings: ApiSettings = request.app.state.settings
+    return settings.default_profile
 
 
 @router.get(

@@ -50,7 +50,9 @@ class WindowVerdict:
 
     `value` is numerator ÷ denominator, None when the denominator is 0. `headroom` is
     `rules.headroom`: how many more silent/abandoned calls (each also an answered call)
-    the window can take before its value exceeds the cap; -1 when unbounded (cap ≥ 1).
+    the window can take before its verdict becomes `violation` (below the minimum sample:
+    before the numerator passes cap × minimum sample, the certain violation); -1 when
+    unbounded (cap ≥ 1).
     `reason` says why the window has its verdict (`rules.explain`), e.g. "certain: 4 silent
     calls exceed 3 % of the 100-call minimum sample (at most 3), whatever the denominator
     (99 answered-by-person calls so far)".
@@ -129,7 +131,7 @@ def _judge(rule: RateRule, ratio: Fraction) -> Judge:
             value=None if denominator == 0 else numerator / denominator,
             cap=rule.cap,
             verdict=level,
-            headroom=headroom(numerator, denominator, rule.cap),
+            headroom=headroom(numerator, denominator, rule.cap, rule.min_sample),
             reason=explain(
                 level,
                 rule.metric,

@@ -12,6 +12,7 @@ Arithmetic is `Fraction` throughout: 3/100 is exactly 3/100, never 0.03000000000
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
@@ -136,20 +137,35 @@ def _percent(value: Fraction) -> str:
     return f"{_number(value * 100)} %"
 
 
-def headroom(numerator: Fraction, denominator: Fraction, cap: Fraction) -> int:
-    """How many more silent/abandoned calls the window can take before the cap is exceeded,
-    assuming each added call is also an answered call (it adds to both terms).
+def headroom(numerator: Fraction, denominator: Fraction, cap: Fraction, min_sample: int = 0) -> int:
+    """How many more silent/abandoned calls the window can take before its level becomes
+    `violation` (`assess`), assuming each added call is also an answered call (it adds 1 to
+    both terms).
 
-    Largest integer k ≥ 0 with (n + k) / (d + k) ≤ cap; 0 when already above. With cap ≥ 1
-    the window can never breach and the answer is unbounded: reported as -1.
+    From the minimum sample on: the largest integer k >= 0 with (n + k) / (d + k) <= cap;
+    0 when already above. Below it (an "insufficient" window) the cap is not yet judged and
+    the limit is the certain violation: k calls more while n + k <= cap × min_sample (in
+    `it`, 1 silent call of 1 answered leaves 2 more: a 4th silent call is a violation
+    whatever the denominator), or, if the added calls complete the sample first, the rate
+    bound from there on. 0 for a window already in violation. With cap >= 1 the window can
+    never breach and the answer is unbounded: reported as -1.
     """
     if cap >= 1:
         return -1
-    # (n + k) ≤ cap (d + k)  ⇔  k (1 − cap) ≤ cap·d − n
+    # (n + k) <= cap (d + k)  <=>  k (1 - cap) <= cap·d - n
     slack = cap * denominator - numerator
-    if slack < 0:
-        return 0
-    return int(slack / (1 - cap))
+    by_rate = -1 if slack < 0 else int(slack / (1 - cap))
+    if denominator >= min_sample and denominator > 0:
+        return max(by_rate, 0)
+    by_sample = cap * min_sample - numerator
+    if by_sample < 0:
+        return 0  # a certain violation already
+    certain = int(by_sample)  # floor: the numerator may be fractional (AMD estimate)
+    if denominator + certain < min_sample:
+        return certain
+    # The calls that complete the sample are safe (n + k <= cap × min_sample before it);
+    # after it the rate decides.
+    return max(int(math.ceil(min_sample - denominator)) - 1, by_rate)
 
 
 def effective_amd_ratio(campaign_ratio: Fraction, profile_ratio: Fraction) -> Fraction:
