@@ -82,6 +82,7 @@ CSV_COLUMNS = (
 # Rows of the violations' calls printed per alert, and of traced calls per campaign.
 PDF_CALLS_PER_ALERT = 20
 PDF_TRACED_CALLS = 200
+CHART_MAX_LABELS = 16
 
 
 def _cell(value: Any) -> str:
@@ -473,8 +474,8 @@ def _chart(campaign: CampaignReport) -> Drawing | None:
         if primary is None:
             continue
         cap, metric = float(primary.cap), primary.metric
-        value = 0.0 if primary.value is None else float(primary.value)
-        points.append((index, value * 100))
+        if primary.value is not None:  # a day without answered calls has no rate
+            points.append((index, float(primary.value) * 100))
     if not points or cap is None:
         return None
     width, height = 250 * mm, 70 * mm
@@ -494,11 +495,10 @@ def _chart(campaign: CampaignReport) -> Drawing | None:
     top = max(max(v for _, v in points), cap * 100) * 1.2
     plot.yValueAxis.valueMax = top
     plot.yValueAxis.labelTextFormat = "%.1f %%"
-    days = [campaign.days[i].date for i, _ in points]
-    plot.xValueAxis.valueSteps = [i for i, _ in points]
-    plot.xValueAxis.labelTextFormat = lambda i: days[[p for p, _ in points].index(int(i))].strftime(
-        "%m-%d"
-    )
+    labels = {i: campaign.days[i].date.strftime("%m-%d") for i, _ in points}
+    every = max(1, -(-len(points) // CHART_MAX_LABELS))  # at most CHART_MAX_LABELS labels
+    plot.xValueAxis.valueSteps = [i for i, _ in points][::every]
+    plot.xValueAxis.labelTextFormat = lambda i: labels.get(int(i), "")
     plot.xValueAxis.labels.fontSize = 6
     drawing.add(plot)
     drawing.add(

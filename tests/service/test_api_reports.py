@@ -311,3 +311,95 @@ async def test_an_unknown_call_is_404_and_the_campaign_is_required(api):  # noqa
     no_campaign = await api.client.get("/v1/calls/s-1", headers=viewer)
     assert no_campaign.status_code == 422
     assert "campaign_id" in no_campaign.text
+
+
+# --- uk and us: their own windows, every rule judged per day ----------------------------
+
+
+async def test_uk_report_days_are_london_days_with_both_rules_and_the_worst_24h(api):  # noqa: F811
+    await api.configure("uk-1", {"profile": "uk"})
+    d1 = datetime(2026, 1, 14, tzinfo=UTC)  # winter: London = UTC
+    await api.feed(
+        minute("uk-1", d1 + timedelta(hours=8), live=100, profile="uk"),
+        minute("uk-1", d1 + timedelta(hours=23), live=50, abandoned=4, profile="uk"),
+        minute("uk-1", d1 + timedelta(hours=25), live=50, abandoned=4, profile="uk"),
+        minute("uk-1", d1 + timedelta(hours=44), live=100, profile="uk"),
+    )
+    body = (
+        await _report(api, "json", **{"from": "2026-01-14T00:00:00Z", "to": "2026-01-16T00:00:00Z"})
+    ).json()
+    [campaign] = body["campaigns"]
+    assert (campaign["profile"], campaign["zone"], campaign["primary_rule"]) == (
+        "uk",
+        "Europe/London",
+        "uk-abandoned-rate-calendar-day",
+    )
+    # Each day: 4 abandoned of 150 = 2.67 %, a warning under both rules judged per day.
+    assert [
+        (d["date"], d["abandoned"], [(r["rule"], r["verdict"]) for r in d["rules"]])
+        for d in campaign["days"]
+    ] == [
+        (
+            day,
+            4,
+            [
+                ("uk-abandoned-rate-calendar-day", "warning"),
+                ("uk-abandoned-rate-sliding-24h", "warning"),
+            ],
+        )
+        for day in ("2026-01-14", "2026-01-15")
+    ]
+    # The regulator's windows are the compliance view's: two days and the worst 24 h
+    # (23:00 and 01:00 only: 8 of 100, a violation).
+    assert [(w["window"], w["verdict"]) for w in campaign["windows"]] == [
+        ("calendar_day", "warning"),
+        ("calendar_day", "warning"),
+        ("sliding_24h", "violation"),
+    ]
+
+
+async def test_us_report_has_its_30_day_periods_and_new_york_days(api):  # noqa: F811
+    await api.configure("us-1", {"profile": "us"})
+    start = datetime(2026, 1, 1, 15, 0, tzinfo=UTC)
+    await api.feed(
+        *(
+            minute("us-1", start + timedelta(days=day), live=40, abandoned=1, profile="us")
+            for day in range(0, 40, 5)
+        )
+    )
+    body = (
+        await _report(api, "pdf", **{"from": "2026-01-01T00:00:00Z", "to": "2026-03-01T00:00:00Z"})
+    ).content
+    text = " ".join(
+        " ".join(page.extract_text().split()) for page in pypdf.PdfReader(io.BytesIO(body)).pages
+    )
+    assert "Campaign us-1" in text and "America/New_York" in text
+    assert "Daily abandoned rate (us-abandoned-rate-period-30d)" in text
+    json_body = (
+        await _report(api, "json", **{"from": "2026-01-01T00:00:00Z", "to": "2026-03-01T00:00:00Z"})
+    ).json()
+    [campaign] = json_body["campaigns"]
+    periods = [(w["window"], w["start"], w["numerator"]) for w in campaign["windows"]]
+    # Anchored at the first bucket: days 0..25 (6 buckets), then days 30 and 35.
+    assert periods == [
+        ("period_30d", "2026-01-01T15:00:00Z", 6),
+        ("period_30d", "2026-01-31T15:00:00Z", 2),
+    ]
+    assert [d["date"] for d in campaign["days"]][:2] == ["2026-01-01", "2026-01-06"]
+
+
+async def test_a_year_of_days_renders_a_readable_chart(api):  # noqa: F811
+    start = datetime(2025, 1, 1, 10, 0, tzinfo=UTC)
+    await api.feed(
+        *(
+            minute("long", start + timedelta(days=day), live=30, silent=day % 3)
+            for day in range(365)
+        )
+    )
+    response = await _report(
+        api, "pdf", **{"from": "2025-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}
+    )
+    reader = pypdf.PdfReader(io.BytesIO(response.content))
+    text = " ".join(" ".join(page.extract_text().split()) for page in reader.pages)
+    assert "2025-12-31" in text  # the last day's row
+    assert "Daily silent rate" in text
