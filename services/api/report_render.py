@@ -469,20 +469,25 @@ def _chart(campaign: CampaignReport) -> Drawing | None:
     points = []
     cap = None
     metric = None
-    for index, day in enumerate(campaign.days):
+    labels: dict[int, str] = {}
+    first = campaign.days[0].date if campaign.days else None
+    for day in campaign.days:
         primary = _primary(campaign, day)
-        if primary is None:
+        if primary is None or first is None:
             continue
         cap, metric = float(primary.cap), primary.metric
         if primary.value is not None:  # a day without answered calls has no rate
-            points.append((index, float(primary.value) * 100))
+            # x is days since the first day: a gap of days without calls shows as one.
+            x = (day.date - first).days
+            points.append((x, float(primary.value) * 100))
+            labels[x] = day.date.strftime("%m-%d")
     if not points or cap is None:
         return None
     width, height = 250 * mm, 70 * mm
     drawing = Drawing(width, height)
     plot = LinePlot()
-    plot.x, plot.y = 15 * mm, 12 * mm
-    plot.width, plot.height = width - 25 * mm, height - 22 * mm
+    plot.x, plot.y = 20 * mm, 12 * mm
+    plot.width, plot.height = width - 30 * mm, height - 22 * mm
     cap_line = [(points[0][0], cap * 100), (points[-1][0], cap * 100)]
     if len(points) == 1:
         cap_line = [(points[0][0] - 0.5, cap * 100), (points[0][0] + 0.5, cap * 100)]
@@ -495,7 +500,6 @@ def _chart(campaign: CampaignReport) -> Drawing | None:
     top = max(max(v for _, v in points), cap * 100) * 1.2
     plot.yValueAxis.valueMax = top
     plot.yValueAxis.labelTextFormat = "%.1f %%"
-    labels = {i: campaign.days[i].date.strftime("%m-%d") for i, _ in points}
     every = max(1, -(-len(points) // CHART_MAX_LABELS))  # at most CHART_MAX_LABELS labels
     plot.xValueAxis.valueSteps = [i for i, _ in points][::every]
     plot.xValueAxis.labelTextFormat = lambda i: labels.get(int(i), "")
