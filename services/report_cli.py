@@ -72,7 +72,11 @@ def main(args: argparse.Namespace, *, transport: httpx.BaseTransport | None = No
     if not args.token:
         _say("--token (or CDRWATCH_REPORT_TOKEN) is required")
         return 2
-    params: list[tuple[str, str]] = [("from", args.start), ("to", args.end), ("format", fmt)]
+    params: list[tuple[str, str | int | float | bool | None]] = [
+        ("from", args.start),
+        ("to", args.end),
+        ("format", fmt),
+    ]
     params += [("campaign_id", campaign) for campaign in args.campaign]
     if args.tenant:
         params.append(("tenant", args.tenant))

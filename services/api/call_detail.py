@@ -95,10 +95,9 @@ async def call_detail(
         Fraction(str(campaign.amd_false_positive_ratio if campaign else 0)),
         profile.amd_false_positive_ratio,
     )
-    references = {
-        rule.id: rule.reference
-        for rule in (*profile.per_call_rules, *profile.lockouts, *profile.frequency_caps)
-    }
+    references: dict[str, str] = {r.id: r.reference for r in profile.per_call_rules}
+    references.update({r.id: r.reference for r in profile.lockouts})
+    references.update({r.id: r.reference for r in profile.frequency_caps})
     hours_rules = {r.id for r in profile.per_call_rules if r.check == "out_of_hours"}
     counts = _one_call_counts(call, hours_rules)
     counted: list[CountedFor] = []

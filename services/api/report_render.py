@@ -275,7 +275,7 @@ def _cover(report: ComplianceReport, styles: dict[str, ParagraphStyle]) -> list[
         ["Campaign", "Profile", "Profile reviewed", "Profile file SHA-256", "Zone", "Verdicts"]
     ]
     for campaign in report.campaigns:
-        verdicts = sorted({w.verdict for w in campaign.windows}) or ["no calls"]
+        verdicts: list[str] = sorted({w.verdict for w in campaign.windows}) or ["no calls"]
         rows.append(
             [
                 _p(campaign.campaign_id, styles["small"]),
@@ -466,7 +466,7 @@ def _traced_calls(campaign: CampaignReport, styles: dict[str, ParagraphStyle]) -
 
 def _chart(campaign: CampaignReport) -> Drawing | None:
     """The daily rate of the primary rule's metric against its cap (reportlab.graphics)."""
-    points = []
+    points: list[tuple[float, float]] = []
     cap = None
     metric = None
     labels: dict[int, str] = {}
@@ -488,7 +488,7 @@ def _chart(campaign: CampaignReport) -> Drawing | None:
     plot = LinePlot()
     plot.x, plot.y = 20 * mm, 12 * mm
     plot.width, plot.height = width - 30 * mm, height - 22 * mm
-    cap_line = [(points[0][0], cap * 100), (points[-1][0], cap * 100)]
+    cap_line: list[tuple[float, float]] = [(points[0][0], cap * 100), (points[-1][0], cap * 100)]
     if len(points) == 1:
         cap_line = [(points[0][0] - 0.5, cap * 100), (points[0][0] + 0.5, cap * 100)]
     plot.data = [points, cap_line]

@@ -140,8 +140,14 @@ async def compliance_report(
         await _campaign_report(store, tenant_id, campaign_id, start, end, default_profile)
         for campaign_id in ids
     ]
-    return ComplianceReport(
-        generated_at=now, from_=start, to=end, tenant_id=tenant_id, campaigns=reports
+    return ComplianceReport.model_validate(
+        {
+            "generated_at": now,
+            "from": start,
+            "to": end,
+            "tenant_id": tenant_id,
+            "campaigns": reports,
+        }
     )
 
 
@@ -324,7 +330,11 @@ def rule_sources(profile: Profile) -> list[RuleSource]:
         if key.startswith(_REVIEWED_PREFIX)
     }
     return [
-        RuleSource(key=key, source=source, reviewed=reviewed.get(key))
+        RuleSource(
+            key=key,
+            source=source,
+            reviewed=date.fromisoformat(reviewed[key]) if key in reviewed else None,
+        )
         for key, source in profile.sources.items()
         if not key.startswith(_REVIEWED_PREFIX)
     ]

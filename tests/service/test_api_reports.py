@@ -403,3 +403,23 @@ async def test_a_year_of_days_renders_a_readable_chart(api):  # noqa: F811
     text = " ".join(" ".join(page.extract_text().split()) for page in reader.pages)
     assert "2025-12-31" in text  # the last day's row
     assert "Daily silent rate" in text
+
+
+@pytest.mark.parametrize(
+    ("accept", "media"),
+    [
+        ("text/csv", "text/csv; charset=utf-8"),
+        ("application/pdf", "application/pdf"),
+        ("application/json", "application/json"),
+        ("*/*", "application/json"),
+    ],
+)
+async def test_without_format_the_accept_header_chooses(api, accept, media):  # noqa: F811
+    await _seed(api)
+    response = await api.client.get(
+        "/v1/reports/compliance",
+        params=PERIOD,
+        headers={**await api.token("compliance"), "Accept": accept},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == media

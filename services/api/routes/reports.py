@@ -40,12 +40,25 @@ _CONTENT: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _from_accept(accept: str) -> ReportFormat:
+    """The format an Accept header asks for (no q-values weighed: the first listed of
+    text/csv and application/pdf wins), else json."""
+    for media in accept.lower().split(","):
+        kind = media.split(";")[0].strip()
+        if kind == report_render.CSV_MEDIA_TYPE.split(";")[0]:
+            return "csv"
+        if kind == report_render.PDF_MEDIA_TYPE:
+            return "pdf"
+    return "json"
+
+
 def _default_profile(request: Request) -> str:
     return str(getattr(request.app.state.settings, "default_profile", compliance.DEFAULT_PROFILE))
 
 
 @router.get("/compliance", response_model=reports.ComplianceReport, responses=_CONTENT)
 async def get_compliance_report(
+    request: Request,
     principal: Compliance,
     store: StoreDep,
     clock: ClockDep,
@@ -59,7 +72,13 @@ async def get_compliance_report(
         list[IdText] | None,
         Query(description="Campaigns (repeat the parameter); default every campaign of the tenant"),
     ] = None,
-    format: Annotated[ReportFormat, Query(description="json, csv or pdf")] = "json",  # noqa: A002
+    format: Annotated[  # noqa: A002
+        ReportFormat | None,
+        Query(
+            description="json, csv or pdf; default from Accept (text/csv, application/pdf), "
+            "else json"
+        ),
+    ] = None,
     tenant: TenantQuery = None,
 ) -> Any:
     """Per campaign: the calendar days of the profile's zone (attempts, answered, answered
@@ -87,10 +106,11 @@ async def get_compliance_report(
         now=clock(),
         default_profile=default_profile,
     )
-    if format == "json":
+    chosen = format or _from_accept(request.headers.get("accept", ""))
+    if chosen == "json":
         return report
     stem = f"cdrwatch-compliance-{start:%Y%m%d}-{end:%Y%m%d}"
-    if format == "csv":
+    if chosen == "csv":
         body = report_render.render_csv(report)
         media, name = report_render.CSV_MEDIA_TYPE, f"{stem}.csv"
     else:
