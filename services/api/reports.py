@@ -29,7 +29,12 @@ from services.detector.core.compliance import evaluate_windows
 from services.detector.core.model import BucketCounts
 from services.detector.core.profiles import Profile, RateRule, load_profile
 from services.detector.core.rules import effective_amd_ratio
-from services.detector.core.windows import local_day_of, minute_of
+from services.detector.core.windows import (
+    local_day_bounds,
+    local_day_of,
+    minute_of,
+    minute_start,
+)
 
 # Traced calls listed per campaign; beyond it `calls_truncated` says so (the full list is
 # `GET /v1/calls`, paged).
@@ -234,10 +239,8 @@ def _days(
     )
     metrics = {rule.id: rule.metric for rule in rules}
     by_day: dict[date, list[DayRule]] = {}
-    bounds: dict[date, tuple[datetime, datetime]] = {}
     for verdict in verdicts:
         day = local_day_of(minute_of(verdict.start), profile.home_zone)
-        bounds[day] = (verdict.start, verdict.end)
         by_day.setdefault(day, []).append(
             DayRule(
                 rule=verdict.rule_id,
@@ -255,7 +258,8 @@ def _days(
     days = []
     for day, counts in totals.items():
         figures = counts.as_dict()
-        day_start, day_end = bounds.get(day, (start, end))
+        first, last = local_day_bounds(day, profile.home_zone)
+        day_start, day_end = minute_start(first), minute_start(last)
         days.append(
             ReportDay(
                 date=day,

@@ -423,3 +423,28 @@ async def test_without_format_the_accept_header_chooses(api, accept, media):  # 
     )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == media
+
+
+async def test_a_profile_without_rate_rules_still_has_its_paris_days(api):  # noqa: F811
+    await api.configure("fr-1", {"profile": "fr"})
+    # 2026-03-29: the spring DST change in Paris, a 23-hour day.
+    await api.feed(minute("fr-1", datetime(2026, 3, 29, 9, 0, tzinfo=UTC), live=7, profile="fr"))
+    body = (
+        await _report(api, "json", **{"from": "2026-03-28T00:00:00Z", "to": "2026-03-31T00:00:00Z"})
+    ).json()
+    [campaign] = body["campaigns"]
+    assert (campaign["primary_rule"], campaign["windows"]) == (None, [])
+    [day] = campaign["days"]
+    assert (day["date"], day["start"], day["end"], day["rules"]) == (
+        "2026-03-29",
+        "2026-03-28T23:00:00Z",
+        "2026-03-29T22:00:00Z",
+        [],
+    )
+    pdf = await _report(
+        api, "pdf", **{"from": "2026-03-28T00:00:00Z", "to": "2026-03-31T00:00:00Z"}
+    )
+    text = " ".join(
+        " ".join(p.extract_text().split()) for p in pypdf.PdfReader(io.BytesIO(pdf.content)).pages
+    )
+    assert "Campaign fr-1" in text and "No window holds calls." in text
