@@ -5,6 +5,7 @@
     cdrwatch simulate            simulated dialers posting CDRs to an ingest URL
     cdrwatch token create        a new bearer token (printed once, stored hashed)
     cdrwatch topics              create the Kafka topics on the configured broker
+    cdrwatch report              the compliance audit pack (json, csv, pdf) to a file
 
 Settings come from the environment (`CDRWATCH_*`, see services/common/settings.py); flags
 override the few that matter on a command line.
@@ -119,6 +120,10 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_import_parser(sub)
 
+    from services.report_cli import add_parser as add_report_parser
+
+    add_report_parser(sub)
+
     sub.add_parser(
         "topics",
         help="create the Kafka topics (idempotent)",
@@ -219,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.importer import main as import_main
 
         return import_main(args)
+    if command == "report":
+        from services.report_cli import main as report_main
+
+        return report_main(args)
     if command == "token":
         token = asyncio.run(_create_token(CommonSettings(), args.role, args.tenant))
         print(token)

@@ -28,7 +28,7 @@ from services.api.publisher import (
     KafkaCampaignPublisher,
     PublishUnavailable,
 )
-from services.api.routes import alerts, campaigns, dashboard, health
+from services.api.routes import alerts, campaigns, dashboard, health, reports
 from services.api.routes import calls as call_routes
 from services.api.store import AlertStore, InvalidCursor
 from services.common.archive import Archive, open_archive
@@ -143,7 +143,7 @@ def create_app(
     app.include_router(call_routes.router)
     if settings.serve_ingest:
         _mount_ingest(app, settings, registry, clock, archive)
-    for module in (health, campaigns, alerts, dashboard):
+    for module in (health, campaigns, alerts, reports, dashboard):
         app.include_router(module.router)
     dashboard.mount_static(app)
     harden_app(app, settings)

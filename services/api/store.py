@@ -961,6 +961,23 @@ class AlertStore:
             )
         return CallPage(items=items, next_cursor=next_cursor)
 
+    async def get_call(
+        self, call_id: str, *, tenant_id: str, campaign_id: str
+    ) -> TracedCall | None:
+        """One traced call of the tenant's campaign, or None (never traced, or purged)."""
+        query = sa.select(calls).where(
+            calls.c.tenant_id == tenant_id,
+            calls.c.campaign_id == campaign_id,
+            calls.c.call_id == call_id,
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return TracedCall.model_validate(
+            {name: getattr(row, name) for name in _CALL_KEY_AND_COLUMNS}
+        )
+
     async def purge_calls_older_than(self, retention: timedelta) -> int:
         """Delete traced calls more than `retention` older than their campaign's newest
         traced call (event time, like minute buckets). Returns how many."""

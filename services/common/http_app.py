@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from services.common.http_docs import install_docs
 from services.common.http_errors import install_validation_handler
+from services.common.http_openapi import document_openapi
 from services.common.http_security import HttpGuard
 from services.common.http_server import serve
 from services.common.settings import IngestSettings
@@ -22,11 +23,12 @@ DIALER_ROUTES = (
 
 
 def harden_app(app: FastAPI, settings: IngestSettings) -> None:
-    """Install the guard, the 422 handler and /docs on `app` (built with docs_url=None,
-    redoc_url=None). POST /v1/cdrs takes `max_body_bytes`, every other route
-    `http_max_body_bytes`."""
+    """Install the guard, the 422 handler, /docs and the completed OpenAPI
+    (services.common.http_openapi) on `app` (built with docs_url=None, redoc_url=None).
+    POST /v1/cdrs takes `max_body_bytes`, every other route `http_max_body_bytes`."""
     install_validation_handler(app)
     install_docs(app)
+    document_openapi(app)
     app.add_middleware(
         HttpGuard,
         default_max_body_bytes=settings.http_max_body_bytes,

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
-from schemas.cdr_v1 import CdrV1
 from services.common.auth import Principal
 from services.common.http_auth import require_role
+from services.common.http_openapi import CDR_SCHEMA_REF
 from services.ingest.basic_auth import require_role_basic_or_bearer
 from services.ingest.dialers import (
     FormatResult,
@@ -47,8 +47,10 @@ _RECORD_EXAMPLE = {
     "ended_at": "2026-03-02T10:17:00+01:00",
 }
 # The body is read and validated record by record (a bad record never costs its
-# neighbours), so FastAPI does not parse it: the schema is documented here, from CdrV1.
-_CDR_V1_SCHEMA = CdrV1.model_json_schema(mode="validation")
+# neighbours), so FastAPI does not parse it: the schema is documented here. The CdrV1
+# component, with the field reference (schemas.cdr_v1_fields), is added by
+# services.common.http_openapi.
+_CDR_V1_SCHEMA = {"$ref": CDR_SCHEMA_REF}
 _OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -58,7 +60,10 @@ _OPENAPI_BODY: dict[str, Any] = {
                 "example": [_RECORD_EXAMPLE],
             },
             "application/x-ndjson": {
-                "schema": {"type": "string", "description": "one CDR v1 object per line"}
+                "schema": {
+                    "type": "string",
+                    "description": "one CDR v1 object (the CdrV1 schema) per line",
+                }
             },
         },
     }

@@ -26,7 +26,7 @@ from fastapi import FastAPI
 
 from schemas.alert_v1 import AlertV1
 from schemas.stats_v1 import COUNT_FIELDS, stats_from_counts
-from services.api.consumer import alert_message, apply_messages, stats_message
+from services.api.consumer import alert_message, apply_messages, calls_message, stats_message
 from services.common.auth import ROLES, Principal, Role
 from services.common.http_security import BASIC_CHALLENGE, route_table
 from tests.service.http_apps import build_api, build_ingest, call
@@ -37,6 +37,7 @@ ATTEMPTS = {TENANT_A: 11, TENANT_B: 22}
 ALERT_OF = {TENANT_A: "alert-of-a", TENANT_B: "alert-of-b"}
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 RANGE = "from=2026-03-02T10:00:00Z&to=2026-03-02T10:01:00Z"
+CALL_OF = {TENANT_A: "call-of-a", TENANT_B: "call-of-b"}
 
 Tenancy = Literal[
     "public",  # no token needed; the same answer for everyone
@@ -48,6 +49,8 @@ Tenancy = Literal[
     "write",  # writes CDRs naming a tenant
     "freeswitch",  # writes one mod_json_cdr / mod_xml_cdr CDR naming a tenant (Basic or Bearer)
     "metrics",  # the api's Prometheus series
+    "call",  # reads one traced call of a campaign of the tenant named with ?tenant=
+    "report",  # the audit pack of the tenant named with ?tenant= (every campaign of it)
 ]
 
 
@@ -77,6 +80,8 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ("api", "GET", "/v1/alerts"): Rule("viewer", "list"),
     ("api", "GET", "/v1/alerts/{alert_id}"): Rule("viewer", "alert"),
     ("api", "GET", "/v1/calls"): Rule("viewer", "list"),
+    ("api", "GET", "/v1/calls/{call_id}"): Rule("viewer", "call"),
+    ("api", "GET", "/v1/reports/compliance"): Rule("compliance", "report"),
     ("api", "POST", "/v1/alerts/{alert_id}/ack"): Rule("compliance", "ack"),
     ("ingest", "GET", "/openapi.json"): PUBLIC,
     ("ingest", "HEAD", "/openapi.json"): PUBLIC,
@@ -233,6 +238,15 @@ def _alert(tenant: str) -> Any:
     )
 
 
+def _call(tenant: str) -> Any:
+    at = T0.isoformat()
+    return calls_message(
+        CAMPAIGN,
+        tenant,
+        [{"call_id": CALL_OF[tenant], "originated_at": at, "outcome": "silent", "rule_hits": []}],
+    )
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
     directory = tmp_path_factory.mktemp("auth-matrix")
@@ -244,6 +258,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
                 *(_window(tenant, "minute") for tenant in (TENANT_A, TENANT_B)),
                 *(_window(tenant, "cumulative") for tenant in (TENANT_A, TENANT_B)),
                 *(_alert(tenant) for tenant in (TENANT_A, TENANT_B)),
+                *(_call(tenant) for tenant in (TENANT_A, TENANT_B)),
             ],
         )
         tokens = {
@@ -257,6 +272,8 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def _path(route_path: str, rule: Rule, target: str) -> str:
     if rule.tenancy in ("alert", "ack"):
         return route_path.replace("{alert_id}", ALERT_OF[target])
+    if rule.tenancy == "call":
+        return route_path.replace("{call_id}", CALL_OF[target])
     if route_path in MOUNT_FILES:
         return MOUNT_FILES[route_path]
     if "{format_name}" in route_path:
@@ -304,6 +321,10 @@ def _request(
     """(query, body) of the request a case sends."""
     if rule.tenancy == "freeswitch":
         return "", _freeswitch_cdr(route_path, caller, target)
+    if rule.tenancy == "call":
+        return f"tenant={target}&campaign_id={CAMPAIGN}", None
+    if rule.tenancy == "report":
+        return f"tenant={target}&{RANGE}", None
     if rule.tenancy in ("campaign", "list"):
         return (
             f"tenant={target}&{RANGE}" if rule.tenancy == "campaign" else f"tenant={target}",
@@ -416,6 +437,23 @@ async def test_auth_matrix(world: World, route, rule: Rule, caller: Caller, targ
                 assert tenants == {target}, data
             else:
                 assert tenants <= {target}, data
+        case "call":
+            if refused:
+                assert answer.status == 404, text
+                _assert_no_data(text)
+            else:
+                assert answer.status == 200, text
+                assert (data["call_id"], data["tenant_id"]) == (CALL_OF[target], target)
+        case "report":
+            if refused:
+                assert answer.status == 404, text
+                _assert_no_data(text)
+            else:
+                assert answer.status == 200, text
+                assert data["tenant_id"] == target
+                [campaign] = data["campaigns"]
+                assert (campaign["campaign_id"], campaign["tenant_id"]) == (CAMPAIGN, target)
+                assert sum(day["attempts"] for day in campaign["days"]) == ATTEMPTS[target]
         case "alert":
             if refused:
                 assert answer.status == 404, text
@@ -464,7 +502,13 @@ async def test_auth_matrix(world: World, route, rule: Rule, caller: Caller, targ
 
 
 def _assert_no_data(text: str) -> None:
-    for secret in (*ALERT_OF.values(), "attempts", "tenant-b", "cdrwatch_campaign"):
+    for secret in (
+        *ALERT_OF.values(),
+        *CALL_OF.values(),
+        "attempts",
+        "tenant-b",
+        "cdrwatch_campaign",
+    ):
         assert secret not in text, text
 
 

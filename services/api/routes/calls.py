@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from schemas.call_v1 import CallOutcomeName
+from services.api import call_detail, compliance
 from services.api.deps import (
     Cursor,
+    DefaultTenant,
     IdText,
     Limit,
     OtherTenant,
@@ -20,6 +22,7 @@ from services.api.deps import (
     StoreDep,
     TenantQuery,
     Viewer,
+    campaign_tenant,
     list_tenant,
     query_error,
 )
@@ -27,6 +30,8 @@ from services.api.models import CallPage
 
 router = APIRouter(prefix="/v1/calls", tags=["calls"])
 CampaignIdQuery = Annotated[IdText | None, Query(max_length=128)]
+CallIdPath = Annotated[IdText, Path(min_length=1, max_length=128)]
+_NOT_FOUND = "no traced call with this id in the campaign"
 
 
 @router.get("", response_model=CallPage)
@@ -61,3 +66,42 @@ async def list_calls(
         cursor=cursor,
         limit=limit,
     )
+
+
+def _default_profile(request: Request) -> str:
+    return str(getattr(request.app.state.settings, "default_profile", compliance.DEFAULT_PROFILE))
+
+
+@router.get(
+    "/{call_id}",
+    response_model=call_detail.CallDetail,
+    responses={404: {"description": "No traced call with this id in the tenant's campaign"}},
+)
+async def get_call(
+    call_id: CallIdPath,
+    campaign_id: Annotated[IdText, Query(max_length=128, description="The call's campaign")],
+    principal: Viewer,
+    store: StoreDep,
+    default_tenant: DefaultTenant,
+    default_profile: Annotated[str, Depends(_default_profile)],
+    tenant: TenantQuery = None,
+) -> call_detail.CallDetail:
+    """One traced call (call ids are unique per tenant and campaign, so `campaign_id` is
+    required): its instants, outcome, dial mode, pseudonymised callee, the per-call rules
+    it broke with their references, and the regulatory windows of the campaign's rate
+    rules it counted for (numerator and denominator, or denominator only). Calls that
+    were neither silent, abandoned nor broke a per-call rule are not kept: 404."""
+    try:
+        scope = campaign_tenant(principal, tenant, default_tenant)
+    except OtherTenant:
+        raise HTTPException(404, detail=_NOT_FOUND) from None
+    try:
+        return await call_detail.call_detail(
+            store,
+            call_id,
+            tenant_id=scope,
+            campaign_id=campaign_id,
+            default_profile=default_profile,
+        )
+    except call_detail.CallNotFound:
+        raise HTTPException(404, detail=_NOT_FOUND) from None
