@@ -44,6 +44,7 @@ Tenancy = Literal[
     "list",  # lists the tenant named with ?tenant= (a bound token: its own only)
     "alert",  # reads one alert by id
     "ack",  # changes one alert by id
+    "note",  # adds a note to one alert by id
     "configure",  # changes one campaign of the tenant named (query or body)
     "write",  # writes CDRs naming a tenant
     "freeswitch",  # writes one mod_json_cdr / mod_xml_cdr CDR naming a tenant (Basic or Bearer)
@@ -78,6 +79,7 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ("api", "GET", "/v1/alerts/{alert_id}"): Rule("viewer", "alert"),
     ("api", "GET", "/v1/calls"): Rule("viewer", "list"),
     ("api", "POST", "/v1/alerts/{alert_id}/ack"): Rule("compliance", "ack"),
+    ("api", "POST", "/v1/alerts/{alert_id}/notes"): Rule("compliance", "note"),
     ("ingest", "GET", "/openapi.json"): PUBLIC,
     ("ingest", "HEAD", "/openapi.json"): PUBLIC,
     ("ingest", "GET", "/healthz"): PUBLIC,
@@ -247,7 +249,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
             ],
         )
         tokens = {
-            caller.name: await api.state.tokens.create(caller.role, caller.tenant)
+            caller.name: await api.state.tokens.create(caller.role, caller.tenant, caller.name)
             for caller in CALLERS
             if caller.kind == "token"
         }
@@ -255,7 +257,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def _path(route_path: str, rule: Rule, target: str) -> str:
-    if rule.tenancy in ("alert", "ack"):
+    if rule.tenancy in ("alert", "ack", "note"):
         return route_path.replace("{alert_id}", ALERT_OF[target])
     if route_path in MOUNT_FILES:
         return MOUNT_FILES[route_path]
@@ -311,7 +313,7 @@ def _request(
         )
     if rule.tenancy == "configure":
         return f"tenant={target}", orjson.dumps({"profile": "uk"})
-    if rule.tenancy == "ack":
+    if rule.tenancy in ("ack", "note"):
         return "", orjson.dumps({"note": "matrix"})
     if rule.tenancy == "write":
         # An unbound token writes the default tenant: its "own" record names none, its
@@ -338,6 +340,11 @@ async def _alert_ack(world: World, tenant: str) -> Any:
     return (alert.acknowledged_by, alert.acknowledged_at)
 
 
+async def _alert_notes(world: World, tenant: str) -> Any:
+    alert = await world.store.get_alert(ALERT_OF[tenant], tenant_id=tenant)
+    return alert.notes
+
+
 async def _campaign_profile(world: World, tenant: str) -> Any:
     page = await world.store.list_campaigns(tenant_id=tenant, cursor=None, limit=100)
     return [(c.campaign_id, c.profile) for c in page.items]
@@ -356,6 +363,8 @@ async def test_auth_matrix(world: World, route, rule: Rule, caller: Caller, targ
     before = None
     if rule.tenancy == "ack":
         before = await _alert_ack(world, TENANT_B)
+    if rule.tenancy == "note":
+        before = await _alert_notes(world, TENANT_B)
     if rule.tenancy == "configure":
         before = await _campaign_profile(world, TENANT_B)
     writes = rule.tenancy in ("write", "freeswitch")
@@ -430,6 +439,14 @@ async def test_auth_matrix(world: World, route, rule: Rule, caller: Caller, targ
             else:
                 assert answer.status == 200, text
                 assert data["acknowledged_by"] is not None
+        case "note":
+            if refused:
+                assert answer.status == 404, text
+                assert await _alert_notes(world, TENANT_B) == before  # B's alert untouched
+            else:
+                assert answer.status == 200, text
+                assert data["notes"][-1]["note"] == "matrix"
+                assert data["notes"][-1]["author"] == caller.name  # the token's name
         case "configure":
             if refused:
                 assert answer.status in (403, 404), text
