@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -31,6 +31,7 @@ from services.api.webhooks import (
     verify_signature,
 )
 from services.common.broker import free_port
+from tests.helpers import wait_until_async
 from tests.service.test_api_routes import FakeProfiles, FakePublisher, settings_for
 
 ALERT_ID = "it.silent_rate.cumulative:c1"
@@ -143,19 +144,6 @@ async def feed(app: Any, *alerts: AlertV1) -> None:
     await apply_messages(app.state.store, [alert_message(a) for a in alerts])
 
 
-async def until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
-    """Poll `condition` (sync or async) until it is true; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def register(app: Any, headers: dict, url: str, **body: Any) -> dict:
     answer = await app.state.test_client.post(
         "/v1/webhooks", json={"url": url, **body}, headers=headers
@@ -227,7 +215,11 @@ async def test_every_alert_change_reaches_a_real_receiver_signed(tmp_path):
         assert noted.status_code == 200
         await feed(app, alert(severity="violation", state="resolved", numerator=20, value=0.02))
 
-        await until(lambda: len(recv.at("/all")) >= 6 and len(recv.at("/acks")) >= 2, "6 + 2")
+        await wait_until_async(
+            lambda: len(recv.at("/all")) >= 6 and len(recv.at("/acks")) >= 2,
+            timeout=30,
+            message="6 + 2",
+        )
         got = recv.at("/all")
         assert all(r.signed for r in recv.requests)
         by_seq = sorted(got, key=lambda r: r.json["seq"])
@@ -260,7 +252,9 @@ async def test_every_alert_change_reaches_a_real_receiver_signed(tmp_path):
             items = await deliveries(app, admin, hook["id"])
             return len(items) == 6 and all(d["state"] == "delivered" for d in items)
 
-        await until(all_delivered, "every delivery recorded as delivered")
+        await wait_until_async(
+            all_delivered, timeout=30, message="every delivery recorded as delivered"
+        )
         items = await deliveries(app, admin, hook["id"])
         assert all(len(d["attempts"]) == 1 for d in items)
         assert all(d["attempts"][0]["status_code"] == 200 for d in items)
@@ -286,7 +280,7 @@ async def test_a_failing_receiver_gets_retries_then_dead_letter(tmp_path):
             done = await deliveries(app, admin, flaky["id"])
             return [d["state"] for d in dead + done] == ["dead", "delivered"]
 
-        await until(settled, "a dead and a delivered delivery")
+        await wait_until_async(settled, timeout=30, message="a dead and a delivered delivery")
         [dead] = await deliveries(app, admin, down["id"])
         assert [(a["attempt"], a["status_code"], a["error"]) for a in dead["attempts"]] == [
             (1, 500, "HTTP 500"),
@@ -316,14 +310,26 @@ async def test_a_receiver_that_never_answers_delays_neither_the_store_nor_others
         recv.secrets.update({"/hung": hung["secret"], "/fine": fine["secret"]})
         recv.hang.add("/hung")
         await feed(app, alert())
-        await until(lambda: recv.at("/hung") and recv.at("/fine"), "both receivers called")
+        await wait_until_async(
+            lambda: recv.at("/hung") and recv.at("/fine"),
+            timeout=30,
+            message="both receivers called",
+        )
         # the hung receiver holds its request open; alerts keep being stored and delivered
         await feed(app, alert(severity="violation", numerator=40, value=0.04))
         detail = await app.state.store.get_alert(ALERT_ID, tenant_id=None)
         assert detail.severity == "violation"
-        await until(lambda: len(recv.at("/fine")) == 2, "the second change at the fine receiver")
+        await wait_until_async(
+            lambda: len(recv.at("/fine")) == 2,
+            timeout=30,
+            message="the second change at the fine receiver",
+        )
         # its second delivery goes out beside the hung first one
-        await until(lambda: len(recv.at("/hung")) == 2, "the second change at the hung receiver")
+        await wait_until_async(
+            lambda: len(recv.at("/hung")) == 2,
+            timeout=30,
+            message="the second change at the hung receiver",
+        )
 
 
 async def test_a_restart_neither_loses_nor_resends_deliveries(tmp_path):
@@ -338,11 +344,15 @@ async def test_a_restart_neither_loses_nor_resends_deliveries(tmp_path):
                 items = await deliveries(app, admin, hook["id"])
                 return [d["state"] for d in items] == ["delivered", "delivered"]
 
-            await until(recorded, "two deliveries recorded before the restart")
+            await wait_until_async(
+                recorded, timeout=30, message="two deliveries recorded before the restart"
+            )
             # one more change whose tries fail: still pending when the api stops
             recv.script["/hook"] = [500]
             await feed(app, alert(severity="violation", numerator=41, value=0.041))
-            await until(lambda: len(recv.at("/hook")) >= 3, "a failing try")
+            await wait_until_async(
+                lambda: len(recv.at("/hook")) >= 3, timeout=30, message="a failing try"
+            )
         recv.script["/hook"] = [200]
 
         async with api_app(tmp_path, webhook_max_attempts=100) as app:
@@ -352,7 +362,9 @@ async def test_a_restart_neither_loses_nor_resends_deliveries(tmp_path):
                 items = await deliveries(app, admin, hook["id"])
                 return len(items) == 4 and all(d["state"] == "delivered" for d in items)
 
-            await until(all_delivered, "every delivery delivered after the restart")
+            await wait_until_async(
+                all_delivered, timeout=30, message="every delivery delivered after the restart"
+            )
             received = [r.json["seq"] for r in recv.at("/hook")]
             # 1, 2 and 4 exactly once; 3 until a try succeeded (after the restart)
             assert sorted(s for s in received if s != 3) == [1, 2, 4], received
@@ -418,11 +430,17 @@ async def test_webhooks_survive_a_restart_with_their_secret_and_cursor(tmp_path)
             admin = await bearer(app, "admin")
             hook = await register(app, admin, recv.url("/kept"))
             await feed(app, alert())
-            await until(lambda: recv.at("/kept"), "a delivery before the restart")
+            await wait_until_async(
+                lambda: recv.at("/kept"), timeout=30, message="a delivery before the restart"
+            )
         recv.secrets["/kept"] = hook["secret"]
         async with api_app(tmp_path) as app:
             listed = (await app.state.test_client.get("/v1/webhooks", headers=admin)).json()
             assert [w["id"] for w in listed["items"]] == [hook["id"]]
             await feed(app, alert(severity="violation", numerator=40, value=0.04))
-            await until(lambda: len(recv.at("/kept")) == 2, "a delivery after the restart")
+            await wait_until_async(
+                lambda: len(recv.at("/kept")) == 2,
+                timeout=30,
+                message="a delivery after the restart",
+            )
             assert recv.at("/kept")[-1].signed  # signed with the secret kept in the store
