@@ -591,9 +591,7 @@ class WebhookDispatcher:
                         for delivery in due:
                             task = asyncio.create_task(self._try(client, delivery))
                             in_flight[delivery.id] = task
-                            task.add_done_callback(
-                                lambda _, key=delivery.id: in_flight.pop(key, None)
-                            )
+                            task.add_done_callback(_forget(in_flight, delivery.id))
                     except Exception as exc:  # the database may be busy: next round
                         log.warning("webhook_dispatch_failed error=%r", exc)
                     await asyncio.sleep(self._policy.poll_seconds)
@@ -604,6 +602,7 @@ class WebhookDispatcher:
                     await asyncio.gather(*in_flight.values(), return_exceptions=True)
 
     async def _try(self, client: httpx.AsyncClient, delivery: DueDelivery) -> None:
+        """One try of `delivery`, recorded with the state it leaves the delivery in."""
         attempted_at = self._clock()
         timestamp = int(attempted_at.timestamp())
         headers = {
@@ -651,3 +650,12 @@ class WebhookDispatcher:
                 delivery.id,
                 error,
             )
+
+
+def _forget(
+    in_flight: dict[int, asyncio.Task[None]], key: int
+) -> Callable[[asyncio.Task[None]], None]:
+    def done(_: asyncio.Task[None]) -> None:
+        in_flight.pop(key, None)
+
+    return done
