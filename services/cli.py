@@ -4,6 +4,7 @@
     cdrwatch ingest | detector | api     one service in the foreground
     cdrwatch simulate            simulated dialers posting CDRs to an ingest URL
     cdrwatch token create        a new bearer token (printed once, stored hashed)
+    cdrwatch token list | revoke PREFIX      the tokens (never their secret); revoke one
     cdrwatch topics              create the Kafka topics on the configured broker
     cdrwatch report              the compliance audit pack (json, csv, pdf) to a file
 
@@ -117,6 +118,21 @@ def _parser() -> argparse.ArgumentParser:
         "--role", required=True, choices=("ingest", "viewer", "compliance", "admin")
     )
     create.add_argument("--tenant", default=None, help="bind the token to one tenant")
+    create.add_argument(
+        "--name", default=None, help='who holds it, e.g. "Giulia Rossi" (acks record it)'
+    )
+    tok_sub.add_parser(
+        "list",
+        help="list the tokens: prefix, name, role, tenant, created, revoked",
+        description="List every token; the secret is never stored, so never shown.",
+    )
+    revoke = tok_sub.add_parser(
+        "revoke",
+        help="revoke a token by its prefix",
+        description="Revoke the token(s) with this prefix (as `token list` shows it); "
+        "the api refuses it within its 30 s verification cache.",
+    )
+    revoke.add_argument("prefix", help="the token's prefix, e.g. cdrw_AbC1234")
 
     _add_import_parser(sub)
 
@@ -229,9 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return report_main(args)
     if command == "token":
-        token = asyncio.run(_create_token(CommonSettings(), args.role, args.tenant))
-        print(token)
-        return 0
+        return _token_command(args)
     if command == "topics":
         from services.common.kafka import ensure_topics
 
@@ -261,7 +275,48 @@ def _flags(**values: object) -> dict[str, object]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-async def _create_token(settings: CommonSettings, role: str, tenant: str | None) -> str:
+def _token_command(args: argparse.Namespace) -> int:
+    settings = CommonSettings()
+    action = args.token_command
+    if action == "create":
+        try:
+            token = asyncio.run(_create_token(settings, args.role, args.tenant, args.name))
+        except ValueError as exc:
+            print(f"cdrwatch token create: {exc}", file=sys.stderr)
+            return 2
+        print(token)
+        return 0
+    if action == "list":
+        print(_token_table(asyncio.run(_with_tokens(settings, lambda t: t.list_tokens()))))
+        return 0
+    revoked = asyncio.run(_with_tokens(settings, lambda t: t.revoke(args.prefix)))
+    if not revoked:
+        print(f"cdrwatch token revoke: no active token with prefix {args.prefix}", file=sys.stderr)
+        return 1
+    print(f"revoked {revoked} token(s) with prefix {args.prefix}")
+    return 0
+
+
+def _token_table(tokens: Sequence[Any]) -> str:
+    """`token list` as aligned columns; times in UTC to the second."""
+
+    def when(instant: Any) -> str:
+        return "-" if instant is None else instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    rows = [("PREFIX", "NAME", "ROLE", "TENANT", "CREATED", "REVOKED")]
+    rows += [
+        (t.prefix, t.name or "-", t.role, t.tenant_id or "-")
+        + (when(t.created_at), when(t.revoked_at))
+        for t in tokens
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+async def _with_tokens(settings: CommonSettings, action: Callable[[Any], Any]) -> Any:
     from services.common.auth import TokenStore
     from services.common.datadir import ensure_private_dir
     from services.common.db import create_engine, migrate
@@ -270,9 +325,19 @@ async def _create_token(settings: CommonSettings, role: str, tenant: str | None)
     engine = create_engine(settings.resolved_database_url())
     try:
         await migrate(engine)
-        return await TokenStore(engine).create(role, tenant)  # type: ignore[arg-type]
+        return await action(TokenStore(engine))
     finally:
         await engine.dispose()
+
+
+async def _create_token(
+    settings: CommonSettings, role: str, tenant: str | None, name: str | None = None
+) -> str:
+    token: str = await _with_tokens(
+        settings,
+        lambda tokens: tokens.create(role, tenant, name),
+    )
+    return token
 
 
 # -- cdrwatch up --------------------------------------------------------------------------

@@ -28,9 +28,10 @@ from services.api.publisher import (
     KafkaCampaignPublisher,
     PublishUnavailable,
 )
-from services.api.routes import alerts, campaigns, dashboard, health, reports
+from services.api.routes import alerts, campaigns, dashboard, health, reports, webhooks
 from services.api.routes import calls as call_routes
 from services.api.store import AlertStore, InvalidCursor
+from services.api.webhooks import DeliveryPolicy, WebhookDispatcher, WebhookStore
 from services.common.archive import Archive, open_archive
 from services.common.auth import TokenStore
 from services.common.datadir import ensure_private_dir
@@ -112,6 +113,10 @@ def create_app(
             if consumer_enabled:
                 app.state.consumer = consumer
                 stack.push_async_callback(_cancel, asyncio.create_task(consumer.run()))
+            if settings.webhooks_enabled:
+                policy = _delivery_policy(settings)
+                dispatcher = WebhookDispatcher(app.state.webhooks, policy, clock)
+                stack.push_async_callback(_cancel, asyncio.create_task(dispatcher.run()))
             retention = timedelta(days=settings.alert_retention_days)
             stack.push_async_callback(_cancel, asyncio.create_task(_purge(store, retention)))
             yield
@@ -128,6 +133,7 @@ def create_app(
     app.state.clock = clock
     app.state.store = store
     app.state.tokens = TokenStore(store.engine)
+    app.state.webhooks = WebhookStore(store.engine, clock)
     app.state.campaign_publisher = campaign_publisher
     app.state.profiles = profiles or DetectorProfiles()
     app.state.consumer = None  # set while the consumer runs; None: disabled
@@ -143,11 +149,22 @@ def create_app(
     app.include_router(call_routes.router)
     if settings.serve_ingest:
         _mount_ingest(app, settings, registry, clock, archive)
-    for module in (health, campaigns, alerts, reports, dashboard):
+    for module in (health, campaigns, alerts, reports, webhooks, dashboard):
         app.include_router(module.router)
     dashboard.mount_static(app)
     harden_app(app, settings)
     return app
+
+
+def _delivery_policy(settings: ApiSettings) -> DeliveryPolicy:
+    return DeliveryPolicy(
+        max_attempts=settings.webhook_max_attempts,
+        backoff_seconds=settings.webhook_backoff_seconds,
+        backoff_max_seconds=settings.webhook_backoff_max_seconds,
+        timeout_seconds=settings.webhook_timeout_seconds,
+        poll_seconds=settings.webhook_poll_seconds,
+        concurrency=settings.webhook_concurrency,
+    )
 
 
 def _mount_ingest(

@@ -128,12 +128,6 @@ def list_tenant(principal: Principal, tenant: str | None) -> str | None:
 DefaultTenant = Annotated[str, Depends(_default_tenant)]
 
 
-def token_prefix(request: Request) -> str:
-    """The caller's token prefix (as api_tokens.token_prefix stores it); call after auth."""
-    _, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip()[:12]
-
-
 def query_error(field: str, message: str, value: object = None) -> RequestValidationError:
     """A 422 shaped like FastAPI's own validation errors."""
     return RequestValidationError(

@@ -99,28 +99,58 @@ class CallPage(BaseModel):
     next_cursor: str | None
 
 
-class AlertTransition(BaseModel):
-    """One (state, severity) an alert entered, with its figures at that moment."""
+HistoryKind = Literal["opened", "updated", "resolved", "acknowledged", "note"]
 
+
+class AlertTransition(BaseModel):
+    """One change of an alert, in order (`seq`, the alert_history feed SSE and webhooks
+    deliver): `opened`, `updated` (severity or figures), `resolved`, `acknowledged` or
+    `note`, with the alert's state and figures at that moment; an ack or note names its
+    `author` (the token's name) and holds its `note`."""
+
+    seq: int
+    kind: HistoryKind
     state: Literal["firing", "resolved"]
     severity: Severity
     value: float | None
     numerator: float
     denominator: float
     recorded_at: Instant
+    author: str | None = None
+    note: str | None = None
+
+
+class AlertNote(BaseModel):
+    """A note on an alert (given with the ack or later), with its author and time."""
+
+    author: str
+    note: str
+    recorded_at: Instant
 
 
 class AlertDetail(AlertV1):
-    """An alert with its acknowledgement note and every transition it went through."""
+    """An alert with its acknowledgement note, its notes and every change it went
+    through. `acknowledged_by` is the acknowledging token's name (its prefix for a token
+    created without a name)."""
 
     ack_note: str | None = None
+    notes: list[AlertNote] = Field(default_factory=list)
     history: list[AlertTransition] = Field(default_factory=list)
+
+
+NoteText = Annotated[str, Field(max_length=2000)]
 
 
 class AckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    note: Annotated[str, Field(max_length=2000)] = ""
+    note: NoteText = ""
+
+
+class NoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: Annotated[str, Field(min_length=1, max_length=2000)]
 
 
 Number = int | float  # an int when the exact figure is integral, else its nearest float

@@ -41,6 +41,7 @@ from reportlab.platypus import (
 
 from schemas.instants import format_instant
 from schemas.stats_v1 import COUNT_FIELDS
+from services.api.models import AlertDetail
 from services.api.reports import CampaignReport, ComplianceReport, ReportDay
 
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
@@ -175,7 +176,7 @@ def _csv_rows(campaign: CampaignReport) -> Iterable[dict[str, Any]]:
             "opened_at": alert.opened_at,
             "acknowledged_by": alert.acknowledged_by,
             "acknowledged_at": alert.acknowledged_at,
-            "note": alert.ack_note,
+            "note": _notes_text(alert),
             "call_id": " ".join(alert.evidence.call_ids),
             "reference": alert.reference,
         }
@@ -401,7 +402,7 @@ def _violations(campaign: CampaignReport, styles: dict[str, ParagraphStyle]) -> 
                 f"{_cell(alert.window.start)} to {_cell(alert.window.end)}: "
                 f"{alert.numerator}/{alert.denominator} = {_percent(alert.value)} against "
                 f"{_percent(alert.threshold)}; {ack}"
-                + (f"; note: {alert.ack_note}" if alert.ack_note else ""),
+                + (f"; notes: {_notes_text(alert)}" if _notes_text(alert) else ""),
                 styles["body"],
             ),
         ]
@@ -516,3 +517,10 @@ def _chart(campaign: CampaignReport) -> Drawing | None:
         )
     )
     return drawing
+
+
+def _notes_text(alert: AlertDetail) -> str:
+    """Every note with its author and time (a note given with the ack is one of them)."""
+    if not alert.notes:
+        return alert.ack_note or ""
+    return " | ".join(f"{n.author}, {_cell(n.recorded_at)}: {n.note}" for n in alert.notes)

@@ -37,6 +37,7 @@ from schemas.stats_v1 import COUNT_FIELDS, StatsV1, stats_from_counts
 from services.api.clock import Clock, utc_now
 from services.api.models import (
     AlertDetail,
+    AlertNote,
     AlertPage,
     AlertTransition,
     CallPage,
@@ -328,7 +329,8 @@ class AlertStore:
     ) -> None:
         """Upsert alerts by id in arrival order; `items` are (alert, marked replayed).
 
-        A history row is added when (state, severity) changes. A replayed alert already
+        A history row is added when state, severity, value, numerator or denominator
+        changes (`_change_kind`); the same message again adds none. A replayed alert already
         held only refreshes its figures (value, numerator, denominator, evidence, window
         end): no history, and state, severity, opened_at, acks and notes stay."""
         if not items:
@@ -359,13 +361,16 @@ class AlertStore:
                 )
                 final[alert.id] = {**current, "body": body, "updated_at": now}
                 continue
-            if current is None or (current["state"], current["severity"]) != (
-                alert.state,
-                alert.severity,
-            ):
+            tenant = self._tenant(alert.tenant_id)
+            kind = _change_kind(current, alert)
+            if kind is not None:
                 history.append(
                     {
                         "alert_id": alert.id,
+                        "tenant_id": tenant,
+                        "campaign_id": alert.campaign_id,
+                        "rule": alert.rule,
+                        "kind": kind,
                         "state": alert.state,
                         "severity": alert.severity,
                         "value": alert.value,
@@ -374,7 +379,6 @@ class AlertStore:
                         "recorded_at": now,
                     }
                 )
-            tenant = self._tenant(alert.tenant_id)
             body = alert.model_dump(mode="json", exclude=set(_ACK_FIELDS))
             body["tenant_id"] = tenant
             opened_at = alert.opened_at
@@ -811,18 +815,74 @@ class AlertStore:
     async def ack(
         self, alert_id: str, *, by: str, note: str, tenant_id: str | None
     ) -> AlertDetail | None:
-        """Acknowledge an alert once; acknowledging it again changes nothing."""
+        """Acknowledge an alert once, by `by` (the token's name), with an optional note;
+        both go to the history. Acknowledging it again keeps the first ack; a note given
+        then is added as a note (`add_note`), so a first ack without one locks nothing out."""
         now = self._clock()
         async with self._engine.begin() as conn:
-            scope = [alerts.c.id == alert_id, alerts.c.acknowledged_at.is_(None)]
-            if tenant_id is not None:
-                scope.append(alerts.c.tenant_id == tenant_id)
-            await conn.execute(
-                alerts.update()
-                .where(*scope)
-                .values(acknowledged_by=by, acknowledged_at=now, ack_note=note)
-            )
+            row = await self._scoped_alert(conn, alert_id, tenant_id)
+            if row is None:
+                return None
+            if row.acknowledged_at is None:
+                await conn.execute(
+                    alerts.update()
+                    .where(alerts.c.id == alert_id, alerts.c.acknowledged_at.is_(None))
+                    .values(acknowledged_by=by, acknowledged_at=now, ack_note=note or None)
+                )
+                await self._record_event(conn, row, "acknowledged", by, note or None, now)
+            elif note:
+                await self._record_event(conn, row, "note", by, note, now)
             return await self._alert_detail(conn, alert_id, tenant_id)
+
+    async def add_note(
+        self, alert_id: str, *, by: str, note: str, tenant_id: str | None
+    ) -> AlertDetail | None:
+        """Add a note to an alert (acknowledged or not), kept with its author and time."""
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            row = await self._scoped_alert(conn, alert_id, tenant_id)
+            if row is None:
+                return None
+            await self._record_event(conn, row, "note", by, note, now)
+            return await self._alert_detail(conn, alert_id, tenant_id)
+
+    @staticmethod
+    async def _scoped_alert(
+        conn: AsyncConnection, alert_id: str, tenant_id: str | None
+    ) -> sa.Row[Any] | None:
+        query = sa.select(alerts).where(alerts.c.id == alert_id)
+        if tenant_id is not None:
+            query = query.where(alerts.c.tenant_id == tenant_id)
+        return (await conn.execute(query)).first()
+
+    @staticmethod
+    async def _record_event(
+        conn: AsyncConnection,
+        row: sa.Row[Any],
+        kind: str,
+        author: str,
+        note: str | None,
+        now: datetime,
+    ) -> None:
+        """A history row for an ack or note, with the alert's figures at that moment."""
+        body = row.body or {}
+        await conn.execute(
+            alert_history.insert().values(
+                alert_id=row.id,
+                tenant_id=row.tenant_id,
+                campaign_id=row.campaign_id,
+                rule=row.rule,
+                kind=kind,
+                state=row.state,
+                severity=row.severity,
+                value=body.get("value"),
+                numerator=body.get("numerator", 0),
+                denominator=body.get("denominator", 0),
+                recorded_at=now,
+                author=author,
+                note=note,
+            )
+        )
 
     async def _alert_detail(
         self, conn: AsyncConnection, alert_id: str, tenant_id: str | None
@@ -833,17 +893,23 @@ class AlertStore:
         row = (await conn.execute(query)).first()
         if row is None:
             return None
-        history = await conn.execute(
-            sa.select(alert_history)
-            .where(alert_history.c.alert_id == alert_id)
-            .order_by(alert_history.c.seq)
-        )
+        history = [
+            AlertTransition.model_validate(h, from_attributes=True)
+            for h in await conn.execute(
+                sa.select(alert_history)
+                .where(alert_history.c.alert_id == alert_id)
+                .order_by(alert_history.c.seq)
+            )
+        ]
         return AlertDetail.model_validate(
             {
                 **self._alert(row).model_dump(),
                 "ack_note": row.ack_note,
-                "history": [
-                    AlertTransition.model_validate(h, from_attributes=True) for h in history
+                "history": history,
+                "notes": [
+                    AlertNote(author=h.author or "", note=h.note, recorded_at=h.recorded_at)
+                    for h in history
+                    if h.note
                 ],
             }
         )
@@ -1089,6 +1155,21 @@ class AlertStore:
                 )
                 deleted_buckets += result.rowcount or 0
         return int(deleted_alerts or 0), deleted_buckets
+
+
+def _change_kind(current: Mapping[str, Any] | None, alert: AlertV1) -> str | None:
+    """The history kind of `alert` arriving over the `current` held row: "opened" for a
+    new alert or a resolved one firing again, "resolved", "updated" for any other change
+    of severity or figures, None when nothing the history keeps changed."""
+    if current is None:
+        return "opened"
+    if current["state"] != alert.state:
+        return "opened" if alert.state == "firing" else "resolved"
+    body = current["body"]
+    held = (current["severity"], body.get("value"), body.get("numerator"), body.get("denominator"))
+    if held != (alert.severity, alert.value, alert.numerator, alert.denominator):
+        return "updated"
+    return None
 
 
 _CALL_FACTS = (

@@ -39,6 +39,14 @@ _GRANTS: dict[str, frozenset[str]] = {
 class Principal:
     role: Role
     tenant_id: str | None
+    # Who holds the token (`token create --name`) and its public prefix; an ack or note
+    # records `name`, or the prefix for a token created without one.
+    name: str | None = None
+    token_prefix: str | None = None
+
+    @property
+    def author(self) -> str:
+        return self.name or self.token_prefix or self.role
 
     def can(self, required: Role) -> bool:
         return self.role in _GRANTS[required]
@@ -46,6 +54,21 @@ class Principal:
     def sees_tenant(self, tenant_id: str | None) -> bool:
         """A tenant-bound token sees only its tenant; an unbound one sees all."""
         return self.tenant_id is None or self.tenant_id == tenant_id
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A token as `cdrwatch token list` shows it: never the secret nor its hash."""
+
+    prefix: str
+    name: str | None
+    role: str
+    tenant_id: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+MAX_NAME_LENGTH = 200
 
 
 def hash_token(token: str) -> str:
@@ -60,9 +83,15 @@ class TokenStore:
         self._ttl = cache_ttl_seconds
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
-    async def create(self, role: Role, tenant_id: str | None = None) -> str:
+    async def create(
+        self, role: Role, tenant_id: str | None = None, name: str | None = None
+    ) -> str:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+        if name is not None:
+            name = name.strip()
+            if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
+                raise ValueError(f"a token name is 1 to {MAX_NAME_LENGTH} printable characters")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         async with self._engine.begin() as conn:
             await conn.execute(
@@ -71,10 +100,25 @@ class TokenStore:
                     token_prefix=token[:12],
                     role=role,
                     tenant_id=tenant_id,
+                    name=name,
                     created_at=datetime.now(UTC),
                 )
             )
         return token
+
+    async def list_tokens(self) -> list[TokenInfo]:
+        """Every token, oldest first, revoked ones included."""
+        query = sa.select(
+            api_tokens.c.token_prefix,
+            api_tokens.c.name,
+            api_tokens.c.role,
+            api_tokens.c.tenant_id,
+            api_tokens.c.created_at,
+            api_tokens.c.revoked_at,
+        ).order_by(api_tokens.c.created_at, api_tokens.c.token_prefix)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [TokenInfo(*row) for row in rows]
 
     async def verify(self, token: str) -> Principal | None:
         """The token's principal, or None for an unknown or revoked token."""
@@ -86,12 +130,24 @@ class TokenStore:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    sa.select(api_tokens.c.role, api_tokens.c.tenant_id).where(
-                        api_tokens.c.token_hash == digest, api_tokens.c.revoked_at.is_(None)
-                    )
+                    sa.select(
+                        api_tokens.c.role,
+                        api_tokens.c.tenant_id,
+                        api_tokens.c.name,
+                        api_tokens.c.token_prefix,
+                    ).where(api_tokens.c.token_hash == digest, api_tokens.c.revoked_at.is_(None))
                 )
             ).first()
-        principal = Principal(role=row.role, tenant_id=row.tenant_id) if row else None
+        principal = (
+            Principal(
+                role=row.role,
+                tenant_id=row.tenant_id,
+                name=row.name,
+                token_prefix=row.token_prefix,
+            )
+            if row
+            else None
+        )
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (now + self._ttl, principal)

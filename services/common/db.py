@@ -64,6 +64,8 @@ api_tokens = sa.Table(
     sa.Column("tenant_id", sa.String(200), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    # Who holds the token ("Giulia Rossi"); an ack records it. Migration 3; None before.
+    sa.Column("name", sa.String(200), nullable=True),
 )
 
 # --- api store (services/api/store.py) ---------------------------------------------------
@@ -112,7 +114,12 @@ alerts = sa.Table(
     sa.Index("ix_alerts_tenant_campaign", "tenant_id", "campaign_id"),
 )
 
-# Every (state, severity) an alert entered, in arrival order: a row only when it changes.
+# The ordered feed of alert changes (`seq`): a row for every change of state, severity or
+# figures (value, numerator, denominator) and for every acknowledgement and note, each
+# with the alert's figures at that moment. SSE and webhooks deliver from it.
+# `kind`: opened | updated | resolved | acknowledged | note; `author` and `note` are the
+# acknowledging/noting token's name and text. Columns after `recorded_at`: migration 3.
+HISTORY_KINDS = ("opened", "updated", "resolved", "acknowledged", "note")
 alert_history = sa.Table(
     "alert_history",
     metadata,
@@ -124,6 +131,12 @@ alert_history = sa.Table(
     sa.Column("numerator", sa.Float, nullable=False),
     sa.Column("denominator", sa.Float, nullable=False),
     sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.Column("tenant_id", sa.String(200), nullable=True),
+    sa.Column("campaign_id", sa.String(200), nullable=True),
+    sa.Column("rule", sa.String(120), nullable=True),
+    sa.Column("kind", sa.String(20), nullable=False, server_default="updated"),
+    sa.Column("author", sa.String(200), nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
 )
 
 
@@ -202,7 +215,59 @@ alert_aliases = sa.Table(
     sa.Column("alert_id", sa.String(80), nullable=False),
 )
 
-SCHEMA_VERSION = 2
+# --- webhooks (services/api/webhooks.py) -------------------------------------------------
+
+# A receiver of a tenant's alert changes (tenant None: every tenant's, for an unbound
+# admin). `cursor_seq` is the last alert_history seq turned into deliveries: advanced in
+# the transaction that inserts them, so a restart neither loses nor repeats a change.
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=True),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("secret", sa.String(200), nullable=False),  # signs bodies: kept in clear
+    sa.Column("events", sa.JSON, nullable=True),  # history kinds delivered; None: all
+    sa.Column("description", sa.String(200), nullable=True),
+    sa.Column("cursor_seq", sa.BigInteger, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+# One alert change to one webhook: `pending` (next try at next_attempt_at), `delivered`
+# (a 2xx) or `dead` (the last retry failed). `body` is the exact JSON sent on every try.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("webhook_id", sa.String(40), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("alert_id", sa.String(80), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("idempotency_key", sa.String(200), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("webhook_id", "seq", name="uq_webhook_deliveries_webhook_seq"),
+    sa.Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+)
+
+# Every try of a delivery: the HTTP status (None: no answer) or the error.
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.Integer, nullable=False, index=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("attempted_at", UtcDateTime, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.String(500), nullable=True),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+)
+
+SCHEMA_VERSION = 3
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 
 
@@ -253,9 +318,43 @@ async def _tenant_keys(conn: AsyncConnection) -> None:
         await conn.exec_driver_sql(f"ALTER TABLE {table.name}_v2 RENAME TO {table.name}")
 
 
+async def _names_and_full_history(conn: AsyncConnection) -> None:
+    """Version 3: tokens carry a name; history rows carry their alert's tenant, campaign
+    and rule, a kind, and the author and text of an ack or note. Existing rows: a token
+    has no name; an alert's first history row is "opened", a later one "resolved" or
+    "updated" by its state."""
+    await conn.exec_driver_sql("ALTER TABLE api_tokens ADD COLUMN name VARCHAR(200)")
+    for ddl in (
+        "tenant_id VARCHAR(200)",
+        "campaign_id VARCHAR(200)",
+        "rule VARCHAR(120)",
+        "kind VARCHAR(20) NOT NULL DEFAULT 'updated'",
+        "author VARCHAR(200)",
+        "note TEXT",
+    ):
+        await conn.exec_driver_sql(f"ALTER TABLE alert_history ADD COLUMN {ddl}")
+
+    def of_alert(column: sa.Column[Any]) -> Any:
+        return sa.select(column).where(alerts.c.id == alert_history.c.alert_id).scalar_subquery()
+
+    first = sa.select(sa.func.min(alert_history.c.seq)).group_by(alert_history.c.alert_id)
+    await conn.execute(
+        alert_history.update().values(
+            tenant_id=of_alert(alerts.c.tenant_id),
+            campaign_id=of_alert(alerts.c.campaign_id),
+            rule=of_alert(alerts.c.rule),
+            kind=sa.case(
+                (alert_history.c.seq.in_(first), "opened"),
+                (alert_history.c.state == "resolved", "resolved"),
+                else_="updated",
+            ),
+        )
+    )
+
+
 # version reached -> step that brings a database from version-1 to it (create_all covers
 # the newest version of a new database).
-_MIGRATIONS: dict[int, Migration] = {2: _tenant_keys}
+_MIGRATIONS: dict[int, Migration] = {2: _tenant_keys, 3: _names_and_full_history}
 
 
 def create_engine(url: str) -> AsyncEngine:

@@ -128,3 +128,13 @@ class ApiSettings(IngestSettings):
     # The api also serves POST /v1/cdrs (the ingest routes) so that one URL does all of
     # SPEC's HTTP API; a separate ingest process scales the write path on its own.
     serve_ingest: bool = True
+    # Webhooks (services/api/webhooks.py): delivered by a background task of the api from
+    # the alert_history feed. A failed try is retried after backoff, 2 × backoff, 4 × ...
+    # (capped at backoff_max) until max_attempts tries, then the delivery is dead.
+    webhooks_enabled: bool = True
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_backoff_seconds: float = Field(default=2.0, gt=0, le=3600)
+    webhook_backoff_max_seconds: float = Field(default=3600.0, gt=0, le=86400)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    webhook_concurrency: int = Field(default=16, ge=1, le=1000)

@@ -4,7 +4,9 @@
     /readyz is 503; `up` restarts the broker, replays the archive, and every CDR accepted
     before is counted exactly once afterwards; new CDRs are accepted again.
 (b) Ctrl-C and start again on the same data directory: tokens, campaign settings, alerts
-    with their history, acknowledgements and notes, and stats answer identically.
+    with their history, acknowledgements and notes, webhooks with their deliveries, and
+    stats answer identically; a webhook receiver got every alert change once, signed, and
+    nothing again after the restart.
 
 Each test runs a stack of its own (it kills or restarts it)."""
 
@@ -15,15 +17,18 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from services.api.webhooks import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify_signature
 from services.common.broker import free_port
 from tests.e2e.conftest import _alive, _pids, _read_banner
 from tests.helpers import wait_until
@@ -187,15 +192,66 @@ def test_kill_9_of_the_broker_is_survived_with_every_accepted_cdr_counted_once(
 
 
 def snapshot(stack: UpProcess) -> dict[str, Any]:
-    """What a user sees: stats, campaigns, alerts and each alert with its history."""
+    """What a user sees: stats, campaigns, alerts and each alert with its history,
+    webhooks and every delivery with its tries."""
     with stack.client("admin") as admin:
         alerts = admin.get("/v1/alerts").json()
+        webhooks = admin.get("/v1/webhooks").json()
         return {
             "stats": admin.get(f"/v1/campaigns/{CAMPAIGN}/stats", params=RANGE).json(),
             "campaigns": admin.get("/v1/campaigns").json(),
             "alerts": alerts,
             "details": [admin.get(f"/v1/alerts/{a['id']}").json() for a in alerts["items"]],
+            "webhooks": webhooks,
+            "deliveries": [
+                admin.get(f"/v1/webhooks/{w['id']}/deliveries", params={"limit": 1000}).json()
+                for w in webhooks["items"]
+            ],
         }
+
+
+class WebhookReceiver:
+    """An HTTP receiver on 127.0.0.1 (a thread) that keeps every request it gets."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        received = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server hook
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                received.append((dict(self.headers), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+def _settled(admin: httpx.Client, receiver: WebhookReceiver) -> bool:
+    """Every history row of every alert delivered to the receiver and recorded so."""
+    changes = sum(
+        len(admin.get(f"/v1/alerts/{a['id']}").json()["history"])
+        for a in admin.get("/v1/alerts").json()["items"]
+    )
+    [hook] = admin.get("/v1/webhooks").json()["items"]
+    return changes > 0 and hook["deliveries"] == {"pending": 0, "delivered": changes, "dead": 0}
 
 
 def differences(before: Any, after: Any, path: str = "") -> list[str]:
@@ -222,11 +278,14 @@ def differences(before: Any, after: Any, path: str = "") -> list[str]:
 
 
 def test_a_restart_on_the_same_data_directory_loses_nothing(
-    data_dir: Path, stacks: list[UpProcess]
+    data_dir: Path, stacks: list[UpProcess], webhook_receiver: WebhookReceiver
 ) -> None:
     first = UpProcess(data_dir)
     stacks.append(first)
     with first.client("admin") as admin, first.client("ingest", first.ingest_url) as ingest:
+        hook = admin.post("/v1/webhooks", json={"url": webhook_receiver.url})
+        assert hook.status_code == 201, hook.text
+        secret = hook.json()["secret"]
         configured = admin.put(
             f"/v1/campaigns/{CAMPAIGN}", json={"profile": "uk", "amd_false_positive_ratio": 0.1}
         )
@@ -240,8 +299,12 @@ def test_a_restart_on_the_same_data_directory_loses_nothing(
         )
         acked = admin.post(f"/v1/alerts/{firing[0]['id']}/ack", json={"note": "called the BPO"})
         assert acked.status_code == 200, acked.text
+        noted = admin.post(f"/v1/alerts/{firing[0]['id']}/notes", json={"note": "paced down"})
+        assert noted.status_code == 200, noted.text
         time.sleep(1.5)  # let the last stats and alert updates land
+        wait_until(lambda: _settled(admin, webhook_receiver), timeout=30)
     before = snapshot(first)
+    delivered_before = len(webhook_receiver.requests)
     tokens = dict(first.tokens)
     assert first.stop(signal.SIGINT) == 0
 
@@ -264,4 +327,13 @@ def test_a_restart_on_the_same_data_directory_loses_nothing(
     after = latest[0]
     assert after["campaigns"]["items"][0]["profile"] == "uk"
     assert any(a["ack_note"] == "called the BPO" for a in after["details"])
+    # every alert change reached the receiver once, signed; none again after the restart
+    keys = [headers[IDEMPOTENCY_HEADER] for headers, _ in webhook_receiver.requests]
+    assert len(keys) == len(set(keys)) == delivered_before
+    assert all(
+        verify_signature(secret, headers[SIGNATURE_HEADER], body, time.time(), 3600)
+        for headers, body in webhook_receiver.requests
+    )
+    events = {headers["X-Cdrwatch-Event"] for headers, _ in webhook_receiver.requests}
+    assert {"opened", "acknowledged", "note"} <= events
     assert second.stop() == 0

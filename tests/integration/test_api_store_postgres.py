@@ -64,3 +64,61 @@ async def test_blank_engine_is_postgresql_and_empty(blank_engine):
 
 async def test_postgres_is_the_dialect_under_test(store):
     assert store.engine.dialect.name == "postgresql"
+
+
+async def test_webhook_queue_and_tries_on_postgresql(store, clock):
+    """The webhook store's SQL on PostgreSQL: queue from the history feed once, due
+    deliveries, tries kept, a tenant's scope, delete with everything it holds."""
+    from datetime import timedelta
+
+    from services.api.webhooks import WebhookCreate, WebhookStore
+
+    hooks = WebhookStore(store.engine, clock)
+    acme = await hooks.create(WebhookCreate(url="http://127.0.0.1:9/acme"), "acme")
+    acks = await hooks.create(
+        WebhookCreate(url="http://127.0.0.1:9/acks", events=["acknowledged"]), None
+    )
+    await store_cases.feed(
+        store,
+        store_cases.alert(tenant="acme"),
+        store_cases.alert(tenant="acme", severity="violation"),
+        store_cases.alert("g1", tenant="globex"),
+    )
+    alert_id = "it.silent_rate.cumulative:c1"
+    await store.ack(alert_id, by="Giulia Rossi", note="", tenant_id="acme")
+    assert await hooks.enqueue() == 4  # acme: its 3 changes; acks: the one ack
+    assert await hooks.enqueue() == 0
+    due = await hooks.due(exclude=set(), limit=10)
+    assert sorted(d.kind for d in due) == ["acknowledged", "acknowledged", "opened", "updated"]
+    mine = [d for d in due if d.webhook_id == acme.id]
+    assert [d.idempotency_key.rsplit(":", 1)[0] for d in mine] == [alert_id] * 3
+    first, second = mine[0], mine[1]
+    await hooks.record_try(
+        first,
+        attempted_at=clock(),
+        status_code=500,
+        error="HTTP 500",
+        duration_ms=1.5,
+        state="pending",
+        next_attempt_at=clock() + timedelta(minutes=1),
+    )
+    await hooks.record_try(
+        second,
+        attempted_at=clock(),
+        status_code=204,
+        error=None,
+        duration_ms=1.0,
+        state="delivered",
+        next_attempt_at=None,
+    )
+    assert {d.id for d in await hooks.due(exclude=set(), limit=10)} == {
+        d.id for d in due if d.id not in (first.id, second.id)
+    }
+    page = await hooks.deliveries(acme.id, "acme")
+    states = {d.id: (d.state, [a.status_code for a in d.attempts]) for d in page.items}
+    assert states[first.id] == ("pending", [500]) and states[second.id] == ("delivered", [204])
+    assert await hooks.deliveries(acme.id, "globex") is None
+    assert (await hooks.get(acme.id, None)).deliveries == {"pending": 2, "delivered": 1, "dead": 0}
+    assert {w.id for w in (await hooks.list_webhooks(None)).items} == {acme.id, acks.id}
+    assert await hooks.delete(acme.id, "acme")
+    assert await hooks.get(acme.id, None) is None

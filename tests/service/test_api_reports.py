@@ -71,7 +71,10 @@ async def _seed(api) -> None:  # noqa: F811
     response = await api.client.post(
         f"/v1/alerts/{ALERT_ID}/ack",
         json={"note": "dialer pacing lowered, Giulia"},
-        headers=await api.token("compliance"),
+        headers={
+            "Authorization": "Bearer "
+            + await api.app.state.tokens.create("compliance", name="Giulia Rossi")
+        },
     )
     assert response.status_code == 200, response.text
 
@@ -149,7 +152,11 @@ async def test_json_report_has_days_windows_alerts_calls_and_sources(api):  # no
     assert alert["id"] == ALERT_ID
     assert alert["ack_note"] == "dialer pacing lowered, Giulia"
     assert alert["acknowledged_at"] is not None
-    assert [h["state"] for h in alert["history"]] == ["firing"]
+    assert [(h["kind"], h["state"]) for h in alert["history"]] == [
+        ("opened", "firing"),
+        ("acknowledged", "firing"),
+    ]
+    assert [n["note"] for n in alert["notes"]] == ["dialer pacing lowered, Giulia"]
     assert [(c["call_id"], c["outcome"], c["rule_hits"]) for c in campaign["calls"]] == [
         ("s-1", "silent", ["it-silent-release"]),
         ("s-2", "silent", []),
@@ -206,7 +213,7 @@ async def test_csv_is_one_flat_utf8_table_with_a_bom(api):  # noqa: F811
     [alert] = by_record["alert"]
     assert (alert["alert_id"], alert["note"], alert["call_id"]) == (
         ALERT_ID,
-        "dialer pacing lowered, Giulia",
+        "Giulia Rossi, 2026-06-01T12:00:00Z: dialer pacing lowered, Giulia",
         "s-2 s-missing",
     )
     assert [r["call_id"] for r in by_record["call"]] == ["s-1", "s-2", "w-1"]
@@ -229,7 +236,7 @@ async def test_pdf_renders_and_reads_back(api):  # noqa: F811
         "8.00 %",  # day 2's
         "Daily silent rate (it-silent-rate-cumulative) against the cap 3.00 %",
         "VIOLATION it-silent-rate-cumulative",
-        "note: dialer pacing lowered, Giulia",
+        "notes: Giulia Rossi, 2026-06-01T12:00:00Z: dialer pacing lowered, Giulia",
         "s-2",
         "(not traced in the period)",  # s-missing: evidence without a traced row
         "it-long-silent-wait",

@@ -469,12 +469,13 @@ async def test_alert_detail_history_and_ack(api):
     path = "/v1/alerts/it.silent_rate.cumulative:c1"
     detail = (await api.client.get(path, headers=await api.token("viewer"))).json()
     assert [h["severity"] for h in detail["history"]] == ["warning", "violation"]
+    assert [h["kind"] for h in detail["history"]] == ["opened", "updated"]
     assert detail["acknowledged_by"] is None
 
     acked = await api.client.post(f"{path}/ack", json={"note": "BPO told"}, headers=compliance)
     assert acked.status_code == 200
     body = acked.json()
-    assert body["acknowledged_by"] == token[:12]
+    assert body["acknowledged_by"] == token[:12]  # a token created without a name
     assert body["acknowledged_at"] == "2026-03-03T09:30:15Z"
     assert body["ack_note"] == "BPO told"
 
@@ -482,6 +483,7 @@ async def test_alert_detail_history_and_ack(api):
     again = await api.client.post(f"{path}/ack", json={"note": "again"}, headers=compliance)
     assert again.json()["acknowledged_at"] == "2026-03-03T09:30:15Z"
     assert again.json()["ack_note"] == "BPO told"
+    assert [n["note"] for n in again.json()["notes"]] == ["BPO told", "again"]
     no_body = await api.client.post(f"{path}/ack", headers=await api.token("admin"))
     assert no_body.status_code == 200
 
@@ -489,6 +491,40 @@ async def test_alert_detail_history_and_ack(api):
     assert missing.status_code == 404
     too_long = await api.client.post(f"{path}/ack", json={"note": "x" * 2001}, headers=compliance)
     assert too_long.status_code == 422
+
+
+async def test_an_ack_records_the_token_name_and_notes_follow_later(api):
+    await api.feed(alert("c1", severity="violation"))
+    path = "/v1/alerts/it.silent_rate.cumulative:c1"
+    giulia = await api.app.state.tokens.create("compliance", None, "Giulia Rossi")
+    marco = await api.app.state.tokens.create("admin", None, "Marco Bianchi")
+    as_giulia = {"Authorization": f"Bearer {giulia}"}
+    as_marco = {"Authorization": f"Bearer {marco}"}
+
+    acked = await api.client.post(f"{path}/ack", headers=as_giulia)  # no note
+    assert acked.status_code == 200
+    assert (acked.json()["acknowledged_by"], acked.json()["notes"]) == ("Giulia Rossi", [])
+    api.clock.now += timedelta(minutes=5)
+    noted = await api.client.post(f"{path}/notes", json={"note": "BPO called"}, headers=as_marco)
+    assert noted.status_code == 200
+    assert noted.json()["notes"] == [
+        {"author": "Marco Bianchi", "note": "BPO called", "recorded_at": "2026-03-03T09:35:15Z"}
+    ]
+    detail = (await api.client.get(path, headers=await api.token("viewer"))).json()
+    assert [(h["kind"], h["author"]) for h in detail["history"]] == [
+        ("opened", None),
+        ("acknowledged", "Giulia Rossi"),
+        ("note", "Marco Bianchi"),
+    ]
+    assert detail["acknowledged_by"] == "Giulia Rossi"
+
+    viewer = await api.token("viewer")
+    refused = await api.client.post(f"{path}/notes", json={"note": "x"}, headers=viewer)
+    assert refused.status_code == 403
+    empty = await api.client.post(f"{path}/notes", json={"note": ""}, headers=as_marco)
+    assert empty.status_code == 422
+    unknown = await api.client.post("/v1/alerts/nope/notes", json={"note": "x"}, headers=as_marco)
+    assert unknown.status_code == 404
 
 
 async def test_tenant_bound_tokens_see_only_their_alerts(api):

@@ -4,8 +4,10 @@ tests run against PostgreSQL in tests/integration/test_api_store_postgres.py).""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from schemas.alert_v1 import AlertV1
 from schemas.stats_v1 import COUNT_FIELDS, stats_from_counts
@@ -151,7 +153,7 @@ async def test_same_bucket_twice_in_one_batch_keeps_the_last(store):
     assert await store.sum_stats("c1", T0, T0 + MINUTE) == counts(attempts=4)
 
 
-async def test_alert_is_upserted_by_id_and_each_transition_recorded_once(store, clock):
+async def test_alert_is_upserted_by_id_and_each_change_recorded_once(store, clock):
     await feed(store, alert(severity="warning", numerator=25))
     await feed(store, alert(severity="warning", numerator=25))  # identical re-publish
     await feed(store, alert(severity="warning", numerator=26))  # value moves, same state
@@ -166,16 +168,24 @@ async def test_alert_is_upserted_by_id_and_each_transition_recorded_once(store, 
         ("it.silent_rate.cumulative:c1", "violation", "resolved", 20)
     ]
     detail = await store.get_alert("it.silent_rate.cumulative:c1", tenant_id=None)
-    assert [(h.state, h.severity, h.numerator) for h in detail.history] == [
-        ("firing", "warning", 25),
-        ("firing", "violation", 31),
-        ("resolved", "violation", 20),
+    # Every change of state, severity or figures, once; an identical re-publish adds none.
+    assert [(h.kind, h.state, h.severity, h.numerator) for h in detail.history] == [
+        ("opened", "firing", "warning", 25),
+        ("updated", "firing", "warning", 26),
+        ("updated", "firing", "violation", 31),
+        ("updated", "firing", "violation", 25),
+        ("resolved", "resolved", "violation", 20),
     ]
     assert [h.recorded_at for h in detail.history] == [
         T0 + timedelta(hours=2),
+        T0 + timedelta(hours=2),
+        T0 + timedelta(hours=2, minutes=1),
         T0 + timedelta(hours=2, minutes=1),
         T0 + timedelta(hours=2, minutes=2),
     ]
+    assert [h.value for h in detail.history] == [0.025, 0.026, 0.031, 0.025, 0.02]
+    seqs = [h.seq for h in detail.history]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert detail.evidence.call_ids == ["call-1", "call-2"]
 
 
@@ -189,6 +199,35 @@ async def test_transitions_inside_one_batch_are_all_recorded(store):
     detail = await store.get_alert("it.silent_rate.cumulative:c1", tenant_id=None)
     assert [h.severity for h in detail.history] == ["warning", "violation", "warning"]
     assert detail.severity == "warning"
+
+
+async def test_notes_after_an_ack_without_one_are_kept_with_author_and_time(store, clock):
+    alert_id = "it.silent_rate.cumulative:c1"
+    await feed(store, alert())
+    acked = await store.ack(alert_id, by="Giulia Rossi", note="", tenant_id=None)
+    assert (acked.acknowledged_by, acked.ack_note, acked.notes) == ("Giulia Rossi", None, [])
+    clock.now += MINUTE
+    noted = await store.add_note(alert_id, by="Marco Bianchi", note="BPO called", tenant_id=None)
+    clock.now += MINUTE
+    # a second ack with a note adds the note and keeps the first ack
+    again = await store.ack(alert_id, by="Marco Bianchi", note="dialer paced down", tenant_id=None)
+    assert again.acknowledged_by == "Giulia Rossi"
+    assert [(n.author, n.note, n.recorded_at) for n in again.notes] == [
+        ("Marco Bianchi", "BPO called", T0 + timedelta(hours=2, minutes=1)),
+        ("Marco Bianchi", "dialer paced down", T0 + timedelta(hours=2, minutes=2)),
+    ]
+    assert noted.notes[0].note == "BPO called"
+    assert [(h.kind, h.author) for h in again.history] == [
+        ("opened", None),
+        ("acknowledged", "Giulia Rossi"),
+        ("note", "Marco Bianchi"),
+        ("note", "Marco Bianchi"),
+    ]
+    assert all(h.numerator == 25 and h.state == "firing" for h in again.history)
+    assert await store.add_note("nope", by="x", note="y", tenant_id=None) is None
+    other_tenant = await store.add_note(alert_id, by="x", note="y", tenant_id="globex")
+    assert other_tenant is None
+    assert len((await store.get_alert(alert_id, tenant_id=None)).notes) == 2
 
 
 async def test_ack_is_idempotent_and_never_overwritten_by_the_topic(store, clock):
@@ -441,7 +480,11 @@ async def test_a_replayed_alert_updates_figures_but_not_history_opened_at_or_ack
         "it.silent_rate.cumulative:c1", by="cdrw_abc", note="BPO called", tenant_id=None
     )
     before = await store.get_alert("it.silent_rate.cumulative:c1", tenant_id=None)
-    assert [h.severity for h in before.history] == ["warning", "violation"]
+    assert [(h.kind, h.severity) for h in before.history] == [
+        ("opened", "warning"),
+        ("updated", "violation"),
+        ("acknowledged", "violation"),
+    ]
 
     # After a broker restart the detector re-derives the alert from the archive: it goes
     # through warning -> violation again, with a new opened_at (its state started over).
@@ -465,7 +508,7 @@ async def test_a_replayed_alert_updates_figures_but_not_history_opened_at_or_ack
     # Unmarked, the same transition is history as before.
     await feed(store, alert(severity="warning", numerator=30, opened=first_open))
     again = await store.get_alert("it.silent_rate.cumulative:c1", tenant_id=None)
-    assert [h.severity for h in again.history] == ["warning", "violation", "warning"]
+    assert [h.severity for h in again.history] == ["warning", "violation", "violation", "warning"]
 
 
 async def test_a_replayed_alert_not_held_yet_is_stored_with_its_history(store):
@@ -484,12 +527,25 @@ async def blank_engine(tmp_path):
     await engine.dispose()
 
 
+V3_COLUMNS = {
+    "api_tokens": {"name"},
+    "alert_history": {"tenant_id", "campaign_id", "rule", "kind", "author", "note"},
+}
+
+
+def _version_2_tables(metadata: Any) -> None:
+    """api_tokens and alert_history as schema versions 1 and 2 had them."""
+    from services.common import db
+
+    for table in (db.api_tokens, db.alert_history):
+        columns = [c.copy() for c in table.columns if c.name not in V3_COLUMNS[table.name]]
+        sa.Table(table.name, metadata, *columns)
+
+
 async def test_a_version_1_database_is_migrated_to_tenant_keys(blank_engine):
     """A database of schema version 1 (campaign-keyed, tenant a column) is brought forward
     in place: campaigns without tenant become the default tenant's, stats and alerts
     follow their campaign's tenant, nothing is lost."""
-    import sqlalchemy as sa
-
     from services.common import db
 
     engine = blank_engine
@@ -532,8 +588,8 @@ async def test_a_version_1_database_is_migrated_to_tenant_keys(blank_engine):
         *(c.copy() for c in db.alerts.columns if c.name != "tenant_id"),
         sa.Index("ix_alerts_opened_at_id", "opened_at", "id"),
     )
-    for table in (db.schema_version, db.api_tokens, db.alert_history):
-        table.to_metadata(v1)
+    db.schema_version.to_metadata(v1)
+    _version_2_tables(v1)
     zero = dict.fromkeys(COUNT_FIELDS, 0)
     async with engine.begin() as conn:
         await conn.run_sync(v1.create_all)
@@ -581,10 +637,108 @@ async def test_a_version_1_database_is_migrated_to_tenant_keys(blank_engine):
                 updated_at=T0,
             )
         )
-    assert await migrate(engine) == db.SCHEMA_VERSION == 2
+    assert await migrate(engine) == db.SCHEMA_VERSION == 3
     store = AlertStore(engine, clock=lambda: T0)
     acme = await store.get_campaign("c1", tenant_id="acme")
     assert (acme.tenant_id, acme.windows["cumulative"].attempts) == ("acme", 3)
     assert (await store.sum_stats("c2", T0, T0 + MINUTE))["attempts"] == 3  # default tenant
     assert (await store.get_alert("a1", tenant_id="acme")).tenant_id == "acme"
-    assert await migrate(engine) == 2  # idempotent
+    assert await migrate(engine) == 3  # idempotent
+
+
+async def test_a_version_2_database_gets_token_names_and_full_history(blank_engine):
+    """Version 2 -> 3 in place: tokens keep verifying (no name: acks record the prefix),
+    history rows take their alert's tenant, campaign and rule and a kind (first row
+    "opened", later ones "resolved"/"updated" by state), and new changes, acks and notes
+    are recorded after the old rows."""
+    from services.common import db
+    from services.common.auth import TokenStore, hash_token
+
+    engine = blank_engine
+    async with engine.begin() as conn:
+        await conn.run_sync(db.metadata.create_all)  # every table, then v2's two back
+        for name in ("api_tokens", "alert_history"):
+            await conn.exec_driver_sql(f"DROP TABLE {name}")
+        v2 = sa.MetaData()
+        _version_2_tables(v2)
+        await conn.run_sync(v2.create_all)
+        await conn.execute(db.schema_version.insert().values(id=1, version=2))
+        await conn.execute(
+            v2.tables["api_tokens"]
+            .insert()
+            .values(
+                token_hash=hash_token("cdrw_old-token"),
+                token_prefix="cdrw_old-tok",
+                role="compliance",
+                tenant_id="acme",
+                created_at=T0,
+            )
+        )
+        held = alert("c1", tenant="acme", severity="violation", state="resolved", numerator=20)
+        await conn.execute(
+            db.alerts.insert().values(
+                id=held.id,
+                tenant_id="acme",
+                campaign_id="c1",
+                rule=held.rule,
+                severity="violation",
+                state="resolved",
+                opened_at=T0,
+                body=held.model_dump(mode="json"),
+                updated_at=T0,
+            )
+        )
+        for state, severity in (
+            ("firing", "warning"),
+            ("firing", "violation"),
+            ("resolved", "violation"),
+        ):
+            await conn.execute(
+                v2.tables["alert_history"]
+                .insert()
+                .values(
+                    alert_id=held.id,
+                    state=state,
+                    severity=severity,
+                    value=0.02,
+                    numerator=20,
+                    denominator=1000,
+                    recorded_at=T0,
+                )
+            )
+    assert await migrate(engine) == db.SCHEMA_VERSION == 3
+    assert await migrate(engine) == 3  # idempotent
+
+    tokens = TokenStore(engine)
+    principal = await tokens.verify("cdrw_old-token")
+    assert (principal.role, principal.tenant_id, principal.name) == ("compliance", "acme", None)
+    assert principal.author == "cdrw_old-tok"
+    assert [(t.prefix, t.name) for t in await tokens.list_tokens()] == [("cdrw_old-tok", None)]
+
+    store = AlertStore(engine, clock=lambda: T0 + MINUTE)
+    detail = await store.get_alert(held.id, tenant_id="acme")
+    assert [(h.kind, h.state, h.severity) for h in detail.history] == [
+        ("opened", "firing", "warning"),
+        ("updated", "firing", "violation"),
+        ("resolved", "resolved", "violation"),
+    ]
+    async with engine.connect() as conn:
+        scopes = (
+            await conn.execute(
+                sa.select(
+                    db.alert_history.c.tenant_id,
+                    db.alert_history.c.campaign_id,
+                    db.alert_history.c.rule,
+                )
+            )
+        ).all()
+    assert set(scopes) == {("acme", "c1", held.rule)}
+
+    await store.ack(held.id, by=principal.author, note="", tenant_id="acme")
+    await feed(store, alert("c1", tenant="acme", severity="warning", numerator=26))
+    detail = await store.get_alert(held.id, tenant_id="acme")
+    assert [(h.kind, h.author) for h in detail.history[3:]] == [
+        ("acknowledged", "cdrw_old-tok"),
+        ("opened", None),
+    ]
+    assert detail.acknowledged_by == "cdrw_old-tok"

@@ -275,9 +275,10 @@ async def test_a_rebuilt_episode_under_a_new_id_is_the_alert_already_held(
     assert detail.state == "resolved"
     assert detail.opened_at == T0
     assert detail.ack_note == "looked at it"
-    assert [(h.state, h.severity) for h in detail.history] == [
-        ("firing", "violation"),
-        ("resolved", "violation"),
+    assert [(h.kind, h.state, h.severity) for h in detail.history] == [
+        ("opened", "firing", "violation"),
+        ("acknowledged", "firing", "violation"),
+        ("resolved", "resolved", "violation"),
     ]
     assert await store.get_alert("rebuilt-id", tenant_id=None) is None
 

@@ -27,6 +27,7 @@ from fastapi import FastAPI
 from schemas.alert_v1 import AlertV1
 from schemas.stats_v1 import COUNT_FIELDS, stats_from_counts
 from services.api.consumer import alert_message, apply_messages, calls_message, stats_message
+from services.api.webhooks import WebhookCreate
 from services.common.auth import ROLES, Principal, Role
 from services.common.http_security import BASIC_CHALLENGE, route_table
 from tests.service.http_apps import build_api, build_ingest, call
@@ -45,6 +46,10 @@ Tenancy = Literal[
     "list",  # lists the tenant named with ?tenant= (a bound token: its own only)
     "alert",  # reads one alert by id
     "ack",  # changes one alert by id
+    "note",  # adds a note to one alert by id
+    "webhook",  # reads one webhook (or its deliveries) by id
+    "webhook_create",  # registers a webhook for the tenant named in the body
+    "webhook_delete",  # deletes one webhook by id (a fresh one per case)
     "configure",  # changes one campaign of the tenant named (query or body)
     "write",  # writes CDRs naming a tenant
     "freeswitch",  # writes one mod_json_cdr / mod_xml_cdr CDR naming a tenant (Basic or Bearer)
@@ -83,6 +88,12 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ("api", "GET", "/v1/calls/{call_id}"): Rule("viewer", "call"),
     ("api", "GET", "/v1/reports/compliance"): Rule("compliance", "report"),
     ("api", "POST", "/v1/alerts/{alert_id}/ack"): Rule("compliance", "ack"),
+    ("api", "POST", "/v1/alerts/{alert_id}/notes"): Rule("compliance", "note"),
+    ("api", "POST", "/v1/webhooks"): Rule("admin", "webhook_create"),
+    ("api", "GET", "/v1/webhooks"): Rule("admin", "list"),
+    ("api", "GET", "/v1/webhooks/{webhook_id}"): Rule("admin", "webhook"),
+    ("api", "GET", "/v1/webhooks/{webhook_id}/deliveries"): Rule("admin", "webhook"),
+    ("api", "DELETE", "/v1/webhooks/{webhook_id}"): Rule("admin", "webhook_delete"),
     ("ingest", "GET", "/openapi.json"): PUBLIC,
     ("ingest", "HEAD", "/openapi.json"): PUBLIC,
     ("ingest", "GET", "/healthz"): PUBLIC,
@@ -102,7 +113,9 @@ RULES: dict[tuple[str, str, str], Rule] = {
 }
 
 # Lists the world seeds for both tenants: the own tenant's list is not empty.
-SEEDED_LISTS = {"/v1/campaigns", "/v1/alerts"}
+SEEDED_LISTS = {"/v1/campaigns", "/v1/alerts", "/v1/webhooks"}
+# Receivers nothing listens on (port 9, discard): deliveries fail fast and are retried.
+WEBHOOK_URL = "http://127.0.0.1:9/matrix"
 
 # A file to fetch below each static mount.
 MOUNT_FILES = {
@@ -196,6 +209,7 @@ CASES = _cases()
 class World:
     apps: dict[str, FastAPI]
     tokens: dict[str, str]  # caller name -> token
+    webhooks: dict[str, str]  # tenant -> id of a webhook of its own
 
     @property
     def store(self) -> Any:
@@ -262,15 +276,26 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
             ],
         )
         tokens = {
-            caller.name: await api.state.tokens.create(caller.role, caller.tenant)
+            caller.name: await api.state.tokens.create(caller.role, caller.tenant, caller.name)
             for caller in CALLERS
             if caller.kind == "token"
         }
-        yield World({"api": api, "ingest": ingest}, tokens)
+        webhooks = {tenant: (await _new_webhook(api, tenant)) for tenant in (TENANT_A, TENANT_B)}
+        yield World({"api": api, "ingest": ingest}, tokens, webhooks)
+
+
+async def _new_webhook(api: FastAPI, tenant: str) -> str:
+    created = await api.state.webhooks.create(WebhookCreate(url=WEBHOOK_URL), tenant)
+    return str(created.id)
+
+
+async def _webhooks_of(world: World, tenant: str) -> list[str]:
+    page = await world.apps["api"].state.webhooks.list_webhooks(tenant)
+    return [w.id for w in page.items]
 
 
 def _path(route_path: str, rule: Rule, target: str) -> str:
-    if rule.tenancy in ("alert", "ack"):
+    if rule.tenancy in ("alert", "ack", "note"):
         return route_path.replace("{alert_id}", ALERT_OF[target])
     if rule.tenancy == "call":
         return route_path.replace("{call_id}", CALL_OF[target])
@@ -332,8 +357,10 @@ def _request(
         )
     if rule.tenancy == "configure":
         return f"tenant={target}", orjson.dumps({"profile": "uk"})
-    if rule.tenancy == "ack":
+    if rule.tenancy in ("ack", "note"):
         return "", orjson.dumps({"note": "matrix"})
+    if rule.tenancy == "webhook_create":
+        return "", orjson.dumps({"url": WEBHOOK_URL, "tenant_id": target})
     if rule.tenancy == "write":
         # An unbound token writes the default tenant: its "own" record names none, its
         # "other" names tenant A. A bound token's records name the target tenant.
@@ -359,6 +386,11 @@ async def _alert_ack(world: World, tenant: str) -> Any:
     return (alert.acknowledged_by, alert.acknowledged_at)
 
 
+async def _alert_notes(world: World, tenant: str) -> Any:
+    alert = await world.store.get_alert(ALERT_OF[tenant], tenant_id=tenant)
+    return alert.notes
+
+
 async def _campaign_profile(world: World, tenant: str) -> Any:
     page = await world.store.list_campaigns(tenant_id=tenant, cursor=None, limit=100)
     return [(c.campaign_id, c.profile) for c in page.items]
@@ -370,6 +402,10 @@ async def test_auth_matrix(world: World, route, rule: Rule, caller: Caller, targ
     app_name, method, route_path = route
     app = world.apps[app_name]
     path = _path(route_path, rule, target)
+    if rule.tenancy == "webhook":
+        path = route_path.replace("{webhook_id}", world.webhooks[target])
+    if rule.tenancy == "webhook_delete":
+        path = route_path.replace("{webhook_id}", await _new_webhook(app, target))
     query, body = _request(rule, caller, target, route_path)
     headers = world.headers(caller)
     if body is not None:
@@ -377,6 +413,10 @@ async def test_auth_matrix(world: World, route, rule: Rule, caller: Caller, targ
     before = None
     if rule.tenancy == "ack":
         before = await _alert_ack(world, TENANT_B)
+    if rule.tenancy == "note":
+        before = await _alert_notes(world, TENANT_B)
+    if rule.tenancy in ("webhook_create", "webhook_delete"):
+        before = await _webhooks_of(world, TENANT_B)
     if rule.tenancy == "configure":
         before = await _campaign_profile(world, TENANT_B)
     writes = rule.tenancy in ("write", "freeswitch")
@@ -413,7 +453,7 @@ async def test_auth_matrix(world: World, route, rule: Rule, caller: Caller, targ
     refused = bound and target != caller.tenant
     data = (
         orjson.loads(answer.body)
-        if answer.headers["content-type"].startswith("application/json")
+        if answer.headers.get("content-type", "").startswith("application/json")
         else None
     )
     match rule.tenancy:
@@ -468,6 +508,36 @@ async def test_auth_matrix(world: World, route, rule: Rule, caller: Caller, targ
             else:
                 assert answer.status == 200, text
                 assert data["acknowledged_by"] is not None
+        case "note":
+            if refused:
+                assert answer.status == 404, text
+                assert await _alert_notes(world, TENANT_B) == before  # B's alert untouched
+            else:
+                assert answer.status == 200, text
+                assert data["notes"][-1]["note"] == "matrix"
+                assert data["notes"][-1]["author"] == caller.name  # the token's name
+        case "webhook":
+            if refused:
+                assert answer.status == 404, text
+                _assert_no_data(text)
+            else:
+                assert answer.status == 200, text
+                if "items" not in data:  # the webhook itself, else its deliveries
+                    assert (data["id"], data["tenant_id"]) == (world.webhooks[target], target)
+        case "webhook_create":
+            if refused:
+                assert answer.status == 403, text
+                assert await _webhooks_of(world, TENANT_B) == before
+            else:
+                assert answer.status == 201, text
+                assert data["tenant_id"] == target and data["secret"]
+        case "webhook_delete":
+            if refused:
+                assert answer.status == 404, text
+                assert await _webhooks_of(world, TENANT_B) == before  # still there
+            else:
+                assert answer.status == 204, text
+                assert path.rsplit("/", 1)[1] not in await _webhooks_of(world, target)
         case "configure":
             if refused:
                 assert answer.status in (403, 404), text

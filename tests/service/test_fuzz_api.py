@@ -106,7 +106,10 @@ def api_service(fuzz_dir: Path) -> Service:
     url = f"sqlite+aiosqlite:///{data / 'api.db'}"
     tokens = asyncio.run(_tokens(url, {"admin": ("admin", None), "acme": ("admin", "acme")}))
     publisher = FakeCampaignPublisher()
-    settings_ = ApiSettings(data_dir=data, database_url=url, serve_ingest=False)
+    # webhooks_enabled=False: the fuzzed webhooks' URLs (any host) are never called
+    settings_ = ApiSettings(
+        data_dir=data, database_url=url, serve_ingest=False, webhooks_enabled=False
+    )
     app = create_api_app(settings_, consumer_enabled=False, campaign_publisher=publisher)
     return Service(app, tokens, publisher)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 
 from schemas.alert_v1 import AlertState, Severity
 from services.api.deps import (
@@ -21,9 +21,8 @@ from services.api.deps import (
     TenantQuery,
     Viewer,
     list_tenant,
-    token_prefix,
 )
-from services.api.models import AckRequest, AlertDetail, AlertPage
+from services.api.models import AckRequest, AlertDetail, AlertPage, NoteRequest
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 AlertIdPath = Annotated[IdText, Path(min_length=1, max_length=80)]
@@ -76,13 +75,30 @@ async def ack_alert(
     alert_id: AlertIdPath,
     principal: Compliance,
     store: StoreDep,
-    by: Annotated[str, Depends(token_prefix)],
     body: AckRequest | None = None,
 ) -> AlertDetail:
-    """Acknowledge the alert with a note; acknowledging it again changes nothing.
-    `acknowledged_by` is the acknowledging token's prefix (see `cdrwatch token`)."""
+    """Acknowledge the alert, optionally with a note. `acknowledged_by` is the token's
+    name (`cdrwatch token create --name`; its prefix for a token without a name).
+    Acknowledging it again keeps the first ack; a note given then is added as a note."""
     alert = await store.ack(
-        alert_id, by=by, note=(body or AckRequest()).note, tenant_id=principal.tenant_id
+        alert_id,
+        by=principal.author,
+        note=(body or AckRequest()).note,
+        tenant_id=principal.tenant_id,
+    )
+    if alert is None:
+        raise HTTPException(404, detail="alert not found")
+    return alert
+
+
+@router.post("/{alert_id}/notes", response_model=AlertDetail, responses=_NOT_FOUND)
+async def add_note(
+    alert_id: AlertIdPath, principal: Compliance, store: StoreDep, body: NoteRequest
+) -> AlertDetail:
+    """Add a note to the alert (acknowledged or not); it is kept with its author (the
+    token's name) and time in `notes` and `history`."""
+    alert = await store.add_note(
+        alert_id, by=principal.author, note=body.note, tenant_id=principal.tenant_id
     )
     if alert is None:
         raise HTTPException(404, detail="alert not found")
