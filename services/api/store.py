@@ -36,6 +36,7 @@ from schemas.instants import parse_instant
 from schemas.stats_v1 import COUNT_FIELDS, StatsV1, stats_from_counts
 from services.api.clock import Clock, utc_now
 from services.api.models import (
+    AlertChange,
     AlertDetail,
     AlertPage,
     AlertTransition,
@@ -44,6 +45,7 @@ from services.api.models import (
     CampaignConfig,
     CampaignPage,
     CampaignStatus,
+    FeedState,
     TracedCall,
 )
 from services.common.db import (
@@ -191,10 +193,12 @@ class AlertStore:
         *,
         clock: Clock = utc_now,
         default_tenant: str = DEFAULT_TENANT,
+        stale_feed_after: timedelta = timedelta(minutes=5),
     ) -> None:
         self._engine = engine
         self._clock = clock
         self.default_tenant = default_tenant
+        self.stale_feed_after = stale_feed_after
 
     def _tenant(self, tenant_id: str | None) -> str:
         return tenant_id or self.default_tenant
@@ -565,16 +569,27 @@ class AlertStore:
         return {name: int(value) for name, value in zip(COUNT_FIELDS, row, strict=True)}
 
     async def minute_buckets(
-        self, campaign_id: str, *, tenant_id: str | None = None
+        self,
+        campaign_id: str,
+        *,
+        tenant_id: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
     ) -> dict[datetime, dict[str, int]]:
-        """Every stored minute bucket of the tenant's campaign: minute start (UTC) -> its
-        counts, in time order."""
+        """The stored minute buckets of the tenant's campaign (with `start`/`end`, those
+        with start <= minute_start < end): minute start (UTC) -> its counts, in time
+        order."""
+        conditions = [
+            minute_stats.c.tenant_id == self._tenant(tenant_id),
+            minute_stats.c.campaign_id == campaign_id,
+        ]
+        if start is not None:
+            conditions.append(minute_stats.c.minute_start >= start)
+        if end is not None:
+            conditions.append(minute_stats.c.minute_start < end)
         query = (
             sa.select(minute_stats.c.minute_start, *(minute_stats.c[n] for n in COUNT_FIELDS))
-            .where(
-                minute_stats.c.tenant_id == self._tenant(tenant_id),
-                minute_stats.c.campaign_id == campaign_id,
-            )
+            .where(*conditions)
             .order_by(minute_stats.c.minute_start)
         )
         async with self._engine.connect() as conn:
@@ -707,6 +722,7 @@ class AlertStore:
         for tenant, campaign_id, severity, count in result:
             firing.setdefault((tenant, campaign_id), {})[severity] = int(count)
         windows: dict[tuple[str, str], dict[str, StatsV1]] = {}
+        received: dict[tuple[str, str], datetime] = {}
         result = await conn.execute(
             sa.select(window_stats)
             .where(window_stats.c.campaign_id.in_(ids), window_stats.c.tenant_id.in_(tenants))
@@ -714,13 +730,17 @@ class AlertStore:
         )
         for w in result:
             counts = {name: getattr(w, name) for name in COUNT_FIELDS}
+            key = (w.tenant_id, w.campaign_id)
+            received[key] = max(received.get(key, w.updated_at), w.updated_at)
             windows.setdefault((w.tenant_id, w.campaign_id), {})[w.window] = stats_from_counts(
                 w.campaign_id, w.window_from, w.window_to, counts, tenant_id=w.tenant_id
             )
         items = []
+        now = self._clock()
         for row in rows:
             key = (row.tenant_id, row.campaign_id)
             severities = firing.get(key, {})
+            last = received.get(key)
             status: CampaignStatus = "ok"
             if severities:
                 status = "violation" if "violation" in severities else "warning"
@@ -736,6 +756,8 @@ class AlertStore:
                     status=status,
                     firing_alerts=sum(severities.values()),
                     windows=windows.get(key, {}),
+                    last_cdr_received_at=last,
+                    feed=feed_state(last, now, self.stale_feed_after),
                 )
             )
         return items
@@ -837,6 +859,61 @@ class AlertStore:
                 ],
             }
         )
+
+    async def latest_alert_seq(self) -> int:
+        """The newest `alert_history` seq (0 when there is none): where a stream that
+        names no Last-Event-ID starts."""
+        async with self._engine.connect() as conn:
+            value = (await conn.execute(sa.select(sa.func.max(alert_history.c.seq)))).scalar()
+        return int(value or 0)
+
+    async def alert_changes(
+        self, *, after: int, tenant_id: str | None, limit: int = 500
+    ) -> list[AlertChange]:
+        """The alert_history rows with seq > `after`, in seq order (at most `limit`), each
+        with its alert as it is now (`tenant_id` None: every tenant's). Reads only the
+        history columns every schema version has."""
+        h = alert_history
+        query = (
+            sa.select(
+                h.c.seq,
+                h.c.state.label("change_state"),
+                h.c.severity.label("change_severity"),
+                h.c.value.label("change_value"),
+                h.c.numerator.label("change_numerator"),
+                h.c.denominator.label("change_denominator"),
+                h.c.recorded_at.label("change_recorded_at"),
+                alerts.c.tenant_id,
+                alerts.c.body,
+                alerts.c.acknowledged_by,
+                alerts.c.acknowledged_at,
+                alerts.c.ack_note,
+            )
+            .join(alerts, alerts.c.id == h.c.alert_id)
+            .where(h.c.seq > after)
+            .order_by(h.c.seq)
+            .limit(limit)
+        )
+        if tenant_id is not None:
+            query = query.where(alerts.c.tenant_id == tenant_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            AlertChange(
+                seq=int(row.seq),
+                alert=self._alert(row),
+                ack_note=row.ack_note,
+                change=AlertTransition(
+                    state=row.change_state,
+                    severity=row.change_severity,
+                    value=row.change_value,
+                    numerator=row.change_numerator,
+                    denominator=row.change_denominator,
+                    recorded_at=row.change_recorded_at,
+                ),
+            )
+            for row in rows
+        ]
 
     @staticmethod
     def _alert(row: sa.Row[Any]) -> AlertV1:
@@ -1052,6 +1129,14 @@ class AlertStore:
                 )
                 deleted_buckets += result.rowcount or 0
         return int(deleted_alerts or 0), deleted_buckets
+
+
+def feed_state(last_received: datetime | None, now: datetime, stale_after: timedelta) -> FeedState:
+    """`none` before any CDR, `stale` when the last one reached the api longer than
+    `stale_after` before `now`, else `live`."""
+    if last_received is None:
+        return "none"
+    return "stale" if now - last_received > stale_after else "live"
 
 
 _CALL_FACTS = (
