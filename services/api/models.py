@@ -53,7 +53,8 @@ class Campaign(BaseModel):
     window the detector publishes (`cumulative`, `15m`, `1h`, `24h`, ...).
 
     `last_cdr_received_at` is when the api last stored figures the detector derived from
-    the campaign's CDRs (wall clock; the newest call's own time is `windows.cumulative.to`);
+    the campaign's CDRs as they arrived (wall clock; a restart's replay leaves it; the
+    newest call's own time is `windows.cumulative.to`);
     `feed` is `stale` when that is longer ago than `CDRWATCH_STALE_FEED_MINUTES` (a dialer
     that stopped sending), `none` before any CDR.
     """

@@ -54,6 +54,7 @@ from services.common.db import (
     alert_history,
     alerts,
     calls,
+    campaign_feeds,
     campaigns,
     consumer_positions,
     minute_stats,
@@ -114,6 +115,8 @@ class StoreBatch:
     calls: list[tuple[str, str, CallV1]] = field(default_factory=list)
     # (group_id, topic, partition) -> next offset to read, stored with the batch's effects.
     positions: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    # (tenant, campaign) with figures derived from CDRs as they arrived (not replayed).
+    live_feeds: set[tuple[str, str]] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(
@@ -237,6 +240,7 @@ class AlertStore:
             await self._upsert_minutes(conn, batch.minutes)
             await self._upsert_windows(conn, batch.windows, now)
             await self._upsert_calls(conn, batch.calls, now)
+            await self._record_feeds(conn, batch.live_feeds, now)
             await self._store_positions(conn, batch.positions)
 
     async def upsert_alerts(self, items: Sequence[AlertV1], *, replayed: bool = False) -> None:
@@ -284,6 +288,23 @@ class AlertStore:
             for (group, topic, partition), offset in positions.items()
         ]
         await conn.execute(stmt, rows)
+
+    async def _record_feeds(
+        self, conn: AsyncConnection, feeds: set[tuple[str, str]], now: datetime
+    ) -> None:
+        if not feeds:
+            return
+        stmt = self._insert(campaign_feeds)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[campaign_feeds.c.tenant_id, campaign_feeds.c.campaign_id],
+            set_={"last_cdr_received_at": stmt.excluded.last_cdr_received_at},
+        )
+        rows = [
+            {"tenant_id": tenant, "campaign_id": campaign_id, "last_cdr_received_at": now}
+            for tenant, campaign_id in sorted(feeds)
+        ]
+        for chunk in _chunks(rows):
+            await conn.execute(stmt, list(chunk))
 
     async def _record_sightings(
         self, conn: AsyncConnection, sightings: Sequence[Sighting], now: datetime
@@ -724,14 +745,19 @@ class AlertStore:
         windows: dict[tuple[str, str], dict[str, StatsV1]] = {}
         received: dict[tuple[str, str], datetime] = {}
         result = await conn.execute(
+            sa.select(campaign_feeds).where(
+                campaign_feeds.c.campaign_id.in_(ids), campaign_feeds.c.tenant_id.in_(tenants)
+            )
+        )
+        for feed in result:
+            received[(feed.tenant_id, feed.campaign_id)] = feed.last_cdr_received_at
+        result = await conn.execute(
             sa.select(window_stats)
             .where(window_stats.c.campaign_id.in_(ids), window_stats.c.tenant_id.in_(tenants))
             .order_by(window_stats.c.campaign_id, window_stats.c.window)
         )
         for w in result:
             counts = {name: getattr(w, name) for name in COUNT_FIELDS}
-            key = (w.tenant_id, w.campaign_id)
-            received[key] = max(received.get(key, w.updated_at), w.updated_at)
             windows.setdefault((w.tenant_id, w.campaign_id), {})[w.window] = stats_from_counts(
                 w.campaign_id, w.window_from, w.window_to, counts, tenant_id=w.tenant_id
             )

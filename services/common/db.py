@@ -202,6 +202,17 @@ alert_aliases = sa.Table(
     sa.Column("alert_id", sa.String(80), nullable=False),
 )
 
+# When the api last stored figures the detector derived from a campaign's CDRs as they
+# arrived (stats not marked replayed): the campaign's "last CDR received" and feed state.
+# Not a derived table: a restart's replay leaves it as it was.
+campaign_feeds = sa.Table(
+    "campaign_feeds",
+    metadata,
+    sa.Column("tenant_id", sa.String(200), primary_key=True),
+    sa.Column("campaign_id", sa.String(200), primary_key=True),
+    sa.Column("last_cdr_received_at", UtcDateTime, nullable=False),
+)
+
 SCHEMA_VERSION = 2
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 

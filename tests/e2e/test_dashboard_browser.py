@@ -156,6 +156,9 @@ def test_dashboard_shows_a_new_campaign_its_chart_and_an_alert_without_reload(
     assert painted > 1000
     assert browser.execute_script("return window.cdrwatchPageMarker;") == "same page"
     screenshot(browser, tmp_path, "dashboard-alert")
+    card_path = tmp_path / "dashboard-campaign-card.png"
+    assert browser.find_element(By.CSS_SELECTOR, CARD.format(campaign)).screenshot(str(card_path))
+    print(f"screenshot: {card_path}")  # noqa: T201
 
     # A compliance token sees the ack button; acknowledging shows who and the note.
     row = next(

@@ -45,11 +45,13 @@ def alert(tenant: str, name: str, state: str = "firing", severity: str = "violat
     )
 
 
-def window(tenant: str, campaign: str, name: str = "cumulative", attempts: int = 5) -> Any:
+def window(
+    tenant: str, campaign: str, name: str = "cumulative", attempts: int = 5, replayed: bool = False
+) -> Any:
     counts = dict.fromkeys(COUNT_FIELDS, 0) | {"attempts": attempts, "answered_by_person": 4}
     start = datetime(2026, 3, 2, 11, 0, tzinfo=UTC)
     stats = stats_from_counts(campaign, start, start + MINUTE, counts)
-    return stats_message(stats, name, tenant_id=tenant, profile="it")
+    return stats_message(stats, name, tenant_id=tenant, profile="it", replayed=replayed)
 
 
 def events(body: bytes) -> list[dict[str, Any]]:
@@ -308,3 +310,15 @@ async def test_a_campaign_whose_cdrs_stopped_arriving_is_stale(api):
         api.clock.now = NOW + timedelta(minutes=5, seconds=1)
         later = (await client.get("/v1/campaigns", headers=headers)).json()["items"][0]
         assert later["feed"] == "stale"
+
+
+async def test_figures_replayed_after_a_restart_do_not_make_a_stopped_feed_live(api):
+    await api.feed(window("default", "stopped"))
+    api.clock.now = NOW + timedelta(minutes=20)
+    await api.feed(window("default", "stopped", replayed=True))  # the archive's replay
+    page = await api.app.state.store.list_campaigns(tenant_id=None)
+    assert page.items[0].last_cdr_received_at == NOW
+    assert page.items[0].feed == "stale"
+    await api.feed(window("default", "stopped", attempts=6))  # the dialer sends again
+    page = await api.app.state.store.list_campaigns(tenant_id=None)
+    assert (page.items[0].last_cdr_received_at, page.items[0].feed) == (api.clock.now, "live")

@@ -187,7 +187,8 @@ function alertRow(a) {
     el("td", a.campaign_id + (a.tenant_id && a.tenant_id !== "default" ? " (" + a.tenant_id + ")" : "")),
     el("td", a.rule),
     el("td", a.severity, a.severity),
-    el("td", percent(a.value) + " / " + percent(a.threshold), "num"),
+    // A per-call rule has no rate cap (threshold 0): its figure is the count of calls.
+    el("td", a.threshold > 0 ? percent(a.value) + " / " + percent(a.threshold) : "per call", "num"),
     el("td", a.numerator + " / " + a.denominator, "num"),
     el("td", localTime(a.window.start) + " → " + localTime(a.window.end)),
     evidenceCell(a),
@@ -300,7 +301,7 @@ function updateCard(card, c) {
     ? "last CDR received " + localTime(c.last_cdr_received_at) + " (" + ago(c.last_cdr_received_at) +
       ")" + (cumulative ? " · newest call before " + localTime(cumulative.to) : "")
     : "no CDR received yet";
-  const live = q("table.live").tBodies[0];
+  const live = q("table.windows").tBodies[0];
   const names = WINDOWS.filter((w) => c.windows[w]);
   live.replaceChildren(...names.map((name) => {
     const w = c.windows[name];
@@ -389,7 +390,12 @@ function renderChart(card, body) {
     height: 190,
     scales: {
       x: { time: true },
-      rate: { range: (u, min, max) => [0, Math.max(max || 0, rule ? rule.cap * 1.5 : 0.05)] },
+      // Up to 5 × the cap: a trailing window of a few calls can read 100 %; such a spike
+      // leaves the top of the chart rather than flattening the cap line.
+      rate: { range: (u, min, max) => {
+        const cap = rule ? rule.cap : 0.05;
+        return [0, Math.max(cap * 2, Math.min(max || 0, cap * 5))];
+      } },
       calls: { range: (u, min, max) => [0, Math.max(max || 0, 1)] },
     },
     series: [
