@@ -900,7 +900,7 @@ class AlertStore:
         with its alert as it is now (`tenant_id` None: every tenant's). Reads only the
         history columns every schema version has."""
         h = alert_history
-        query = (
+        query: sa.Select[Any] = (
             sa.select(
                 h.c.seq,
                 h.c.state.label("change_state"),
