@@ -77,6 +77,7 @@ def create_app(
             create_engine(settings.resolved_database_url()),
             clock=clock,
             default_tenant=settings.default_tenant,
+            stale_feed_after=timedelta(minutes=settings.stale_feed_minutes),
         )
     archive = open_archive(settings)
     kafka_publisher: KafkaCampaignPublisher | ArchivingCampaignPublisher | None = None

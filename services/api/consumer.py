@@ -126,7 +126,12 @@ def _bounded(value: str | None, limit: int, what: str) -> str | None:
 
 
 def _parse_stats(
-    value: bytes, headers: Sequence[tuple[str, bytes]], batch: StoreBatch, default_tenant: str
+    value: bytes,
+    headers: Sequence[tuple[str, bytes]],
+    batch: StoreBatch,
+    default_tenant: str,
+    *,
+    replayed: bool = False,
 ) -> None:
     stats = StatsV1.model_validate(orjson.loads(value))
     _printable(stats.campaign_id, "campaign_id")
@@ -149,6 +154,8 @@ def _parse_stats(
             LiveWindow(stats.campaign_id, window, profile, stats.from_, stats.to, counts, tenant)
         )
     batch.sightings.append(Sighting(stats.campaign_id, tenant, profile))
+    if not replayed:
+        batch.live_feeds.add((tenant, stats.campaign_id))
 
 
 def parse_messages(
@@ -178,7 +185,7 @@ def parse_messages(
                     alert = alert.model_copy(update={"tenant_id": default_tenant})
                 batch.add_alert(alert, replayed=replayed)
             elif topic == topics.STATS:
-                _parse_stats(value, headers, batch, default_tenant)
+                _parse_stats(value, headers, batch, default_tenant, replayed=replayed)
             elif topic == topics.CALLS:
                 # Merged per (tenant, campaign, call id), so a replayed batch is the same
                 # upsert as the first (schemas.call_v1).

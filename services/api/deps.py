@@ -133,3 +133,10 @@ def query_error(field: str, message: str, value: object = None) -> RequestValida
     return RequestValidationError(
         [{"type": "value_error", "loc": ("query", field), "msg": message, "input": value}]
     )
+
+
+def header_error(field: str, message: str) -> RequestValidationError:
+    """A 422 for a request header, shaped like FastAPI's own validation errors."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("header", field), "msg": message, "input": None}]
+    )

@@ -12,6 +12,7 @@ from schemas.cdr_v1 import Instant
 from schemas.stats_v1 import StatsV1
 
 CampaignStatus = Literal["ok", "warning", "violation"]
+FeedState = Literal["live", "stale", "none"]
 CampaignId = Annotated[str, Field(min_length=1, max_length=200)]
 TenantId = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -50,6 +51,12 @@ class Campaign(BaseModel):
     `profile` is the configured profile, else the one the detector reported; `status` comes
     from the campaign's firing alerts; `windows` holds the latest figures of each live
     window the detector publishes (`cumulative`, `15m`, `1h`, `24h`, ...).
+
+    `last_cdr_received_at` is when the api last stored figures the detector derived from
+    the campaign's CDRs as they arrived (wall clock; a restart's replay leaves it; the
+    newest call's own time is `windows.cumulative.to`);
+    `feed` is `stale` when that is longer ago than `CDRWATCH_STALE_FEED_MINUTES` (a dialer
+    that stopped sending), `none` before any CDR.
     """
 
     campaign_id: str
@@ -62,6 +69,8 @@ class Campaign(BaseModel):
     status: CampaignStatus
     firing_alerts: int
     windows: dict[str, StatsV1]
+    last_cdr_received_at: Instant | None = None
+    feed: FeedState = "none"
 
 
 class CampaignPage(BaseModel):
@@ -141,6 +150,25 @@ class AlertDetail(AlertV1):
 NoteText = Annotated[str, Field(max_length=2000)]
 
 
+class AlertChange(BaseModel):
+    """One alert_history row for `GET /v1/alerts/stream` (`event: alert`, `id: <seq>`):
+    the alert as it is now (as `GET /v1/alerts/{id}` returns it, without `history`), the
+    row's `seq`, and the `change` that row recorded."""
+
+    seq: int
+    alert: AlertV1
+    ack_note: str | None = None
+    change: AlertTransition
+
+    def event_data(self) -> dict[str, Any]:
+        return {
+            **self.alert.model_dump(mode="json"),
+            "ack_note": self.ack_note,
+            "seq": self.seq,
+            "change": self.change.model_dump(mode="json"),
+        }
+
+
 class AckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -200,6 +228,40 @@ class CampaignCompliance(BaseModel):
     tenant_id: str | None = None
     profile: str
     windows: list[ComplianceWindow]
+
+
+class ChartRule(BaseModel):
+    """The rate rule a campaign's chart follows: `metric` (`silent`, `abandoned`) over a
+    trailing `window` (`15m`, ...), with the profile's `cap` and warning level (fractions)
+    and the minimum sample below which a value is not judged."""
+
+    id: str
+    metric: str
+    window: str
+    cap: float
+    warning: float
+    min_sample: int
+
+
+class CampaignMinutes(BaseModel):
+    """`GET /v1/campaigns/{id}/minutes`: one column per figure, element i being the minute
+    `from + i min` of [from, to). `value` is `rule`'s rate over the trailing window ending
+    with that minute (null when its denominator is 0; `rule` and `value` are null for a
+    profile without rate rules)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    campaign_id: str
+    tenant_id: str
+    profile: str
+    from_: Annotated[Instant, Field(alias="from")]
+    to: Instant
+    attempts: list[int]
+    answered_by_person: list[int]
+    silent: list[int]
+    abandoned: list[int]
+    rule: ChartRule | None = None
+    value: list[float | None] | None = None
 
 
 class Readiness(BaseModel):

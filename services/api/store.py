@@ -36,6 +36,7 @@ from schemas.instants import parse_instant
 from schemas.stats_v1 import COUNT_FIELDS, StatsV1, stats_from_counts
 from services.api.clock import Clock, utc_now
 from services.api.models import (
+    AlertChange,
     AlertDetail,
     AlertNote,
     AlertPage,
@@ -45,6 +46,7 @@ from services.api.models import (
     CampaignConfig,
     CampaignPage,
     CampaignStatus,
+    FeedState,
     TracedCall,
 )
 from services.common.db import (
@@ -53,6 +55,7 @@ from services.common.db import (
     alert_history,
     alerts,
     calls,
+    campaign_feeds,
     campaigns,
     consumer_positions,
     minute_stats,
@@ -113,6 +116,8 @@ class StoreBatch:
     calls: list[tuple[str, str, CallV1]] = field(default_factory=list)
     # (group_id, topic, partition) -> next offset to read, stored with the batch's effects.
     positions: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    # (tenant, campaign) with figures derived from CDRs as they arrived (not replayed).
+    live_feeds: set[tuple[str, str]] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(
@@ -202,10 +207,12 @@ class AlertStore:
         *,
         clock: Clock = utc_now,
         default_tenant: str = DEFAULT_TENANT,
+        stale_feed_after: timedelta = timedelta(minutes=5),
     ) -> None:
         self._engine = engine
         self._clock = clock
         self.default_tenant = default_tenant
+        self.stale_feed_after = stale_feed_after
 
     def _tenant(self, tenant_id: str | None) -> str:
         return tenant_id or self.default_tenant
@@ -244,6 +251,7 @@ class AlertStore:
             await self._upsert_minutes(conn, batch.minutes)
             await self._upsert_windows(conn, batch.windows, now)
             await self._upsert_calls(conn, batch.calls, now)
+            await self._record_feeds(conn, batch.live_feeds, now)
             await self._store_positions(conn, batch.positions)
 
     async def upsert_alerts(self, items: Sequence[AlertV1], *, replayed: bool = False) -> None:
@@ -291,6 +299,23 @@ class AlertStore:
             for (group, topic, partition), offset in positions.items()
         ]
         await conn.execute(stmt, rows)
+
+    async def _record_feeds(
+        self, conn: AsyncConnection, feeds: set[tuple[str, str]], now: datetime
+    ) -> None:
+        if not feeds:
+            return
+        stmt = self._insert(campaign_feeds)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[campaign_feeds.c.tenant_id, campaign_feeds.c.campaign_id],
+            set_={"last_cdr_received_at": stmt.excluded.last_cdr_received_at},
+        )
+        rows = [
+            {"tenant_id": tenant, "campaign_id": campaign_id, "last_cdr_received_at": now}
+            for tenant, campaign_id in sorted(feeds)
+        ]
+        for chunk in _chunks(rows):
+            await conn.execute(stmt, list(chunk))
 
     async def _record_sightings(
         self, conn: AsyncConnection, sightings: Sequence[Sighting], now: datetime
@@ -579,16 +604,27 @@ class AlertStore:
         return {name: int(value) for name, value in zip(COUNT_FIELDS, row, strict=True)}
 
     async def minute_buckets(
-        self, campaign_id: str, *, tenant_id: str | None = None
+        self,
+        campaign_id: str,
+        *,
+        tenant_id: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
     ) -> dict[datetime, dict[str, int]]:
-        """Every stored minute bucket of the tenant's campaign: minute start (UTC) -> its
-        counts, in time order."""
+        """The stored minute buckets of the tenant's campaign (with `start`/`end`, those
+        with start <= minute_start < end): minute start (UTC) -> its counts, in time
+        order."""
+        conditions = [
+            minute_stats.c.tenant_id == self._tenant(tenant_id),
+            minute_stats.c.campaign_id == campaign_id,
+        ]
+        if start is not None:
+            conditions.append(minute_stats.c.minute_start >= start)
+        if end is not None:
+            conditions.append(minute_stats.c.minute_start < end)
         query = (
             sa.select(minute_stats.c.minute_start, *(minute_stats.c[n] for n in COUNT_FIELDS))
-            .where(
-                minute_stats.c.tenant_id == self._tenant(tenant_id),
-                minute_stats.c.campaign_id == campaign_id,
-            )
+            .where(*conditions)
             .order_by(minute_stats.c.minute_start)
         )
         async with self._engine.connect() as conn:
@@ -721,6 +757,14 @@ class AlertStore:
         for tenant, campaign_id, severity, count in result:
             firing.setdefault((tenant, campaign_id), {})[severity] = int(count)
         windows: dict[tuple[str, str], dict[str, StatsV1]] = {}
+        received: dict[tuple[str, str], datetime] = {}
+        result = await conn.execute(
+            sa.select(campaign_feeds).where(
+                campaign_feeds.c.campaign_id.in_(ids), campaign_feeds.c.tenant_id.in_(tenants)
+            )
+        )
+        for feed in result:
+            received[(feed.tenant_id, feed.campaign_id)] = feed.last_cdr_received_at
         result = await conn.execute(
             sa.select(window_stats)
             .where(window_stats.c.campaign_id.in_(ids), window_stats.c.tenant_id.in_(tenants))
@@ -732,9 +776,11 @@ class AlertStore:
                 w.campaign_id, w.window_from, w.window_to, counts, tenant_id=w.tenant_id
             )
         items = []
+        now = self._clock()
         for row in rows:
             key = (row.tenant_id, row.campaign_id)
             severities = firing.get(key, {})
+            last = received.get(key)
             status: CampaignStatus = "ok"
             if severities:
                 status = "violation" if "violation" in severities else "warning"
@@ -750,6 +796,8 @@ class AlertStore:
                     status=status,
                     firing_alerts=sum(severities.values()),
                     windows=windows.get(key, {}),
+                    last_cdr_received_at=last,
+                    feed=feed_state(last, now, self.stale_feed_after),
                 )
             )
         return items
@@ -913,6 +961,68 @@ class AlertStore:
                 ],
             }
         )
+
+    async def latest_alert_seq(self) -> int:
+        """The newest `alert_history` seq (0 when there is none): where a stream that
+        names no Last-Event-ID starts."""
+        async with self._engine.connect() as conn:
+            value = (await conn.execute(sa.select(sa.func.max(alert_history.c.seq)))).scalar()
+        return int(value or 0)
+
+    async def alert_changes(
+        self, *, after: int, tenant_id: str | None, limit: int = 500
+    ) -> list[AlertChange]:
+        """The alert_history rows with seq > `after`, in seq order (at most `limit`), each
+        with its alert as it is now (`tenant_id` None: every tenant's) and the change that
+        row recorded (its kind, and the author and note of an ack or a note)."""
+        h = alert_history
+        query: sa.Select[Any] = (
+            sa.select(
+                h.c.seq,
+                h.c.state.label("change_state"),
+                h.c.severity.label("change_severity"),
+                h.c.value.label("change_value"),
+                h.c.numerator.label("change_numerator"),
+                h.c.denominator.label("change_denominator"),
+                h.c.recorded_at.label("change_recorded_at"),
+                h.c.kind.label("change_kind"),
+                h.c.author.label("change_author"),
+                h.c.note.label("change_note"),
+                alerts.c.tenant_id,
+                alerts.c.body,
+                alerts.c.acknowledged_by,
+                alerts.c.acknowledged_at,
+                alerts.c.ack_note,
+            )
+            .join(alerts, alerts.c.id == h.c.alert_id)
+            .where(h.c.seq > after)
+            .order_by(h.c.seq)
+            .limit(limit)
+        )
+        if tenant_id is not None:
+            query = query.where(alerts.c.tenant_id == tenant_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            AlertChange(
+                seq=int(row.seq),
+                alert=self._alert(row),
+                ack_note=row.ack_note,
+                change=AlertTransition(
+                    seq=int(row.seq),
+                    kind=row.change_kind,
+                    author=row.change_author,
+                    note=row.change_note,
+                    state=row.change_state,
+                    severity=row.change_severity,
+                    value=row.change_value,
+                    numerator=row.change_numerator,
+                    denominator=row.change_denominator,
+                    recorded_at=row.change_recorded_at,
+                ),
+            )
+            for row in rows
+        ]
 
     @staticmethod
     def _alert(row: sa.Row[Any]) -> AlertV1:
@@ -1170,6 +1280,14 @@ def _change_kind(current: Mapping[str, Any] | None, alert: AlertV1) -> str | Non
     if held != (alert.severity, alert.value, alert.numerator, alert.denominator):
         return "updated"
     return None
+
+
+def feed_state(last_received: datetime | None, now: datetime, stale_after: timedelta) -> FeedState:
+    """`none` before any CDR, `stale` when the last one reached the api longer than
+    `stale_after` before `now`, else `live`."""
+    if last_received is None:
+        return "none"
+    return "stale" if now - last_received > stale_after else "live"
 
 
 _CALL_FACTS = (

@@ -215,6 +215,18 @@ alert_aliases = sa.Table(
     sa.Column("alert_id", sa.String(80), nullable=False),
 )
 
+# When the api last stored figures the detector derived from a campaign's CDRs as they
+# arrived (stats not marked replayed): the campaign's "last CDR received" and feed state.
+# Not a derived table: a restart's replay leaves it as it was.
+campaign_feeds = sa.Table(
+    "campaign_feeds",
+    metadata,
+    sa.Column("tenant_id", sa.String(200), primary_key=True),
+    sa.Column("campaign_id", sa.String(200), primary_key=True),
+    sa.Column("last_cdr_received_at", UtcDateTime, nullable=False),
+)
+
+
 # --- webhooks (services/api/webhooks.py) -------------------------------------------------
 
 # A receiver of a tenant's alert changes (tenant None: every tenant's, for an unbound

@@ -120,6 +120,14 @@ class ApiSettings(IngestSettings):
 
     port: int = Field(default=8080, ge=0, le=65535)
     alert_retention_days: int = Field(default=730, ge=1)
+    # A campaign whose last CDR reached the api longer ago than this shows "stale" (a
+    # dialer that stopped sending); GET /v1/campaigns `feed`, the dashboard.
+    stale_feed_minutes: float = Field(default=5.0, gt=0)
+    # GET /v1/alerts/stream: a comment line this often so proxies keep the stream open,
+    # the campaign list (`stats` event) this often, new alert changes looked up this often.
+    sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    sse_stats_seconds: float = Field(default=2.0, gt=0)
+    sse_poll_seconds: float = Field(default=0.5, gt=0)
     metrics_campaign_cap: int = Field(default=2000, ge=1)
     # The profile of a campaign neither configured (PUT) nor reported by the detector yet:
     # the same CDRWATCH_DEFAULT_PROFILE the detector reads (DetectorSettings.default_profile).

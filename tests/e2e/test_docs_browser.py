@@ -4,6 +4,8 @@ network), and neither page trips a CSP violation."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -11,7 +13,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.e2e.conftest import Stack
-from tests.e2e.test_dashboard_browser import browser, rows, sign_in  # noqa: F401 - fixture
+from tests.e2e.test_dashboard_browser import browser, sign_in  # noqa: F401 - fixture
+from tests.e2e.test_stack import dialer_cdr
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -89,7 +92,21 @@ def test_the_dashboard_works_under_the_csp(stack: Stack, browser: WebDriver):  #
         interval=0.2,
         message="the dashboard never refreshed",
     )
-    rows(browser, "campaigns")
+    # A campaign card with its chart (uPlot, its stylesheet, a canvas) under the CSP too.
+    campaign = f"e2e-csp-{uuid.uuid4().hex[:8]}"
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    with stack.client("ingest") as ingest:
+        assert (
+            ingest.post("/v1/cdrs", json=[dialer_cdr(campaign, 0, "silent", at)]).status_code == 202
+        )
+    wait_until(
+        lambda: browser.find_elements(
+            By.CSS_SELECTOR, f"#campaigns .card[data-campaign='{campaign}'] .chart canvas"
+        ),
+        timeout=60,
+        interval=0.5,
+        message="the campaign's chart never appeared",
+    )
     # The stylesheet applied: the header is the dark bar of dashboard.css.
     header = browser.find_element(By.TAG_NAME, "header")
     assert header.value_of_css_property("background-color") == "rgba(32, 35, 42, 1)"

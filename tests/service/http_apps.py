@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,9 +110,11 @@ async def call(
     headers: Mapping[str, str] | None = None,
     chunks: Iterator[bytes] | None = None,
     query: str = "",
+    until: Callable[[bytes], bool] | None = None,
 ) -> Answer:
     """One request straight through the ASGI interface; `receive` counts how often the app
-    asked for the body and how many body bytes it got."""
+    asked for the body and how many body bytes it got. With `until`, a streamed answer is
+    read until `until(body so far)` holds, then the client disconnects."""
     raw_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     scope = {
         "type": "http",
@@ -158,7 +160,7 @@ async def call(
             answer.headers = {k.decode().lower(): v.decode() for k, v in message["headers"]}
         elif message["type"] == "http.response.body":
             answer.body += message.get("body", b"")
-            if not message.get("more_body", False):
+            if not message.get("more_body", False) or (until is not None and until(answer.body)):
                 response_done.set()
 
     await app(scope, receive, send)

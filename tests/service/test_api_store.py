@@ -742,3 +742,40 @@ async def test_a_version_2_database_gets_token_names_and_full_history(blank_engi
         ("opened", None),
     ]
     assert detail.acknowledged_by == "cdrw_old-tok"
+
+
+# --- the alert stream's feed and the campaigns' feed state -------------------------------
+
+
+async def test_alert_changes_follow_the_history_in_seq_order_per_tenant(store):
+    await apply_messages(store, [alert_message(alert("c1", tenant="a"))])
+    await apply_messages(store, [alert_message(alert("c2", tenant="b"))])
+    await apply_messages(store, [alert_message(alert("c1", tenant="a", severity="violation"))])
+    first = await store.latest_alert_seq()
+    everything = await store.alert_changes(after=0, tenant_id=None)
+    assert [c.seq for c in everything] == sorted(c.seq for c in everything)
+    assert everything[-1].seq == first
+    assert [(c.alert.campaign_id, c.change.severity) for c in everything] == [
+        ("c1", "warning"),
+        ("c2", "warning"),
+        ("c1", "violation"),
+    ]
+    only_a = await store.alert_changes(after=0, tenant_id="a")
+    assert [(c.alert.tenant_id, c.change.severity, c.alert.severity) for c in only_a] == [
+        ("a", "warning", "violation"),  # the change as recorded, the alert as it is now
+        ("a", "violation", "violation"),
+    ]
+    after_first = await store.alert_changes(after=everything[0].seq, tenant_id=None, limit=1)
+    assert [c.alert.campaign_id for c in after_first] == ["c2"]
+    assert await store.alert_changes(after=first, tenant_id=None) == []
+
+
+async def test_last_cdr_received_moves_with_live_stats_only(store, clock):
+    live = window("c1", "cumulative", T0, T0 + MINUTE, tenant="a", attempts=3)
+    await apply_messages(store, [live])
+    received = clock.now
+    clock.now += timedelta(minutes=30)
+    replayed = Message(*live[:3], [*live[3], ("cdrwatch-replay", b"1")])
+    await apply_messages(store, [replayed])
+    (campaign,) = (await store.list_campaigns(tenant_id="a")).items
+    assert (campaign.last_cdr_received_at, campaign.feed) == (received, "stale")

@@ -56,6 +56,8 @@ Tenancy = Literal[
     "metrics",  # the api's Prometheus series
     "call",  # reads one traced call of a campaign of the tenant named with ?tenant=
     "report",  # the audit pack of the tenant named with ?tenant= (every campaign of it)
+    "whoami",  # the caller's own role and tenant
+    "stream",  # server-sent events of the tenant named with ?tenant= (a bound token: its own)
 ]
 
 
@@ -81,6 +83,9 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ("api", "GET", "/v1/campaigns"): Rule("viewer", "list"),
     ("api", "GET", "/v1/campaigns/{campaign_id}/stats"): Rule("viewer", "campaign"),
     ("api", "GET", "/v1/campaigns/{campaign_id}/compliance"): Rule("viewer", "campaign"),
+    ("api", "GET", "/v1/campaigns/{campaign_id}/minutes"): Rule("viewer", "campaign"),
+    ("api", "GET", "/v1/alerts/stream"): Rule("viewer", "stream"),
+    ("api", "GET", "/v1/me"): Rule("viewer", "whoami"),
     ("api", "PUT", "/v1/campaigns/{campaign_id}"): Rule("admin", "configure"),
     ("api", "GET", "/v1/alerts"): Rule("viewer", "list"),
     ("api", "GET", "/v1/alerts/{alert_id}"): Rule("viewer", "alert"),
@@ -193,7 +198,8 @@ def _cases() -> list[Any]:
         if rule is None:
             continue  # reported by test_every_route_has_a_rule
         callers = CALLERS if rule.role is not None else CALLERS[:3]
-        targets = [TENANT_A] if rule.tenancy in ("public", "metrics") else [TENANT_A, TENANT_B]
+        single = ("public", "metrics", "whoami")
+        targets = [TENANT_A] if rule.tenancy in single else [TENANT_A, TENANT_B]
         for caller in callers:
             for target in targets:
                 app, method, path = route
@@ -350,6 +356,8 @@ def _request(
         return f"tenant={target}&campaign_id={CAMPAIGN}", None
     if rule.tenancy == "report":
         return f"tenant={target}&{RANGE}", None
+    if rule.tenancy == "stream":
+        return f"tenant={target}", None
     if rule.tenancy in ("campaign", "list"):
         return (
             f"tenant={target}&{RANGE}" if rule.tenancy == "campaign" else f"tenant={target}",
@@ -423,6 +431,13 @@ async def test_auth_matrix(world: World, route, rule: Rule, caller: Caller, targ
     publisher = app.state.ingest.publisher if writes else None
     published_before = len(publisher.records) if publisher is not None else 0
 
+    until = None
+    if rule.tenancy == "stream":
+        headers = {**headers, "Last-Event-ID": "0"}  # every change stored so far
+
+        def until(received: bytes) -> bool:
+            return b"event: stats" in received
+
     answer = await call(
         app,
         "GET" if method in ("*", "HEAD") else method,
@@ -430,6 +445,7 @@ async def test_auth_matrix(world: World, route, rule: Rule, caller: Caller, targ
         headers=headers,
         chunks=iter([body]) if body is not None else None,
         query=query,
+        until=until,
     )
     text = answer.body.decode(errors="replace")
     assert answer.status < 500, text
@@ -465,7 +481,9 @@ async def test_auth_matrix(world: World, route, rule: Rule, caller: Caller, targ
                 assert answer.status == 200, text
                 assert data["campaign_id"] == CAMPAIGN
                 if "attempts" in data:
-                    assert data["attempts"] == ATTEMPTS[target]
+                    attempts = data["attempts"]  # a column of minutes, or a sum
+                    total = sum(attempts) if isinstance(attempts, list) else attempts
+                    assert total == ATTEMPTS[target]
                 if data.get("tenant_id") is not None:
                     assert data["tenant_id"] == target
         case "list":
@@ -563,12 +581,39 @@ async def test_auth_matrix(world: World, route, rule: Rule, caller: Caller, targ
                 assert answer.status == 200, text  # 2xx: mod_json_cdr does not retry
                 expected = caller.tenant or "default"
                 assert [r.tenant_id for r in new] == [expected]
+        case "whoami":
+            assert answer.status == 200, text
+            assert data == {"role": caller.role, "tenant_id": caller.tenant}
+        case "stream":
+            if refused:
+                assert answer.status == 404, text
+                _assert_no_data(text)
+            else:
+                assert answer.status == 200, text
+                assert answer.headers["content-type"].startswith("text/event-stream")
+                events = _sse_events(text)
+                alerts = [orjson.loads(e["data"]) for e in events if e.get("event") == "alert"]
+                assert {(a["id"], a["tenant_id"]) for a in alerts} == {(ALERT_OF[target], target)}
+                stats = [orjson.loads(e["data"]) for e in events if e.get("event") == "stats"]
+                assert {c["tenant_id"] for c in stats[0]["items"]} == {target}
         case "metrics":
             assert answer.status == 200, text
             tenants = set(re.findall(r'tenant="([^"]*)"', text))
             assert tenants == ({TENANT_A} if bound else {TENANT_A, TENANT_B}), tenants
         case _:
             raise AssertionError(rule)
+
+
+def _sse_events(text: str) -> list[dict[str, str]]:
+    """The events of a text/event-stream body: field name -> value (comments dropped)."""
+    events = []
+    for block in text.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if line and not line.startswith(":")
+        )
+        if "event" in fields:
+            events.append(fields)
+    return events
 
 
 def _assert_no_data(text: str) -> None:

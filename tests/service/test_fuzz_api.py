@@ -121,7 +121,11 @@ def ingest_schema(ingest_service: Service) -> Any:
 
 @pytest.fixture(scope="module")
 def api_schema(api_service: Service) -> Any:
-    return schemathesis.openapi.from_asgi("/openapi.json", api_service.app)
+    # The alert stream never ends by itself (the client hangs up), so a fuzz case would
+    # wait forever; tests/service/test_api_stream.py and the auth matrix cover it.
+    return schemathesis.openapi.from_asgi("/openapi.json", api_service.app).exclude(
+        path="/v1/alerts/stream"
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)

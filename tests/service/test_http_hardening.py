@@ -194,7 +194,9 @@ async def test_every_route_answers_with_the_security_headers(api, ingest):
                 )
             for method in sorted(entry.methods or {"GET"}):
                 for headers in ({}, auth(viewer)):
-                    answer = await call(app, method, path, headers=headers)
+                    # Read up to the first part of the body: the headers are what counts,
+                    # and /v1/alerts/stream never ends by itself.
+                    answer = await call(app, method, path, headers=headers, until=bool)
                     for name, value in SECURITY_HEADERS.items():
                         assert answer.headers.get(name) == value, (method, path, answer.status)
                     assert "cache-control" in answer.headers, (method, path)

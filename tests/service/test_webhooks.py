@@ -373,7 +373,9 @@ async def test_a_restart_neither_loses_nor_resends_deliveries(tmp_path):
             third = items[3]["attempts"]
             assert [a["status_code"] for a in third][-1] == 200
             assert all(a["status_code"] == 500 for a in third[:-1])
-            assert len(third) == received.count(3)
+            # every recorded try reached the receiver; one more may have been cut off by
+            # the stop before its answer was recorded (at least once: the idempotency key)
+            assert len(third) <= received.count(3) <= len(third) + 1
             assert all(len(items[seq]["attempts"]) == 1 for seq in (1, 2, 4))
             assert all(r.signed for r in recv.requests)
 

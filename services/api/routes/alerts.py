@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
+from fastapi.responses import StreamingResponse
 
 from schemas.alert_v1 import AlertState, Severity
 from services.api.deps import (
@@ -20,9 +21,12 @@ from services.api.deps import (
     StoreDep,
     TenantQuery,
     Viewer,
+    header_error,
     list_tenant,
 )
 from services.api.models import AckRequest, AlertDetail, AlertPage, NoteRequest
+from services.api.sse import StreamTiming, alert_stream
+from services.common.http_security import bearer_token
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 AlertIdPath = Annotated[IdText, Path(min_length=1, max_length=80)]
@@ -58,6 +62,72 @@ async def list_alerts(
         since=since,
         cursor=cursor,
         limit=limit,
+    )
+
+
+_STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/event-stream": {}},
+        "description": "`event: alert` (`id: <seq>`, data: the alert as `GET /v1/alerts/{id}` "
+        "returns it without `history`, plus `seq` and `change`), `event: stats` (data: "
+        "`GET /v1/campaigns` as a page of up to 1000), comment lines as heartbeats.",
+    },
+    404: {"description": "A tenant-bound token named another tenant"},
+}
+
+
+@router.get("/stream", response_class=StreamingResponse, responses=_STREAM_RESPONSES)
+async def stream_alerts(
+    request: Request,
+    principal: Viewer,
+    store: StoreDep,
+    tenant: TenantQuery = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            max_length=20,
+            description="The `id` of the last event received: every alert change after it "
+            "is sent first (a browser's EventSource sends it when it reconnects).",
+        ),
+    ] = None,
+) -> StreamingResponse:
+    """Server-sent events: every change of an alert the token sees, as it is stored, and
+    the campaign list every ~2 s. Authenticated like every route (`Authorization: Bearer`,
+    checked before anything is streamed); the dashboard reads it with fetch(), which can
+    send that header (see README, "Live alerts")."""
+    try:
+        scope = list_tenant(principal, tenant)
+    except OtherTenant:
+        raise HTTPException(404, detail="no such tenant") from None
+    position: int | None = None
+    if last_event_id is not None and last_event_id.strip():
+        if not last_event_id.strip().isdigit():
+            raise header_error("Last-Event-ID", "must be the id (a whole number) of an event")
+        position = int(last_event_id.strip())
+    token = bearer_token(request.scope["headers"]) or ""
+    tokens = request.app.state.tokens
+    settings = request.app.state.settings
+
+    async def still_authorised() -> bool:
+        current = await tokens.verify(token)
+        return current is not None and current.can("viewer") and current == principal
+
+    events = alert_stream(
+        store,
+        tenant_id=scope,
+        last_event_id=position,
+        timing=StreamTiming(
+            heartbeat_seconds=settings.sse_heartbeat_seconds,
+            stats_seconds=settings.sse_stats_seconds,
+            poll_seconds=settings.sse_poll_seconds,
+        ),
+        still_authorised=still_authorised,
+    )
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 

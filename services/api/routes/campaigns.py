@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from schemas.stats_v1 import StatsV1
-from services.api import campaigns, compliance
+from services.api import campaigns, compliance, minutes
 from services.api.deps import (
     Admin,
     CampaignIdPath,
@@ -32,7 +32,13 @@ from services.api.deps import (
     list_tenant,
     query_error,
 )
-from services.api.models import Campaign, CampaignCompliance, CampaignPage, CampaignUpdate
+from services.api.models import (
+    Campaign,
+    CampaignCompliance,
+    CampaignMinutes,
+    CampaignPage,
+    CampaignUpdate,
+)
 from services.common.settings import ApiSettings
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
@@ -117,6 +123,42 @@ async def get_compliance(
     except campaigns.RangeError as exc:
         raise query_error(exc.field, exc.message) from None
     return await compliance.campaign_compliance(
+        store,
+        campaign_id,
+        tenant_id=scope,
+        default_profile=default_profile,
+        start=start,
+        end=end,
+    )
+
+
+@router.get(
+    "/{campaign_id}/minutes",
+    response_model=CampaignMinutes,
+    response_model_by_alias=True,
+    responses={404: {"description": "Unknown"}},
+)
+async def get_minutes(
+    campaign_id: CampaignIdPath,
+    principal: Viewer,
+    store: StoreDep,
+    clock: ClockDep,
+    default_profile: Annotated[str, Depends(_default_profile)],
+    default_tenant: DefaultTenant,
+    from_: Annotated[QueryInstant | None, Query(alias="from")] = None,
+    to: QueryInstant | None = None,
+    tenant: TenantQuery = None,
+) -> CampaignMinutes:
+    """The campaign's minute buckets of [from, to) as columns (RFC 3339, whole minutes, at
+    most 7 days; default the last 3 h up to the end of the current minute), with the
+    profile's early-warning rate over its trailing window at each minute and its cap: what
+    the dashboard charts."""
+    scope = _tenant_of(principal, tenant, default_tenant, campaign_id)
+    try:
+        start, end = minutes.minutes_range(from_, to, clock())
+    except campaigns.RangeError as exc:
+        raise query_error(exc.field, exc.message) from None
+    return await minutes.campaign_minutes(
         store,
         campaign_id,
         tenant_id=scope,
