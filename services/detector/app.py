@@ -305,6 +305,11 @@ class CampaignConfigs:
         return self._configs.get(scoped, self._default)
 
     @property
+    def awaiting_start(self) -> bool:
+        """A running worker whose settings were not read yet."""
+        return self._starting and not self._started.is_set()
+
+    @property
     def started(self) -> bool:
         """True once the settings written before the worker started were read."""
         return self._started.is_set()
@@ -651,7 +656,11 @@ class Detector:
                 replayed.add(call.campaign_id)
             decoded.append(Event(message.partition, message.offset, call))
         self.state.bind(events)
-        if any(
+        if self.configs.awaiting_start:
+            # A restarted worker knows its campaigns from the restored table but not yet
+            # their settings: counting now would judge them by the default profile.
+            await self.configs.catch_up()
+        elif any(
             not self.configs.knows(e.call.campaign_id)
             and self.state.get_campaign(e.call.campaign_id) is None
             for e in decoded

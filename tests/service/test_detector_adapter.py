@@ -4,6 +4,7 @@ that leave their neighbours counted and the state untouched, replay marks."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from schemas import AlertV1, StatsV1, topics
 from services.common.settings import DetectorSettings
-from services.detector.app import Detector, TableState
+from services.detector.app import CampaignConfigs, Detector, TableState
 from services.detector.core.engine import Engine
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -295,3 +296,28 @@ async def test_the_replay_mark_travels_through_the_callee_and_lockout_stages(
         ]
     )
     assert detector.alerts.sent and all(mark in m["headers"] for m in detector.alerts.sent)
+
+
+async def test_a_restarted_worker_waits_for_the_settings_of_campaigns_it_already_knows(
+    detector: Detector,
+) -> None:
+    """A worker restarted after a kill knows its campaigns from the restored table but has
+    not read their settings yet: its first batch waits for them instead of judging the
+    campaign by the default profile (the chaos lane saw `it` alerts on a `us` campaign)."""
+    setting = {"campaign_id": "campB", "tenant_id": "tenant-a", "profile": "us"}
+    detector.configs.apply(orjson.dumps(setting))
+    await detector.handle(events([cdr(1, tenant="tenant-a")]))
+    restarted = CampaignConfigs(detector.settings)  # the new process: nothing read yet
+    detector.configs = restarted
+    detector.engine = Engine(
+        detector.state, restarted.config_for, lateness=timedelta(days=7), clock=detector.clock
+    )
+    restarted.expect_start()
+    handling = asyncio.ensure_future(detector.handle(events([cdr(2, tenant="tenant-a")], 1)))
+    await asyncio.sleep(0.3)
+    assert not handling.done(), "the batch was counted before the settings were read"
+    restarted.apply(orjson.dumps(setting))
+    restarted._started.set()  # what start() does once it read the topic
+    await asyncio.wait_for(handling, 5)
+    profiles = {dict(m["headers"])[topics.HEADER_PROFILE] for m in detector.stats.sent}
+    assert profiles == {b"us"}
