@@ -173,11 +173,17 @@ async def configure_campaign(
 
 
 def stats_range(
-    start: datetime | None, end: datetime | None, now: datetime
+    start: datetime | None,
+    end: datetime | None,
+    now: datetime,
+    *,
+    default_span: timedelta = DEFAULT_STATS_SPAN,
+    max_span: timedelta | None = None,
 ) -> tuple[datetime, datetime]:
-    """The [from, to) of a stats query. Both ends must be whole minutes and from < to. A
-    missing `to` is the next minute boundary after now (so the current minute counts); a
-    missing `from` is 24 h before `to`."""
+    """The [from, to) of a minute-bucket query. Both ends must be whole minutes and
+    from < to (and at most `max_span` apart when given). A missing `to` is the next minute
+    boundary after now (so the current minute counts); a missing `from` is `default_span`
+    before `to`."""
     for field, value in (("from", start), ("to", end)):
         if value is not None and (value.second or value.microsecond):
             raise RangeError(
@@ -186,10 +192,17 @@ def stats_range(
     if end is None:
         end = now.replace(second=0, microsecond=0) + MINUTE
     if start is None:
-        start = end - DEFAULT_STATS_SPAN
+        start = end - default_span
     if start >= end:
         raise RangeError("from", "`from` must be before `to`")
+    if max_span is not None and end - start > max_span:
+        raise RangeError("from", f"the range must not be longer than {_span_text(max_span)}")
     return start, end
+
+
+def _span_text(span: timedelta) -> str:
+    days = span / timedelta(days=1)
+    return f"{days:g} days" if days >= 1 else f"{span / timedelta(hours=1):g} hours"
 
 
 async def campaign_stats(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from fractions import Fraction
 
-from services.api.campaigns import MINUTE, CampaignNotFound, RangeError
+from services.api.campaigns import MINUTE, CampaignNotFound, stats_range
 from services.api.models import CampaignMinutes, ChartRule
 from services.api.store import AlertStore
 from services.detector.core.model import BucketCounts
@@ -24,20 +24,7 @@ def minutes_range(
 ) -> tuple[datetime, datetime]:
     """[from, to) of a minutes query: whole minutes, from < to, at most 7 days; `to`
     defaults to the end of the current minute, `from` to 3 h before `to`."""
-    for field, value in (("from", start), ("to", end)):
-        if value is not None and (value.second or value.microsecond):
-            raise RangeError(
-                field, f"`{field}` must be on a minute boundary (seconds and fraction zero)"
-            )
-    if end is None:
-        end = now.replace(second=0, microsecond=0) + MINUTE
-    if start is None:
-        start = end - DEFAULT_SPAN
-    if start >= end:
-        raise RangeError("from", "`from` must be before `to`")
-    if end - start > MAX_SPAN:
-        raise RangeError("from", "the range must not be longer than 7 days")
-    return start, end
+    return stats_range(start, end, now, default_span=DEFAULT_SPAN, max_span=MAX_SPAN)
 
 
 def chart_rule(profile: Profile) -> RateRule | None:
