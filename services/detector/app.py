@@ -49,6 +49,7 @@ from schemas.instants import format_instant
 from schemas.stats_v1 import rate
 from services.common.settings import DetectorSettings
 from services.detector import calls
+from services.detector.coalesce import OutputCoalescer
 from services.detector.core import lockouts
 from services.detector.core.calendar import validate_zone
 from services.detector.core.engine import (
@@ -401,6 +402,10 @@ class DeliveryGuard:
 
     def __init__(self) -> None:
         self._pending: set[asyncio.Future[Any]] = set()
+        # Called at the start of every flush, before what it waits for is fixed: outputs
+        # held back to be coalesced (`OutputCoalescer.flush`) are sent here, so a commit
+        # (which follows a flush) never covers an event whose outputs are still held.
+        self.before_flush: list[Callable[[], None]] = []
 
     def track(self, fut: asyncio.Future[Any]) -> None:
         self._pending.add(fut)
@@ -432,6 +437,8 @@ class DeliveryGuard:
             put(fut)
 
         async def flush_delivered() -> None:
+            for hook in self.before_flush:
+                hook()
             sent_before = list(self._pending)
             await flush()
             await self.wait_delivered(sent_before)
@@ -526,6 +533,8 @@ class Detector:
         )
         self.state = TableState(self.table)
         self.configs = CampaignConfigs(settings)
+        self.coalescer = OutputCoalescer()
+        self.app.delivery_guard.before_flush.append(self.flush_outputs)
         self.engine = Engine(
             self.state,
             self.configs.config_for,
@@ -566,6 +575,7 @@ class Detector:
         @app.on_partitions_assigned.connect  # type: ignore[misc]
         async def on_assigned(*_args: Any, **_kwargs: Any) -> None:
             self.engine.reset_caches()
+            self.coalescer.reset()
 
         @app.service
         class Configs(faust.Service):  # noqa: N801 - faust registers the class itself
@@ -743,6 +753,7 @@ class Detector:
                 tenant,
                 m.profile,
                 replay=m.campaign_id in replayed,
+                minute=str(m.minute),
             )
         for w in out.window_stats:
             tenant, campaign = split_scoped(w.campaign_id)
@@ -757,10 +768,15 @@ class Detector:
         for payload in out.alerts:
             scoped = payload["campaign_id"]
             tenant, campaign = split_scoped(scoped)
-            self.alerts.send_soon(
-                key=scoped.encode(),
-                value=alert_body({**payload, "campaign_id": campaign, "tenant_id": tenant}),
-                headers=_replay_headers(scoped in replayed),
+            self.coalescer.alert(
+                payload["id"],
+                (payload["state"], payload["severity"]),
+                self.alerts.send_soon,
+                {
+                    "key": scoped.encode(),
+                    "value": alert_body({**payload, "campaign_id": campaign, "tenant_id": tenant}),
+                    "headers": _replay_headers(scoped in replayed),
+                },
             )
         self._send_calls(
             ((call.campaign_id, calls.traced_call(call, outcome)) for call, outcome in out.calls),
@@ -804,17 +820,27 @@ class Detector:
         profile: str,
         *,
         replay: bool = False,
+        minute: str = "",
     ) -> None:
-        self.stats.send_soon(
-            key=scoped.encode(),
-            value=body,
-            headers=[
-                (topics.HEADER_WINDOW, window.encode()),
-                (topics.HEADER_TENANT, (tenant or "").encode()),
-                (topics.HEADER_PROFILE, profile.encode()),
-                *_replay_headers(replay),
-            ],
+        """Held until the next flush, the latest per (campaign, window, minute)."""
+        self.coalescer.stats(
+            (scoped, window, minute),
+            self.stats.send_soon,
+            {
+                "key": scoped.encode(),
+                "value": body,
+                "headers": [
+                    (topics.HEADER_WINDOW, window.encode()),
+                    (topics.HEADER_TENANT, (tenant or "").encode()),
+                    (topics.HEADER_PROFILE, profile.encode()),
+                    *_replay_headers(replay),
+                ],
+            },
         )
+
+    def flush_outputs(self) -> int:
+        """Send the held stats and alert updates (before every commit: DeliveryGuard)."""
+        return self.coalescer.flush()
 
     def _dead_letter(
         self,
