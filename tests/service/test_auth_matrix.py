@@ -81,6 +81,8 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ("api", "GET", "/metrics"): Rule("viewer", "metrics"),
     ("api", "POST", "/v1/cdrs"): Rule("ingest", "write"),
     ("api", "GET", "/v1/campaigns"): Rule("viewer", "list"),
+    ("api", "GET", "/v1/campaigns/{campaign_id}"): Rule("viewer", "campaign"),
+    ("api", "GET", "/v1/campaigns/{campaign_id}/rejections"): Rule("viewer", "campaign"),
     ("api", "GET", "/v1/campaigns/{campaign_id}/stats"): Rule("viewer", "campaign"),
     ("api", "GET", "/v1/campaigns/{campaign_id}/compliance"): Rule("viewer", "campaign"),
     ("api", "GET", "/v1/campaigns/{campaign_id}/minutes"): Rule("viewer", "campaign"),
