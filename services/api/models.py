@@ -96,6 +96,17 @@ class CampaignRejections(BaseModel):
     items: list[CampaignRejection]
 
 
+class TenantRejection(CampaignRejection):
+    tenant_id: str
+
+
+class UnattributedRejections(BaseModel):
+    """`GET /v1/rejections/unattributed`: rejections whose record named its tenant but no
+    campaign one could read."""
+
+    items: list[TenantRejection]
+
+
 class CampaignPage(BaseModel):
     items: list[Campaign]
     next_cursor: str | None

@@ -407,17 +407,21 @@ class AlertStore:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [
-            CampaignRejection(
-                stage=row.stage,
-                reason=row.reason,
-                count=int(row.count),
-                first_seen_at=row.first_seen_at,
-                last_seen_at=row.last_seen_at,
-                example_call_ids=list(row.example_call_ids or []),
-            )
-            for row in rows
-        ]
+        return [_rejection(row) for row in rows]
+
+    async def unattributed_rejections(
+        self, *, tenant_id: str | None
+    ) -> list[tuple[str, CampaignRejection]]:
+        """(tenant, row) of the rejections whose record named a tenant but no campaign, of
+        `tenant_id` (None: every tenant's), by tenant, stage and reason."""
+        c = rejections.c
+        query = sa.select(rejections).where(c.campaign_id == "")
+        if tenant_id is not None:
+            query = query.where(c.tenant_id == tenant_id)
+        query = query.order_by(c.tenant_id, c.stage, c.reason)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(row.tenant_id, _rejection(row)) for row in rows]
 
     async def _record_sightings(
         self, conn: AsyncConnection, sightings: Sequence[Sighting], now: datetime
@@ -1418,6 +1422,17 @@ _CALL_FACTS = (
 )
 _CALL_COLUMNS = ("call_id", *_CALL_FACTS)
 _CALL_KEY_AND_COLUMNS = ("tenant_id", "campaign_id", *_CALL_COLUMNS)
+
+
+def _rejection(row: sa.Row[Any]) -> CampaignRejection:
+    return CampaignRejection(
+        stage=row.stage,
+        reason=row.reason,
+        count=int(row.count),
+        first_seen_at=row.first_seen_at,
+        last_seen_at=row.last_seen_at,
+        example_call_ids=list(row.example_call_ids or []),
+    )
 
 
 def _call_row(key: tuple[str, str, str], call: CallV1) -> dict[str, Any]:

@@ -240,3 +240,25 @@ async def test_rejections_are_tenant_scoped(api):  # noqa: F811
     ingest = await api.token("ingest", "acme")
     refused = await api.client.get("/v1/campaigns/spring/rejections", headers=ingest)
     assert refused.status_code == 403
+
+
+async def test_records_without_a_readable_campaign_are_listed_under_their_tenant(api):  # noqa: F811
+    await api.feed(
+        dlq(raw_reject({"tenant_id": "acme", "call_id": "x1", "campaign_id": 5})),
+        dlq(raw_reject({"tenant_id": "globex", "callee": "+39"})),
+        dlq(raw_reject("{broken", "unreadable")),  # names nobody: not stored
+    )
+    acme = await api.token("viewer", "acme")
+    response = await api.client.get("/v1/rejections/unattributed", headers=acme)
+    assert response.status_code == 200
+    assert [
+        (i["tenant_id"], i["count"], i["example_call_ids"]) for i in response.json()["items"]
+    ] == [("acme", 1, ["x1"])]
+    foreign = await api.client.get("/v1/rejections/unattributed?tenant=globex", headers=acme)
+    assert foreign.json()["items"] == []
+    unbound = await api.token("viewer")
+    every = await api.client.get("/v1/rejections/unattributed", headers=unbound)
+    assert [(i["tenant_id"], i["reason"]) for i in every.json()["items"]] == [
+        ("acme", "invalid"),
+        ("globex", "invalid"),
+    ]

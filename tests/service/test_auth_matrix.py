@@ -84,6 +84,7 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ("api", "GET", "/v1/campaigns/{campaign_id}"): Rule("viewer", "campaign"),
     ("api", "GET", "/v1/campaigns/{campaign_id}/rejections"): Rule("viewer", "campaign"),
     ("api", "GET", "/v1/campaigns/{campaign_id}/stats"): Rule("viewer", "campaign"),
+    ("api", "GET", "/v1/rejections/unattributed"): Rule("viewer", "list"),
     ("api", "GET", "/v1/campaigns/{campaign_id}/compliance"): Rule("viewer", "campaign"),
     ("api", "GET", "/v1/campaigns/{campaign_id}/minutes"): Rule("viewer", "campaign"),
     ("api", "GET", "/v1/alerts/stream"): Rule("viewer", "stream"),
