@@ -6,7 +6,8 @@ loop around it only fetches a batch, applies it in one transaction, and commits 
 batch's offsets to Kafka after that transaction committed. The transaction also stores
 the next offset of each partition (table consumer_positions) and the consumer seeks there
 when partitions are assigned, so a batch whose Kafka commit was lost in a crash is not
-applied twice; every store write is idempotent besides (see services.api.store).
+applied twice; every store write but the rejection counts is idempotent besides (see
+services.api.store).
 """
 
 from __future__ import annotations
@@ -224,7 +225,8 @@ def parse_messages(
 ) -> StoreBatch:
     """The store writes for a batch of records. A record that cannot be decoded, for any
     reason, is logged, reported to `skipped(topic)` and skipped, never retried (the
-    detector is the only producer: a record it cannot have meant would fail forever). A
+    detector and the raw validator are the only producers: a record they cannot have
+    meant would fail forever). A
     message without a tenant (older detectors) belongs to `default_tenant`; a message
     with header `cdrwatch-replay: 1` is passed on to the store as replayed."""
     batch = StoreBatch()

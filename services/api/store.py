@@ -9,7 +9,9 @@ Everything the consumer writes is idempotent, so a batch redelivered after a cra
 changes nothing: alerts are upserted by id and a history row is added only when
 (state, severity) changes; minute buckets and live windows are last-write-wins (the
 detector publishes a campaign's figures in order on one partition, absolute values, so
-after a rebuild of its state the figures converge to the rebuilt ones). An alert marked
+after a rebuild of its state the figures converge to the rebuilt ones). Rejection counts
+(table `rejections`) are the exception: increments, applied once because the consumer
+stores its positions in the batch's transaction and seeks there. An alert marked
 replayed (re-derived from archived records after the broker restarted) that is already
 held updates its figures but adds no history and keeps opened_at, acks and notes; any
 alert already held keeps its first opened_at. One
