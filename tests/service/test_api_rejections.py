@@ -4,7 +4,7 @@ and their tenant scoping, and what a broker restart empties."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -22,6 +22,9 @@ from services.api.consumer import (
 from services.api.store import AlertStore, RejectionSeen
 from services.common.db import create_engine, migrate
 from services.common.settings import ApiSettings
+from services.ingest import raw
+from services.ingest.normalize import Normalizer
+from tests.service.records import make_cdr
 from tests.service.test_api_consumer import FakeConsumer, Record
 from tests.service.test_api_routes import api, minute  # noqa: F401  (fixture)
 
@@ -97,6 +100,28 @@ def dlq(value: bytes) -> Message:
 )
 def test_a_dead_letter_is_attributed_to_what_its_record_names(value, expected):
     assert decode_dead_letter(value, "default") == expected
+
+
+def test_the_raw_validators_own_dead_letters_decode():
+    """Envelopes written by the raw validator's code, not by hand: the decoder follows it."""
+    normalizer = Normalizer(b"service-test-pseudonym-key", lambda: T0, timedelta(hours=1))
+    messages = [
+        raw.RawMessage(topics.CDRS_RAW, 0, 0, orjson.dumps(make_cdr("bad-1", callee_number="x"))),
+        raw.RawMessage(
+            topics.CDRS_RAW,
+            0,
+            1,
+            orjson.dumps(make_cdr("bad-2", tenant_id="acme", campaign_id=None, ended_at="?")),
+        ),
+        raw.RawMessage(topics.CDRS_RAW, 0, 2, b"\xff not json"),
+    ]
+    batch = raw.validate_messages(messages, normalizer)
+    letters = [r.value for r in batch.records if r.topic == topics.CDRS_DLQ]
+    assert [decode_dead_letter(v, "default") for v in letters] == [
+        RejectionSeen("default", "energia-primavera", "raw-validator", "invalid", "bad-1"),
+        RejectionSeen("acme", "", "raw-validator", "invalid", "bad-2"),
+        None,
+    ]
 
 
 @pytest.mark.parametrize(
