@@ -494,7 +494,8 @@ TOKENS_FILE = "tokens"
 _UP_ROLES = ("admin", "compliance", "viewer", "ingest")
 # Tables of the api store that are derived from the topics: rebuilt by replaying the
 # archive into a fresh broker. Tokens, campaign settings, alerts with their history,
-# acknowledgements and notes are user data and are kept.
+# acknowledgements and notes are user data and are kept. Of `rejections`, the rows of the
+# stages the replay derives again are emptied (services.common.db.rejections).
 DERIVED_TABLES = ("minute_stats", "window_stats", "consumer_positions")
 
 
@@ -503,7 +504,13 @@ async def _prepare_store(settings: CommonSettings, *, reset_derived: bool) -> di
     tokens: those kept in data_dir/tokens when they still verify, else new ones (the file
     is rewritten, 0600)."""
     from services.common.auth import TokenStore
-    from services.common.db import create_engine, migrate, minute_stats
+    from services.common.db import (
+        REJECTION_STAGES_NOT_REPLAYED,
+        create_engine,
+        migrate,
+        minute_stats,
+        rejections,
+    )
 
     engine = create_engine(settings.resolved_database_url())
     try:
@@ -512,6 +519,11 @@ async def _prepare_store(settings: CommonSettings, *, reset_derived: bool) -> di
             async with engine.begin() as conn:
                 for name in DERIVED_TABLES:
                     await conn.execute(minute_stats.metadata.tables[name].delete())
+                await conn.execute(
+                    rejections.delete().where(
+                        rejections.c.stage.not_in(REJECTION_STAGES_NOT_REPLAYED)
+                    )
+                )
         store = TokenStore(engine, cache_ttl_seconds=0)
         path = settings.data_dir / TOKENS_FILE
         kept: dict[str, str] = {}

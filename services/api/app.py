@@ -28,7 +28,15 @@ from services.api.publisher import (
     KafkaCampaignPublisher,
     PublishUnavailable,
 )
-from services.api.routes import alerts, campaigns, dashboard, health, reports, webhooks
+from services.api.routes import (
+    alerts,
+    campaigns,
+    dashboard,
+    health,
+    rejections,
+    reports,
+    webhooks,
+)
 from services.api.routes import calls as call_routes
 from services.api.store import AlertStore, InvalidCursor
 from services.api.webhooks import DeliveryPolicy, WebhookDispatcher, WebhookStore
@@ -150,7 +158,7 @@ def create_app(
     app.include_router(call_routes.router)
     if settings.serve_ingest:
         _mount_ingest(app, settings, registry, clock, archive)
-    for module in (health, campaigns, alerts, reports, webhooks, dashboard):
+    for module in (health, campaigns, rejections, alerts, reports, webhooks, dashboard):
         app.include_router(module.router)
     dashboard.mount_static(app)
     harden_app(app, settings)

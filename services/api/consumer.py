@@ -1,11 +1,13 @@
-"""Consumes the detector's alerts, stats and call traces into the store.
+"""Consumes the detector's alerts, stats and call traces, and the dead letters of the
+detector and the raw validator, into the store.
 
 `apply_messages` is the whole translation from topic records to store writes; the Kafka
 loop around it only fetches a batch, applies it in one transaction, and commits the
 batch's offsets to Kafka after that transaction committed. The transaction also stores
 the next offset of each partition (table consumer_positions) and the consumer seeks there
 when partitions are assigned, so a batch whose Kafka commit was lost in a crash is not
-applied twice; every store write is idempotent besides (see services.api.store).
+applied twice; every store write but the rejection counts is idempotent besides (see
+services.api.store).
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from schemas import topics
 from schemas.alert_v1 import AlertV1
 from schemas.call_v1 import CallBatchV1
 from schemas.stats_v1 import COUNT_FIELDS, StatsV1
-from services.api.store import AlertStore, LiveWindow, MinuteBucket, Sighting, StoreBatch
+from services.api.store import (
+    AlertStore,
+    LiveWindow,
+    MinuteBucket,
+    RejectionSeen,
+    Sighting,
+    StoreBatch,
+)
 from services.common.db import DEFAULT_TENANT
 from services.common.settings import ApiSettings
 
@@ -35,6 +44,10 @@ MINUTE = timedelta(minutes=1)
 _MAX_WINDOW_NAME = 40  # window_stats.window
 _MAX_PROFILE_NAME = 60
 _MAX_TENANT = 200
+_MAX_CAMPAIGN = 200
+_MAX_CALL_ID = 200
+_MAX_STAGE = 40  # rejections.stage
+_MAX_REASON = 60  # rejections.reason
 
 
 class Message(NamedTuple):
@@ -158,6 +171,52 @@ def _parse_stats(
         batch.live_feeds.add((tenant, stats.campaign_id))
 
 
+def _text_field(record: Mapping[str, Any], name: str, limit: int) -> str | None:
+    """`record[name]` when it is a printable, non-empty string of at most `limit`
+    characters, else None (a dead letter's record is whatever was sent)."""
+    value = record.get(name)
+    if isinstance(value, str) and value and len(value) <= limit and value.isprintable():
+        return value
+    return None
+
+
+def decode_dead_letter(value: bytes, default_tenant: str) -> RejectionSeen | None:
+    """The rejection one `cdrwatch.cdrs.dlq.v1` envelope stands for, or None when it names
+    no tenant and no campaign (an undecodable record: not attributable to anyone).
+
+    The one place that knows the envelope, as the detector (services/detector/app.py
+    `_dead_letter`) and the raw validator (services/ingest/raw.py) write it: a JSON object
+    with `reason`, `stage` and `record`, the record as received (an object, text, or null)
+    or, for `too_late`, `{call_id, campaign_id, tenant_id}`. The record's `tenant_id`,
+    else the default tenant when it names a campaign (both producers file a record without
+    a tenant under the default tenant); `campaign_id` "" when only the tenant is known."""
+    envelope = orjson.loads(value)
+    if not isinstance(envelope, dict):
+        raise UnreadableMessage("dead letter is not a JSON object")
+    reason = envelope.get("reason")
+    stage = envelope.get("stage")
+    for what, item, limit in (("reason", reason, _MAX_REASON), ("stage", stage, _MAX_STAGE)):
+        if not isinstance(item, str) or not item:
+            raise UnreadableMessage(f"dead letter without {what}")
+        _printable(_bounded(item, limit, what), what)
+    record = envelope.get("record")
+    if not isinstance(record, dict):
+        return None
+    campaign = _text_field(record, "campaign_id", _MAX_CAMPAIGN)
+    tenant = _text_field(record, "tenant_id", _MAX_TENANT)
+    if tenant is None:
+        if campaign is None:
+            return None
+        tenant = default_tenant
+    return RejectionSeen(
+        tenant,
+        campaign or "",
+        str(stage),
+        str(reason),
+        _text_field(record, "call_id", _MAX_CALL_ID),
+    )
+
+
 def parse_messages(
     messages: Iterable[Message | tuple[Any, ...]],
     *,
@@ -166,7 +225,8 @@ def parse_messages(
 ) -> StoreBatch:
     """The store writes for a batch of records. A record that cannot be decoded, for any
     reason, is logged, reported to `skipped(topic)` and skipped, never retried (the
-    detector is the only producer: a record it cannot have meant would fail forever). A
+    detector and the raw validator are the only producers: a record they cannot have
+    meant would fail forever). A
     message without a tenant (older detectors) belongs to `default_tenant`; a message
     with header `cdrwatch-replay: 1` is passed on to the store as replayed."""
     batch = StoreBatch()
@@ -192,6 +252,10 @@ def parse_messages(
                 traced = CallBatchV1.model_validate(orjson.loads(value))
                 for call in traced.calls:
                     batch.calls.append((traced.tenant_id, traced.campaign_id, call))
+            elif topic == topics.CDRS_DLQ:
+                rejection = decode_dead_letter(value, default_tenant)
+                if rejection is not None:
+                    batch.rejections.append(rejection)
             else:
                 raise UnreadableMessage(f"not a topic the api consumes: {topic}")
         except Exception as exc:  # one bad record is skipped, never a crash loop
@@ -311,7 +375,7 @@ class StoreConsumer:
             try:
                 await consumer.start()
                 consumer.subscribe(
-                    [topics.ALERTS, topics.STATS, topics.CALLS],
+                    [topics.ALERTS, topics.STATS, topics.CALLS, topics.CDRS_DLQ],
                     listener=_SeekToStoredPositions(
                         consumer, self._store, self._settings.consumer_group
                     ),

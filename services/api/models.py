@@ -71,6 +71,40 @@ class Campaign(BaseModel):
     windows: dict[str, StatsV1]
     last_cdr_received_at: Instant | None = None
     feed: FeedState = "none"
+    # Records of the campaign dead-lettered after ingest answered (or, on the raw topic,
+    # after the broker took them): reason -> count, every stage summed.
+    rejected_after_acceptance: dict[str, int] = Field(default_factory=dict)
+
+
+class CampaignRejection(BaseModel):
+    """Records dead-lettered (cdrwatch.cdrs.dlq.v1) for one stage and reason: how many,
+    when the api first and last read one, and the first few call ids."""
+
+    stage: str
+    reason: str
+    count: int
+    first_seen_at: Instant
+    last_seen_at: Instant
+    example_call_ids: list[str]
+
+
+class CampaignRejections(BaseModel):
+    """`GET /v1/campaigns/{id}/rejections`."""
+
+    campaign_id: str
+    tenant_id: str
+    items: list[CampaignRejection]
+
+
+class TenantRejection(CampaignRejection):
+    tenant_id: str
+
+
+class UnattributedRejections(BaseModel):
+    """`GET /v1/rejections/unattributed`: rejections whose record named its tenant but no
+    campaign one could read."""
+
+    items: list[TenantRejection]
 
 
 class CampaignPage(BaseModel):

@@ -9,7 +9,9 @@ Everything the consumer writes is idempotent, so a batch redelivered after a cra
 changes nothing: alerts are upserted by id and a history row is added only when
 (state, severity) changes; minute buckets and live windows are last-write-wins (the
 detector publishes a campaign's figures in order on one partition, absolute values, so
-after a rebuild of its state the figures converge to the rebuilt ones). An alert marked
+after a rebuild of its state the figures converge to the rebuilt ones). Rejection counts
+(table `rejections`) are the exception: increments, applied once because the consumer
+stores its positions in the batch's transaction and seeks there. An alert marked
 replayed (re-derived from archived records after the broker restarted) that is already
 held updates its figures but adds no history and keeps opened_at, acks and notes; any
 alert already held keeps its first opened_at. One
@@ -45,6 +47,7 @@ from services.api.models import (
     Campaign,
     CampaignConfig,
     CampaignPage,
+    CampaignRejection,
     CampaignStatus,
     FeedState,
     TracedCall,
@@ -59,9 +62,12 @@ from services.common.db import (
     campaigns,
     consumer_positions,
     minute_stats,
+    rejections,
     window_stats,
 )
 
+# Call ids kept per rejection row, the first ones seen (a sender looks them up in its logs).
+REJECTION_EXAMPLES = 5
 _ACK_FIELDS = frozenset({"acknowledged_by", "acknowledged_at"})
 _CHUNK = 500  # ids per IN (...) and rows per statement: well under every driver's limits
 
@@ -102,6 +108,18 @@ class Sighting:
     profile: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RejectionSeen:
+    """One dead letter of cdrwatch.cdrs.dlq.v1 attributed to a tenant (`campaign_id` ""
+    when its campaign is unknown), with the call id when the record holds one."""
+
+    tenant_id: str
+    campaign_id: str
+    stage: str
+    reason: str
+    call_id: str | None = None
+
+
 @dataclass(slots=True)
 class StoreBatch:
     """What one consumer batch writes, in arrival order."""
@@ -118,10 +136,13 @@ class StoreBatch:
     positions: dict[tuple[str, str, int], int] = field(default_factory=dict)
     # (tenant, campaign) with figures derived from CDRs as they arrived (not replayed).
     live_feeds: set[tuple[str, str]] = field(default_factory=set)
+    # Dead letters, counted once each (the batch's positions make it applied once).
+    rejections: list[RejectionSeen] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
             self.alerts
+            or self.rejections
             or self.minutes
             or self.windows
             or self.sightings
@@ -252,6 +273,7 @@ class AlertStore:
             await self._upsert_windows(conn, batch.windows, now)
             await self._upsert_calls(conn, batch.calls, now)
             await self._record_feeds(conn, batch.live_feeds, now)
+            await self._count_rejections(conn, batch.rejections, now)
             await self._store_positions(conn, batch.positions)
 
     async def upsert_alerts(self, items: Sequence[AlertV1], *, replayed: bool = False) -> None:
@@ -316,6 +338,92 @@ class AlertStore:
         ]
         for chunk in _chunks(rows):
             await conn.execute(stmt, list(chunk))
+
+    async def _count_rejections(
+        self, conn: AsyncConnection, seen: Sequence[RejectionSeen], now: datetime
+    ) -> None:
+        """Add the batch's dead letters to their rows: count, last seen `now` (the api's
+        clock when it read them), the first `REJECTION_EXAMPLES` distinct call ids."""
+        if not seen:
+            return
+        tally: dict[tuple[str, str, str, str], tuple[int, list[str]]] = {}
+        for item in seen:
+            key = (item.tenant_id, item.campaign_id, item.stage, item.reason)
+            count, examples = tally.get(key, (0, []))
+            if item.call_id is not None and item.call_id not in examples:
+                examples = [*examples, item.call_id]
+            tally[key] = (count + 1, examples)
+        c = rejections.c
+        held: dict[tuple[str, str, str, str], list[str]] = {}
+        for key in tally:
+            row = (
+                await conn.execute(
+                    sa.select(c.example_call_ids).where(
+                        c.tenant_id == key[0],
+                        c.campaign_id == key[1],
+                        c.stage == key[2],
+                        c.reason == key[3],
+                    )
+                )
+            ).first()
+            if row is not None:
+                held[key] = list(row.example_call_ids or [])
+        stmt = self._insert(rejections)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[c.tenant_id, c.campaign_id, c.stage, c.reason],
+            set_={
+                "count": c.count + stmt.excluded.count,
+                "last_seen_at": stmt.excluded.last_seen_at,
+                "example_call_ids": stmt.excluded.example_call_ids,
+            },
+        )
+        rows = []
+        for key, (count, new) in sorted(tally.items()):
+            examples = held.get(key, [])
+            examples += [call_id for call_id in new if call_id not in examples]
+            rows.append(
+                {
+                    "tenant_id": key[0],
+                    "campaign_id": key[1],
+                    "stage": key[2],
+                    "reason": key[3],
+                    "count": count,
+                    "first_seen_at": now,
+                    "last_seen_at": now,
+                    "example_call_ids": examples[:REJECTION_EXAMPLES],
+                }
+            )
+        for chunk in _chunks(rows):
+            await conn.execute(stmt, list(chunk))
+
+    async def list_rejections(
+        self, *, tenant_id: str | None, campaign_id: str | None
+    ) -> list[CampaignRejection]:
+        """The rejection rows of the tenant (`tenant_id` None: the default tenant), of one
+        campaign (`campaign_id` "": those of no known campaign), by stage and reason."""
+        c = rejections.c
+        query = (
+            sa.select(rejections)
+            .where(c.tenant_id == self._tenant(tenant_id), c.campaign_id == campaign_id)
+            .order_by(c.stage, c.reason)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_rejection(row) for row in rows]
+
+    async def unattributed_rejections(
+        self, *, tenant_id: str | None
+    ) -> list[tuple[str, CampaignRejection]]:
+        """(tenant, row) of the rejections whose record named a tenant but no campaign, of
+        `tenant_id` (None: every tenant's), by tenant, stage and reason."""
+        c = rejections.c
+        query = sa.select(rejections).where(c.campaign_id == "")
+        if tenant_id is not None:
+            query = query.where(c.tenant_id == tenant_id)
+        query = query.order_by(c.tenant_id, c.stage, c.reason)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(row.tenant_id, _rejection(row)) for row in rows]
 
     async def _record_sightings(
         self, conn: AsyncConnection, sightings: Sequence[Sighting], now: datetime
@@ -765,6 +873,19 @@ class AlertStore:
         )
         for feed in result:
             received[(feed.tenant_id, feed.campaign_id)] = feed.last_cdr_received_at
+        rejected: dict[tuple[str, str], dict[str, int]] = {}
+        result = await conn.execute(
+            sa.select(
+                rejections.c.tenant_id,
+                rejections.c.campaign_id,
+                rejections.c.reason,
+                sa.func.sum(rejections.c.count),
+            )
+            .where(rejections.c.campaign_id.in_(ids), rejections.c.tenant_id.in_(tenants))
+            .group_by(rejections.c.tenant_id, rejections.c.campaign_id, rejections.c.reason)
+        )
+        for tenant, campaign_id, reason, count in result:
+            rejected.setdefault((tenant, campaign_id), {})[reason] = int(count)
         result = await conn.execute(
             sa.select(window_stats)
             .where(window_stats.c.campaign_id.in_(ids), window_stats.c.tenant_id.in_(tenants))
@@ -798,6 +919,7 @@ class AlertStore:
                     windows=windows.get(key, {}),
                     last_cdr_received_at=last,
                     feed=feed_state(last, now, self.stale_feed_after),
+                    rejected_after_acceptance=rejected.get(key, {}),
                 )
             )
         return items
@@ -1302,6 +1424,17 @@ _CALL_FACTS = (
 )
 _CALL_COLUMNS = ("call_id", *_CALL_FACTS)
 _CALL_KEY_AND_COLUMNS = ("tenant_id", "campaign_id", *_CALL_COLUMNS)
+
+
+def _rejection(row: sa.Row[Any]) -> CampaignRejection:
+    return CampaignRejection(
+        stage=row.stage,
+        reason=row.reason,
+        count=int(row.count),
+        first_seen_at=row.first_seen_at,
+        last_seen_at=row.last_seen_at,
+        example_call_ids=list(row.example_call_ids or []),
+    )
 
 
 def _call_row(key: tuple[str, str, str], call: CallV1) -> dict[str, Any]:

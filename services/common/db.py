@@ -279,6 +279,28 @@ webhook_attempts = sa.Table(
     sa.Column("duration_ms", sa.Float, nullable=False),
 )
 
+# Records the detector or the raw validator dead-lettered (cdrwatch.cdrs.dlq.v1), counted
+# per (tenant, campaign, stage, reason) by the api's consumer (services/api/consumer.py).
+# `campaign_id` is "" for a record whose campaign is unknown (undecodable) but whose tenant
+# is. The rows of stages the archive replay derives again (every stage but the raw
+# validator's, whose input is not archived) are emptied with the derived tables when the
+# broker restarts (`cdrwatch up`), so a replay does not count them twice.
+rejections = sa.Table(
+    "rejections",
+    metadata,
+    sa.Column("tenant_id", sa.String(200), primary_key=True),
+    sa.Column("campaign_id", sa.String(200), primary_key=True),
+    sa.Column("stage", sa.String(40), primary_key=True),
+    sa.Column("reason", sa.String(60), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("first_seen_at", UtcDateTime, nullable=False),
+    sa.Column("last_seen_at", UtcDateTime, nullable=False),
+    sa.Column("example_call_ids", sa.JSON, nullable=False),
+)
+# Stages whose rejections survive a broker restart (see `rejections`).
+REJECTION_STAGES_NOT_REPLAYED = ("raw-validator",)
+
+
 SCHEMA_VERSION = 3
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -13,7 +14,7 @@ from schemas.alert_v1 import AlertV1
 from schemas.stats_v1 import COUNT_FIELDS, stats_from_counts
 from services.api.consumer import Message, alert_message, apply_messages, stats_message
 from services.api.models import CampaignConfig
-from services.api.store import AlertStore, InvalidCursor
+from services.api.store import REJECTION_EXAMPLES, AlertStore, InvalidCursor
 from services.common.db import create_engine, migrate
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -779,3 +780,32 @@ async def test_last_cdr_received_moves_with_live_stats_only(store, clock):
     await apply_messages(store, [replayed])
     (campaign,) = (await store.list_campaigns(tenant_id="a")).items
     assert (campaign.last_cdr_received_at, campaign.feed) == (received, "stale")
+
+
+def dead_letter(call_id: str, campaign: str, tenant: str = "default") -> Message:
+    """A too-late dead letter as the detector writes it (services/detector/app.py)."""
+    envelope = {
+        "reason": "too_late",
+        "stage": "cdr",
+        "detail": "more than 7 days before the newest call",
+        "source": {"topic": "cdrwatch.cdrs.v1", "partition": 0, "offset": 1},
+        "record": {"call_id": call_id, "campaign_id": campaign, "tenant_id": tenant},
+    }
+    return Message("cdrwatch.cdrs.dlq.v1", b"too_late", orjson.dumps(envelope))
+
+
+async def test_rejections_count_first_and_last_seen_and_the_first_distinct_call_ids(store, clock):
+    start = clock.now
+    await apply_messages(store, [dead_letter(f"k{i}", "spring") for i in range(4)])
+    clock.now = start + timedelta(minutes=5)
+    await apply_messages(
+        store,
+        [dead_letter("k1", "spring"), *(dead_letter(f"m{i}", "spring") for i in range(4))],
+    )
+    await apply_messages(store, [dead_letter("z", "spring", tenant="acme")])
+    [row] = await store.list_rejections(tenant_id=None, campaign_id="spring")
+    assert (row.stage, row.reason, row.count) == ("cdr", "too_late", 9)
+    assert (row.first_seen_at, row.last_seen_at) == (start, start + timedelta(minutes=5))
+    assert row.example_call_ids == ["k0", "k1", "k2", "k3", "m0"][:REJECTION_EXAMPLES]
+    [acme] = await store.list_rejections(tenant_id="acme", campaign_id="spring")
+    assert (acme.count, acme.example_call_ids) == (1, ["z"])

@@ -1,5 +1,5 @@
-"""/v1/campaigns: list, stats over a minute-aligned range, regulatory windows (compliance),
-configuration (PUT).
+"""/v1/campaigns: list, one campaign, stats over a minute-aligned range, regulatory windows
+(compliance), records rejected after acceptance, configuration (PUT).
 
 A campaign is (tenant, campaign id): a tenant-bound token works on its tenant's campaigns
 (naming another tenant with `tenant` answers 404, as for a campaign that does not exist);
@@ -37,6 +37,7 @@ from services.api.models import (
     CampaignCompliance,
     CampaignMinutes,
     CampaignPage,
+    CampaignRejections,
     CampaignUpdate,
 )
 from services.common.settings import ApiSettings
@@ -66,6 +67,45 @@ def _tenant_of(principal: Viewer, tenant: str | None, default_tenant: str, campa
         return campaign_tenant(principal, tenant, default_tenant)
     except OtherTenant:
         raise campaigns.CampaignNotFound(campaign_id) from None
+
+
+@router.get("/{campaign_id}", response_model=Campaign, responses={404: {"description": "Unknown"}})
+async def get_campaign(
+    campaign_id: CampaignIdPath,
+    principal: Viewer,
+    store: StoreDep,
+    default_tenant: DefaultTenant,
+    tenant: TenantQuery = None,
+) -> Campaign:
+    """The campaign as the list shows it, with `rejected_after_acceptance` (reason -> count
+    of its records dead-lettered after the 202)."""
+    scope = _tenant_of(principal, tenant, default_tenant, campaign_id)
+    found = await store.get_campaign(campaign_id, tenant_id=scope)
+    if found is None:
+        raise campaigns.CampaignNotFound(campaign_id)
+    return found
+
+
+@router.get(
+    "/{campaign_id}/rejections",
+    response_model=CampaignRejections,
+    responses={404: {"description": "Unknown"}},
+)
+async def get_rejections(
+    campaign_id: CampaignIdPath,
+    principal: Viewer,
+    store: StoreDep,
+    default_tenant: DefaultTenant,
+    tenant: TenantQuery = None,
+) -> CampaignRejections:
+    """The campaign's records dead-lettered after acceptance (cdrwatch.cdrs.dlq.v1), per
+    stage and reason: count, first and last seen (when the api read them), the first call
+    ids. A campaign all of whose records were rejected is found here too."""
+    scope = _tenant_of(principal, tenant, default_tenant, campaign_id)
+    items = await store.list_rejections(tenant_id=scope, campaign_id=campaign_id)
+    if not items and await store.get_campaign(campaign_id, tenant_id=scope) is None:
+        raise campaigns.CampaignNotFound(campaign_id)
+    return CampaignRejections(campaign_id=campaign_id, tenant_id=scope, items=items)
 
 
 @router.get(
