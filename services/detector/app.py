@@ -45,6 +45,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from pydantic import ValidationError
 
 from schemas import NormalizedCdrV1, topics
+from schemas.cdr_batch_v1 import cdrs_in_message, input_position, message_offset
 from schemas.instants import format_instant
 from schemas.stats_v1 import rate
 from services.common.settings import DetectorSettings
@@ -101,6 +102,18 @@ def split_scoped(key: str) -> tuple[str, str]:
 
 class UnprocessableRecord(ValueError):
     """A decoded record the detector must not apply (a dead letter, never a crash)."""
+
+
+def decode_cdrs(
+    events: Iterable[EventT],
+) -> Iterator[tuple[EventT, int, NormalizedCdrV1 | ValidationError]]:
+    """Every record of every message (a `CdrBatchV1` envelope or one CDR, see
+    schemas.cdr_batch_v1), with its index in its message: the model, or why the record is
+    not one. The engine gets each record at `input_position(offset, index)`, so the records
+    of one message keep distinct, increasing positions for its watermarks and dedup."""
+    for event in events:
+        for index, cdr_or_error in enumerate(cdrs_in_message(event.value)):
+            yield event, index, cdr_or_error
 
 
 def check_record(cdr: NormalizedCdrV1) -> None:
@@ -585,10 +598,12 @@ class Detector:
         decoded: list[Event] = []
         replayed: set[str] = set()  # scoped keys of campaigns with a replayed record
         newest_accepted: datetime | None = None
-        for event in events:
+        for event, index, cdr_or_error in decode_cdrs(events):
             message = event.message
             try:
-                cdr = NormalizedCdrV1.model_validate_json(event.value)
+                if isinstance(cdr_or_error, ValidationError):
+                    raise cdr_or_error
+                cdr = cdr_or_error
                 check_record(cdr)
                 call = to_call_record(cdr, self.settings.default_tenant)
             except ValidationError as exc:
@@ -601,7 +616,7 @@ class Detector:
                 newest_accepted = cdr.accepted_at
             if is_replayed(message):
                 replayed.add(call.campaign_id)
-            decoded.append(Event(message.partition, message.offset, call))
+            decoded.append(Event(message.partition, input_position(message.offset, index), call))
         self.state.bind(events)
         if any(
             not self.configs.knows(e.call.campaign_id)
@@ -776,7 +791,7 @@ class Detector:
             self._dead_letter(
                 orjson.dumps(record),
                 dead.event.partition,
-                dead.event.offset,
+                message_offset(dead.event.offset),
                 dead.reason,
                 dead.detail,
                 stage="cdr",

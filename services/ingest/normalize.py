@@ -175,17 +175,43 @@ def _format_duration(value: timedelta) -> str:
     return f"{seconds}s"
 
 
+@dataclass(frozen=True, slots=True)
+class Callee:
+    """What a record keeps of its callee number: the keyed pseudonym, the region of its
+    numbering plan, the regions sharing its calling code, and its zones."""
+
+    key: str
+    region: str | None
+    calling_code_regions: frozenset[str]
+    zones: tuple[str, ...]
+
+
+# Default size of a normaliser's callee cache: the distinct numbers a large outbound
+# operation calls in an hour (a 5,000-seat centre places a few hundred thousand calls an
+# hour) fit, at about 300 bytes an entry.
+CALLEE_CACHE_SIZE = 500_000
+
+
 class Normalizer:
-    """Turns a validated `CdrV1` into a `NormalizedCdrV1`, or the errors that prevent it."""
+    """Turns a validated `CdrV1` into a `NormalizedCdrV1`, or the errors that prevent it.
+
+    Callee numbers go through an LRU cache of `callee_cache_size` entries, (number as sent,
+    country) to its `Callee` or its error, so a number called again within the cache's
+    reach costs a dictionary lookup instead of a `phonenumbers` parse, validation, zone
+    lookup and HMAC (about 100 µs). Entries share their region sets and zone tuples."""
 
     def __init__(
         self,
         pseudonym_key: bytes,
         clock: Callable[[], datetime],
         future_tolerance: timedelta,
+        *,
+        callee_cache_size: int = CALLEE_CACHE_SIZE,
     ) -> None:
         if not pseudonym_key:
             raise ValueError("pseudonym key must not be empty")
+        self._shared: dict[object, object] = {}
+        self.callee = lru_cache(maxsize=callee_cache_size)(self._callee)
         self._key = pseudonym_key
         self._clock = clock
         self._future_tolerance = future_tolerance
@@ -200,6 +226,21 @@ class Normalizer:
             for name in INSTANT_FIELDS
         }
         self.future_error = self.future_errors["originated_at"]
+
+    def _callee(self, raw: str, country: str | None) -> Callee | str:
+        """The callee of a number (uncached), or the error message of `parse_callee_number`."""
+        parsed = parse_callee_number.__wrapped__(raw, country)
+        if isinstance(parsed, str):
+            return parsed
+        shared = self._shared
+        regions = shared.setdefault(parsed.calling_code_regions, parsed.calling_code_regions)
+        zones = shared.setdefault(parsed.zones, parsed.zones)
+        return Callee(
+            self.callee_key(parsed.e164),
+            parsed.region,
+            regions,  # type: ignore[arg-type]
+            zones,  # type: ignore[arg-type]
+        )
 
     def callee_key(self, e164: str) -> str:
         """Keyed pseudonym of an E.164 number (stable for a given key)."""
@@ -245,7 +286,7 @@ class Normalizer:
                 )
             )
             return None, errors
-        parsed = parse_callee_number(cdr.callee_number, cdr.callee_country)
+        parsed = self.callee(cdr.callee_number, cdr.callee_country)
         if isinstance(parsed, str):
             errors.append(FieldError(field="callee_number", message=parsed))
         if cdr.callee_tz is not None and not is_iana_zone(cdr.callee_tz):
@@ -266,7 +307,7 @@ class Normalizer:
         for name in _DIALER_ONLY_FIELDS:
             del fields[name]
         fields.update(
-            callee_key=self.callee_key(parsed.e164),
+            callee_key=parsed.key,
             callee_country=country,
             callee_zones=zones,
             source=source,
@@ -274,5 +315,7 @@ class Normalizer:
         )
         if cdr.extra:
             fields["extra"] = self.scrub(cdr.extra)
-        record = NormalizedCdrV1.model_validate(fields)
+        # Every field is valid already (the CdrV1 it comes from, values derived here):
+        # construct without validating them a second time.
+        record = NormalizedCdrV1.model_construct(**fields)
         return record, []
