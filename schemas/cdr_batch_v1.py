@@ -85,6 +85,18 @@ def message_offset(position: int) -> int:
     return position // MAX_CDRS_PER_MESSAGE
 
 
+def count_cdrs(value: bytes) -> int:
+    """How many CDRs a message of `cdrwatch.cdrs.v1` holds (unvalidated: an envelope's
+    `cdrs`, else 1)."""
+    try:
+        data: Any = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return 1
+    if isinstance(data, dict) and isinstance(data.get("cdrs"), list):
+        return len(data["cdrs"])
+    return 1
+
+
 def cdrs_in_message(value: bytes | None) -> list[NormalizedCdrV1 | ValidationError]:
     """The records of one message of `cdrwatch.cdrs.v1`, each validated alone: the model,
     or the ValidationError of a record that is not one. A message that is not an envelope
