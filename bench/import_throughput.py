@@ -8,7 +8,9 @@ subprocesses of `python -m services.cli import`:
 2. via ingest: one fresh embedded broker, ONE `cdrwatch ingest` process, an ingest token;
    the importer posts NDJSON batches of 1,000 calls (202 only after the broker acked).
 The importer, the ingest and the broker share the machine's cores. Prints figures; never
-asserts.
+asserts. `--profile` attaches py-spy to the importer (and its validation workers) during the
+dry run and to the ingest process during the import through it, and prints the top
+functions of each.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from _common import (
     ROOT,
     BenchError,
     Child,
+    Profiler,
     clean_env,
     cpu_seconds,
     embedded_broker,
     fmt_int,
     print_header,
+    profile_summary,
     python_module,
     run_main,
     wait_http_ok,
@@ -55,6 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-ingest", action="store_true", help="only the dry run")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", action="store_true", help="also print figures as JSON")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the importer (dry run, workers included) and the ingest (via ingest)",
+    )
     return parser.parse_args(argv)
 
 
@@ -91,9 +100,10 @@ def generate(path: Path, rows: int) -> int:
 
 
 def run_import(
-    work: Path, csv: Path, env: dict[str, str], extra: list[str]
+    work: Path, csv: Path, env: dict[str, str], extra: list[str], profile: Path | None = None
 ) -> tuple[float, float, dict]:
-    """Wall seconds, CPU seconds of the importer (its worker processes included), summary."""
+    """Wall seconds, CPU seconds of the importer (its worker processes included), summary.
+    With `profile`, py-spy samples the importer and its worker processes into that file."""
     argv = python_module(
         "import",
         str(csv),
@@ -108,15 +118,29 @@ def run_import(
     )
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    out = subprocess.run(  # noqa: S603 - our own CLI
-        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False
+    proc = subprocess.Popen(  # noqa: S603 - our own CLI
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    seconds = time.perf_counter() - started
-    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    profiler = None
+    if profile is not None:
+        profiler = Profiler(proc.pid, profile)
+        profiler.argv.append("--subprocesses")
+        profiler.start()
+    try:
+        stdout, stderr = proc.communicate(timeout=1800)
+        # before py-spy is reaped, so that its own CPU is not counted as the importer's
+        seconds = time.perf_counter() - started
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if profiler is not None:
+            profiler.stop()
     cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
-    if out.returncode not in (0, 3):
-        raise BenchError(f"import failed ({out.returncode}): {out.stderr[-2000:]}")
-    return seconds, cpu, orjson.loads(out.stdout)
+    if proc.returncode not in (0, 3):
+        raise BenchError(f"import failed ({proc.returncode}): {stderr[-2000:]}")
+    return seconds, cpu, orjson.loads(stdout)
 
 
 def body(args: argparse.Namespace) -> None:
@@ -137,13 +161,16 @@ def body(args: argparse.Namespace) -> None:
             flush=True,
         )
         env = clean_env(CDRWATCH_LOG_JSON="true")
-        seconds, cpu, summary = run_import(work, csv, env, ["--dry-run"])
+        dry_profile = work / "import-dry-run.pyspy.txt" if args.profile else None
+        seconds, cpu, summary = run_import(work, csv, env, ["--dry-run"], dry_profile)
         print(
             f"dry run    {seconds:6.1f} s  {fmt_int(args.rows / seconds)} rows/s  "
             f"(importer CPU {cpu:.1f} s: {fmt_int(args.rows / cpu)} rows per CPU-s)  "
             f"valid {fmt_int(summary['imported'])}, rejected {summary['rejected']}",
             flush=True,
         )
+        if dry_profile is not None:
+            print("\n".join(profile_summary(dry_profile, top=20)), flush=True)
         results.update(
             dry_run_seconds=seconds, dry_run_rows_per_s=args.rows / seconds, dry_run_cpu=cpu
         )
@@ -168,16 +195,21 @@ def body(args: argparse.Namespace) -> None:
                 ).stdout.split()[-1]
                 port = free_port()
                 ingest = Child("ingest", python_module("ingest", "--port", str(port)), env, work)
+                ingest_profiler: Profiler | None = None
                 try:
                     ingest.start()
                     base = f"http://127.0.0.1:{port}"
                     wait_http_ok(f"{base}/readyz", ingest)
                     ingest_cpu0 = cpu_seconds(ingest.pid)
+                    if args.profile:
+                        ingest_profiler = Profiler(ingest.pid, work / "ingest.pyspy.txt").start()
                     seconds, cpu, summary = run_import(
                         work, csv, env, ["--ingest-url", base, "--token", token]
                     )
                     ingest_cpu = cpu_seconds(ingest.pid) - ingest_cpu0
                 finally:
+                    if ingest_profiler is not None:
+                        ingest_profiler.stop()
                     ingest.stop()
             print(
                 f"via ingest {seconds:6.1f} s  {fmt_int(args.rows / seconds)} rows/s  "
@@ -185,6 +217,8 @@ def body(args: argparse.Namespace) -> None:
                 f"imported {fmt_int(summary['imported'])}, rejected {summary['rejected']}",
                 flush=True,
             )
+            if ingest_profiler is not None:
+                print("\n".join(profile_summary(ingest_profiler.out, top=20)), flush=True)
             results.update(
                 ingest_seconds=seconds,
                 ingest_rows_per_s=args.rows / seconds,
