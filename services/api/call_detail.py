@@ -14,12 +14,11 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from services.api.compliance import DEFAULT_PROFILE, campaign_compliance
+from services.api.compliance import DEFAULT_PROFILE, campaign_compliance, judged_by
 from services.api.models import ComplianceWindow, TracedCall
 from services.api.store import AlertStore
 from services.detector.core.model import BucketCounts
-from services.detector.core.profiles import load_profile
-from services.detector.core.rules import effective_amd_ratio, rate_terms
+from services.detector.core.rules import rate_terms
 
 Role = Literal["numerator and denominator", "denominator", "estimate", "numerator"]
 
@@ -88,13 +87,7 @@ async def call_detail(
     if call is None:
         raise CallNotFound(call_id)
     campaign = await store.get_campaign(campaign_id, tenant_id=tenant_id)
-    profile_name = (campaign.profile if campaign else None) or default_profile
-    overrides = (campaign.overrides if campaign else None) or None
-    profile = load_profile(profile_name, overrides)
-    ratio = effective_amd_ratio(
-        Fraction(str(campaign.amd_false_positive_ratio if campaign else 0)),
-        profile.amd_false_positive_ratio,
-    )
+    profile, ratio = judged_by(campaign, default_profile)
     references: dict[str, str] = {r.id: r.reference for r in profile.per_call_rules}
     references.update({r.id: r.reference for r in profile.lockouts})
     references.update({r.id: r.reference for r in profile.frequency_caps})

@@ -8,7 +8,7 @@ from datetime import datetime
 from fractions import Fraction
 
 from services.api.campaigns import CampaignNotFound, RangeError
-from services.api.models import CampaignCompliance, ComplianceWindow
+from services.api.models import Campaign, CampaignCompliance, ComplianceWindow
 from services.api.store import AlertStore
 from services.detector.core.compliance import WindowVerdict, evaluate_windows
 from services.detector.core.model import BucketCounts
@@ -31,6 +31,15 @@ def compliance_range(
     if start is not None and end is not None and start >= end:
         raise RangeError("from", "`from` must be before `to`")
     return start, end
+
+
+def judged_by(campaign: Campaign | None, default_profile: str) -> tuple[Profile, Fraction]:
+    """The profile a campaign is judged by (configured, else reported, else the default,
+    with its overrides) and its effective AMD false-positive ratio."""
+    name = (campaign.profile if campaign else None) or default_profile
+    profile = load_profile(name, (campaign.overrides if campaign else None) or None)
+    own = campaign.amd_false_positive_ratio if campaign else 0
+    return profile, effective_amd_ratio(Fraction(str(own or 0)), profile.amd_false_positive_ratio)
 
 
 async def campaign_compliance(
@@ -56,10 +65,7 @@ async def campaign_compliance(
     campaign = await store.get_campaign(campaign_id, tenant_id=tenant_id)
     if campaign is None:
         raise CampaignNotFound(campaign_id)
-    profile = load_profile(campaign.profile or default_profile, campaign.overrides or None)
-    ratio = effective_amd_ratio(
-        Fraction(str(campaign.amd_false_positive_ratio or 0)), profile.amd_false_positive_ratio
-    )
+    profile, ratio = judged_by(campaign, default_profile)
     rows = await store.minute_buckets(campaign_id, tenant_id=campaign.tenant_id)
     buckets = {minute_of(at): BucketCounts(**counts) for at, counts in rows.items()}
     verdicts = evaluate_windows(profile, buckets, amd_false_positive_ratio=ratio)

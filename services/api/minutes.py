@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 
 from services.api.campaigns import MINUTE, CampaignNotFound, stats_range
+from services.api.compliance import judged_by
 from services.api.models import CampaignMinutes, ChartRule
 from services.api.store import AlertStore
 from services.detector.core.model import BucketCounts
-from services.detector.core.profiles import Profile, RateRule, load_profile
-from services.detector.core.rules import effective_amd_ratio, rate_terms
+from services.detector.core.profiles import Profile, RateRule
+from services.detector.core.rules import rate_terms
 
 DEFAULT_SPAN = timedelta(hours=3)
 MAX_SPAN = timedelta(days=7)
@@ -53,7 +54,7 @@ async def campaign_minutes(
     campaign = await store.get_campaign(campaign_id, tenant_id=tenant_id)
     if campaign is None:
         raise CampaignNotFound(campaign_id)
-    profile = load_profile(campaign.profile or default_profile, campaign.overrides or None)
+    profile, ratio = judged_by(campaign, default_profile)
     rule = chart_rule(profile)
     trailing = _TRAILING.get(rule.window, 1) if rule is not None else 1
     rows = await store.minute_buckets(
@@ -81,9 +82,6 @@ async def campaign_minutes(
     )
     if rule is None:
         return result
-    ratio = effective_amd_ratio(
-        Fraction(str(campaign.amd_false_positive_ratio or 0)), profile.amd_false_positive_ratio
-    )
     terms = [rate_terms(rule.metric, b, ratio) for b in buckets]
     values: list[float | None] = []
     numerator = sum((n for n, _ in terms[: trailing - 1]), Fraction(0))

@@ -22,13 +22,12 @@ from pydantic import BaseModel, Field
 from schemas.alert_v1 import AlertV1
 from schemas.stats_v1 import rate
 from services.api.campaigns import CampaignNotFound
-from services.api.compliance import DEFAULT_PROFILE, campaign_compliance
+from services.api.compliance import DEFAULT_PROFILE, campaign_compliance, judged_by
 from services.api.models import AlertDetail, ComplianceWindow, Number, TracedCall, Verdict
 from services.api.store import AlertStore
 from services.detector.core.compliance import evaluate_windows
 from services.detector.core.model import BucketCounts
-from services.detector.core.profiles import Profile, RateRule, load_profile
-from services.detector.core.rules import effective_amd_ratio
+from services.detector.core.profiles import Profile, RateRule
 from services.detector.core.windows import (
     local_day_bounds,
     local_day_of,
@@ -179,10 +178,7 @@ async def _campaign_report(
     if campaign is None:
         raise CampaignNotFound(campaign_id)
     # The compliance view's profile choice (configured, else reported, else the default).
-    profile = load_profile(campaign.profile or default_profile, campaign.overrides or None)
-    ratio = effective_amd_ratio(
-        Fraction(str(campaign.amd_false_positive_ratio or 0)), profile.amd_false_positive_ratio
-    )
+    profile, ratio = judged_by(campaign, default_profile)
     view = await campaign_compliance(
         store,
         campaign_id,

@@ -1430,7 +1430,7 @@ def _rejection(row: sa.Row[Any]) -> CampaignRejection:
     return CampaignRejection(
         stage=row.stage,
         reason=row.reason,
-        count=int(row.count),
+        count=int(row._mapping["count"]),
         first_seen_at=row.first_seen_at,
         last_seen_at=row.last_seen_at,
         example_call_ids=list(row.example_call_ids or []),
