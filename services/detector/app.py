@@ -662,13 +662,6 @@ class Detector:
                 except Exception:
                     _exit_unacked("lockouts")
 
-        @app.timer(self.settings.output_interval_seconds, name="cdrwatch-detector-outputs")
-        async def send_held_outputs() -> None:
-            # Commits flush what is held too, but only when new offsets are acked: the last
-            # batch of a stream that goes quiet would keep its stats and updates otherwise.
-            # Sending earlier than the commit is always safe (it is what sending at once did).
-            self.flush_outputs()
-
         @app.on_partitions_assigned.connect  # type: ignore[misc]
         async def on_assigned(*_args: Any, **_kwargs: Any) -> None:
             self.engine.reset_caches()
