@@ -21,12 +21,7 @@ from services.ingest.raw import RawValidator
 from services.ingest.service import check_item, validate_items
 from tests.service import test_detector_adapter as adapter
 from tests.service.records import make_cdr
-from tests.service.test_detector_adapter import (
-    FakeEvent,
-    attempts_by_scope,
-    cdr,
-    handle_and_commit,
-)
+from tests.service.test_detector_adapter import FakeEvent, attempts_by_scope, cdr
 from tests.service.test_ingest_raw_validator import KEY, NOW, FakeProducer, message
 
 detector = adapter.detector  # the adapter tests' fixture: a Detector with recorded outputs
@@ -62,11 +57,11 @@ async def test_a_single_record_and_an_envelope_are_both_counted(detector: Detect
     single = orjson.dumps(cdr(0))
     envelope = encode_batch("campB", [orjson.dumps(cdr(n)) for n in range(1, 6)])
 
-    await handle_and_commit(detector, [FakeEvent(single, 0), FakeEvent(envelope, 1)])
+    await detector.handle([FakeEvent(single, 0), FakeEvent(envelope, 1)])
 
     assert attempts_by_scope(detector) == {("tenant-b", "campB"): 6}
     # Replayed after a restart (the same offsets again): nothing counted twice.
-    await handle_and_commit(detector, [FakeEvent(single, 0), FakeEvent(envelope, 1)])
+    await detector.handle([FakeEvent(single, 0), FakeEvent(envelope, 1)])
     assert attempts_by_scope(detector) == {("tenant-b", "campB"): 6}
 
 
@@ -77,7 +72,7 @@ async def test_a_bad_record_of_an_envelope_is_a_dead_letter_and_its_neighbours_c
     records[1]["originated_at"] = "yesterday"
     envelope = orjson.dumps({"campaign_id": "campB", "cdrs": records})
 
-    await handle_and_commit(detector, [FakeEvent(envelope, 4)])
+    await detector.handle([FakeEvent(envelope, 4)])
 
     assert attempts_by_scope(detector) == {("tenant-b", "campB"): 2}
     [dead] = detector.dlq.values()  # type: ignore[attr-defined]
