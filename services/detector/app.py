@@ -45,7 +45,6 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from schemas import NormalizedCdrV1, topics
-from schemas.cdr_batch_v1 import cdrs_in_message, input_position, message_offset
 from schemas.instants import format_instant
 from schemas.stats_v1 import rate
 from services.common.kafka import BrokerHealth
@@ -104,18 +103,6 @@ def split_scoped(key: str) -> tuple[str, str]:
 
 class UnprocessableRecord(ValueError):
     """A decoded record the detector must not apply (a dead letter, never a crash)."""
-
-
-def decode_cdrs(
-    events: Iterable[EventT],
-) -> Iterator[tuple[EventT, int, NormalizedCdrV1 | ValidationError]]:
-    """Every record of every message (a `CdrBatchV1` envelope or one CDR, see
-    schemas.cdr_batch_v1), with its index in its message: the model, or why the record is
-    not one. The engine gets each record at `input_position(offset, index)`, so the records
-    of one message keep distinct, increasing positions for its watermarks and dedup."""
-    for event in events:
-        for index, cdr_or_error in enumerate(cdrs_in_message(event.value)):
-            yield event, index, cdr_or_error
 
 
 def check_record(cdr: NormalizedCdrV1) -> None:
@@ -651,12 +638,10 @@ class Detector:
         decoded: list[Event] = []
         replayed: set[str] = set()  # scoped keys of campaigns with a replayed record
         newest_accepted: datetime | None = None
-        for event, index, cdr_or_error in decode_cdrs(events):
+        for event in events:
             message = event.message
             try:
-                if isinstance(cdr_or_error, ValidationError):
-                    raise cdr_or_error
-                cdr = cdr_or_error
+                cdr = NormalizedCdrV1.model_validate_json(event.value)
                 check_record(cdr)
                 call = to_call_record(cdr, self.settings.default_tenant)
             except ValidationError as exc:
@@ -669,7 +654,7 @@ class Detector:
                 newest_accepted = cdr.accepted_at
             if is_replayed(message):
                 replayed.add(call.campaign_id)
-            decoded.append(Event(message.partition, input_position(message.offset, index), call))
+            decoded.append(Event(message.partition, message.offset, call))
         self.state.bind(events)
         if self.configs.awaiting_start:
             # A restarted worker knows its campaigns from the restored table but not yet
@@ -848,7 +833,7 @@ class Detector:
             self._dead_letter(
                 orjson.dumps(record),
                 dead.event.partition,
-                message_offset(dead.event.offset),
+                dead.event.offset,
                 dead.reason,
                 dead.detail,
                 stage="cdr",
