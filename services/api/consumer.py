@@ -36,6 +36,7 @@ from services.api.store import (
     StoreBatch,
 )
 from services.common.db import DEFAULT_TENANT
+from services.common.kafka import confirm_log_ends
 from services.common.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -286,10 +287,13 @@ ConsumerFactory = Callable[[], AIOKafkaConsumer]
 
 
 class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, consumer: AIOKafkaConsumer, store: AlertStore, group_id: str) -> None:
+    def __init__(
+        self, consumer: AIOKafkaConsumer, store: AlertStore, group_id: str, bootstrap: str
+    ) -> None:
         self._consumer = consumer
         self._store = store
         self._group_id = group_id
+        self._bootstrap = bootstrap
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         pass
@@ -298,6 +302,15 @@ class _SeekToStoredPositions(ConsumerRebalanceListener):  # type: ignore[misc]
         partitions = list(assigned)
         stored = await self._store.consumer_positions(self._group_id)
         ends = await self._consumer.end_offsets(partitions) if partitions else {}
+        beyond = {
+            tp: ends[tp]
+            for tp in partitions
+            if tp in ends and stored.get((tp.topic, tp.partition), -1) > ends[tp]
+        }
+        if beyond:
+            # The embedded broker reports an end short of the last record batch: confirm
+            # before taking a stored position for one beyond the log (a full re-read).
+            ends.update(await confirm_log_ends(self._bootstrap, beyond))
         for tp in partitions:
             offset = stored.get((tp.topic, tp.partition))
             if offset is None:
@@ -377,7 +390,10 @@ class StoreConsumer:
                 consumer.subscribe(
                     [topics.ALERTS, topics.STATS, topics.CALLS, topics.CDRS_DLQ],
                     listener=_SeekToStoredPositions(
-                        consumer, self._store, self._settings.consumer_group
+                        consumer,
+                        self._store,
+                        self._settings.consumer_group,
+                        self._settings.kafka_bootstrap,
                     ),
                 )
                 self.running = True

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, for_code
 
@@ -149,6 +149,55 @@ async def broker_answers(bootstrap: str, timeout: float = 0.5) -> bool:
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
     return False
+
+
+async def confirm_log_ends(
+    bootstrap: str, reported: dict[TopicPartition, int], timeout: float = 3.0
+) -> dict[TopicPartition, int]:
+    """The log end offset of each partition, confirmed by a fetch.
+
+    A ListOffsets(latest) answer is what Kafka clients (aiokafka's `end_offsets`, faust's
+    table recovery) take as the log end. The embedded Tansu broker (0.6) answers it with
+    the base offset of the partition's last record batch plus one: with a batch of 10
+    records at offsets 20..29 it says 21, not 30 (measured; a fetch response on the same
+    log says 30). A reader that stops at that offset misses the last batch: faust's
+    recovery then restored a table without its newest change-log records, and a restarted
+    detector counted on from stale campaign totals (tests/integration/
+    test_detector_sigkill.py). A fetch from `reported - 1` returns the high watermark in
+    its response; the end is the larger of the two. On Apache Kafka both agree and this
+    costs one fetch. A partition whose fetch does not answer within `timeout` keeps the
+    reported offset."""
+    ends = dict(reported)
+    probe = [tp for tp, end in reported.items() if end > 0]
+    if not probe:
+        return ends
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id="cdrwatch-log-end",
+        fetch_max_wait_ms=100,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(probe)
+        for tp in probe:
+            consumer.seek(tp, reported[tp] - 1)
+        pending = set(probe)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while pending and loop.time() < deadline:
+            await consumer.getmany(*pending, timeout_ms=100, max_records=1)
+            for tp in list(pending):
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    ends[tp] = max(reported[tp], highwater)
+                    pending.discard(tp)
+        if pending:
+            log.warning("log_end_unconfirmed partitions=%s", sorted(map(str, pending)))
+    finally:
+        await consumer.stop()
+    return ends
 
 
 class BrokerHealth:

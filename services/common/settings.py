@@ -113,6 +113,8 @@ class DetectorSettings(CommonSettings):
     callee_store: str = "rocksdb:callees"
     callee_ttl_days: int = Field(default=120, ge=70)
     callee_cache_mib: int = Field(default=64, ge=8)  # RocksDB block cache per partition
+    # faust's own log level: INFO shows assignments, recoveries and commits (diagnosis).
+    log_level: str = Field(default="WARNING", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
 
 class ApiSettings(IngestSettings):

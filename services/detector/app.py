@@ -47,7 +47,7 @@ from pydantic import ValidationError
 from schemas import NormalizedCdrV1, topics
 from schemas.instants import format_instant
 from schemas.stats_v1 import rate
-from services.common.kafka import BrokerHealth
+from services.common.kafka import BrokerHealth, confirm_log_ends
 from services.common.settings import DetectorSettings
 from services.detector import calls
 from services.detector.core import lockouts
@@ -380,8 +380,14 @@ class CampaignConfigs:
         ends = await self._consumer.end_offsets(self._partitions)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            # The reported end may stop short of the last record batch (the embedded
+            # broker, see confirm_log_ends); the high watermark of this consumer's own
+            # fetches is the true end: wait for that too once a fetch has seen it.
             positions = [await self._position(tp) for tp in ends]
-            if all(pos >= end for pos, end in zip(positions, ends.values(), strict=True)):
+            if all(
+                pos >= max(end, self._consumer.highwater(tp) or 0)
+                for pos, (tp, end) in zip(positions, ends.items(), strict=True)
+            ):
                 return
             await asyncio.sleep(0.02)
         log.warning("campaign_config_catch_up_timeout timeout_s=%s", timeout)
@@ -460,14 +466,38 @@ class DeliveryGuard:
 
 
 class _GuardedApp(faust.App):
-    """A faust app whose producer commits only over delivered records (DeliveryGuard)."""
+    """A faust app whose producer commits only over delivered records (DeliveryGuard) and
+    whose table recovery reads each change log to its confirmed end (`confirm_log_ends`:
+    faust reads up to the ListOffsets answer, which the embedded broker gives short)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, bootstrap: str, **kwargs: Any) -> None:
         self.delivery_guard = DeliveryGuard()
+        self._bootstrap = bootstrap
         super().__init__(*args, **kwargs)
 
     def _new_producer(self) -> Any:
         return self.delivery_guard.install(super()._new_producer())
+
+    def _new_consumer(self) -> Any:
+        consumer = super()._new_consumer()
+        reported_highwaters = consumer.highwaters
+        bootstrap = self._bootstrap
+
+        async def confirmed_highwaters(*partitions: Any) -> dict[Any, int | None]:
+            reported = await reported_highwaters(*partitions)
+            known = {
+                TopicPartition(tp.topic, tp.partition): end
+                for tp, end in reported.items()
+                if end is not None
+            }
+            confirmed = await confirm_log_ends(bootstrap, known)
+            return {
+                tp: confirmed.get(TopicPartition(tp.topic, tp.partition), end)
+                for tp, end in reported.items()
+            }
+
+        consumer.highwaters = confirmed_highwaters
+        return consumer
 
 
 def _faust_broker_url(bootstrap: str) -> str:
@@ -492,6 +522,7 @@ class Detector:
         self.app = _GuardedApp(
             settings.app_id,
             broker=_faust_broker_url(settings.kafka_bootstrap),
+            bootstrap=settings.kafka_bootstrap,
             store=settings.store,
             web_enabled=False,
             datadir=str(settings.data_dir / "detector"),
@@ -993,5 +1024,7 @@ def _json_or_text(value: bytes | None) -> Any:
 def main(settings: DetectorSettings) -> None:
     """Run one detector worker in the foreground until SIGINT/SIGTERM."""
     detector = Detector(settings)
-    worker = faust.Worker(detector.app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(
+        detector.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
+    )
     worker.execute_from_commandline()

@@ -44,6 +44,7 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # Monday 10:00 in Rome
 KINDS = ["connected"] * 84 + ["silent"] * 5 + ["late"] * 3 + ["machine"] * 5 + ["unanswered"] * 3
 CAMPAIGNS = [f"sk-{i}" for i in range(6)]
 KILLS = 4
+PARTITIONS = 4
 ROLLING = ("-15m", "-1h", "-24h")
 
 
@@ -68,7 +69,7 @@ async def broker(tmp_path: Path) -> AsyncIterator[str]:
     broker = EmbeddedBroker(log_path=tmp_path / "tansu.log")
     bootstrap = broker.start()
     try:
-        await ensure_topics(bootstrap, 4)
+        await ensure_topics(bootstrap, PARTITIONS)
         yield bootstrap
     finally:
         broker.stop()
@@ -121,6 +122,7 @@ def detector(bootstrap: str, tmp_path: Path, n: int) -> ServiceProcess:
             tmp_path / "data",
             CDRWATCH_SESSION_TIMEOUT_SECONDS="6",
             CDRWATCH_SWEEP_INTERVAL_SECONDS="2",
+            CDRWATCH_LOG_LEVEL="INFO",  # assignments and recoveries, for a failure's message
         ),
         tmp_path / f"detector-{n}.log",
     ).start()
@@ -182,7 +184,9 @@ async def test_repeated_sigkill_under_live_load_ends_exact(broker: str, tmp_path
             raise AssertionError(
                 f"after kills at {kills_at}: totals {got} never reached {totals}; "
                 f"minute buckets (published, expected): {_short(reader.published, expected)}; "
-                f"state in the change log: {await _change_log_state(broker)}"
+                f"state in the change log: {await _change_log_state(broker)}; "
+                f"CDR topic (committed, end) per partition: {await _cdr_offsets(broker)}; "
+                f"last detector's log:\n{_log_without_noise(proc.log_path)}"
             ) from None
         # Let the last batch's minute stats arrive (sent with its cumulative); the assertion
         # below says what is missing if they never do.
@@ -291,6 +295,28 @@ async def _change_log_state(bootstrap: str) -> dict[str, Any]:
             entry = out.setdefault(value[3], {})
             entry["seen"] = entry.get("seen", 0) + 1
     return out
+
+
+async def _cdr_offsets(bootstrap: str) -> dict[int, tuple[int | None, int]]:
+    """Diagnosis of a failure: the detectors' committed offset and the end of each CDR
+    partition (a tail never re-read shows as committed == end)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id="cdrwatch-detector", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topics.CDRS, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: (await consumer.committed(tp), ends[tp]) for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+def _log_without_noise(path: Path) -> str:
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    return "\n".join(line for line in lines if "producer buffer full" not in line)[-8000:]
 
 
 def _totals(expected: dict[tuple[str, int], BucketCounts]) -> dict[str, list[int]]:
