@@ -11,7 +11,7 @@ LANES := tests/unit tests/service tests/integration tests/e2e tests/chaos
 # The chaos lane's short form in `make test`; `make chaos` runs the full one.
 CHAOS_SECONDS ?= 300
 CHAOS_DETECTOR_EVERY ?= 20
-PYTEST_FLAGS ?= -q -p no:cacheprovider
+PYTEST_FLAGS ?= -q -p no:cacheprovider --durations=8
 
 # Debian packages the tests need: headless Chromium and its driver for the dashboard
 # tests, promtool (package prometheus) for the rule tests, amtool and alertmanager

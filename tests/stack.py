@@ -83,6 +83,7 @@ def service_env(bootstrap: str, data_dir: Path, **extra: str) -> dict[str, str]:
         CDRWATCH_KAFKA_IDEMPOTENCE="false",
         CDRWATCH_DATA_DIR=str(data_dir),
         CDRWATCH_LOG_JSON="true",
+        PYTHONUNBUFFERED="1",  # a SIGKILLed service's last lines reach its log
     )
     env.update(extra)
     return env

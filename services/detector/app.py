@@ -50,6 +50,7 @@ from schemas.stats_v1 import rate
 from services.common.kafka import BrokerHealth, confirm_log_ends
 from services.common.settings import DetectorSettings
 from services.detector import calls
+from services.detector.contiguous import ContiguousReads
 from services.detector.core import lockouts
 from services.detector.core.calendar import validate_zone
 from services.detector.core.engine import (
@@ -470,8 +471,11 @@ class _GuardedApp(faust.App):
     whose table recovery reads each change log to its confirmed end (`confirm_log_ends`:
     faust reads up to the ListOffsets answer, which the embedded broker gives short)."""
 
-    def __init__(self, *args: Any, bootstrap: str, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, bootstrap: str, contiguous_topics: Iterable[str], **kwargs: Any
+    ) -> None:
         self.delivery_guard = DeliveryGuard()
+        self.contiguous = ContiguousReads(contiguous_topics)
         self._bootstrap = bootstrap
         super().__init__(*args, **kwargs)
 
@@ -479,7 +483,7 @@ class _GuardedApp(faust.App):
         return self.delivery_guard.install(super()._new_producer())
 
     def _new_consumer(self) -> Any:
-        consumer = super()._new_consumer()
+        consumer = self.contiguous.install(super()._new_consumer())
         reported_highwaters = consumer.highwaters
         bootstrap = self._bootstrap
 
@@ -497,6 +501,19 @@ class _GuardedApp(faust.App):
             }
 
         consumer.highwaters = confirmed_highwaters
+        commit = consumer._commit
+
+        async def logged_commit(offsets: Any) -> bool:
+            done = await commit(offsets)
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "offsets_committed done=%s %s",
+                    done,
+                    " ".join(f"{tp.topic}/{tp.partition}={o}" for tp, o in offsets.items()),
+                )
+            return bool(done)
+
+        consumer._commit = logged_commit
         return consumer
 
 
@@ -523,6 +540,11 @@ class Detector:
             settings.app_id,
             broker=_faust_broker_url(settings.kafka_bootstrap),
             bootstrap=settings.kafka_bootstrap,
+            contiguous_topics=(
+                topics.CDRS,
+                f"{settings.app_id}-callee-calls",
+                f"{settings.app_id}-lockout-violations",
+            ),
             store=settings.store,
             web_enabled=False,
             datadir=str(settings.data_dir / "detector"),
@@ -700,6 +722,16 @@ class Detector:
             # first CDRs (SPEC: set the profile first) is applied.
             await self.configs.catch_up()
         out = self.engine.process(decoded)
+        if log.isEnabledFor(logging.INFO) and events:
+            spans: dict[int, list[int]] = {}
+            for event in events:
+                span = spans.setdefault(event.message.partition, [event.message.offset] * 2)
+                span[0] = min(span[0], event.message.offset)
+                span[1] = max(span[1], event.message.offset)
+            log.info(
+                "batch_processed %s",
+                " ".join(f"p{p}={a}..{b}" for p, (a, b) in sorted(spans.items())),
+            )
         self._publish(out, replayed)
         self.metrics.observe_batch(out, time.perf_counter() - started)
         if time.monotonic() >= self._next_sweep:
