@@ -11,8 +11,8 @@ must be consistent with what the service did:
 - api `PUT /v1/campaigns/{id}`: a 200 published exactly one campaign configuration, any
   other answer none; the detector is not running here, so stats are not checked.
 
-`CDRWATCH_FUZZ_EXAMPLES` sets the examples per operation (default 60). The module prints
-the number of cases per app and status.
+`CDRWATCH_FUZZ_EXAMPLES` sets the examples per operation (default 30; 200 for a deep
+run). The module prints the number of cases per app and status.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from services.ingest.app import create_app as create_ingest_app
 from tests.cdr_strategies import answered_call, fuzzed_record
 from tests.service.conftest import FakePublisher
 
-EXAMPLES = int(os.environ.get("CDRWATCH_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("CDRWATCH_FUZZ_EXAMPLES", "30"))
 CASES: Counter[str] = Counter()
 
 
