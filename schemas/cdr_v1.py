@@ -173,14 +173,10 @@ class CdrV1(_CallFields):
         `dnis`). `parse_cdr` moves the allowed ones into `extra` before this runs."""
         if not isinstance(data, dict):
             return data
-        known = _CDR_FIELDS
+        known = cls.model_fields
         if all(name in known for name in data):
             return data
         return {name: value for name, value in data.items() if name in known}
-
-
-# The names of CdrV1's fields (pydantic's `model_fields` is slow to read per record).
-_CDR_FIELDS = frozenset(CdrV1.model_fields)
 
 
 class NormalizedCdrV1(_CallFields):
@@ -270,12 +266,12 @@ def nesting_exceeds(value: object, max_depth: int) -> bool:
     return False
 
 
-def gather_extra(
+def _gather_extra(
     data: dict[str, Any], allowed: Collection[str]
 ) -> tuple[dict[str, Any], list[FieldError]]:
     """The record with its allowed unknown fields moved into `extra` and the other unknown
     fields dropped, and the errors of `extra` (depth, size, encoding)."""
-    known = _CDR_FIELDS
+    known = CdrV1.model_fields
     record = {name: value for name, value in data.items() if name in known}
     kept = {name: value for name, value in data.items() if name not in known and name in allowed}
     explicit = record.get("extra")
@@ -318,7 +314,7 @@ def parse_cdr(
     numbers)."""
     if not isinstance(data, dict):
         return None, [FieldError(field="(record)", message="record must be a JSON object")]
-    record, extra_errors = gather_extra(data, extra_fields_allowed)
+    record, extra_errors = _gather_extra(data, extra_fields_allowed)
     try:
         cdr = CdrV1.model_validate(record)
     except ValidationError as exc:

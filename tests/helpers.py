@@ -12,13 +12,11 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
-
-import orjson
+from typing import TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["WaitTimeout", "cdr_bodies", "wait_until", "wait_until_async"]
+__all__ = ["WaitTimeout", "wait_until", "wait_until_async"]
 
 
 class WaitTimeout(AssertionError):
@@ -112,10 +110,3 @@ async def wait_until_async(
         if loop.time() >= deadline:
             raise _failure(predicate, timeout, attempts, last_value, last_error, message)
         await asyncio.sleep(min(interval, max(0.0, deadline - loop.time())))
-
-
-def cdr_bodies(value: bytes) -> list[dict[str, Any]]:
-    """The CDRs (as JSON objects) of one message of cdrwatch.cdrs.v1: the records of a
-    `CdrBatchV1` envelope, or the message itself when it holds one record."""
-    body = orjson.loads(value)
-    return list(body["cdrs"]) if isinstance(body, dict) and "cdrs" in body else [body]

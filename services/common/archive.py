@@ -4,9 +4,8 @@ The embedded Tansu broker keeps its topics in memory, so a broker that dies or a
 that restarts would forget every accepted CDR and every campaign setting. The archive
 keeps, on disk, exactly what was published:
 
-- `cdrs`: every Kafka record produced to `cdrwatch.cdrs.v1` (a `CdrBatchV1` envelope of
-  normalised, pseudonymised CDRs, or one CDR from before envelopes), key and value bytes,
-  in publish order (`seq`). Repeats are kept as they were published; the
+- `cdrs`: every normalised (pseudonymised) CDR as produced to `cdrwatch.cdrs.v1`, key and
+  value bytes, in publish order (`seq`). Repeats are kept as they were published; the
   detector's dedup on (tenant, call_id) makes a replay count each call once.
 - `settings`: the newest record per key of `cdrwatch.campaigns.v1` (the topic is compacted
   too, so the latest per key is all a replay needs).

@@ -101,9 +101,6 @@ class DetectorSettings(CommonSettings):
     # Larger batches mean fewer stats and alert updates per CDR; 0.25 s stays far inside the
     # 2 s alert-latency budget.
     batch_within_seconds: float = Field(default=0.25, gt=0)
-    # Coalesced stats and alert updates are sent at least this often, and before every
-    # offset commit (services/detector/coalesce.py): a quiet stream does not hold them.
-    output_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     metrics_host: str = "127.0.0.1"  # containers set 0.0.0.0 so Prometheus can scrape
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics server
     session_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -2,11 +2,9 @@
 decision is made by `services.detector.core.engine.Engine`.
 
 Design notes (why it looks like this):
-- One table (`state`) holds minute buckets, campaign records and day records under
+- One table (`state`) holds seen-entries, minute buckets and campaign records under
   prefixed keys, so their change log is ONE ordered log per partition; the engine's write
   order on top of that is what makes a kill -9 and restart exact (see engine docstring).
-  Seen-entries live inside the record of their call's minute bucket (`TableState`), so a
-  batch writes one record per (campaign, minute) it touched, none per call.
 - Events are processed in batches (`take_events`); faust acks a batch only after the body
   ran, and flushes its producer (change log, stats, alerts) before committing offsets, so
   every output is published at least once; downstream upserts make that exact. faust's
@@ -47,13 +45,11 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from schemas import NormalizedCdrV1, topics
-from schemas.cdr_batch_v1 import cdrs_in_message, input_position, message_offset
 from schemas.instants import format_instant
 from schemas.stats_v1 import rate
 from services.common.kafka import BrokerHealth, confirm_log_ends
 from services.common.settings import DetectorSettings
 from services.detector import calls
-from services.detector.coalesce import OutputCoalescer
 from services.detector.contiguous import ContiguousReads
 from services.detector.core import lockouts
 from services.detector.core.calendar import validate_zone
@@ -108,18 +104,6 @@ def split_scoped(key: str) -> tuple[str, str]:
 
 class UnprocessableRecord(ValueError):
     """A decoded record the detector must not apply (a dead letter, never a crash)."""
-
-
-def decode_cdrs(
-    events: Iterable[EventT],
-) -> Iterator[tuple[EventT, int, NormalizedCdrV1 | ValidationError]]:
-    """Every record of every message (a `CdrBatchV1` envelope or one CDR, see
-    schemas.cdr_batch_v1), with its index in its message: the model, or why the record is
-    not one. The engine gets each record at `input_position(offset, index)`, so the records
-    of one message keep distinct, increasing positions for its watermarks and dedup."""
-    for event in events:
-        for index, cdr_or_error in enumerate(cdrs_in_message(event.value)):
-            yield event, index, cdr_or_error
 
 
 def check_record(cdr: NormalizedCdrV1) -> None:
@@ -184,16 +168,6 @@ class TableState:
     def __init__(self, table: Any) -> None:
         self._table = table
         self._event_of_partition: dict[int, EventT] = {}
-        # Dedup without a write per call (issue 7 item 2): a call's seen-entry is kept in
-        # the record of its minute bucket, `[watermark, *counts, {seen key: [partition,
-        # offset]}]` (the engine writes the bucket of every call it accepts in the batch
-        # that accepts it, after its seen-entry: one record holds both, so a crash keeps
-        # both or neither). `put_seen` holds the entry until that bucket's write; lookups
-        # go through an index of every entry, built from the table on first use (after a
-        # restart or a rebalance: `forget_index`). Seen-entries of the older layout (one
-        # record each under SEEN) are read and expire as before.
-        self._index: dict[str, tuple[int, int, int, str]] | None = None
-        self._held_seen: dict[tuple[str, int], dict[str, list[int]]] = {}
 
     def bind(self, events: Iterable[EventT]) -> None:
         for event in events:
@@ -232,7 +206,6 @@ class TableState:
             return newest[campaign_id]
 
         doomed: list[tuple[str, int]] = []
-        index = self._seen_index()
         for key, value in list(self._table.items()):
             if key.startswith(SEEN):
                 partition, _offset, minute, campaign_id = value
@@ -243,17 +216,10 @@ class TableState:
                 campaign_id, _, minute_text = key[len(BUCKET) :].rpartition("\x1f")
                 top = newest_minute(campaign_id)
                 state_partition = self._partition_of_campaign(campaign_id)
-                minute = int(minute_text)
-                # The bucket holds its calls' seen-entries: it goes when neither a late
-                # call nor a duplicate can still need it.
                 if (
                     top is not None
                     and state_partition is not None
-                    and bucket_expired(minute, top, lateness)
-                    and (
-                        not isinstance(value[-1], dict)
-                        or seen_expired(minute, top, dedup_retention)
-                    )
+                    and bucket_expired(int(minute_text), top, lateness)
                 ):
                     doomed.append((key, state_partition))
             elif key.startswith(VIOLATIONS):
@@ -276,12 +242,6 @@ class TableState:
         deleted = 0
         for key, partition in doomed:
             if partition in self._event_of_partition:
-                value = self._table[key]
-                if key.startswith(SEEN):
-                    index.pop(key[len(SEEN) :], None)
-                elif isinstance(value[-1], dict):
-                    for seen in value[-1]:
-                        index.pop(seen, None)
                 self.delete(key, partition)
                 deleted += 1
         return deleted
@@ -290,46 +250,19 @@ class TableState:
         raw = self._table.get(CAMPAIGN + campaign_id)
         return None if raw is None else raw.get("partition")
 
-    def forget_index(self) -> None:
-        """The table's partitions changed (rebalance): rebuild the dedup index on next use."""
-        self._index = None
-        self._held_seen.clear()
-
-    def _seen_index(self) -> dict[str, tuple[int, int, int, str]]:
-        if self._index is None:
-            index: dict[str, tuple[int, int, int, str]] = {}
-            for key, raw in list(self._table.items()):
-                if key.startswith(BUCKET) and isinstance(raw[-1], dict):
-                    campaign_id, _, minute_text = key[len(BUCKET) :].rpartition("\x1f")
-                    for seen, (partition, offset) in raw[-1].items():
-                        index[seen] = (partition, offset, int(minute_text), campaign_id)
-                elif key.startswith(SEEN):
-                    index[key[len(SEEN) :]] = (raw[0], raw[1], raw[2], raw[3])
-            self._index = index
-        return self._index
-
     def get_seen(self, key: str) -> tuple[int, int, int, str] | None:
-        return self._seen_index().get(key)
+        raw = self._table.get(SEEN + key)
+        return None if raw is None else (raw[0], raw[1], raw[2], raw[3])
 
-    def put_seen(self, key: str, value: tuple[int, int, int, str], partition: int) -> None:  # noqa: ARG002 - written with its bucket, in the bucket's partition
-        source_partition, offset, minute, campaign_id = value
-        self._seen_index()[key] = value
-        self._held_seen.setdefault((campaign_id, minute), {})[key] = [source_partition, offset]
+    def put_seen(self, key: str, value: tuple[int, int, int, str], partition: int) -> None:
+        self._put(SEEN + key, list(value), partition)
 
     def get_bucket(self, campaign_id: str, minute: int) -> BucketState | None:
         raw = self._table.get(f"{BUCKET}{campaign_id}\x1f{minute}")
-        if raw is None:
-            return None
-        return BucketState.from_json(raw[:-1] if isinstance(raw[-1], dict) else raw)
+        return None if raw is None else BucketState.from_json(raw)
 
     def put_bucket(self, campaign_id: str, minute: int, state: BucketState, partition: int) -> None:
-        key = f"{BUCKET}{campaign_id}\x1f{minute}"
-        held = self._held_seen.pop((campaign_id, minute), None)
-        stored = self._table.get(key)
-        seen = dict(stored[-1]) if stored is not None and isinstance(stored[-1], dict) else {}
-        if held:
-            seen.update(held)
-        self._put(key, [*state.to_json(), seen], partition)
+        self._put(f"{BUCKET}{campaign_id}\x1f{minute}", state.to_json(), partition)
 
     def get_day_violations(self, campaign_id: str, rule_id: str, day: date) -> DayViolations | None:
         raw = self._table.get(f"{VIOLATIONS}{campaign_id}\x1f{rule_id}\x1f{day.isoformat()}")
@@ -493,10 +426,6 @@ class DeliveryGuard:
 
     def __init__(self) -> None:
         self._pending: set[asyncio.Future[Any]] = set()
-        # Called at the start of every flush, before what it waits for is fixed: outputs
-        # held back to be coalesced (`OutputCoalescer.flush`) are sent here, so a commit
-        # (which follows a flush) never covers an event whose outputs are still held.
-        self.before_flush: list[Callable[[], None]] = []
 
     def track(self, fut: asyncio.Future[Any]) -> None:
         self._pending.add(fut)
@@ -528,8 +457,6 @@ class DeliveryGuard:
             put(fut)
 
         async def flush_delivered() -> None:
-            for hook in self.before_flush:
-                hook()
             sent_before = list(self._pending)
             await flush()
             await self.wait_delivered(sent_before)
@@ -670,8 +597,6 @@ class Detector:
         )
         self.state = TableState(self.table)
         self.configs = CampaignConfigs(settings)
-        self.coalescer = OutputCoalescer()
-        self.app.delivery_guard.before_flush.append(self.flush_outputs)
         self.engine = Engine(
             self.state,
             self.configs.config_for,
@@ -715,18 +640,9 @@ class Detector:
                 except Exception:
                     _exit_unacked("lockouts")
 
-        @app.timer(self.settings.output_interval_seconds, name="cdrwatch-detector-outputs")
-        async def send_held_outputs() -> None:
-            # Commits flush what is held too, but only when new offsets are acked: the last
-            # batch of a stream that goes quiet would keep its stats and updates otherwise.
-            # Sending earlier than the commit is always safe (it is what sending at once did).
-            self.flush_outputs()
-
         @app.on_partitions_assigned.connect  # type: ignore[misc]
         async def on_assigned(*_args: Any, **_kwargs: Any) -> None:
             self.engine.reset_caches()
-            self.state.forget_index()
-            self.coalescer.reset()
 
         @app.service
         class Configs(faust.Service):  # noqa: N801 - faust registers the class itself
@@ -775,12 +691,10 @@ class Detector:
         decoded: list[Event] = []
         replayed: set[str] = set()  # scoped keys of campaigns with a replayed record
         newest_accepted: datetime | None = None
-        for event, index, cdr_or_error in decode_cdrs(events):
+        for event in events:
             message = event.message
             try:
-                if isinstance(cdr_or_error, ValidationError):
-                    raise cdr_or_error
-                cdr = cdr_or_error
+                cdr = NormalizedCdrV1.model_validate_json(event.value)
                 check_record(cdr)
                 call = to_call_record(cdr, self.settings.default_tenant)
             except ValidationError as exc:
@@ -793,7 +707,7 @@ class Detector:
                 newest_accepted = cdr.accepted_at
             if is_replayed(message):
                 replayed.add(call.campaign_id)
-            decoded.append(Event(message.partition, input_position(message.offset, index), call))
+            decoded.append(Event(message.partition, message.offset, call))
         self.state.bind(events)
         if self.configs.awaiting_start:
             # A restarted worker knows its campaigns from the restored table but not yet
@@ -949,7 +863,6 @@ class Detector:
                 tenant,
                 m.profile,
                 replay=m.campaign_id in replayed,
-                minute=str(m.minute),
             )
         for w in out.window_stats:
             tenant, campaign = split_scoped(w.campaign_id)
@@ -964,15 +877,10 @@ class Detector:
         for payload in out.alerts:
             scoped = payload["campaign_id"]
             tenant, campaign = split_scoped(scoped)
-            self.coalescer.alert(
-                payload["id"],
-                (payload["state"], payload["severity"]),
-                self.alerts.send_soon,
-                {
-                    "key": scoped.encode(),
-                    "value": alert_body({**payload, "campaign_id": campaign, "tenant_id": tenant}),
-                    "headers": _replay_headers(scoped in replayed),
-                },
+            self.alerts.send_soon(
+                key=scoped.encode(),
+                value=alert_body({**payload, "campaign_id": campaign, "tenant_id": tenant}),
+                headers=_replay_headers(scoped in replayed),
             )
         self._send_calls(
             ((call.campaign_id, calls.traced_call(call, outcome)) for call, outcome in out.calls),
@@ -988,7 +896,7 @@ class Detector:
             self._dead_letter(
                 orjson.dumps(record),
                 dead.event.partition,
-                message_offset(dead.event.offset),
+                dead.event.offset,
                 dead.reason,
                 dead.detail,
                 stage="cdr",
@@ -1016,27 +924,17 @@ class Detector:
         profile: str,
         *,
         replay: bool = False,
-        minute: str = "",
     ) -> None:
-        """Held until the next flush, the latest per (campaign, window, minute)."""
-        self.coalescer.stats(
-            (scoped, window, minute),
-            self.stats.send_soon,
-            {
-                "key": scoped.encode(),
-                "value": body,
-                "headers": [
-                    (topics.HEADER_WINDOW, window.encode()),
-                    (topics.HEADER_TENANT, (tenant or "").encode()),
-                    (topics.HEADER_PROFILE, profile.encode()),
-                    *_replay_headers(replay),
-                ],
-            },
+        self.stats.send_soon(
+            key=scoped.encode(),
+            value=body,
+            headers=[
+                (topics.HEADER_WINDOW, window.encode()),
+                (topics.HEADER_TENANT, (tenant or "").encode()),
+                (topics.HEADER_PROFILE, profile.encode()),
+                *_replay_headers(replay),
+            ],
         )
-
-    def flush_outputs(self) -> int:
-        """Send the held stats and alert updates (before every commit: DeliveryGuard)."""
-        return self.coalescer.flush()
 
     def _dead_letter(
         self,

@@ -9,8 +9,7 @@ token on this path: a record's tenant is its own `tenant_id`, else the default t
 Valid records go through the very code of `POST /v1/cdrs` (`service.validate_items`): same
 validation, normalisation (UTC instants, E.164, pseudonymised callee, derived country and
 zones) and dedup (a repeat of a call_id within one fetched batch is published once), with
-`source="kafka"`. They are produced to `cdrwatch.cdrs.v1` keyed by campaign, one
-`CdrBatchV1` envelope per (fetched batch, campaign) (schemas.cdr_batch_v1), with the
+`source="kafka"`. They are produced to `cdrwatch.cdrs.v1` keyed by campaign, with the
 producer settings of the HTTP path (acks=all, idempotence per `kafka_idempotence`).
 
 Everything else goes to `cdrwatch.cdrs.dlq.v1`, keyed by the reason, as one envelope per
@@ -78,7 +77,7 @@ from services.ingest.normalize import Normalizer
 from services.ingest.service import (
     PublisherUnavailable,
     RecordPolicy,
-    encode_batches,
+    encode_record,
     validate_items,
 )
 
@@ -250,9 +249,7 @@ def validate_messages(
     batch.published = len(validation.good)
     batch.duplicates = validation.duplicates
     batch.rejected.update(validation.reasons)
-    batch.records = [
-        OutboundRecord(topics.CDRS, key, value) for key, value in encode_batches(validation.good)
-    ]
+    batch.records = [OutboundRecord(topics.CDRS, *encode_record(r)) for r in validation.good]
     for rejection in validation.rejected:
         origin = origins[rejection.index]
         dead.append((origin, "invalid", rejection.errors, items[rejection.index]))

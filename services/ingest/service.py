@@ -1,8 +1,6 @@
 """The ingest use case: validate a batch, normalise it, publish the good records.
 
-The publisher is a port (`Publisher`); `KafkaPublisher` is its adapter. It produces one
-Kafka record per (request, campaign), a `CdrBatchV1` envelope keyed by the campaign
-(schemas.cdr_batch_v1; more than one only past an envelope's limits). A batch is answered
+The publisher is a port (`Publisher`); `KafkaPublisher` is its adapter. A batch is answered
 only after the broker acknowledged every good record; if it cannot, the whole request
 fails (`PublisherUnavailable`, answered 503 with Retry-After) and nothing is reported
 accepted. The dialer retries, and records that did reach the broker are absorbed by the
@@ -12,11 +10,6 @@ Nothing is half-accepted: everything that could make a good record unpublishable
 depth, size, encoding) is checked per record by `validate_items` before anything is sent,
 so such a record is rejected alone (422-style field errors) and 503 means only a broker
 that did not acknowledge. A record whose check raises is rejected alone too.
-
-Hot path: a body's records are validated by one pydantic call over the list
-(`parse_all`); only records that fail it are validated again one by one, so their errors
-read exactly as before. Each good record is encoded once (its size check) and its bytes
-go into its campaign's envelope.
 """
 
 from __future__ import annotations
@@ -26,26 +19,17 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from schemas import topics
-from schemas.cdr_batch_v1 import split_batches
-from schemas.cdr_v1 import (
-    CdrV1,
-    FieldError,
-    NormalizedCdrV1,
-    excerpt,
-    gather_extra,
-    instant_order_errors,
-    parse_cdr,
-)
+from schemas.cdr_v1 import FieldError, NormalizedCdrV1, excerpt, parse_cdr
 from services.common.archive import Archive, ArchiveError
 from services.common.auth import Principal
 from services.common.kafka import BrokerHealth, create_producer
@@ -73,39 +57,10 @@ class Publisher(Protocol):
 
 
 @runtime_checkable
-class SendsEnvelopes(Protocol):
-    async def send_envelopes(
-        self, records: list[NormalizedCdrV1], envelopes: Sequence[tuple[bytes, bytes]]
-    ) -> None:
-        """`send_batch` of records already encoded as their Kafka records (`encode_batches`),
-        so a request's records are encoded once."""
-        ...
-
-
-@runtime_checkable
 class SupportsReadiness(Protocol):
     async def check_ready(self) -> bool:
         """True when the publisher can take a batch now (used by /readyz)."""
         ...
-
-
-def encode_batches(records: Sequence[NormalizedCdrV1]) -> list[tuple[bytes, bytes]]:
-    """The Kafka records of a request: one `CdrBatchV1` per campaign (more only past an
-    envelope's limits), keyed by campaign, campaigns in order of first appearance and each
-    campaign's records in input order."""
-    return batch_encoded([encode_record(record) for record in records])
-
-
-def batch_encoded(encoded: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """`encode_batches` from records already encoded by `encode_record`."""
-    by_campaign: dict[bytes, list[bytes]] = {}
-    for key, value in encoded:
-        by_campaign.setdefault(key, []).append(value)
-    return [
-        (key, envelope)
-        for key, values in by_campaign.items()
-        for envelope in split_batches(key.decode(), values)
-    ]
 
 
 def encode_record(record: NormalizedCdrV1) -> tuple[bytes, bytes]:
@@ -199,18 +154,10 @@ class KafkaPublisher:
             await producer.stop()
 
     async def send_batch(self, records: list[NormalizedCdrV1]) -> None:
-        await self.send_encoded(encode_batches(records))
-
-    async def send_envelopes(
-        self,
-        records: list[NormalizedCdrV1],  # noqa: ARG002 - the port's signature
-        envelopes: Sequence[tuple[bytes, bytes]],
-    ) -> None:
-        await self.send_encoded(envelopes)
+        await self.send_encoded([encode_record(record) for record in records])
 
     async def send_encoded(self, records: Sequence[tuple[bytes, bytes]]) -> None:
-        """Produce encoded (key, value) Kafka records (envelopes, see `encode_batches`);
-        return once every one is acknowledged."""
+        """Produce encoded (key, value) records; return once every one is acknowledged."""
         self.raise_if_unavailable()
         producer = self._producer
         assert producer is not None
@@ -286,14 +233,9 @@ class ArchivingPublisher:
         return not isinstance(self.inner, SupportsReadiness) or await self.inner.check_ready()
 
     async def send_batch(self, records: list[NormalizedCdrV1]) -> None:
-        await self.send_envelopes(records, encode_batches(records))
-
-    async def send_envelopes(
-        self, records: list[NormalizedCdrV1], envelopes: Sequence[tuple[bytes, bytes]]
-    ) -> None:
         if isinstance(self.inner, KafkaPublisher):
             self.inner.raise_if_unavailable()  # nothing to archive and take back
-        encoded = list(envelopes)
+        encoded = [encode_record(record) for record in records]
         try:
             batch = await asyncio.to_thread(self.archive.append_cdrs, encoded)
         except ArchiveError as exc:
@@ -365,8 +307,6 @@ class Validation:
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     reasons: Counter[RejectReason] = field(default_factory=Counter)
-    # (Kafka key, JSON) of each good record, as `encode_record` writes it.
-    encoded: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 def validate_items(
@@ -393,36 +333,23 @@ def validate_items(
     policy = policy or RecordPolicy()
     outcome = Validation()
     seen: set[tuple[str | None, str]] = set()
-    parsed = parse_all(items, policy.extra_fields_allowed)
     for index, item in enumerate(items):
         try:
-            cdr = parsed[index]
-            if cdr is None:
-                errors, reason, record, value = check_item(
-                    item,
-                    normalizer,
-                    source=source,
-                    tenant_id=tenant_id,
-                    records_carry_tenant=records_carry_tenant,
-                    policy=policy,
-                )
-            else:
-                errors, reason, record, value = finish_item(
-                    cdr,
-                    normalizer,
-                    source=source,
-                    tenant_id=tenant_id,
-                    records_carry_tenant=records_carry_tenant,
-                    policy=policy,
-                )
+            errors, reason, record = check_item(
+                item,
+                normalizer,
+                source=source,
+                tenant_id=tenant_id,
+                records_carry_tenant=records_carry_tenant,
+                policy=policy,
+            )
         except Exception as exc:  # one record's failure must not fail its neighbours
             log.warning("record_check_failed", extra={"index": index, "error": type(exc).__name__})
             message = f"record could not be processed ({type(exc).__name__})"
-            errors, reason, record, value = (
+            errors, reason, record = (
                 [FieldError(field="(record)", message=message)],
                 "invalid",
                 None,
-                b"",
             )
         if record is None:
             outcome.rejected.append(
@@ -436,50 +363,7 @@ def validate_items(
             continue
         seen.add(key)
         outcome.good.append(record)
-        outcome.encoded.append((record.campaign_id.encode(), value))
     return outcome
-
-
-_CDR_LIST: TypeAdapter[list[CdrV1]] = TypeAdapter(list[CdrV1])
-
-
-def parse_all(items: Sequence[object], extra_fields_allowed: Collection[str]) -> list[CdrV1 | None]:
-    """`parse_cdr` of every item at once, where it can be: the valid dialer records of a
-    body validated by one pydantic call over the list (the per-call overhead is most of
-    a small model's cost), None for every item that is not one. A None item is then
-    checked alone by `check_item`, which names its errors exactly as one record's
-    validation does; a good record's model is the one `parse_cdr` would give."""
-    out: list[CdrV1 | None] = [None] * len(items)
-    candidates: list[int] = []
-    records: list[dict[str, Any]] = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            continue
-        record, extra_errors = gather_extra(item, extra_fields_allowed)
-        if extra_errors:
-            continue
-        candidates.append(index)
-        records.append(record)
-    for _attempt in range(2):
-        if not records:
-            return out
-        try:
-            cdrs = _CDR_LIST.validate_python(records)
-        except ValidationError as exc:
-            # Set the failing records aside (checked alone later) and validate the rest.
-            bad = {err["loc"][0] for err in exc.errors(include_url=False) if err.get("loc")}
-            kept = [i for i, _ in enumerate(records) if i not in bad]
-            candidates = [candidates[i] for i in kept]
-            records = [records[i] for i in kept]
-            continue
-        except Exception:  # a validator that raised: every record is checked alone
-            return out
-        for index, cdr in zip(candidates, cdrs, strict=True):
-            with contextlib.suppress(Exception):  # if it raises, check_item rejects it alone
-                if not instant_order_errors(cdr):
-                    out[index] = cdr
-        return out
-    return out
 
 
 def _tenant_error(
@@ -509,35 +393,14 @@ def check_item(
     tenant_id: str | None = None,
     records_carry_tenant: bool = False,
     policy: RecordPolicy | None = None,
-) -> tuple[list[FieldError], RejectReason, NormalizedCdrV1 | None, bytes]:
-    """One raw record: ([], _, the normalised record, its JSON) or (its errors, the reason,
-    None, b"")."""
+) -> tuple[list[FieldError], RejectReason, NormalizedCdrV1 | None]:
+    """One raw record: ([], _, the normalised record) or (its errors, the reason, None)."""
     policy = policy or RecordPolicy()
     if isinstance(item, UnreadableRecord):
-        return [FieldError(field="(record)", message=item.message)], "invalid", None, b""
+        return [FieldError(field="(record)", message=item.message)], "invalid", None
     cdr, errors = parse_cdr(item, extra_fields_allowed=policy.extra_fields_allowed)
     if cdr is None:
-        return errors, "invalid", None, b""
-    return finish_item(
-        cdr,
-        normalizer,
-        source=source,
-        tenant_id=tenant_id,
-        records_carry_tenant=records_carry_tenant,
-        policy=policy,
-    )
-
-
-def finish_item(
-    cdr: CdrV1,
-    normalizer: Normalizer,
-    *,
-    source: Source,
-    tenant_id: str | None,
-    records_carry_tenant: bool,
-    policy: RecordPolicy,
-) -> tuple[list[FieldError], RejectReason, NormalizedCdrV1 | None, bytes]:
-    """`check_item` of a record that is a valid `CdrV1`: tenancy, normalisation, size."""
+        return errors, "invalid", None
     tenant, tenant_error = _tenant_error(
         cdr.tenant_id, tenant_id, policy.default_tenant, records_carry_tenant
     )
@@ -545,29 +408,28 @@ def finish_item(
         cdr = cdr.model_copy(update={"tenant_id": tenant})
     record, errors = normalizer.normalize(cdr, source=source)
     if tenant_error is not None:
-        return [tenant_error, *errors], "tenant_mismatch", None, b""
+        return [tenant_error, *errors], "tenant_mismatch", None
     if record is None:
         future = normalizer.future_errors.values()
         only_future = all(error in future for error in errors)
-        return errors, "too_far_future" if only_future else "invalid", None, b""
-    value, size_error = _publishable(record, policy.max_record_bytes)
+        return errors, "too_far_future" if only_future else "invalid", None
+    size_error = _publishable(record, policy.max_record_bytes)
     if size_error is not None:
-        return [size_error], "invalid", None, b""
-    return [], "invalid", record, value
+        return [size_error], "invalid", None
+    return [], "invalid", record
 
 
-def _publishable(record: NormalizedCdrV1, max_bytes: int) -> tuple[bytes, FieldError | None]:
-    """The record's JSON (as `encode_record` writes it) when it encodes to at most
-    `max_bytes`, else why not."""
+def _publishable(record: NormalizedCdrV1, max_bytes: int) -> FieldError | None:
+    """None when the record encodes to at most `max_bytes`, else why not."""
     try:
         _, value = encode_record(record)
     except (TypeError, orjson.JSONEncodeError):
-        return b"", FieldError(field="(record)", message="record cannot be encoded as JSON")
+        return FieldError(field="(record)", message="record cannot be encoded as JSON")
     if len(value) > max_bytes:
-        return b"", FieldError(
+        return FieldError(
             field="(record)", message=f"record larger than {max_bytes} bytes once normalised"
         )
-    return value, None
+    return None
 
 
 class IngestService:
@@ -625,11 +487,7 @@ class IngestService:
             self.metrics.count_rejected(reason, count)
         if outcome.good:
             try:
-                if isinstance(self.publisher, SendsEnvelopes):
-                    envelopes = batch_encoded(outcome.encoded)
-                    await self.publisher.send_envelopes(outcome.good, envelopes)
-                else:
-                    await self.publisher.send_batch(outcome.good)
+                await self.publisher.send_batch(outcome.good)
             except PublisherUnavailable as exc:
                 self.metrics.count_rejected("publish_failed", len(outcome.good))
                 log.warning(

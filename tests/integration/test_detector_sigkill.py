@@ -291,8 +291,6 @@ async def _change_log_state(bootstrap: str) -> dict[str, Any]:
             cid = rest.rpartition("\x1f")[0]
             entry = out.setdefault(cid, {})
             entry["buckets"] = entry.get("buckets", 0) + value[1]
-            if isinstance(value[-1], dict):  # the bucket's calls' seen-entries
-                entry["seen"] = entry.get("seen", 0) + len(value[-1])
         elif kind == "s":
             entry = out.setdefault(value[3], {})
             entry["seen"] = entry.get("seen", 0) + 1

@@ -30,7 +30,7 @@ from services.ingest.app import create_app
 from services.ingest.metrics import IngestMetrics
 from services.ingest.normalize import Normalizer
 from services.ingest.raw import RawValidator
-from tests.helpers import cdr_bodies, wait_until_async
+from tests.helpers import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -135,14 +135,13 @@ async def reading(bootstrap: str, downstream: Downstream) -> AsyncIterator[Calla
         batches = await consumer.getmany(timeout_ms=200, max_records=5000)
         for records in batches.values():
             for record in records:
-                if record.topic == topics.CDRS:
-                    for body in cdr_bodies(record.value):
-                        if body["campaign_id"] in downstream.campaigns:
-                            downstream.cdrs.append(body)
-                            downstream.cdr_values.append(orjson.dumps(body))
-                    continue
                 body = orjson.loads(record.value)
-                if record.topic == topics.CDRS_DLQ and body["source"]["topic"] == (topics.CDRS_RAW):
+                if record.topic == topics.CDRS and body["campaign_id"] in downstream.campaigns:
+                    downstream.cdrs.append(body)
+                    downstream.cdr_values.append(record.value)
+                elif record.topic == topics.CDRS_DLQ and body["source"]["topic"] == (
+                    topics.CDRS_RAW
+                ):
                     downstream.envelopes.append(body)
         return downstream
 

@@ -85,7 +85,6 @@ def cdr(
 def detector(tmp_path: Path) -> Iterator[Detector]:
     settings = DetectorSettings(data_dir=tmp_path, callee_store="memory://")
     d = Detector(settings, clock=lambda: T0 + timedelta(days=1))
-    d.configs._started.set()  # its service started on an empty topic (no 30 s wait)
     d.table = {}
     d.callees = {}
     d.state = TableState(d.table)
@@ -93,17 +92,6 @@ def detector(tmp_path: Path) -> Iterator[Detector]:
     for name in ("stats", "alerts", "dlq", "callee_topic", "violation_topic"):
         setattr(d, name, Recorder())
     yield d
-
-
-async def handle_and_commit(d: Detector, batch: list[Any]) -> None:
-    """A batch, then faust's commit: the flush before it sends the outputs held back."""
-    await d.handle(batch)
-    d.flush_outputs()
-
-
-def lockouts_and_commit(d: Detector, batch: list[Any]) -> None:
-    d.handle_lockout_violations(batch)
-    d.flush_outputs()
 
 
 def events(records: list[dict[str, Any] | bytes], first_offset: int = 0) -> list[FakeEvent]:
@@ -133,8 +121,8 @@ async def test_the_same_campaign_id_in_two_tenants_is_two_campaigns(detector: De
     # dedup: the same call id in both tenants counts once in each.
     b = [cdr(i, tenant="tenant-b", silent=i % 2 == 0) for i in range(16)]
     a = [cdr(i, tenant="tenant-a") for i in range(50)]
-    await handle_and_commit(detector, events(b))
-    await handle_and_commit(detector, events(a, first_offset=16))
+    await detector.handle(events(b))
+    await detector.handle(events(a, first_offset=16))
     assert attempts_by_scope(detector) == {("tenant-b", "campB"): 16, ("tenant-a", "campB"): 50}
     alerts = [AlertV1.model_validate(v) for v in detector.alerts.values()]
     assert alerts and {a.tenant_id for a in alerts} == {"tenant-b"}
@@ -146,7 +134,7 @@ async def test_the_same_campaign_id_in_two_tenants_is_two_campaigns(detector: De
 
 
 async def test_a_record_without_tenant_belongs_to_the_default_tenant(detector: Detector) -> None:
-    await handle_and_commit(detector, events([cdr(1, tenant=None), cdr(2, tenant="default")]))
+    await detector.handle(events([cdr(1, tenant=None), cdr(2, tenant="default")]))
     # call-1 and call-2 are two calls of one campaign default/campB
     assert attempts_by_scope(detector) == {("default", "campB"): 2}
 
@@ -156,7 +144,7 @@ async def test_alert_ids_differ_between_tenants_for_the_same_campaign_id(
 ) -> None:
     for offset, tenant in ((0, "t1"), (40, "t2")):
         batch = [cdr(i, tenant=tenant, silent=True) for i in range(40)]
-        await handle_and_commit(detector, events(batch, first_offset=offset))
+        await detector.handle(events(batch, first_offset=offset))
     by_tenant: dict[str, set[tuple[str, str]]] = {}
     for v in detector.alerts.values():
         by_tenant.setdefault(v["tenant_id"], set()).add((v["rule"], v["id"]))
@@ -169,9 +157,7 @@ async def test_campaign_settings_apply_to_their_tenants_campaign_only(detector: 
     detector.configs.apply(
         orjson.dumps({"campaign_id": "campB", "tenant_id": "tenant-a", "profile": "uk"})
     )
-    await handle_and_commit(
-        detector, events([cdr(1, tenant="tenant-a"), cdr(2, tenant="tenant-b")])
-    )
+    await detector.handle(events([cdr(1, tenant="tenant-a"), cdr(2, tenant="tenant-b")]))
     profiles = {
         dict(m["headers"])[topics.HEADER_TENANT]: dict(m["headers"])[topics.HEADER_PROFILE]
         for m in detector.stats.sent
@@ -203,7 +189,6 @@ async def test_a_bad_record_is_a_dead_letter_and_its_neighbours_count_as_without
     for with_bad in (True, False):
         settings = DetectorSettings(data_dir=tmp_path / str(with_bad), callee_store="memory://")
         d = Detector(settings, clock=lambda: T0 + timedelta(days=1))
-        d.configs._started.set()  # its service started on an empty topic (no 30 s wait)
         d.table, d.callees = {}, {}
         d.state = TableState(d.table)
         d.engine = Engine(d.state, d.configs.config_for, lateness=timedelta(days=7), clock=d.clock)
@@ -212,7 +197,7 @@ async def test_a_bad_record_is_a_dead_letter_and_its_neighbours_count_as_without
         batch = events([*good[:20], bad, *good[20:]])
         if not with_bad:
             del batch[20]  # the same good records at the same offsets, without the bad one
-        await handle_and_commit(d, batch)
+        await d.handle(batch)
         assert attempts_by_scope(d) == {("tenant-b", "campB"): 50}
         if with_bad:
             (dead,) = d.dlq.values()
@@ -235,7 +220,7 @@ async def test_replayed_input_marks_what_is_derived_from_it(detector: Detector) 
     for e in replayed:
         e.message.headers = [(topics.HEADER_REPLAY, b"1")]
     fresh = events([cdr(i, tenant="f", silent=True) for i in range(40)], first_offset=40)
-    await handle_and_commit(detector, [*replayed, *fresh])
+    await detector.handle([*replayed, *fresh])
     for recorder in (detector.stats, detector.alerts):
         marks = {
             (orjson.loads(m["value"])["tenant_id"], (topics.HEADER_REPLAY, b"1") in m["headers"])
@@ -252,7 +237,7 @@ async def test_callee_and_lockout_stages_dead_letter_a_bad_record_and_go_on(
     )
     # UK: 72 h lockout after an abandoned call; two calls to one callee, 1 h apart.
     first = cdr(0, tenant="t", silent=True, callee="c" * 16)
-    await handle_and_commit(detector, events([first, cdr(3600, tenant="t", callee="c" * 16)]))
+    await detector.handle(events([first, cdr(3600, tenant="t", callee="c" * 16)]))
     calls = detector.callee_topic.sent
     assert len(calls) == 2
     bad_call = FakeEvent(b"[1, 2]", 0, key=calls[0]["key"], topic="callee-calls")
@@ -273,7 +258,7 @@ async def test_callee_and_lockout_stages_dead_letter_a_bad_record_and_go_on(
         FakeEvent(m["value"], i + 1, topic="lockout-violations") for i, m in enumerate(violations)
     ]
     detector.alerts.sent.clear()
-    lockouts_and_commit(detector, [bad_violation, *good])
+    detector.handle_lockout_violations([bad_violation, *good])
     stages = [(d["stage"], d["source"]["offset"]) for d in detector.dlq.values()]
     assert stages == [("callee", 0), ("lockouts", 0)]
     lockout_alerts = [v for v in detector.alerts.values() if v["numerator"] >= 1]
@@ -293,7 +278,7 @@ async def test_the_replay_mark_travels_through_the_callee_and_lockout_stages(
     )
     for e in batch:
         e.message.headers = [(topics.HEADER_REPLAY, b"1")]
-    await handle_and_commit(detector, batch)
+    await detector.handle(batch)
     mark = (topics.HEADER_REPLAY, b"1")
     calls = detector.callee_topic.sent
     assert calls and all(mark in m["headers"] for m in calls)
@@ -304,12 +289,11 @@ async def test_the_replay_mark_travels_through_the_callee_and_lockout_stages(
     violations = detector.violation_topic.sent
     assert violations and all(mark in m["headers"] for m in violations)
     detector.alerts.sent.clear()
-    lockouts_and_commit(
-        detector,
+    detector.handle_lockout_violations(
         [
             FakeEvent(m["value"], i, headers=m["headers"], topic="lockout-violations")
             for i, m in enumerate(violations)
-        ],
+        ]
     )
     assert detector.alerts.sent and all(mark in m["headers"] for m in detector.alerts.sent)
 
@@ -322,7 +306,7 @@ async def test_a_restarted_worker_waits_for_the_settings_of_campaigns_it_already
     campaign by the default profile (the chaos lane saw `it` alerts on a `us` campaign)."""
     setting = {"campaign_id": "campB", "tenant_id": "tenant-a", "profile": "us"}
     detector.configs.apply(orjson.dumps(setting))
-    await handle_and_commit(detector, events([cdr(1, tenant="tenant-a")]))
+    await detector.handle(events([cdr(1, tenant="tenant-a")]))
     restarted = CampaignConfigs(detector.settings)  # the new process: nothing read yet
     detector.configs = restarted
     detector.engine = Engine(
@@ -335,6 +319,5 @@ async def test_a_restarted_worker_waits_for_the_settings_of_campaigns_it_already
     restarted.apply(orjson.dumps(setting))
     restarted._started.set()  # what start() does once it read the topic
     await asyncio.wait_for(handling, 5)
-    detector.flush_outputs()
     profiles = {dict(m["headers"])[topics.HEADER_PROFILE] for m in detector.stats.sent}
     assert profiles == {b"us"}

@@ -19,15 +19,7 @@ from schemas.call_v1 import CallBatchV1
 from services.common.settings import DetectorSettings
 from services.detector.app import Detector, TableState
 from services.detector.core.engine import Engine
-from tests.service.test_detector_adapter import (
-    T0,
-    FakeEvent,
-    Recorder,
-    cdr,
-    events,
-    handle_and_commit,
-    lockouts_and_commit,
-)
+from tests.service.test_detector_adapter import T0, FakeEvent, Recorder, cdr, events
 
 SECOND = timedelta(seconds=1)
 TOPICS = ("stats", "alerts", "dlq", "callee_topic", "violation_topic", "traces")
@@ -37,7 +29,6 @@ TOPICS = ("stats", "alerts", "dlq", "callee_topic", "violation_topic", "traces")
 def detector(tmp_path: Path) -> Iterator[Detector]:
     settings = DetectorSettings(data_dir=tmp_path, callee_store="memory://")
     d = Detector(settings, clock=lambda: T0 + timedelta(days=30))
-    d.configs._started.set()  # its service started on an empty topic (no 30 s wait)
     d.table, d.callees = {}, {}
     d.state = TableState(d.table)
     d.engine = Engine(d.state, d.configs.config_for, lateness=timedelta(days=7), clock=d.clock)
@@ -80,7 +71,7 @@ async def test_silent_abandoned_and_rule_breaking_calls_are_traced_others_not(
         with_agent_after(3, 1, tenant="t"),  # answered in time: not traced
         cdr(4, tenant="t"),  # answered in time: not traced
     ]
-    await handle_and_commit(detector, events(batch))
+    await detector.handle(events(batch))
     calls = traced(detector)
     assert set(calls) == {"call-0", "call-1", "call-2"}
     assert calls["call-0"] == {
@@ -114,14 +105,13 @@ async def test_lockout_hits_are_traced_by_the_lockout_stage(detector: Detector) 
         cdr(7 * day, tenant="t", callee=callee),
     ]
     for i, record in enumerate(records):  # one batch each: the campaign moves on in time
-        await handle_and_commit(detector, events([record], first_offset=i))
+        await detector.handle(events([record], first_offset=i))
     for i, m in enumerate(detector.callee_topic.sent):
         detector.handle_callee_call(FakeEvent(m["value"], i, key=m["key"], topic="callee-calls"))
     violations = detector.violation_topic.sent
     assert len(violations) == 2
-    lockouts_and_commit(
-        detector,
-        [FakeEvent(m["value"], i, topic="lockout-violations") for i, m in enumerate(violations)],
+    detector.handle_lockout_violations(
+        [FakeEvent(m["value"], i, topic="lockout-violations") for i, m in enumerate(violations)]
     )
     calls = traced(detector)
     assert calls[f"call-{day}"]["rule_hits"] == ["it-silent-lockout"]
@@ -138,7 +128,7 @@ async def test_traces_carry_the_replay_mark_of_their_campaign(detector: Detector
     for e in replayed:
         e.message.headers = [(topics.HEADER_REPLAY, b"1")]
     fresh = events([cdr(i, tenant="f", silent=True) for i in range(3)], first_offset=3)
-    await handle_and_commit(detector, [*replayed, *fresh])
+    await detector.handle([*replayed, *fresh])
     marks = {
         (orjson.loads(m["value"])["tenant_id"], (topics.HEADER_REPLAY, b"1") in m["headers"])
         for m in detector.traces.sent
@@ -152,11 +142,11 @@ async def test_a_batch_seen_again_after_a_restart_traces_its_calls_again(
     """At least once: the traces of a batch whose state was stored may have been lost with
     the crash; the api merges the repeat into the same rows."""
     batch = [cdr(i, tenant="t", silent=i % 2 == 0) for i in range(6)]
-    await handle_and_commit(detector, events(batch))
+    await detector.handle(events(batch))
     first = [m["value"] for m in detector.traces.sent]
     detector.traces.sent.clear()
     detector.engine.reset_caches()
-    await handle_and_commit(detector, events(batch))
+    await detector.handle(events(batch))
     assert [m["value"] for m in detector.traces.sent] == first
     assert set(traced(detector)) == {"call-0", "call-2", "call-4"}
 
@@ -164,9 +154,7 @@ async def test_a_batch_seen_again_after_a_restart_traces_its_calls_again(
 async def test_a_large_batch_is_split_into_messages_of_at_most_500_calls(
     detector: Detector,
 ) -> None:
-    await handle_and_commit(
-        detector, events([cdr(i, tenant="t", silent=True) for i in range(1200)])
-    )
+    await detector.handle(events([cdr(i, tenant="t", silent=True) for i in range(1200)]))
     sizes = [len(orjson.loads(m["value"])["calls"]) for m in detector.traces.sent]
     assert sizes == [500, 500, 200]
     assert len(traced(detector)) == 1200

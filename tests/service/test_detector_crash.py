@@ -17,7 +17,6 @@ import pytest
 from schemas import topics
 from services.common.settings import DetectorSettings
 from services.detector.app import Detector, TableState
-from services.detector.coalesce import OutputCoalescer
 from services.detector.core.engine import Engine
 from tests.service.test_detector_adapter import FakeEvent, Recorder, cdr
 
@@ -72,7 +71,6 @@ def reset(d: Detector, table: ChangeLogTable) -> None:
     d.table = table
     d.state = TableState(table)
     d.engine = Engine(d.state, d.configs.config_for, lateness=timedelta(days=7), clock=d.clock)
-    d.coalescer = OutputCoalescer()
     for name in ("stats", "alerts", "dlq", "callee_topic", "violation_topic"):
         setattr(d, name, Recorder())
 
@@ -81,24 +79,19 @@ Outputs = dict[str, list[dict[str, Any]]]
 
 
 async def run(
-    d: Detector, records: list[dict[str, Any]], first: int, commit_every: int = 1
+    d: Detector, records: list[dict[str, Any]], first: int
 ) -> tuple[list[int], list[Outputs]]:
-    """Process records[first:] in batches, faust's commit (a flush of the outputs held
-    back, then the offsets) after every `commit_every` batches and after the last; returns
-    the change-log length after each batch and the stats and alerts sent during each batch
-    and the commit that follows it."""
+    """Process records[first:] in batches; returns the change-log length after each batch
+    and each batch's stats and alerts."""
     ends: list[int] = []
     sent: list[Outputs] = []
-    starts = range(first, len(records), BATCH)
-    for n, start in enumerate(starts, 1):
+    for start in range(first, len(records), BATCH):
         batch = [
             FakeEvent(orjson.dumps(r), start + i)
             for i, r in enumerate(records[start : start + BATCH])
         ]
         n_stats, n_alerts = len(d.stats.sent), len(d.alerts.sent)  # type: ignore[attr-defined]
         await d.handle(batch)
-        if n % commit_every == 0 or n == len(starts):
-            d.flush_outputs()
         ends.append(len(d.table.log))  # type: ignore[attr-defined]
         sent.append(
             {
@@ -140,39 +133,28 @@ def concat(batches: list[Outputs]) -> Outputs:
 @pytest.fixture
 def detector(tmp_path: Path) -> Detector:
     settings = DetectorSettings(data_dir=tmp_path, callee_store="memory://")
-    d = Detector(settings, clock=lambda: T0 + timedelta(days=1))
-    d.configs._started.set()  # its service started on an empty topic (no 30 s wait)
-    return d
+    return Detector(settings, clock=lambda: T0 + timedelta(days=1))
 
 
-@pytest.mark.parametrize("commit_every", [1, 3])
 async def test_a_kill_after_any_change_log_record_loses_and_double_counts_nothing(
-    detector: Detector, commit_every: int
+    detector: Detector,
 ) -> None:
     records = live_records()
     d = detector
     reset(d, ChangeLogTable())
-    batch_ends, reference_sent = await run(d, records, 0, commit_every)
+    batch_ends, reference_sent = await run(d, records, 0)
     reference_log = list(d.table.log)  # type: ignore[attr-defined]
     reference_state = dict(d.table)
     expected = published(concat(reference_sent))
     assert expected["alerts"], "the traffic should raise alerts"
 
     for cut in range(len(reference_log) + 1):
-        # faust commits on an interval, after a flush that sent the outputs held back and
-        # (with DeliveryGuard) delivered every earlier record: any fully logged batch
-        # followed by a commit may be the last committed one.
-        committed = max(
-            (
-                n
-                for n, end in enumerate(batch_ends, 1)
-                if end <= cut and (n % commit_every == 0 or n == len(batch_ends))
-            ),
-            default=0,
-        )
+        # faust commits on an interval, after a flush that (with DeliveryGuard) delivered
+        # every earlier record: any fully logged batch may be the last committed one.
+        committed = sum(1 for end in batch_ends if end <= cut)
         for resume in sorted({0, committed}):
             reset(d, ChangeLogTable.restored(reference_log[:cut]))
-            _, resumed_sent = await run(d, records, resume * BATCH, commit_every)
+            _, resumed_sent = await run(d, records, resume * BATCH)
             # Outputs of committed batches were delivered; every later one is lost.
             got = published(concat(reference_sent[:resume] + resumed_sent))
             where = f"kill after change-log record {cut}, resumed at batch {resume}"

@@ -53,46 +53,12 @@ def test_entries_expire_relative_to_the_campaigns_newest_call_not_the_wall_clock
     assert state.sweep(timedelta(days=8), timedelta(days=7)) == 0  # nothing is old yet
     run(state, [call(100, T0 + timedelta(days=10))], first_offset=3)
     deleted = state.sweep(timedelta(days=8), timedelta(days=7))
-    # the 3 buckets (> 9 days behind) of the old calls, with their seen-entries (> 8 days)
-    assert deleted == 3
+    # 3 seen-entries (> 8 days behind) and 3 buckets (> 9 days behind) of the old calls
+    assert deleted == 6
     assert state.get_seen("\x1fcall-0") is None
     assert state.get_seen("\x1fcall-100") is not None
     assert state.get_bucket("c1", minute_of(T0)) is None
     assert state.get_campaign("c1").totals.attempts == 4  # totals are kept
-
-
-def test_a_bucket_holding_seen_entries_stays_as_long_as_dedup_needs_them() -> None:
-    table: dict[str, object] = {}
-    state = TableState(table)
-    run(state, [call(0, T0)])
-    run(state, [call(100, T0 + timedelta(days=5))], first_offset=1)
-    # lateness 0: no late call can reach the bucket after 2 days, but a copy of call-0
-    # is a duplicate for 8 days
-    assert state.sweep(timedelta(days=8), timedelta(days=0)) == 0
-    assert TableState(table).get_seen("\x1fcall-0") == (3, 0, minute_of(T0), "c1")
-    run(state, [call(101, T0 + timedelta(days=9))], first_offset=2)
-    assert state.sweep(timedelta(days=8), timedelta(days=0)) == 1  # call-0 bucket only
-    assert state.get_seen("\x1fcall-0") is None
-    assert TableState(table).get_seen("\x1fcall-0") is None
-
-
-def test_a_batch_writes_one_record_per_minute_bucket_touched_and_none_per_call() -> None:
-    writes: list[str] = []
-
-    class Logged(dict[str, object]):
-        def __setitem__(self, key: str, value: object) -> None:
-            writes.append(key)
-            super().__setitem__(key, value)
-
-    state = TableState(Logged())
-    calls = [call(i, T0 + timedelta(seconds=5 * i), campaign=f"c{i % 2}") for i in range(60)]
-    run(state, calls)  # 2 campaigns, 5 minutes each, no call breaks a per-call rule
-    assert sorted(writes) == sorted(
-        [f"b\x1fc{c}\x1f{minute_of(T0) + m}" for c in range(2) for m in range(5)]
-        + ["c\x1fc0", "c\x1fc1"]
-    )
-    for i in range(60):
-        assert state.get_seen(f"\x1fcall-{i}") is not None
 
 
 def test_a_backfilled_campaign_keeps_its_state_whatever_the_wall_clock_says() -> None:

@@ -227,14 +227,14 @@ async def test_an_ndjson_line_nesting_beyond_the_parser_is_its_records_error(
 async def test_a_record_whose_check_raises_is_rejected_alone(
     ingest: IngestHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_finish = ingest_service.finish_item
+    real_parse = ingest_service.parse_cdr
 
-    def finish_or_overflow(cdr: Any, *args: Any, **kwargs: Any) -> Any:
-        if cdr.call_id == "poison":
+    def parse_or_overflow(item: object, **kwargs: Any) -> Any:
+        if isinstance(item, dict) and item.get("call_id") == "poison":
             raise OverflowError("date value out of range")
-        return real_finish(cdr, *args, **kwargs)
+        return real_parse(item, **kwargs)
 
-    monkeypatch.setattr(ingest_service, "finish_item", finish_or_overflow)
+    monkeypatch.setattr(ingest_service, "parse_cdr", parse_or_overflow)
 
     response = await post(ingest, [make_cdr("a"), make_cdr("poison"), make_cdr("c")])
 

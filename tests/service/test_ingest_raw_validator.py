@@ -18,7 +18,6 @@ from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry
 
 from schemas import topics
-from schemas.cdr_batch_v1 import CdrBatchV1
 from schemas.cdr_v1 import NormalizedCdrV1
 from services.common.auth import Principal
 from services.common.settings import IngestSettings
@@ -35,7 +34,7 @@ from services.ingest.raw import (
     validate_messages,
 )
 from services.ingest.service import IngestService
-from tests.helpers import cdr_bodies, wait_until_async
+from tests.helpers import wait_until_async
 from tests.service.conftest import FakePublisher
 from tests.service.records import RAW_DIGITS, RAW_NUMBER, make_cdr
 
@@ -78,24 +77,10 @@ class FakeProducer:
         return future
 
     def values(self, topic: str) -> list[Any]:
-        """What was sent to `topic`, one item a record (the CDRs of an envelope each)."""
-        if topic == topics.CDRS:
-            return [
-                body
-                for t, _k, value in self.sent
-                if t == topic and value
-                for body in cdr_bodies(value)
-            ]
         return [orjson.loads(value) for t, _key, value in self.sent if t == topic and value]
 
     def keys(self, topic: str) -> list[bytes | None]:
-        """The key of each record sent to `topic` (an envelope's for each of its CDRs)."""
-        return [
-            key
-            for t, key, value in self.sent
-            if t == topic
-            for _ in (cdr_bodies(value) if topic == topics.CDRS and value else [value])
-        ]
+        return [key for t, key, _value in self.sent if t == topic]
 
 
 @dataclass
@@ -225,7 +210,7 @@ async def test_valid_record_is_published_normalised_with_source_kafka_and_no_raw
     assert producer.keys(topics.CDRS) == [b"energia-primavera"]
     _topic, _key, value = producer.sent[0]
     assert value is not None and RAW_DIGITS.encode() not in value
-    [record] = CdrBatchV1.model_validate_json(value).cdrs
+    record = NormalizedCdrV1.model_validate_json(value)
     assert record.source == "kafka"
     assert record.callee_country == "IT"
     assert "Europe/Rome" in record.callee_zones
@@ -572,14 +557,14 @@ async def test_an_overflowing_instant_is_a_dead_letter_and_the_rest_is_published
 async def test_a_record_whose_check_raises_is_a_dead_letter_naming_the_exception(
     validator: RawValidator, producer: FakeProducer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_finish = ingest_service.finish_item
+    real_check = ingest_service.check_item
 
-    def finish_or_raise(cdr: Any, *args: Any, **kwargs: Any) -> Any:
-        if cdr.call_id == "boom":
+    def check_or_raise(item: object, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(item, dict) and item.get("call_id") == "boom":
             raise OverflowError("date value out of range")
-        return real_finish(cdr, *args, **kwargs)
+        return real_check(item, *args, **kwargs)
 
-    monkeypatch.setattr(ingest_service, "finish_item", finish_or_raise)
+    monkeypatch.setattr(ingest_service, "check_item", check_or_raise)
 
     await validator.handle(
         [message(make_cdr("a")), message(make_cdr("boom"), 1), message(make_cdr("b"), 2)],
@@ -613,8 +598,7 @@ def test_a_batch_whose_validation_raises_is_validated_message_by_message(
     assert batch.received == 3
     assert batch.rejected["invalid"] == 1
     outbound = [(r.topic, orjson.loads(r.value)) for r in batch.records]
-    cdrs = [cdr for r in batch.records if r.topic == topics.CDRS for cdr in cdr_bodies(r.value)]
-    assert [v["call_id"] for v in cdrs] == ["a", "b"]
+    assert [v["call_id"] for t, v in outbound if t == topics.CDRS] == ["a", "b"]
     [envelope] = [v for t, v in outbound if t == topics.CDRS_DLQ]
     assert envelope["stage"] == "raw-validator"
     assert envelope["errors"] == [
