@@ -200,6 +200,37 @@ async def confirm_log_ends(
     return ends
 
 
+async def first_offset_from(
+    bootstrap: str, topic: str, partition: int, offset: int, timeout: float = 3.0
+) -> int | None:
+    """The offset of the first record the broker serves at or after `offset` of one
+    partition, read by a consumer of its own (no group); None when no record came within
+    `timeout` (nothing written there yet, or no answer: the caller cannot tell).
+
+    It tells a hole that is really in the log (transaction control records, retention
+    past `offset`: the answer is larger than `offset`) from records a consumer dropped on
+    its side (the answer is `offset`). A fetch below the log start restarts at the log
+    start, hence `auto_offset_reset="earliest"`."""
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="cdrwatch-hole-probe",
+        fetch_max_wait_ms=100,
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        got = await consumer.getmany(tp, timeout_ms=int(timeout * 1000), max_records=1)
+        records = got.get(tp) or []
+        return records[0].offset if records else None
+    finally:
+        await consumer.stop()
+
+
 class BrokerHealth:
     """Probes the broker every `interval` seconds in the background (a TCP connection
     and an ApiVersions round trip, bounded by `timeout`).

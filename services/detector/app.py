@@ -47,7 +47,7 @@ from pydantic import ValidationError
 from schemas import NormalizedCdrV1, topics
 from schemas.instants import format_instant
 from schemas.stats_v1 import rate
-from services.common.kafka import BrokerHealth, confirm_log_ends
+from services.common.kafka import BrokerHealth, confirm_log_ends, first_offset_from
 from services.common.settings import DetectorSettings
 from services.detector import calls
 from services.detector.contiguous import ContiguousReads
@@ -475,8 +475,12 @@ class _GuardedApp(faust.App):
         self, *args: Any, bootstrap: str, contiguous_topics: Iterable[str], **kwargs: Any
     ) -> None:
         self.delivery_guard = DeliveryGuard()
-        self.contiguous = ContiguousReads(contiguous_topics)
         self._bootstrap = bootstrap
+
+        async def probe(topic: str, partition: int, offset: int) -> int | None:
+            return await first_offset_from(bootstrap, topic, partition, offset)
+
+        self.contiguous = ContiguousReads(contiguous_topics, probe)
         super().__init__(*args, **kwargs)
 
     def _new_producer(self) -> Any:

@@ -25,28 +25,45 @@ finds those events applied and only re-publishes their figures.
 
 Only topics that cannot have holes are guarded (the CDR topic and the detector's own
 repartition topics: cleanup policy delete, no transactions). A change log is compacted
-on Apache Kafka, where holes are normal; faust's recovery reads those. Should a guarded
-partition show the same hole `ACCEPT_AFTER` times in a row anyway (a producer using
-transactions writes control records that take offsets), the hole is accepted with a
-warning instead of re-reading forever.
+on Apache Kafka, where holes are normal; faust's recovery reads those.
+
+A hole is accepted only when the broker proves it real: after the same hole was seen
+`PROBE_AFTER` times in a row, a consumer of its own asks the broker for the first record
+at or after the missing offset (`services.common.kafka.first_offset_from`). A larger
+answer is a hole in the log (a producer using transactions writes control records that
+take offsets; retention deleted the records): reading goes on from there, with a warning.
+The answer "the record is there" means faust keeps dropping it: reading it again goes on.
+An earlier version accepted any hole seen five times in a row, and a CI run of
+tests/integration/test_detector_sigkill.py lost 157 calls of one campaign: exactly
+offsets 1630..1787 of its partition, the mark of a hole taken as real (the worker that
+did it was killed and its log not kept; no other path skips a range of offsets). faust
+can drop a re-read more than once: its `getmany` drops what it fetched for a partition
+paused meanwhile, and rebalances come in a row after a kill. The worker went on past
+the records, and the campaign's watermark made the next worker skip them too. Without a probe
+(unit tests) a hole is never accepted.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-ACCEPT_AFTER = 5
+PROBE_AFTER = 5
+
+Probe = Callable[[str, int, int], Awaitable[int | None]]
+"""(topic, partition, offset) -> the first offset the broker serves at or after it, or
+None when it cannot tell."""
 
 
 class ContiguousReads:
     """Wraps a faust consumer's `getmany`, `seek` and `perform_seek` (instance attributes)."""
 
-    def __init__(self, topics: Iterable[str]) -> None:
+    def __init__(self, topics: Iterable[str], probe: Probe | None = None) -> None:
         self._topics = frozenset(topics)
+        self._probe = probe
         self._next: dict[Any, int] = {}  # tp -> offset expected next
         self._repeats: dict[Any, tuple[int, int]] = {}  # tp -> (hole offset, times seen)
         self.holes_seen = 0
@@ -73,13 +90,12 @@ class ContiguousReads:
                         continue
                     expected = self._next.get(tp)
                     if expected is not None and message.offset > expected:
-                        if self._accept_hole(tp, expected, message.offset):
-                            self._next[tp] = message.offset + 1
-                            yield tp, message
-                            continue
+                        expected = await self._hole(tp, expected, message.offset)
+                    if expected is not None and message.offset > expected:
                         rewound.add(tp)
                         await seek(tp, expected)
                         continue
+                    self._repeats.pop(tp, None)
                     self._next[tp] = message.offset + 1
                 yield tp, message
 
@@ -98,27 +114,34 @@ class ContiguousReads:
         consumer.perform_seek = tracked_perform_seek
         return consumer
 
-    def _accept_hole(self, tp: Any, expected: int, got: int) -> bool:
+    async def _hole(self, tp: Any, expected: int, got: int) -> int:
+        """Records `expected..got-1` did not come: the offset to read from next (a real
+        hole, proven by the broker, moves it on)."""
         self.holes_seen += 1
         offset, times = self._repeats.get(tp, (expected, 0))
         times = times + 1 if offset == expected else 1
         self._repeats[tp] = (expected, times)
-        if times >= ACCEPT_AFTER:
-            log.warning(
-                "offset_hole_accepted topic=%s partition=%s missing=%s..%s times=%s",
-                tp.topic,
-                tp.partition,
-                expected,
-                got - 1,
-                times,
-            )
-            self._repeats.pop(tp, None)
-            return True
+        if times >= PROBE_AFTER and self._probe is not None:
+            self._repeats[tp] = (expected, 0)  # probe again after as many more
+            first = await self._probe(tp.topic, tp.partition, expected)
+            if first is not None and first > expected:
+                log.warning(
+                    "offset_hole_accepted topic=%s partition=%s missing=%s..%s times=%s",
+                    tp.topic,
+                    tp.partition,
+                    expected,
+                    first - 1,
+                    times,
+                )
+                self._repeats.pop(tp, None)
+                self._next[tp] = first
+                return first
         log.warning(
-            "offset_hole_reread topic=%s partition=%s missing=%s..%s",
+            "offset_hole_reread topic=%s partition=%s missing=%s..%s times=%s",
             tp.topic,
             tp.partition,
             expected,
             got - 1,
+            times,
         )
-        return False
+        return expected

@@ -257,3 +257,25 @@ def test_a_taken_port_fails_with_the_log_tail_and_leaves_no_process(tmp_path: Pa
             broker.start(port)
     assert "log" in str(failure.value)
     assert broker.pid is None and not broker.is_running()
+
+
+async def test_the_hole_probe_answers_the_offset_of_a_record_that_is_there(
+    kafka_broker: str, topic: str
+) -> None:
+    """`first_offset_from` (services/detector/contiguous.py: a hole is skipped only when
+    the broker proves it): a record present answers its own offset, nothing written yet
+    answers None."""
+    from services.common.kafka import first_offset_from
+
+    await _produce(kafka_broker, topic, 12)
+    found = [
+        p
+        for p in range(PARTITIONS)
+        if await first_offset_from(kafka_broker, topic, p, 0, timeout=1.0) is not None
+    ]
+    assert len(found) == 1  # one key, one partition
+    partition = found[0]
+
+    assert await first_offset_from(kafka_broker, topic, partition, 7) == 7
+    assert await first_offset_from(kafka_broker, topic, partition, 11) == 11
+    assert await first_offset_from(kafka_broker, topic, partition, 12, timeout=0.5) is None

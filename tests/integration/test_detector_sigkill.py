@@ -186,6 +186,7 @@ async def test_repeated_sigkill_under_live_load_ends_exact(broker: str, tmp_path
                 f"minute buckets (published, expected): {_short(reader.published, expected)}; "
                 f"state in the change log: {await _change_log_state(broker)}; "
                 f"CDR topic (committed, end) per partition: {await _cdr_offsets(broker)}; "
+                f"holes met by every detector:\n{_hole_lines(procs)}\n"
                 f"last detector's log:\n{_log_without_noise(proc.log_path)}"
             ) from None
         # Let the last batch's minute stats arrive (sent with its cumulative); the assertion
@@ -312,6 +313,17 @@ async def _cdr_offsets(bootstrap: str) -> dict[int, tuple[int | None, int]]:
         return {tp.partition: (await consumer.committed(tp), ends[tp]) for tp in tps}
     finally:
         await consumer.stop()
+
+
+def _hole_lines(procs: list[ServiceProcess]) -> str:
+    """The ContiguousReads warnings of each detector (killed ones included): a lost range
+    of offsets shows there as a hole accepted."""
+    lines = []
+    for n, proc in enumerate(procs):
+        path = proc.log_path
+        text = path.read_text(errors="replace") if path.exists() else ""
+        lines += [f"detector {n}: {line}" for line in text.splitlines() if "offset_hole" in line]
+    return "\n".join(lines)[-6000:]
 
 
 def _log_without_noise(path: Path) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import namedtuple
 from typing import Any
 
-from services.detector.contiguous import ACCEPT_AFTER, ContiguousReads
+from services.detector.contiguous import PROBE_AFTER, ContiguousReads
 
 TP = namedtuple("TP", "topic partition")
 Message = namedtuple("Message", "offset")
@@ -128,14 +128,52 @@ async def test_a_hole_across_a_rebalance_without_a_seek_is_read_again() -> None:
     assert fake.seeks == [(CDRS, 4)]
 
 
-async def test_a_hole_that_never_fills_is_accepted_in_the_end() -> None:
-    """Transaction control records take offsets no consumer sees: after ACCEPT_AFTER
-    re-reads of the same hole it is taken as real, with a warning."""
+async def test_a_hole_that_never_fills_is_accepted_once_the_broker_proves_it() -> None:
+    """Transaction control records take offsets no consumer sees: after PROBE_AFTER
+    re-reads of the same hole the broker is asked, and its answer moves reading on."""
     fake = FakeConsumer({CDRS: 10})
-    fake.skips[CDRS] = [(4, 6)] * (ACCEPT_AFTER + 1)
-    consumer = ContiguousReads({"cdrs"}).install(fake)
+    fake.skips[CDRS] = [(4, 6)] * (PROBE_AFTER + 1)
+    probes: list[tuple[str, int, int]] = []
+
+    async def probe(topic: str, partition: int, offset: int) -> int | None:
+        probes.append((topic, partition, offset))
+        return 6
+
+    consumer = ContiguousReads({"cdrs"}, probe).install(fake)
 
     got = await read_all(consumer)
 
     assert got[CDRS] == [0, 1, 2, 3, 6, 7, 8, 9]
-    assert fake.seeks == [(CDRS, 4)] * (ACCEPT_AFTER - 1)
+    assert fake.seeks == [(CDRS, 4)] * (PROBE_AFTER - 1)
+    assert probes == [("cdrs", 0, 4)]
+
+
+async def test_records_the_broker_still_has_are_read_again_however_often_faust_drops_them() -> None:
+    """The loss seen in CI: faust dropped the same re-read again and again; the broker
+    says the records are there, so they are read (never skipped), however long it takes."""
+    drops = 3 * PROBE_AFTER + 2
+    fake = FakeConsumer({CDRS: 10})
+    fake.skips[CDRS] = [(4, 6)] * drops
+    probes: list[int] = []
+
+    async def probe(topic: str, partition: int, offset: int) -> int | None:
+        probes.append(offset)
+        return offset  # the record at `offset` is in the log
+
+    consumer = ContiguousReads({"cdrs"}, probe).install(fake)
+
+    got = await read_all(consumer, rounds=40)
+
+    assert got[CDRS] == list(range(10))
+    assert probes == [4, 4, 4]
+    assert len(fake.seeks) == drops
+
+
+async def test_without_a_probe_a_hole_is_never_skipped() -> None:
+    fake = FakeConsumer({CDRS: 10})
+    fake.skips[CDRS] = [(4, 6)] * (2 * PROBE_AFTER)
+    consumer = ContiguousReads({"cdrs"}).install(fake)
+
+    got = await read_all(consumer, rounds=40)
+
+    assert got[CDRS] == list(range(10))
