@@ -22,3 +22,6 @@ HEADER_PROFILE = "cdrwatch-profile"
 # Set to "1" on records re-published from the durable archive after the embedded broker
 # restarted, and on every stats/alert message the detector derives from such records.
 HEADER_REPLAY = "cdrwatch-replay"
+# On cdrwatch.cdrs.raw.v1: the dialer format of the message value ("cdr-v1", or one of the
+# import formats, e.g. "asterisk-cdr-csv"); absent: the topic's default (services.ingest.raw).
+HEADER_FORMAT = "cdrwatch-format"

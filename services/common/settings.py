@@ -75,6 +75,9 @@ class IngestSettings(CommonSettings):
     raw_consumer_group: str = Field(default="cdrwatch-ingest-raw", min_length=1)
     raw_batch_max: int = Field(default=500, ge=1, le=10_000)  # messages per getmany
     raw_session_timeout_seconds: float = Field(default=10.0, ge=1)
+    # Format of a raw-topic message without a `cdrwatch-format` header: "cdr-v1" or one of
+    # the import formats (services.ingest.raw); checked when the validator is created.
+    raw_default_format: str = "cdr-v1"
     # Unknown CDR fields are dropped at ingest (they may hold personal data); these names,
     # comma-separated, are kept in `extra` instead. List only non-personal fields; a value
     # that looks like a phone number is pseudonymised all the same.

@@ -111,8 +111,11 @@ def create_app(
         clock,
         timedelta(seconds=settings.future_tolerance_seconds),
     )
+    format_mappings = load_format_mappings(settings.format_mappings_dir)
     raw_validator = (
-        RawValidator(settings, normalizer, ingest_metrics, archive=archive)
+        RawValidator(
+            settings, normalizer, ingest_metrics, archive=archive, mappings=format_mappings
+        )
         if settings.consume_raw
         else None
     )
@@ -142,7 +145,7 @@ def create_app(
     app.state.tokens = tokens
     app.state.ingest = IngestService(settings, publisher, normalizer, ingest_metrics)
     app.state.raw_validator = raw_validator
-    app.state.format_mappings = load_format_mappings(settings.format_mappings_dir)
+    app.state.format_mappings = format_mappings
     app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -1,10 +1,20 @@
 """The raw-topic validator: CDRs that dialers write straight to `cdrwatch.cdrs.raw.v1`.
 
-Message format. A message value is UTF-8 JSON: one CDR v1 object, as a dialer writes it, or
-a JSON array of them (a dialer's batch; each element is a record of its own, with its own
-fate). A leading UTF-8 BOM is skipped; the message key and headers are ignored. There is no
-token on this path: a record's tenant is its own `tenant_id`, else the default tenant
-(`CDRWATCH_DEFAULT_TENANT`).
+Message format. The header `cdrwatch-format` names the format of the message value; without
+it the value is in the topic's default format (`CDRWATCH_RAW_DEFAULT_FORMAT`, "cdr-v1" unless
+set). "cdr-v1": UTF-8 JSON, one CDR v1 object as a dialer writes it, or a JSON array of
+them (a dialer's batch; each element is a record of its own, with its own fate). Any format
+of `cdrwatch import` (asterisk-cdr-csv, asterisk-cdr-custom, asterisk-cel,
+freeswitch-cdr-csv, freeswitch-json, freeswitch-xml, kamailio-acc, vicidial-csv,
+cdr-v1-ndjson): the value is what the PBX writes, mapped by the very mapper and mapping file
+of the import and of the HTTP format endpoints (`services.ingest.formats`, the mapping of
+`CDRWATCH_FORMAT_MAPPINGS_DIR` when set). One message holds whole calls: one FreeSWITCH
+document, or one or more lines of a line format (for CSV layouts with a header row, the
+header first; rows of one call, as CEL writes them, in one message: calls are not joined
+across messages). An internal leg or extension is skipped and counted
+(`cdrwatch_cdrs_skipped`), not a dead letter. A leading UTF-8 BOM is skipped; the message
+key is ignored. There is no token on this path: a record's tenant is its own `tenant_id`,
+else the default tenant (`CDRWATCH_DEFAULT_TENANT`).
 
 Valid records go through the very code of `POST /v1/cdrs` (`service.validate_items`): same
 validation, normalisation (UTC instants, E.164, pseudonymised callee, derived country and
@@ -26,7 +36,12 @@ record:
 - `invalid`: JSON that is not a valid CDR: not an object, schema errors, instants out of
   order, a bad callee number, too far in the future, or an empty array; `record` is the JSON
   as the dialer sent it (for an array, the offending element; `source.index` is its
-  position in the array, and is absent for a message holding one object).
+  position in the array, and is absent for a message holding one object). For a dialer
+  format: a record its mapper refuses (the error names the reason and the line in the
+  message), a mapped record the validation refuses, a message holding no call, or an
+  unknown `cdrwatch-format` (the error names the header and the formats there are);
+  `record` is the message's text, `source.index` the record's position among the
+  message's calls when it holds more than one.
 - A `record` whose JSON is larger than 128 KiB is cut to its first 128 KiB of text and the
   envelope says `"record_truncated": true`, so that a dead letter always fits in a Kafka
   message and can never block the partition. A record that cannot be encoded as JSON at
@@ -72,6 +87,9 @@ from schemas.cdr_v1 import FieldError, nesting_exceeds
 from services.common.archive import Archive, ArchivedBatch, ArchiveError
 from services.common.kafka import create_producer
 from services.common.settings import IngestSettings
+from services.ingest.formats import FORMATS, map_text
+from services.ingest.formats.base import Mapping as FormatMapping
+from services.ingest.formats.base import Rejected, Skipped
 from services.ingest.metrics import DeadLetterReason, IngestMetrics, RejectReason
 from services.ingest.normalize import Normalizer
 from services.ingest.service import (
@@ -99,12 +117,14 @@ ValidatorState = Literal["off", "connecting", "consuming", "retrying"]
 
 
 class RawMessage(NamedTuple):
-    """One message of the raw topic, as the validator needs it."""
+    """One message of the raw topic, as the validator needs it; `format` is its
+    `cdrwatch-format` header (None: the topic's default)."""
 
     topic: str
     partition: int
     offset: int
     value: bytes | None
+    format: str | None = None
 
 
 class OutboundRecord(NamedTuple):
@@ -123,6 +143,7 @@ class ValidatedBatch:
     duplicates: int = 0
     received: int = 0
     rejected: Counter[RejectReason] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[DeadLetterReason] = field(default_factory=Counter)
     # "partition:offset" (":index" in an array) of each dead letter, for the logs.
     dead_letter_positions: list[str] = field(default_factory=list)
@@ -210,24 +231,65 @@ def _encode(record: object) -> str | None:
         return None
 
 
+def _format_of(record: Any) -> str | None:
+    """The `cdrwatch-format` header of a consumer record (None when absent or empty)."""
+    for key, value in getattr(record, "headers", None) or ():
+        if key == topics.HEADER_FORMAT and value:
+            return bytes(value).decode("utf-8", errors="replace").strip() or None
+    return None
+
+
 def _message_text(value: bytes | None) -> str:
     return "" if value is None else value.removeprefix(_BOM).decode("utf-8", errors="replace")
 
 
+CDR_V1 = "cdr-v1"
+
+
+@dataclass(frozen=True)
+class RawFormats:
+    """The formats the raw topic reads: `default` for a message without a `cdrwatch-format`
+    header, and the mapping of each dialer format (`services.ingest.dialers`)."""
+
+    default: str = CDR_V1
+    mappings: Mapping[str, FormatMapping] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.default != CDR_V1 and self.default not in self.mappings:
+            known = ", ".join((CDR_V1, *FORMATS))
+            raise ValueError(f"unknown raw-topic default format {self.default!r}; one of {known}")
+
+    def of(self, message: RawMessage) -> str:
+        return message.format or self.default
+
+
+_CDR_V1_ONLY = RawFormats()
+
+
 def validate_messages(
-    messages: Sequence[RawMessage], normalizer: Normalizer, policy: RecordPolicy | None = None
+    messages: Sequence[RawMessage],
+    normalizer: Normalizer,
+    policy: RecordPolicy | None = None,
+    formats: RawFormats = _CDR_V1_ONLY,
 ) -> ValidatedBatch:
     """Validate and normalise a batch of raw messages (no I/O besides the injected clock).
 
     The records to produce are the normalised ones, then the dead letters in raw-topic
-    order. A message that yields no record (unreadable, an empty array) counts as one
-    received and one rejected record, like an unreadable NDJSON line on the HTTP path.
+    order. A message that yields no record (unreadable, an empty array, no call) counts as
+    one received and one rejected record, like an unreadable NDJSON line on the HTTP path.
     """
     batch = ValidatedBatch()
     items: list[object] = []
     origins: list[_Origin] = []
+    # What a dead letter of each item keeps: the element itself for CDR v1, the message's
+    # text for a dialer format (what the dialer wrote, not our mapping of it).
+    originals: list[object] = []
     dead: list[tuple[_Origin, DeadLetterReason, list[FieldError], object]] = []
     for message in messages:
+        name = formats.of(message)
+        if name != CDR_V1:
+            _map_format(message, name, formats, batch, items, origins, originals, dead)
+            continue
         value = decode_value(message.value)
         if isinstance(value, _Unreadable):
             error = FieldError(field="(record)", message=value.message)
@@ -237,9 +299,11 @@ def validate_messages(
             dead.append((_Origin(message, None), "invalid", [error], value))
         elif isinstance(value, list):
             items.extend(value)
+            originals.extend(value)
             origins.extend(_Origin(message, index) for index in range(len(value)))
         else:
             items.append(value)
+            originals.append(value)
             origins.append(_Origin(message, None))
     batch.received = len(items) + len(dead)
     batch.rejected["invalid"] = len(dead)
@@ -252,15 +316,64 @@ def validate_messages(
     batch.records = [OutboundRecord(topics.CDRS, *encode_record(r)) for r in validation.good]
     for rejection in validation.rejected:
         origin = origins[rejection.index]
-        dead.append((origin, "invalid", rejection.errors, items[rejection.index]))
+        dead.append((origin, "invalid", rejection.errors, originals[rejection.index]))
     dead.sort(key=lambda d: (d[0].message.partition, d[0].message.offset, d[0].position or 0))
     for origin, reason, errors, record in dead:
         batch.add_dead_letter(reason, errors, origin, record)
     return batch
 
 
+def _map_format(
+    message: RawMessage,
+    name: str,
+    formats: RawFormats,
+    batch: ValidatedBatch,
+    items: list[object],
+    origins: list[_Origin],
+    originals: list[object],
+    dead: list[tuple[_Origin, DeadLetterReason, list[FieldError], object]],
+) -> None:
+    """One message in a dialer format: its calls join `items`, its refusals `dead`."""
+    text = _message_text(message.value)
+    mapping = formats.mappings.get(name)
+    if mapping is None:
+        known = ", ".join((CDR_V1, *FORMATS))
+        error = FieldError(
+            field=f"(header {topics.HEADER_FORMAT})",
+            message=f"unknown format {name!r}; one of {known}",
+        )
+        dead.append((_Origin(message, None), "invalid", [error], text))
+        return
+    if message.value is None:
+        error = FieldError(field="(record)", message="message has no value")
+        dead.append((_Origin(message, None), "unreadable", [error], None))
+        return
+    outcomes = map_text(name, message.value.removeprefix(_BOM), mapping)
+    calls = [o for o in outcomes if not isinstance(o, Skipped)]
+    batch.skipped.update(o.reason for o in outcomes if isinstance(o, Skipped))
+    if not outcomes:
+        error = FieldError(field="(record)", message=f"message holds no {name} record")
+        dead.append((_Origin(message, None), "invalid", [error], text))
+        return
+    for index, outcome in enumerate(calls):
+        origin = _Origin(message, index if len(calls) > 1 else None)
+        if isinstance(outcome, Rejected):
+            error = FieldError(
+                field="(record)",
+                message=f"{outcome.reason}: {outcome.message} (line {outcome.line} of the message)",
+            )
+            dead.append((origin, "invalid", [error], text))
+        else:
+            items.append(outcome.record)
+            originals.append(text)
+            origins.append(origin)
+
+
 def validate_each(
-    messages: Sequence[RawMessage], normalizer: Normalizer, policy: RecordPolicy | None = None
+    messages: Sequence[RawMessage],
+    normalizer: Normalizer,
+    policy: RecordPolicy | None = None,
+    formats: RawFormats = _CDR_V1_ONLY,
 ) -> ValidatedBatch:
     """`validate_messages`, and when it raises, the batch validated message by message: a
     message whose validation still raises becomes one `invalid` dead letter of its own.
@@ -268,14 +381,14 @@ def validate_each(
     Dedup then works within each message only; the detector's dedup covers the rest.
     """
     try:
-        return validate_messages(messages, normalizer, policy)
+        return validate_messages(messages, normalizer, policy, formats)
     except Exception as exc:
         log.warning("raw_batch_validation_failed", extra={"error": type(exc).__name__})
     batch = ValidatedBatch()
     dead: list[OutboundRecord] = []
     for message in messages:
         try:
-            one = validate_messages([message], normalizer, policy)
+            one = validate_messages([message], normalizer, policy, formats)
         except Exception as exc:
             error = FieldError(
                 field="(record)", message=f"message could not be processed ({type(exc).__name__})"
@@ -294,6 +407,7 @@ def validate_each(
         batch.duplicates += one.duplicates
         batch.received += one.received
         batch.rejected.update(one.rejected)
+        batch.skipped.update(one.skipped)
         batch.dead_letters.update(one.dead_letters)
         batch.dead_letter_positions.extend(one.dead_letter_positions)
     batch.records.extend(dead)
@@ -363,8 +477,10 @@ class RawValidator:
         retry_delay_seconds: float = 0.5,
         retry_delay_max_seconds: float = 30.0,
         archive: Archive | None = None,
+        mappings: Mapping[str, FormatMapping] | None = None,
     ) -> None:
         self.settings = settings
+        self.formats = RawFormats(settings.raw_default_format, mappings or {})
         self.archive = archive
         self.normalizer = normalizer
         self.metrics = metrics
@@ -400,9 +516,11 @@ class RawValidator:
         acknowledged every record (the batch may be committed); False when it did not (do
         not commit: fetch the batch again later)."""
         if len(messages) > _THREAD_THRESHOLD:
-            batch = await asyncio.to_thread(validate_each, messages, self.normalizer, self.policy)
+            batch = await asyncio.to_thread(
+                validate_each, messages, self.normalizer, self.policy, self.formats
+            )
         else:
-            batch = validate_each(messages, self.normalizer, self.policy)
+            batch = validate_each(messages, self.normalizer, self.policy, self.formats)
         archived = await self._archive(batch)
         if archived is False:
             return False
@@ -424,6 +542,8 @@ class RawValidator:
             self.metrics.count_rejected(reason, count)
         for dead_reason, count in batch.dead_letters.items():
             self.metrics.count_dead_letters(dead_reason, count)
+        for skip_reason, count in batch.skipped.items():
+            self.metrics.count_skipped(skip_reason, count)
         if batch.dead_letters:
             log.info(
                 "raw_records_dead_lettered",
@@ -463,7 +583,9 @@ class RawValidator:
             timeout_ms=_POLL_TIMEOUT_MS, max_records=self.settings.raw_batch_max
         )
         messages = [
-            RawMessage(record.topic, record.partition, record.offset, record.value)
+            RawMessage(
+                record.topic, record.partition, record.offset, record.value, _format_of(record)
+            )
             for records in fetched.values()
             for record in records
         ]

@@ -436,3 +436,93 @@ async def test_a_poison_pill_is_dead_lettered_and_every_record_behind_it_publish
     for value in downstream.cdr_values:
         assert RAW_DIGITS not in value
         assert b"dnis" not in value
+
+
+def _confluent_write(bootstrap: str, messages: list[tuple[bytes, str | None]]) -> list[Any]:
+    """A dialer's own Kafka client (confluent-kafka, librdkafka; not our code) writes
+    `messages` (value, `cdrwatch-format` header or none); their delivery reports
+    (error, value, partition, offset), in the order the client reports them."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": False}
+    )
+    reports: list[Any] = []
+    for value, fmt in messages:
+        headers = [(topics.HEADER_FORMAT, fmt.encode())] if fmt is not None else None
+        producer.produce(
+            topics.CDRS_RAW,
+            value=value,
+            headers=headers,
+            on_delivery=lambda err, msg: reports.append(
+                (err, msg.value(), msg.partition(), msg.offset())
+            ),
+        )
+    assert producer.flush(30) == 0, "confluent-kafka could not deliver to the broker"
+    return reports
+
+
+async def test_dialer_formats_written_by_a_foreign_kafka_client_are_mapped_or_dead_lettered(
+    raw_topics: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """The header names the format; the mapping comes from CDRWATCH_FORMAT_MAPPINGS_DIR."""
+    campaign = unique_name("raw-dialer")
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    (mappings / "asterisk-cdr-csv.toml").write_text('timezone = "Europe/Rome"\ncountry = "IT"\n')
+    line = (
+        f'"{campaign}","0612345678","3471234567","outbound","Sales","SIP/trunk-1",'
+        '"SIP/agent7-2","Dial","SIP/trunk/3471234567","2026-03-02 12:30:00",'
+        '"2026-03-02 12:30:10","2026-03-02 12:31:40",100,90,"ANSWERED","DOCUMENTATION",'
+        f'"{campaign}.1","MACHINE","","{campaign}.1","1"\n'
+    ).encode()
+    fs_json = (
+        Path(__file__).resolve().parent.parent
+        / "fixtures/cdr/freeswitch/fs_json_cdr_2018_callflow_array.json"
+    ).read_bytes()
+    reports = await asyncio.to_thread(
+        _confluent_write,
+        raw_topics,
+        [
+            (line, "asterisk-cdr-csv"),
+            (orjson.dumps(make_cdr(f"{campaign}.v1", campaign)), None),
+            (line + b"\n", "asterix"),
+            (fs_json, "freeswitch-json"),
+        ],
+    )
+    assert [err for err, *_ in reports] == [None] * 4
+    at = {value: (partition, offset) for _err, value, partition, offset in reports}
+    csv_at, unknown_at = at[line], at[line + b"\n"]
+
+    settings = settings_for(
+        tmp_path, raw_topics, unique_name("ingest-raw"), format_mappings_dir=mappings
+    )
+    registry = CollectorRegistry()
+    app = create_app(settings, registry=registry)
+    downstream = Downstream({campaign}, {csv_at, unknown_at})
+    async with app.router.lifespan_context(app), reading(raw_topics, downstream) as poll:
+
+        async def landed() -> bool:
+            seen = await poll()
+            return len(seen.cdrs) == 2 and unknown_at + (None,) in seen.dead
+
+        await wait_until_async(landed, timeout=60, message="dialer records downstream")
+
+    by_id = {r["call_id"]: NormalizedCdrV1.model_validate(r) for r in downstream.cdrs}
+    assert set(by_id) == {f"{campaign}.1", f"{campaign}.v1"}
+    csv = by_id[f"{campaign}.1"]
+    assert csv.campaign_id == campaign
+    assert csv.originated_at == datetime(2026, 3, 2, 11, 30, tzinfo=UTC)
+    assert csv.answered_at == datetime(2026, 3, 2, 11, 30, 10, tzinfo=UTC)
+    assert csv.amd_result == "machine"
+    assert csv.callee_country == "IT"  # the national number read with the mapping's country
+    assert csv.source == "kafka"
+    [envelope] = downstream.dead[unknown_at + (None,)]
+    assert envelope["errors"][0]["field"] == "(header cdrwatch-format)"
+    assert "unknown format 'asterix'" in envelope["errors"][0]["message"]
+    assert envelope["record"] == (line + b"\n").decode()
+    # The FreeSWITCH sample's callee is an extension: skipped and counted, no dead letter.
+    assert (
+        registry.get_sample_value("cdrwatch_cdrs_skipped_total", {"reason": "internal_extension"})
+        == 1.0
+    )

@@ -647,3 +647,164 @@ async def test_the_loop_passes_a_poison_pill_and_commits_everything_behind_it(
 
     assert [r["call_id"] for r in producer.values(topics.CDRS)] == [f"call-{i}" for i in range(7)]
     assert [e["record"]["call_id"] for e in producer.values(topics.CDRS_DLQ)] == ["poison"]
+
+
+# --- dialer formats on the raw topic ------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "cdr"
+# Asterisk Master.csv, the PBX writing local time of Rome: a predictive call answered by a
+# person and bridged to an agent (userfield carries AMDSTATUS, accountcode the campaign).
+MASTER_CSV = (
+    b'"spring","0612345678","+393471234567","outbound","""Sales"" <0612345678>",'
+    b'"SIP/trunk-00000001","SIP/agent7-00000002","Dial","SIP/trunk/+393471234567,30",'
+    b'"2026-03-02 12:30:00","2026-03-02 12:30:10","2026-03-02 12:31:40",100,90,'
+    b'"ANSWERED","DOCUMENTATION","1772451000.1","HUMAN","","1772451000.1","1"\n'
+)
+
+
+def format_message(value: bytes | None, fmt: str | None, offset: int = 0) -> RawMessage:
+    return RawMessage(topics.CDRS_RAW, 0, offset, value, fmt)
+
+
+@pytest.fixture
+def dialer_validator(
+    settings: IngestSettings, normalizer: Normalizer, registry: CollectorRegistry
+) -> RawValidator:
+    from services.ingest.dialers import load_format_mappings
+    from services.ingest.formats.base import load_mapping
+
+    mappings = load_format_mappings(None)
+    mappings["asterisk-cdr-csv"] = load_mapping(
+        "asterisk-cdr-csv", overrides={"timezone": "Europe/Rome", "country": "IT"}
+    )
+    return RawValidator(settings, normalizer, IngestMetrics(registry), mappings=mappings)
+
+
+async def test_a_master_csv_line_named_by_its_header_is_mapped_like_the_import(
+    dialer_validator: RawValidator, producer: FakeProducer, registry: CollectorRegistry
+) -> None:
+    delivered = await dialer_validator.handle(
+        [format_message(MASTER_CSV, "asterisk-cdr-csv", offset=3)], producer
+    )
+
+    assert delivered is True
+    assert producer.keys(topics.CDRS_DLQ) == []
+    [value] = producer.values(topics.CDRS)
+    record = NormalizedCdrV1.model_validate(value)
+    assert record.call_id == "1772451000.1"
+    assert record.campaign_id == "spring"
+    assert record.originated_at == datetime(2026, 3, 2, 11, 30, tzinfo=UTC)  # Rome, UTC+1
+    assert record.answered_at == datetime(2026, 3, 2, 11, 30, 10, tzinfo=UTC)
+    assert record.ended_at == datetime(2026, 3, 2, 11, 31, 40, tzinfo=UTC)
+    assert record.amd_result == "human"
+    assert record.callee_country == "IT"
+    assert record.source == "kafka"
+    assert RAW_DIGITS.encode() not in orjson.dumps(value)
+    assert sample(registry, "cdrwatch_cdrs_received_total", source="kafka") == 1
+
+
+async def test_the_topic_default_format_reads_messages_without_a_header(
+    settings: IngestSettings, normalizer: Normalizer, producer: FakeProducer
+) -> None:
+    from services.ingest.dialers import load_format_mappings
+    from services.ingest.formats.base import load_mapping
+
+    mappings = load_format_mappings(None)
+    mappings["asterisk-cdr-csv"] = load_mapping(
+        "asterisk-cdr-csv", overrides={"timezone": "Europe/Rome"}
+    )
+    validator = RawValidator(
+        settings.model_copy(update={"raw_default_format": "asterisk-cdr-csv"}),
+        normalizer,
+        IngestMetrics(CollectorRegistry()),
+        mappings=mappings,
+    )
+
+    await validator.handle(
+        [format_message(MASTER_CSV, None), format_message(orjson.dumps(make_cdr("j")), "cdr-v1")],
+        producer,
+    )
+
+    assert sorted(r["call_id"] for r in producer.values(topics.CDRS)) == ["1772451000.1", "j"]
+
+
+def test_an_unknown_default_format_stops_the_validator_from_being_created(
+    settings: IngestSettings, normalizer: Normalizer
+) -> None:
+    with pytest.raises(ValueError, match="unknown raw-topic default format 'asterix'"):
+        RawValidator(
+            settings.model_copy(update={"raw_default_format": "asterix"}),
+            normalizer,
+            IngestMetrics(CollectorRegistry()),
+        )
+
+
+async def test_an_unknown_format_header_is_a_dead_letter_naming_the_header(
+    dialer_validator: RawValidator, producer: FakeProducer
+) -> None:
+    await dialer_validator.handle([format_message(MASTER_CSV, "asterix-csv", offset=5)], producer)
+
+    assert producer.values(topics.CDRS) == []
+    [envelope] = producer.values(topics.CDRS_DLQ)
+    assert envelope["reason"] == "invalid"
+    [error] = envelope["errors"]
+    assert error["field"] == "(header cdrwatch-format)"
+    assert "unknown format 'asterix-csv'" in error["message"]
+    assert "asterisk-cdr-csv" in error["message"]
+    assert envelope["record"] == MASTER_CSV.decode()
+    assert envelope["source"] == {"topic": topics.CDRS_RAW, "partition": 0, "offset": 5}
+
+
+async def test_a_row_the_mapper_refuses_is_a_dead_letter_and_its_neighbour_is_published(
+    dialer_validator: RawValidator, producer: FakeProducer, registry: CollectorRegistry
+) -> None:
+    bad = MASTER_CSV.replace(b"2026-03-02 12:30:00", b"2026-03-02:12:30:00").replace(
+        b"1772451000.1", b"1772451000.2"
+    )
+
+    await dialer_validator.handle([format_message(bad + MASTER_CSV, "asterisk-cdr-csv")], producer)
+
+    assert [r["call_id"] for r in producer.values(topics.CDRS)] == ["1772451000.1"]
+    [envelope] = producer.values(topics.CDRS_DLQ)
+    [error] = envelope["errors"]
+    assert error["message"].startswith("bad_timestamp: ")
+    assert "(line 1 of the message)" in error["message"]
+    assert envelope["source"]["index"] == 0
+    assert envelope["record"] == (bad + MASTER_CSV).decode()
+    assert sample(registry, "cdrwatch_ingest_dead_letters_total", reason="invalid") == 1
+
+
+async def test_a_mapped_record_the_validation_refuses_keeps_what_the_dialer_wrote(
+    dialer_validator: RawValidator, producer: FakeProducer
+) -> None:
+    late = MASTER_CSV.replace(b"2026-03-02 12:31:40", b"2026-03-02 12:29:00")
+
+    await dialer_validator.handle([format_message(late, "asterisk-cdr-csv")], producer)
+
+    [envelope] = producer.values(topics.CDRS_DLQ)
+    assert "ended_at" in [error["field"] for error in envelope["errors"]]
+    assert envelope["record"] == late.decode()
+
+
+async def test_a_freeswitch_internal_extension_is_skipped_and_counted_not_dead_lettered(
+    dialer_validator: RawValidator, producer: FakeProducer, registry: CollectorRegistry
+) -> None:
+    body = (FIXTURES / "freeswitch/fs_json_cdr_2018_callflow_array.json").read_bytes()
+
+    await dialer_validator.handle([format_message(body, "freeswitch-json")], producer)
+
+    assert producer.sent == []
+    assert sample(registry, "cdrwatch_cdrs_skipped_total", reason="internal_extension") == 1
+
+
+async def test_a_dialer_format_message_without_a_call_is_a_dead_letter(
+    dialer_validator: RawValidator, producer: FakeProducer
+) -> None:
+    await dialer_validator.handle(
+        [format_message(b"\n", "asterisk-cdr-csv"), format_message(None, "freeswitch-xml", 1)],
+        producer,
+    )
+
+    envelopes = producer.values(topics.CDRS_DLQ)
+    assert [e["reason"] for e in envelopes] == ["invalid", "unreadable"]
+    assert envelopes[0]["errors"][0]["message"] == "message holds no asterisk-cdr-csv record"
