@@ -608,6 +608,9 @@ class Detector:
             clock=clock,
         )
         self._next_sweep = time.monotonic() + settings.sweep_interval_seconds
+        # CDR partition -> the offset after the highest one handed to the engine since the
+        # last assignment (see `_note_order`).
+        self._applied_next: dict[int, int] = {}
         self.broker_health = BrokerHealth(
             settings.kafka_bootstrap, settings.broker_probe_interval_seconds
         )
@@ -647,6 +650,7 @@ class Detector:
         @app.on_partitions_assigned.connect  # type: ignore[misc]
         async def on_assigned(*_args: Any, **_kwargs: Any) -> None:
             self.engine.reset_caches()
+            self._applied_next.clear()
 
         @app.service
         class Configs(faust.Service):  # noqa: N801 - faust registers the class itself
@@ -690,8 +694,28 @@ class Detector:
             worker = "ok"
         return Readiness(broker, worker, "ok" if self.configs.started else "loading")
 
+    def _note_order(self, events: Sequence[EventT]) -> None:
+        """Log an error when a CDR partition skips ahead within one assignment: the engine
+        needs each partition's events without holes (its watermarks), which
+        `ContiguousReads` guarantees at the fetch; this says so if anything between the
+        fetch and the engine ever breaks it (a diagnosis, it changes nothing)."""
+        applied = self._applied_next
+        for event in events:
+            message = event.message
+            expected = applied.get(message.partition)
+            if expected is not None and message.offset > expected:
+                log.error(
+                    "applied_out_of_order partition=%s missing=%s..%s",
+                    message.partition,
+                    expected,
+                    message.offset - 1,
+                )
+            if expected is None or message.offset >= expected:
+                applied[message.partition] = message.offset + 1
+
     async def handle(self, events: Sequence[EventT]) -> None:
         started = time.perf_counter()
+        self._note_order(events)
         decoded: list[Event] = []
         replayed: set[str] = set()  # scoped keys of campaigns with a replayed record
         newest_accepted: datetime | None = None

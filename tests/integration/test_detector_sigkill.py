@@ -316,13 +316,17 @@ async def _cdr_offsets(bootstrap: str) -> dict[int, tuple[int | None, int]]:
 
 
 def _hole_lines(procs: list[ServiceProcess]) -> str:
-    """The ContiguousReads warnings of each detector (killed ones included): a lost range
-    of offsets shows there as a hole accepted."""
+    """The ContiguousReads warnings of each detector (killed ones included) and any CDR
+    partition that skipped ahead at the engine: a lost range of offsets shows there."""
     lines = []
     for n, proc in enumerate(procs):
         path = proc.log_path
         text = path.read_text(errors="replace") if path.exists() else ""
-        lines += [f"detector {n}: {line}" for line in text.splitlines() if "offset_hole" in line]
+        lines += [
+            f"detector {n}: {line}"
+            for line in text.splitlines()
+            if "offset_hole" in line or "applied_out_of_order" in line
+        ]
     return "\n".join(lines)[-6000:]
 
 

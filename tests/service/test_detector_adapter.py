@@ -5,6 +5,7 @@ that leave their neighbours counted and the state untouched, replay marks."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -321,3 +322,17 @@ async def test_a_restarted_worker_waits_for_the_settings_of_campaigns_it_already
     await asyncio.wait_for(handling, 5)
     profiles = {dict(m["headers"])[topics.HEADER_PROFILE] for m in detector.stats.sent}
     assert profiles == {b"us"}
+
+
+def test_a_partition_skipping_ahead_at_the_engine_is_logged_as_an_error(
+    detector: Detector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`_note_order`: the diagnosis behind ContiguousReads (a re-read going back is fine)."""
+    batch = [FakeEvent(b"{}", offset) for offset in (5, 6, 3, 4, 5, 6, 7, 12)]
+    batch.append(FakeEvent(b"{}", 40, partition=1))
+    with caplog.at_level(logging.ERROR, logger="services.detector.app"):
+        detector._note_order(batch)
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "applied_out_of_order partition=0 missing=8..11"
+    ]
