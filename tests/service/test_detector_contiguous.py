@@ -177,3 +177,18 @@ async def test_without_a_probe_a_hole_is_never_skipped() -> None:
     got = await read_all(consumer, rounds=40)
 
     assert got[CDRS] == list(range(10))
+
+
+async def test_a_partition_never_committed_is_read_from_its_start_after_a_seek() -> None:
+    """A record of a fetch interrupted by the rebalance (offset 3) must not reach faust
+    before the re-read from the start (committed: none)."""
+    fake = FakeConsumer({CDRS: 8})
+    consumer = ContiguousReads({"cdrs"}).install(fake)
+    fake.committed = {CDRS: None}
+    await consumer.perform_seek()
+    fake.position[CDRS] = 3  # what the interrupted fetch still hands over
+
+    got = await read_all(consumer)
+
+    assert got[CDRS] == list(range(8))
+    assert fake.seeks == [(CDRS, 0)]
