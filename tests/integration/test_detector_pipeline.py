@@ -3,6 +3,7 @@ broker (embedded Tansu), fed normalised CDRs, read back from its output topics."
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
@@ -18,7 +19,7 @@ from schemas import topics
 from services.common.broker import EmbeddedBroker
 from services.common.kafka import ensure_topics
 from services.detector.core.model import EMPTY
-from tests.helpers import wait_until_async
+from tests.helpers import WaitTimeout, wait_until_async
 from tests.stack import (
     OutputReader,
     ServiceProcess,
@@ -177,6 +178,24 @@ async def test_kill_9_mid_stream_and_restart_ends_exact_without_duplicate_alerts
         expected = expected_buckets(first + second + replayed)
         proc = detector(broker, tmp_path, "detector-2")
         await wait_for_totals(reader, totals_by_campaign(expected), proc, timeout=150)
+
+        # The last batch's alerts travel on their own topic, after its stats: wait for
+        # them (bounded); the assertions below say what is missing if they never come.
+        def alerts_caught_up(p: Any) -> bool:
+            return all(
+                (a["numerator"], a["denominator"])
+                == (
+                    p.cumulative[a["campaign_id"]].silent,
+                    p.cumulative[a["campaign_id"]].answered_by_person,
+                )
+                for a in p.alerts.values()
+                if a["rule"] == "it-silent-rate-cumulative"
+            )
+
+        with contextlib.suppress(WaitTimeout):
+            await wait_until_async(
+                lambda: _poll_check(reader, alerts_caught_up), timeout=20, interval=0.2
+            )
         published = await reader.poll()
         assert published.minutes == expected
         by_campaign: dict[str, set[str]] = {}
