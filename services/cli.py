@@ -237,8 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         return 0
     if command == "import":
+        from services.common.gc_tuning import tune_for_throughput
         from services.importer import main as import_main
 
+        tune_for_throughput()  # many short-lived objects a row, as in the ingest
         return import_main(args)
     if command == "report":
         from services.report_cli import main as report_main

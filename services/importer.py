@@ -38,6 +38,7 @@ from typing import IO, Any, Protocol
 import httpx
 import orjson
 
+from services.common.gc_tuning import tune_for_throughput
 from services.ingest.formats import create_mapper, decode_line
 from services.ingest.formats.base import Mapped, Mapping, Outcome, Rejected, load_mapping
 
@@ -183,6 +184,7 @@ def _make_validator(future_tolerance_seconds: int) -> Callable[[list[dict[str, A
 def _init_worker(future_tolerance_seconds: int) -> None:
     global _WORKER_VALIDATOR  # noqa: PLW0603 - one validator per worker process
     _WORKER_VALIDATOR = _make_validator(future_tolerance_seconds)
+    tune_for_throughput()
 
 
 def _validate_in_worker(records: list[dict[str, Any]]) -> SinkResult:

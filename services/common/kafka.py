@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, for_code
+from aiokafka.partitioner import DefaultPartitioner
 
 from schemas import topics as topic_names
 from services.common.settings import CommonSettings
@@ -25,6 +26,7 @@ from services.common.settings import CommonSettings
 log = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = 36
+_PARTITIONER = DefaultPartitioner()
 
 # Per-topic settings at creation. Campaign configuration is a table (latest per campaign).
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
@@ -54,6 +56,38 @@ def producer_config(settings: CommonSettings, client_id: str = "cdrwatch") -> di
 def create_producer(settings: CommonSettings, client_id: str = "cdrwatch") -> AIOKafkaProducer:
     """A configured, not yet started producer (call it inside the running event loop)."""
     return AIOKafkaProducer(**producer_config(settings, client_id))
+
+
+async def send_keyed(
+    producer: AIOKafkaProducer, topic: str, records: Sequence[tuple[bytes, bytes]]
+) -> list[asyncio.Future[Any]]:
+    """Queue keyed (key, value) records as whole batches, one or more per partition, and
+    return their futures (each done when the broker acknowledged its batch).
+
+    Each record goes to the partition `producer.send` would choose for its key (the
+    default partitioner: murmur2 of the key, as the Java client), in the order given.
+    Building the batches here costs about a third of queueing records one by one with
+    `send` (~5 against ~15 µs a record, `bench/README.md`), which the ingest pays for
+    every CDR."""
+    partitions = sorted(await producer.partitions_for(topic))
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+    partition_of: dict[bytes, int] = {}
+    for key, value in records:
+        partition = partition_of.get(key)
+        if partition is None:
+            partition = partition_of[key] = _PARTITIONER(key, partitions, partitions)
+        by_partition.setdefault(partition, []).append((key, value))
+    futures: list[asyncio.Future[Any]] = []
+    for partition, keyed in by_partition.items():
+        batch = producer.create_batch()
+        for key, value in keyed:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                # an empty batch takes any one record (aiokafka's builder)
+                batch.append(key=key, value=value, timestamp=None)
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures
 
 
 async def ensure_topics(

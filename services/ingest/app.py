@@ -20,6 +20,7 @@ from services.common.archive import open_archive
 from services.common.auth import TokenStore
 from services.common.datadir import ensure_private_dir
 from services.common.db import create_engine, migrate
+from services.common.gc_tuning import tune_for_throughput
 from services.common.http_app import harden_app, serve_app
 from services.common.settings import IngestSettings
 from services.ingest.dialers import load_format_mappings
@@ -193,4 +194,6 @@ def create_app(
 
 def main(settings: IngestSettings) -> None:
     """Serve the ingest app on settings.host:settings.port until interrupted."""
-    serve_app(create_app(settings), settings)
+    app = create_app(settings)
+    tune_for_throughput()  # what start-up made is frozen (services.common.gc_tuning)
+    serve_app(app, settings)

@@ -55,7 +55,7 @@ from phonenumbers.timezone import (
     time_zones_for_geographical_number,
 )
 
-from schemas.cdr_v1 import CdrV1, FieldError, NormalizedCdrV1
+from schemas.cdr_v1 import CdrV1, FieldError, NormalizedCdrV1, trusted_model
 
 CALLEE_KEY_HEX_CHARS = 32
 PSEUDONYM_PREFIX = "pseudonym:"
@@ -294,8 +294,14 @@ class Normalizer:
         return value if digits is None else self.pseudonym(digits)
 
     def normalize(
-        self, cdr: CdrV1, *, source: Literal["http", "kafka"] = "http"
+        self,
+        cdr: CdrV1,
+        *,
+        source: Literal["http", "kafka"] = "http",
+        tenant_id: str | None = None,
     ) -> tuple[NormalizedCdrV1 | None, list[FieldError]]:
+        """The normalised record (with `tenant_id` when given, else the record's own), or
+        the errors that prevent it."""
         errors: list[FieldError] = []
         now = self._clock().astimezone(UTC)
         latest = now + self._future_tolerance
@@ -332,9 +338,13 @@ class Normalizer:
         if cdr.callee_country is not None and cdr.callee_country in parsed.calling_code_regions:
             country = cdr.callee_country
         zones = (cdr.callee_tz,) if cdr.callee_tz is not None else parsed.zones
-        fields = dict(cdr)
+        # The model's own field values (`dict(cdr)` costs two AttributeErrors a record:
+        # dict() asks a model for `keys` first).
+        fields = cdr.__dict__.copy()
         for name in _DIALER_ONLY_FIELDS:
             del fields[name]
+        if tenant_id is not None:
+            fields["tenant_id"] = tenant_id
         fields.update(
             callee_key=parsed.key,
             callee_country=country,
@@ -346,5 +356,4 @@ class Normalizer:
             fields["extra"] = self.scrub(cdr.extra)
         # Every field is valid already (the CdrV1 it comes from, values derived here):
         # construct without validating them a second time.
-        record = NormalizedCdrV1.model_construct(**fields)
-        return record, []
+        return trusted_model(NormalizedCdrV1, fields), []

@@ -95,7 +95,6 @@ from services.ingest.normalize import Normalizer
 from services.ingest.service import (
     PublisherUnavailable,
     RecordPolicy,
-    encode_record,
     validate_items,
 )
 
@@ -313,7 +312,7 @@ def validate_messages(
     batch.published = len(validation.good)
     batch.duplicates = validation.duplicates
     batch.rejected.update(validation.reasons)
-    batch.records = [OutboundRecord(topics.CDRS, *encode_record(r)) for r in validation.good]
+    batch.records = [OutboundRecord(topics.CDRS, key, value) for key, value in validation.encoded]
     for rejection in validation.rejected:
         origin = origins[rejection.index]
         dead.append((origin, "invalid", rejection.errors, originals[rejection.index]))

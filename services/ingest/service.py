@@ -32,7 +32,7 @@ from schemas import topics
 from schemas.cdr_v1 import FieldError, NormalizedCdrV1, excerpt, parse_cdr
 from services.common.archive import Archive, ArchiveError
 from services.common.auth import Principal
-from services.common.kafka import BrokerHealth, create_producer
+from services.common.kafka import BrokerHealth, create_producer, send_keyed
 from services.common.settings import IngestSettings
 from services.ingest.metrics import IngestMetrics, RejectReason, Source
 from services.ingest.normalize import Normalizer
@@ -51,8 +51,12 @@ class PublisherUnavailable(Exception):
 
 
 class Publisher(Protocol):
-    async def send_batch(self, records: list[NormalizedCdrV1]) -> None:
-        """Return once every record is acknowledged; raise PublisherUnavailable otherwise."""
+    async def send_batch(
+        self, records: list[NormalizedCdrV1], encoded: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        """Return once every record is acknowledged; raise PublisherUnavailable otherwise.
+        `encoded` holds `encode_record` of each record, in order (made once, by the
+        validation that checked their size)."""
         ...
 
 
@@ -153,8 +157,12 @@ class KafkaPublisher:
         if producer is not None:
             await producer.stop()
 
-    async def send_batch(self, records: list[NormalizedCdrV1]) -> None:
-        await self.send_encoded([encode_record(record) for record in records])
+    async def send_batch(
+        self,
+        records: list[NormalizedCdrV1],  # noqa: ARG002 - the port's; the encoding is sent
+        encoded: Sequence[tuple[bytes, bytes]],
+    ) -> None:
+        await self.send_encoded(encoded)
 
     async def send_encoded(self, records: Sequence[tuple[bytes, bytes]]) -> None:
         """Produce encoded (key, value) records; return once every one is acknowledged."""
@@ -164,9 +172,7 @@ class KafkaPublisher:
         gone = asyncio.ensure_future(self.health.down.wait())
         try:
             async with asyncio.timeout(self._settings.send_timeout_seconds):
-                futures = [
-                    await producer.send(topics.CDRS, value=value, key=key) for key, value in records
-                ]
+                futures = await send_keyed(producer, topics.CDRS, records)
                 acked = asyncio.ensure_future(asyncio.gather(*futures, return_exceptions=True))
                 done, _ = await asyncio.wait({acked, gone}, return_when=asyncio.FIRST_COMPLETED)
                 if acked not in done:
@@ -232,10 +238,11 @@ class ArchivingPublisher:
     async def check_ready(self) -> bool:
         return not isinstance(self.inner, SupportsReadiness) or await self.inner.check_ready()
 
-    async def send_batch(self, records: list[NormalizedCdrV1]) -> None:
+    async def send_batch(
+        self, records: list[NormalizedCdrV1], encoded: Sequence[tuple[bytes, bytes]]
+    ) -> None:
         if isinstance(self.inner, KafkaPublisher):
             self.inner.raise_if_unavailable()  # nothing to archive and take back
-        encoded = [encode_record(record) for record in records]
         try:
             batch = await asyncio.to_thread(self.archive.append_cdrs, encoded)
         except ArchiveError as exc:
@@ -245,7 +252,7 @@ class ArchivingPublisher:
             if isinstance(self.inner, KafkaPublisher):
                 await self.inner.send_encoded(encoded)
             else:
-                await self.inner.send_batch(records)
+                await self.inner.send_batch(records, encoded)
         except PublisherUnavailable:
             try:
                 await asyncio.to_thread(self.archive.discard, batch)
@@ -304,6 +311,7 @@ class Validation:
     repeats were dropped, and the rejected ones by index with the metric reason of each."""
 
     good: list[NormalizedCdrV1] = field(default_factory=list)
+    encoded: list[tuple[bytes, bytes]] = field(default_factory=list)  # of `good`, in order
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     reasons: Counter[RejectReason] = field(default_factory=Counter)
@@ -335,7 +343,7 @@ def validate_items(
     seen: set[tuple[str | None, str]] = set()
     for index, item in enumerate(items):
         try:
-            errors, reason, record = check_item(
+            errors, reason, record, encoded = check_item(
                 item,
                 normalizer,
                 source=source,
@@ -346,12 +354,13 @@ def validate_items(
         except Exception as exc:  # one record's failure must not fail its neighbours
             log.warning("record_check_failed", extra={"index": index, "error": type(exc).__name__})
             message = f"record could not be processed ({type(exc).__name__})"
-            errors, reason, record = (
+            errors, reason, record, encoded = (
                 [FieldError(field="(record)", message=message)],
                 "invalid",
                 None,
+                None,
             )
-        if record is None:
+        if record is None or encoded is None:
             outcome.rejected.append(
                 Rejection(index=index, call_id=_echo_call_id(item), errors=errors)
             )
@@ -363,6 +372,7 @@ def validate_items(
             continue
         seen.add(key)
         outcome.good.append(record)
+        outcome.encoded.append(encoded)
     return outcome
 
 
@@ -393,43 +403,45 @@ def check_item(
     tenant_id: str | None = None,
     records_carry_tenant: bool = False,
     policy: RecordPolicy | None = None,
-) -> tuple[list[FieldError], RejectReason, NormalizedCdrV1 | None]:
-    """One raw record: ([], _, the normalised record) or (its errors, the reason, None)."""
+) -> tuple[list[FieldError], RejectReason, NormalizedCdrV1 | None, tuple[bytes, bytes] | None]:
+    """One raw record: ([], _, the normalised record, its Kafka key and value) or (its
+    errors, the reason, None, None)."""
     policy = policy or RecordPolicy()
     if isinstance(item, UnreadableRecord):
-        return [FieldError(field="(record)", message=item.message)], "invalid", None
+        return [FieldError(field="(record)", message=item.message)], "invalid", None, None
     cdr, errors = parse_cdr(item, extra_fields_allowed=policy.extra_fields_allowed)
     if cdr is None:
-        return errors, "invalid", None
+        return errors, "invalid", None, None
     tenant, tenant_error = _tenant_error(
         cdr.tenant_id, tenant_id, policy.default_tenant, records_carry_tenant
     )
-    if cdr.tenant_id != tenant:
-        cdr = cdr.model_copy(update={"tenant_id": tenant})
-    record, errors = normalizer.normalize(cdr, source=source)
+    record, errors = normalizer.normalize(cdr, source=source, tenant_id=tenant)
     if tenant_error is not None:
-        return [tenant_error, *errors], "tenant_mismatch", None
+        return [tenant_error, *errors], "tenant_mismatch", None, None
     if record is None:
         future = normalizer.future_errors.values()
         only_future = all(error in future for error in errors)
-        return errors, "too_far_future" if only_future else "invalid", None
-    size_error = _publishable(record, policy.max_record_bytes)
-    if size_error is not None:
-        return [size_error], "invalid", None
-    return [], "invalid", record
+        return errors, "too_far_future" if only_future else "invalid", None, None
+    encoded, size_error = _publishable(record, policy.max_record_bytes)
+    if encoded is None:
+        return [size_error] if size_error else [], "invalid", None, None
+    return [], "invalid", record, encoded
 
 
-def _publishable(record: NormalizedCdrV1, max_bytes: int) -> FieldError | None:
-    """None when the record encodes to at most `max_bytes`, else why not."""
+def _publishable(
+    record: NormalizedCdrV1, max_bytes: int
+) -> tuple[tuple[bytes, bytes] | None, FieldError | None]:
+    """The record's Kafka key and value when it encodes to at most `max_bytes`, else why
+    not."""
     try:
-        _, value = encode_record(record)
+        encoded = encode_record(record)
     except (TypeError, orjson.JSONEncodeError):
-        return FieldError(field="(record)", message="record cannot be encoded as JSON")
-    if len(value) > max_bytes:
-        return FieldError(
+        return None, FieldError(field="(record)", message="record cannot be encoded as JSON")
+    if len(encoded[1]) > max_bytes:
+        return None, FieldError(
             field="(record)", message=f"record larger than {max_bytes} bytes once normalised"
         )
-    return None
+    return encoded, None
 
 
 class IngestService:
@@ -487,7 +499,7 @@ class IngestService:
             self.metrics.count_rejected(reason, count)
         if outcome.good:
             try:
-                await self.publisher.send_batch(outcome.good)
+                await self.publisher.send_batch(outcome.good, outcome.encoded)
             except PublisherUnavailable as exc:
                 self.metrics.count_rejected("publish_failed", len(outcome.good))
                 log.warning(

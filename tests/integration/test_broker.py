@@ -279,3 +279,56 @@ async def test_the_hole_probe_answers_the_offset_of_a_record_that_is_there(
     assert await first_offset_from(kafka_broker, topic, partition, 7) == 7
     assert await first_offset_from(kafka_broker, topic, partition, 11) == 11
     assert await first_offset_from(kafka_broker, topic, partition, 12, timeout=0.5) is None
+
+
+async def test_keyed_batches_land_where_send_puts_each_key_in_order(
+    kafka_broker: str, topic: str
+) -> None:
+    """`send_keyed` (the ingest's publisher): every record on the partition `send` chooses
+    for its key, a key's records in the order given, several batches when one partition's
+    records outgrow `max_batch_size`, each future done once the broker acknowledged."""
+    from services.common.kafka import send_keyed
+
+    keys = [f"campaign-{n}".encode() for n in range(7)]
+    records = [(keys[i % 7], f"{i:04d}".encode() * 100) for i in range(300)]  # 400 B each
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_broker,
+        acks="all",
+        enable_idempotence=False,
+        max_batch_size=16 * 1024,  # ~40 records a batch: several per partition
+    )
+    await producer.start()
+    try:
+        futures = await send_keyed(producer, topic, records)
+        assert len(futures) > PARTITIONS
+        for future in futures:
+            await future
+        expected_partition = {}
+        for key in keys:
+            metadata = await producer.send_and_wait(topic, b"probe", key=key)
+            expected_partition[key] = metadata.partition
+    finally:
+        await producer.stop()
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_broker, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        received: list[ConsumerRecord[bytes, bytes]] = []
+
+        async def enough() -> bool:
+            batches = await consumer.getmany(timeout_ms=200)
+            for batch in batches.values():
+                received.extend(batch)
+            return len(received) >= len(records) + len(keys)
+
+        await wait_until_async(enough, timeout=30, message="every record and probe")
+    finally:
+        await consumer.stop()
+    for key in keys:
+        on_partitions = {r.partition for r in received if r.key == key}
+        assert on_partitions == {expected_partition[key]}
+        values = [r.value for r in sorted(received, key=lambda r: r.offset) if r.key == key]
+        assert values == [v for k, v in records if k == key] + [b"probe"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,7 @@ from services.common.auth import TokenStore
 from services.common.db import create_engine, migrate
 from services.common.settings import IngestSettings
 from services.ingest.app import create_app
-from services.ingest.service import PublisherUnavailable
+from services.ingest.service import PublisherUnavailable, encode_record
 
 
 class FakePublisher:
@@ -36,7 +36,10 @@ class FakePublisher:
     async def check_ready(self) -> bool:
         return self.ready
 
-    async def send_batch(self, records: list[NormalizedCdrV1]) -> None:
+    async def send_batch(
+        self, records: list[NormalizedCdrV1], encoded: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        assert [encode_record(r) for r in records] == list(encoded)
         if self.fail:
             raise PublisherUnavailable("fake broker is down")
         self.batches.append(list(records))

@@ -78,3 +78,47 @@ def test_invalid_example_is_rejected_naming_the_field(path: Path) -> None:
     matching = [e for e in errors if e.field == expect["field"]]
     assert matching, f"no error on {expect['field']}: {errors}"
     assert any(expect["message_contains"] in e.message for e in matching), matching
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
+def test_a_normalised_record_is_what_model_construct_would_make(path: Path) -> None:
+    """The normaliser builds its record with `trusted_model`, which must equal
+    `NormalizedCdrV1.model_construct` of the same values: fields, fields set, dump, JSON."""
+    from schemas.cdr_v1 import NormalizedCdrV1
+    from services.ingest.service import encode_record
+
+    cdr, errors = parse_cdr(json.loads(path.read_text()))
+    assert cdr is not None, errors
+    normalizer = Normalizer(b"unit-test-pseudonym-key", lambda: CLOCK, timedelta(hours=1))
+    record, errors = normalizer.normalize(cdr, tenant_id="acme")
+    assert record is not None, errors
+    values = dict(record.__dict__)
+    constructed = NormalizedCdrV1.model_construct(**values)
+    assert record == constructed
+    assert record.model_fields_set == constructed.model_fields_set
+    assert record.model_dump() == constructed.model_dump()
+    assert encode_record(record) == encode_record(constructed)
+    assert record.tenant_id == "acme"
+    assert NormalizedCdrV1.model_validate(record.model_dump()) == record
+
+
+def test_trusted_model_falls_back_to_model_construct_for_partial_values() -> None:
+    from schemas.cdr_v1 import FieldError as Error
+    from schemas.cdr_v1 import trusted_model
+
+    assert trusted_model(Error, {"message": "m", "field": "f"}) == Error(field="f", message="m")
+    partial = trusted_model(Error, {"field": "f"})
+    assert partial.model_fields_set == {"field"}
+
+
+def test_cdr_instants_in_text_are_parsed_the_same_each_time_and_errors_are_not_cached() -> None:
+    from schemas.instants import parse_cdr_instant
+
+    first = parse_cdr_instant("2026-03-02T10:15:00.123456789+01:00")
+    assert first == datetime(2026, 3, 2, 9, 15, 0, 123456, tzinfo=UTC)
+    assert parse_cdr_instant("2026-03-02T10:15:00.123456789+01:00") == first
+    for _ in range(2):
+        with pytest.raises(ValueError, match="before 2000-01-01"):
+            parse_cdr_instant("1999-12-31T23:59:59Z")
+        with pytest.raises(ValueError, match="RFC 3339"):
+            parse_cdr_instant("2026-03-02 10:15")
