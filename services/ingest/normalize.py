@@ -49,7 +49,8 @@ from zoneinfo import available_timezones
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberFormat, PhoneNumberType
-from phonenumbers.phonenumberutil import _number_type_helper
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, _number_type_helper
+from phonenumbers.re_util import re_compile
 from phonenumbers.timezone import (
     _country_level_time_zones_for_number,
     time_zones_for_geographical_number,
@@ -126,8 +127,7 @@ def parse_callee_number(raw: str, country: str | None) -> CalleeNumber | str:
             number = phonenumbers.parse("+" + text[2:], None)
     except NumberParseException as exc:
         return "callee_number " + _PARSE_REASONS.get(exc.error_type, "is not a phone number")
-    region = phonenumbers.region_code_for_number(number)
-    kind = _number_kind(number, region)
+    region, kind = _region_and_kind(number)
     if kind == PhoneNumberType.UNKNOWN:
         national = country is not None and not text.startswith("+")
         where = f"callee_country {country}" if national else "its country code"
@@ -145,22 +145,40 @@ def parse_callee_number(raw: str, country: str | None) -> CalleeNumber | str:
     )
 
 
-def _number_kind(number: phonenumbers.PhoneNumber, region: str | None) -> int:
-    """The number's type in the metadata of `region` (its region, from
-    `region_code_for_number`), UNKNOWN when it is not a valid number there.
+def _region_and_kind(number: phonenumbers.PhoneNumber) -> tuple[str | None, int]:
+    """`region_code_for_number(number)` and the number's type in that region's metadata
+    (UNKNOWN when it is not a valid number there), matching the number against each
+    region's patterns once.
 
-    `is_valid_number_for_region(number, region)` is exactly `kind != UNKNOWN` for that
-    region, and `time_zones_for_number` starts by computing the same type (through
-    `number_type`, which finds the region again): matching the number against its region's
-    patterns once instead of two or three times is most of the cold path's saving. A test
-    compares both ways over generated numbers (tests/unit/test_callee_numbers.py)."""
-    if region is None:
-        return PhoneNumberType.UNKNOWN
-    metadata = PhoneMetadata.metadata_for_region_or_calling_code(number.country_code, region)
-    if metadata is None:
-        return PhoneNumberType.UNKNOWN
+    `is_valid_number_for_region(number, region)` is exactly `kind != UNKNOWN`, and
+    `time_zones_for_number` starts by computing the same type: where `region_code_for_number`
+    already matched the whole number to pick the region (a calling code shared by several
+    regions: +1, +39, +44, +7), that type is the kind, and where one region has the code,
+    or a region is picked by its leading digits, the type is matched once here. A test
+    compares this with phonenumbers' public functions over generated numbers
+    (tests/unit/test_callee_numbers.py)."""
+    regions = COUNTRY_CODE_TO_REGION_CODE.get(number.country_code)
+    if not regions:
+        return None, PhoneNumberType.UNKNOWN
     nsn = phonenumbers.national_significant_number(number)
-    return int(_number_type_helper(nsn, metadata))
+    if len(regions) == 1:
+        region = regions[0]
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(number.country_code, region)
+        if metadata is None:
+            return region, PhoneNumberType.UNKNOWN
+        return region, int(_number_type_helper(nsn, metadata))
+    for region in regions:
+        metadata = PhoneMetadata.metadata_for_region(region.upper(), None)
+        if metadata is None:
+            continue
+        if metadata.leading_digits is not None:
+            if re_compile(metadata.leading_digits).match(nsn):
+                return region, int(_number_type_helper(nsn, metadata))
+            continue
+        kind = int(_number_type_helper(nsn, metadata))
+        if kind != PhoneNumberType.UNKNOWN:
+            return region, kind
+    return None, PhoneNumberType.UNKNOWN
 
 
 def _zones_of(number: phonenumbers.PhoneNumber, kind: int) -> tuple[str, ...]:

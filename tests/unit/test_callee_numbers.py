@@ -25,6 +25,12 @@ FIXED = [
     "+14165550123",  # Toronto (+1, CA)
     "+18765550123",  # Jamaica (+1)
     "+80012345678",  # non-geographical (001)
+    "+390669812345",  # Vatican (+39, picked by its leading digits)
+    "+447797123456",  # Jersey mobile (+44)
+    "+77011234567",  # Kazakhstan (+7, picked by its leading digits)
+    "+74951234567",  # Moscow (+7, RU)
+    "+16495550123",  # Turks and Caicos (+1)
+    "+262269123456",  # Mayotte (+262, shared with Réunion)
     "+33612345678",
     "+4915112345678",
     "+61412345678",
@@ -38,7 +44,24 @@ FIXED = [
 
 def _generated(count: int) -> list[str]:
     rng = random.Random(7)
-    prefixes = ["+393", "+3906", "+447", "+4420", "+1212", "+1305", "+1416", "+336", "+49"]
+    prefixes = [
+        "+393",
+        "+3906",
+        "+3906698",
+        "+447",
+        "+4420",
+        "+441534",
+        "+1212",
+        "+1305",
+        "+1416",
+        "+1649",
+        "+1876",
+        "+336",
+        "+49",
+        "+77",
+        "+7495",
+        "+262",
+    ]
     return [
         f"{rng.choice(prefixes)}{rng.randint(0, 10**9 - 1):09d}"[: rng.randint(9, 15)]
         for _ in range(count)
@@ -54,7 +77,7 @@ def _reference(raw: str) -> tuple[str, str | None, tuple[str, ...]] | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), region, zones
 
 
-@pytest.mark.parametrize("raw", FIXED + _generated(400))
+@pytest.mark.parametrize("raw", FIXED + _generated(1500))
 def test_the_cold_path_agrees_with_phonenumbers_public_functions(raw: str) -> None:
     parsed = parse_callee_number.__wrapped__(raw, None)
     try:
