@@ -297,8 +297,11 @@ def _gather_extra(
     """The record with its allowed unknown fields moved into `extra` and the other unknown
     fields dropped, and the errors of `extra` (depth, size, encoding)."""
     known = CdrV1.__pydantic_fields__
-    record = {name: value for name, value in data.items() if name in known}
-    kept = {name: value for name, value in data.items() if name not in known and name in allowed}
+    if known.keys() >= data.keys():  # the usual record: nothing unknown to sort out
+        record, kept = dict(data), {}
+    else:
+        record = {name: value for name, value in data.items() if name in known}
+        kept = {n: value for n, value in data.items() if n not in known and n in allowed}
     explicit = record.get("extra")
     if not kept and not isinstance(explicit, dict):
         return record, []

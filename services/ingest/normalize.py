@@ -259,7 +259,7 @@ class Normalizer:
             raise ValueError("pseudonym key must not be empty")
         self._shared: dict[object, object] = {}
         self.callee = lru_cache(maxsize=callee_cache_size)(self._callee)
-        self._key = pseudonym_key
+        self._keyed = hmac.new(pseudonym_key, digestmod=hashlib.sha256)
         self._clock = clock
         self._future_tolerance = future_tolerance
         self.future_errors = {
@@ -291,8 +291,9 @@ class Normalizer:
 
     def callee_key(self, e164: str) -> str:
         """Keyed pseudonym of an E.164 number (stable for a given key)."""
-        digest = hmac.new(self._key, e164.encode(), hashlib.sha256).hexdigest()
-        return digest[:CALLEE_KEY_HEX_CHARS]
+        mac = self._keyed.copy()  # the key's pads hashed once (hmac.new hashes them again)
+        mac.update(e164.encode())
+        return mac.hexdigest()[:CALLEE_KEY_HEX_CHARS]
 
     def pseudonym(self, digits: str) -> str:
         """`pseudonym:` and the keyed pseudonym of a phone-like value: its `callee_key` when

@@ -67,6 +67,11 @@ class SupportsReadiness(Protocol):
         ...
 
 
+_NORMALIZED_FIELDS = tuple(
+    name for name, info in NormalizedCdrV1.model_fields.items() if info.alias is None
+)
+
+
 def encode_record(record: NormalizedCdrV1) -> tuple[bytes, bytes]:
     """Kafka key (campaign, so a campaign's calls stay in order) and JSON value.
 
@@ -74,7 +79,13 @@ def encode_record(record: NormalizedCdrV1) -> tuple[bytes, bytes]:
     (a test holds this), made twice as fast by letting orjson write the instants, which are
     all UTC: RFC 3339 with `Z`, microseconds only when present, like `format_instant`.
     """
-    value = orjson.dumps(record.model_dump(by_alias=True), option=orjson.OPT_UTC_Z)
+    fields = record.__dict__
+    if tuple(fields) != _NORMALIZED_FIELDS:  # not as the model makes it (or aliased)
+        fields = record.model_dump(by_alias=True)
+    # The model has no aliases and holds only JSON types, tuples and UTC datetimes, which
+    # orjson writes as model_dump would have them written (a test holds it): its own
+    # __dict__ is what model_dump would copy, at a tenth of the cost.
+    value = orjson.dumps(fields, option=orjson.OPT_UTC_Z)
     return record.campaign_id.encode(), value
 
 
