@@ -433,26 +433,24 @@ def check_item(
         future = normalizer.future_errors.values()
         only_future = all(error in future for error in errors)
         return errors, "too_far_future" if only_future else "invalid", None, None
-    encoded, size_error = _publishable(record, policy.max_record_bytes)
-    if encoded is None:
-        return [size_error] if size_error else [], "invalid", None, None
+    encoded = _publishable(record, policy.max_record_bytes)
+    if isinstance(encoded, FieldError):
+        return [encoded], "invalid", None, None
     return [], "invalid", record, encoded
 
 
-def _publishable(
-    record: NormalizedCdrV1, max_bytes: int
-) -> tuple[tuple[bytes, bytes] | None, FieldError | None]:
+def _publishable(record: NormalizedCdrV1, max_bytes: int) -> tuple[bytes, bytes] | FieldError:
     """The record's Kafka key and value when it encodes to at most `max_bytes`, else why
     not."""
     try:
         encoded = encode_record(record)
     except (TypeError, orjson.JSONEncodeError):
-        return None, FieldError(field="(record)", message="record cannot be encoded as JSON")
+        return FieldError(field="(record)", message="record cannot be encoded as JSON")
     if len(encoded[1]) > max_bytes:
-        return None, FieldError(
+        return FieldError(
             field="(record)", message=f"record larger than {max_bytes} bytes once normalised"
         )
-    return encoded, None
+    return encoded
 
 
 class IngestService:
