@@ -47,6 +47,7 @@ from pydantic import ValidationError
 from schemas import NormalizedCdrV1, topics
 from schemas.instants import format_instant
 from schemas.stats_v1 import rate
+from services.common.gc_tuning import tune_for_throughput
 from services.common.kafka import BrokerHealth, confirm_log_ends, first_offset_from
 from services.common.settings import DetectorSettings
 from services.detector import calls
@@ -1087,4 +1088,5 @@ def main(settings: DetectorSettings) -> None:
     worker = faust.Worker(
         detector.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
     )
+    tune_for_throughput()  # start-up frozen, a larger young generation (gc_tuning)
     worker.execute_from_commandline()
