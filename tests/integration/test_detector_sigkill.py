@@ -295,6 +295,10 @@ async def _change_log_state(bootstrap: str) -> dict[str, Any]:
         elif kind == "s":
             entry = out.setdefault(value[3], {})
             entry["seen"] = entry.get("seen", 0) + 1
+        elif kind == "S":  # a chunk: the seen-entries of one batch in one partition
+            for _call, _offset, _minute, cid in value:
+                entry = out.setdefault(cid, {})
+                entry["seen"] = entry.get("seen", 0) + 1
     return out
 
 

@@ -108,3 +108,43 @@ def test_fast_encoders_write_exactly_the_wire_models() -> None:
         assert StatsV1.model_validate_json(stats_body(w.campaign_id, w.start, w.end, w.counts)) == (
             expected
         )
+
+
+def test_a_batch_writes_its_seen_entries_as_one_record_per_partition() -> None:
+    """Dedup costs one change-log record per batch and partition, not one per call; a
+    fresh worker (index rebuilt from the restored table) recognises every call."""
+    from tests.service.test_detector_crash import ChangeLogTable
+
+    table = ChangeLogTable()
+    state = TableState(table)
+    run(state, [call(i, T0 + timedelta(seconds=i)) for i in range(50)])
+    seen_records = [k for k, _v in table.log if k.startswith(("s\x1f", "S\x1f"))]
+    assert seen_records == ["S\x1f3\x1f0"]
+    assert table.log.index((seen_records[0], table[seen_records[0]])) == 0  # before buckets
+    restarted = TableState(ChangeLogTable.restored(table.log))
+    assert [restarted.get_seen(f"\x1fcall-{i}") for i in (0, 49)] == [
+        (3, 0, minute_of(T0), "c1"),
+        (3, 49, minute_of(T0), "c1"),
+    ]
+    assert restarted.get_seen("\x1fcall-50") is None
+
+
+def test_a_seen_chunk_loses_only_its_expired_entries_and_old_single_entries_still_count() -> None:
+    table: dict[str, object] = {
+        # one record per call, as the detector wrote them before chunks
+        "s\x1f\x1flegacy": [3, 7, minute_of(T0), "c1"],
+    }
+    state = TableState(table)
+    assert state.get_seen("\x1flegacy") == (3, 7, minute_of(T0), "c1")
+    old = call(0, T0)
+    recent = call(1, T0 + timedelta(days=9))
+    run(state, [old, recent], first_offset=10)  # one chunk holding both
+    run(state, [call(2, T0 + timedelta(days=9, minutes=1))], first_offset=12)
+    # c1's newest call is 9 days on: `old` and `legacy` are past the 8-day retention
+    assert state.sweep(timedelta(days=8), timedelta(days=7)) >= 2
+    assert state.get_seen("\x1fcall-0") is None and state.get_seen("\x1flegacy") is None
+    assert state.get_seen("\x1fcall-1") == (3, 11, minute_of(recent.originated_at), "c1")
+    assert table["S\x1f3\x1f10"] == [["\x1fcall-1", 11, minute_of(recent.originated_at), "c1"]]
+    rebuilt = TableState(table)
+    assert rebuilt.get_seen("\x1fcall-0") is None
+    assert rebuilt.get_seen("\x1fcall-2") is not None
