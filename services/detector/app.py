@@ -50,7 +50,7 @@ from schemas.stats_v1 import rate
 from services.common.gc_tuning import tune_for_throughput
 from services.common.kafka import BrokerHealth, confirm_log_ends, first_offset_from
 from services.common.settings import DetectorSettings
-from services.detector import calls
+from services.detector import calls, wire
 from services.detector.contiguous import ContiguousReads
 from services.detector.core import lockouts
 from services.detector.core.calendar import validate_zone
@@ -164,6 +164,17 @@ def to_call_record(cdr: NormalizedCdrV1, default_tenant: str = "default") -> Cal
     )
 
 
+@contextlib.contextmanager
+def writing_as(event: EventT) -> Iterator[None]:
+    """Make faust take `event` for the current one in what follows: a table write goes to
+    the change log (and store) partition of that event (see module docstring)."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
 class TableState:
     """`StateStore` on one faust table, writing each key in its source partition.
 
@@ -192,14 +203,9 @@ class TableState:
         """Rebuild the seen index from the table on next use (after a reassignment)."""
         self._seen = None
 
-    @contextlib.contextmanager
-    def _in_partition(self, partition: int) -> Iterator[None]:
+    def _in_partition(self, partition: int) -> contextlib.AbstractContextManager[None]:
         """Make faust write the change log of what follows to `partition`."""
-        token = _current_event.set(weakref.ref(self._event_of_partition[partition]))
-        try:
-            yield
-        finally:
-            _current_event.reset(token)
+        return writing_as(self._event_of_partition[partition])
 
     def _put(self, key: str, value: Any, partition: int) -> None:
         if self._pending_seen:
@@ -669,6 +675,7 @@ class Detector:
             partitions=settings.kafka_partitions,
             internal=True,
         )
+        self._callee_partition = wire.CalleePartitions(settings.kafka_partitions)
         rocks = settings.callee_store.startswith("rocksdb")
         if rocks:
             _drop_local_rocksdb(Path(self.app.conf.tabledir), "callees")
@@ -719,8 +726,13 @@ class Detector:
 
         @app.agent(self.callee_topic, name="cdrwatch-detector-callees")
         async def callees(stream: Any) -> None:
-            async for event in stream.events():
-                self.handle_callee_call(event)
+            async for events in stream.take_events(
+                self.settings.batch_max, within=self.settings.batch_within_seconds
+            ):
+                try:
+                    self.handle_callee_calls(events)
+                except Exception:
+                    _exit_unacked("callees")
 
         @app.agent(self.violation_topic, name="cdrwatch-detector-lockouts")
         async def lockouts(stream: Any) -> None:
@@ -859,10 +871,13 @@ class Detector:
         if newest_accepted is not None:
             self.metrics.lag.set(max(0.0, (self.clock() - newest_accepted).total_seconds()))
 
-    def _reject(self, event: EventT, reason: str, detail: str, stage: str) -> None:
+    def _reject(
+        self, event: EventT, reason: str, detail: str, stage: str, *, record: bytes | None = None
+    ) -> None:
+        """Dead-letter `event` (or `record`, one call out of the record) and count it."""
         message = event.message
         self._dead_letter(
-            event.value,
+            event.value if record is None else record,
             message.partition,
             message.offset,
             reason,
@@ -881,48 +896,87 @@ class Detector:
         )
 
     def handle_callee_call(self, event: EventT) -> None:
-        """One call to a callee: update the callee's history (in the event's partition,
-        faust's current event) and send any lockout or frequency violation it reveals.
+        """One record of the callee topic (see `handle_callee_calls`)."""
+        self.handle_callee_calls([event])
+
+    def handle_callee_calls(self, events: Sequence[EventT]) -> None:
+        """Records of the callee topic (envelopes of calls, `services.detector.wire`): each
+        call updates its callee's history and sends any lockout or frequency violation it
+        reveals. A history is written once per batch, after its last call, in the
+        partition of the record that carried that call (faust's current event).
 
         A call already in the history is a repeat after a restart: its violations are
         derived again and sent again (the violations' consumer counts each call once),
-        because the first sending may have been lost with the crash. A record that cannot
-        be decoded or applied is a dead letter (stage `callee`); the stage goes on."""
-        try:
-            key = event.key.decode()
-            new = lockouts.from_json([orjson.loads(event.value)])[0]
-            if not EARLIEST <= new.originated_at < LATEST:
-                raise UnprocessableRecord(f"originated_at {new.originated_at} out of range")
-            rules = lockouts.LockoutRules.of(self.configs.config_for(new.campaign_id).profile)
-            history = lockouts.from_json(self.callees.get(key) or [])
-            if any(c.call_id == new.call_id for c in history):
-                others = tuple(c for c in history if c.call_id != new.call_id)
-                _, found = lockouts.record_call(others, new, rules)
-            else:
-                history, found = lockouts.record_call(history, new, rules)
-                history = lockouts.prune(history, max(c.originated_at for c in history), rules)
+        because the first sending may have been lost with the crash. A record, or a call
+        in it, that cannot be decoded or applied is a dead letter (stage `callee`); the
+        stage goes on."""
+        working: dict[str, tuple[tuple[lockouts.CalleeCall, ...], EventT]] = {}
+        for event in events:
+            try:
+                entries = wire.callee_entries(event.key, event.value)
+            except Exception as exc:  # one bad record is a dead letter, never a crash loop
+                self._reject(event, "unprocessable", f"{type(exc).__name__}: {exc}", "callee")
+                continue
+            headers = _replay_headers(is_replayed(event.message))
+            for index, (key, row) in enumerate(entries):
+                try:
+                    found = self._apply_callee_call(key, row, event, working)
+                except Exception as exc:  # one bad call is a dead letter, the others count
+                    self._reject(
+                        event,
+                        "unprocessable",
+                        f"calls[{index}]: {type(exc).__name__}: {exc}",
+                        "callee",
+                        record=orjson.dumps({"callee_key": key, "row": row}),
+                    )
+                    continue
+                for violation in found:
+                    self._send_violation(violation, headers)
+        for key, (history, source) in working.items():
+            with writing_as(source):
                 self.callees[key] = lockouts.to_json(history)
-        except Exception as exc:  # one bad record is a dead letter, never a crash loop
-            self._reject(event, "unprocessable", f"{type(exc).__name__}: {exc}", "callee")
-            return
-        headers = _replay_headers(is_replayed(event.message))
-        for violation in found:
-            _tenant, campaign = split_scoped(violation.campaign_id)
-            self.violation_topic.send_soon(
-                # Keyed like the CDR topic (plain campaign id, see services.ingest), so a
-                # campaign's violations land in the partition that holds its state.
-                key=campaign.encode(),
-                value=orjson.dumps(
-                    {
-                        "rule_id": violation.rule_id,
-                        "call_id": violation.call_id,
-                        "campaign_id": violation.campaign_id,
-                        "originated_at": violation.originated_at.isoformat(),
-                        "trigger_call_id": violation.trigger_call_id,
-                    }
-                ),
-                headers=headers,
-            )
+
+    def _apply_callee_call(
+        self,
+        key: str,
+        row: Any,
+        event: EventT,
+        working: dict[str, tuple[tuple[lockouts.CalleeCall, ...], EventT]],
+    ) -> tuple[lockouts.LockoutViolation, ...]:
+        new = lockouts.from_json([row])[0]
+        if not EARLIEST <= new.originated_at < LATEST:
+            raise UnprocessableRecord(f"originated_at {new.originated_at} out of range")
+        rules = lockouts.LockoutRules.of(self.configs.config_for(new.campaign_id).profile)
+        held = working.get(key)
+        history = held[0] if held is not None else lockouts.from_json(self.callees.get(key) or [])
+        if any(c.call_id == new.call_id for c in history):
+            others = tuple(c for c in history if c.call_id != new.call_id)
+            _, found = lockouts.record_call(others, new, rules)
+            return tuple(found)
+        history, found = lockouts.record_call(history, new, rules)
+        history = lockouts.prune(history, max(c.originated_at for c in history), rules)
+        working[key] = (tuple(history), event)
+        return tuple(found)
+
+    def _send_violation(
+        self, violation: lockouts.LockoutViolation, headers: list[tuple[str, bytes]]
+    ) -> None:
+        _tenant, campaign = split_scoped(violation.campaign_id)
+        self.violation_topic.send_soon(
+            # Keyed like the CDR topic (plain campaign id, see services.ingest), so a
+            # campaign's violations land in the partition that holds its state.
+            key=campaign.encode(),
+            value=orjson.dumps(
+                {
+                    "rule_id": violation.rule_id,
+                    "call_id": violation.call_id,
+                    "campaign_id": violation.campaign_id,
+                    "originated_at": violation.originated_at.isoformat(),
+                    "trigger_call_id": violation.trigger_call_id,
+                }
+            ),
+            headers=headers,
+        )
 
     def handle_lockout_violations(self, events: Sequence[EventT]) -> None:
         decoded = []
@@ -957,11 +1011,12 @@ class Detector:
         """Send what a batch produced. The core's campaign ids are scoped keys: every
         message carries the plain `campaign_id` and the `tenant_id`; a message derived from
         a campaign that had a replayed record in the batch carries the replay header."""
-        for key, callee_call in out.callee_events:
+        callee_calls = (
+            (key, call, call.campaign_id in replayed) for key, call in out.callee_events
+        )
+        for partition, replay, value in wire.callee_batches(callee_calls, self._callee_partition):
             self.callee_topic.send_soon(
-                key=key.encode(),
-                value=orjson.dumps(lockouts.to_json((callee_call,))[0]),
-                headers=_replay_headers(callee_call.campaign_id in replayed),
+                key=None, value=value, partition=partition, headers=_replay_headers(replay)
             )
         for m in out.minute_stats:
             tenant, campaign = split_scoped(m.campaign_id)

@@ -240,8 +240,10 @@ async def test_callee_and_lockout_stages_dead_letter_a_bad_record_and_go_on(
     first = cdr(0, tenant="t", silent=True, callee="c" * 16)
     await detector.handle(events([first, cdr(3600, tenant="t", callee="c" * 16)]))
     calls = detector.callee_topic.sent
-    assert len(calls) == 2
-    bad_call = FakeEvent(b"[1, 2]", 0, key=calls[0]["key"], topic="callee-calls")
+    # one envelope for the two calls (one callee, hence one partition)
+    assert len(calls) == 1 and len(orjson.loads(calls[0]["value"])["calls"]) == 2
+    # a record of the earlier form (one row keyed by its callee) that is malformed
+    bad_call = FakeEvent(b"[1, 2]", 0, key=b"t\x1f" + b"c" * 16, topic="callee-calls")
     callee_events = [
         FakeEvent(m["value"], i + 1, key=m["key"], topic="callee-calls")
         for i, m in enumerate(calls)
@@ -336,3 +338,44 @@ def test_a_partition_skipping_ahead_at_the_engine_is_logged_as_an_error(
     assert [r.getMessage() for r in caplog.records] == [
         "applied_out_of_order partition=0 missing=8..11"
     ]
+
+
+async def test_the_callee_stage_reads_envelopes_and_single_rows_alike(
+    detector: Detector,
+) -> None:
+    """Calls travel to the per-callee stage in one envelope per destination partition; a
+    bad call in an envelope is one dead letter and its neighbours count; a record of the
+    earlier form (one row keyed by the callee) counts as the same call in an envelope."""
+    detector.configs.apply(
+        orjson.dumps({"campaign_id": "campB", "tenant_id": "t", "profile": "uk"})
+    )
+    # UK: 72 h lockout after an abandoned (here silent) call; 20 callees called twice
+    batch = [cdr(i, tenant="t", silent=True, callee=f"{i:016x}") for i in range(20)]
+    batch += [cdr(3600 + i, tenant="t", callee=f"{i:016x}") for i in range(20)]
+    await detector.handle(events(batch))
+    sent = detector.callee_topic.sent
+    assert len(sent) <= detector.settings.kafka_partitions
+    entries = [e for m in sent for e in orjson.loads(m["value"])["calls"]]
+    assert len(entries) == 40
+    partitions = {m["partition"] for m in sent}
+    assert len(partitions) > 1, "20 callees spread over the partitions"
+    for m in sent:  # each call goes where a keyed send of its callee key would go
+        for key, _row in orjson.loads(m["value"])["calls"]:
+            assert detector._callee_partition(key) == m["partition"]
+
+    # one envelope with a bad call in the middle; the second half as single rows
+    first_half = [e for e in entries if e[1][0] in {f"call-{i}" for i in range(20)}]
+    second_half = [e for e in entries if e not in first_half]
+    envelope = {"v": 1, "calls": [*first_half[:10], ["t\x1fzz", [1, 2]], *first_half[10:]]}
+    records = [FakeEvent(orjson.dumps(envelope), 0, topic="callee-calls")]
+    records += [
+        FakeEvent(orjson.dumps(row), 1 + i, key=key.encode(), topic="callee-calls")
+        for i, (key, row) in enumerate(second_half)
+    ]
+    detector.handle_callee_calls(records)
+    (dead,) = detector.dlq.values()
+    assert (dead["stage"], dead["source"]["offset"]) == ("callee", 0)
+    assert dead["detail"].startswith("calls[10]:") and dead["record"]["row"] == [1, 2]
+    hit = {orjson.loads(m["value"])["call_id"] for m in detector.violation_topic.sent}
+    assert hit == {f"call-{3600 + i}" for i in range(20)}
+    assert all(len(detector.callees[f"t\x1f{i:016x}"]) == 2 for i in range(20))
