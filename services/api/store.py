@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.alert_v1 import AlertV1
 from schemas.call_v1 import CallV1
-from schemas.instants import parse_instant
+from schemas.instants import format_instant, parse_instant
 from schemas.stats_v1 import COUNT_FIELDS, StatsV1, stats_from_counts
 from services.api.clock import Clock, utc_now
 from services.api.models import (
@@ -65,6 +66,8 @@ from services.common.db import (
     rejections,
     window_stats,
 )
+from services.detector.core.engine import rolling_rule_ids
+from services.detector.core.profiles import ProfileError, load_profile
 
 # Call ids kept per rejection row, the first ones seen (a sender looks them up in its logs).
 REJECTION_EXAMPLES = 5
@@ -532,6 +535,7 @@ class AlertStore:
                 "body": body,
                 "updated_at": now,
             }
+        await self._close_orphaned_episodes(conn, items, final, history, now)
         stmt = self._insert(alerts)
         replaced = (
             "tenant_id",
@@ -553,6 +557,75 @@ class AlertStore:
             await conn.execute(stmt, list(chunk))
         for chunk in _chunks(history):
             await conn.execute(alert_history.insert(), list(chunk))
+
+    async def _close_orphaned_episodes(
+        self,
+        conn: AsyncConnection,
+        items: Sequence[tuple[AlertV1, bool]],
+        final: dict[str, dict[str, Any]],
+        history: list[dict[str, Any]],
+        now: datetime,
+    ) -> None:
+        """Resolve the firing episodes a live episode of a rolling rule leaves behind.
+
+        The detector keeps at most one open episode per campaign and rolling rule, and an
+        episode opens only after the one before it resolved (core.engine, rolling windows).
+        A firing episode the api holds under an earlier window than a live message of the
+        same campaign and rule therefore lost its resolution: a detector killed after its
+        state kept the resolution and before the alert message left. It is resolved here
+        (history kind "resolved", webhooks notified), at the newer episode's opening; it
+        would otherwise stay firing beside the newer one for good."""
+        newest: dict[tuple[str, str, str], AlertV1] = {}
+        for alert, replayed in items:
+            if replayed or alert.rule not in _rolling_rules(alert.profile):
+                continue
+            key = (self._tenant(alert.tenant_id), alert.campaign_id, alert.rule)
+            known = newest.get(key)
+            if known is None or alert.window.start > known.window.start:
+                newest[key] = alert
+        for (tenant, campaign_id, rule), alert in newest.items():
+            query = sa.select(alerts).where(
+                alerts.c.tenant_id == tenant,
+                alerts.c.campaign_id == campaign_id,
+                alerts.c.rule == rule,
+                alerts.c.state == "firing",
+                alerts.c.id != alert.id,
+            )
+            for row in await conn.execute(query):
+                held = final.get(row.id) or _held(row)
+                start = (held["body"].get("window") or {}).get("start")
+                if held["state"] != "firing" or start is None:
+                    continue
+                if parse_instant(start) >= alert.window.start:
+                    continue
+                resolved_at = min(alert.opened_at, now)
+                body = {
+                    **held["body"],
+                    "state": "resolved",
+                    "resolved_at": format_instant(resolved_at),
+                }
+                final[row.id] = {
+                    **held,
+                    "state": "resolved",
+                    "resolved_at": resolved_at,
+                    "body": body,
+                    "updated_at": now,
+                }
+                history.append(
+                    {
+                        "alert_id": row.id,
+                        "tenant_id": tenant,
+                        "campaign_id": campaign_id,
+                        "rule": rule,
+                        "kind": "resolved",
+                        "state": "resolved",
+                        "severity": held["severity"],
+                        "value": body.get("value"),
+                        "numerator": body.get("numerator"),
+                        "denominator": body.get("denominator"),
+                        "recorded_at": now,
+                    }
+                )
 
     async def _resolve_aliases(
         self, conn: AsyncConnection, items: Sequence[tuple[AlertV1, bool]]
@@ -1387,6 +1460,15 @@ class AlertStore:
                 )
                 deleted_buckets += result.rowcount or 0
         return int(deleted_alerts or 0), deleted_buckets
+
+
+@functools.lru_cache(maxsize=64)
+def _rolling_rules(profile: str) -> frozenset[str]:
+    """Rule ids judged over rolling windows in a profile (none for an unknown profile)."""
+    try:
+        return rolling_rule_ids(load_profile(profile))
+    except ProfileError:
+        return frozenset()
 
 
 def _change_kind(current: Mapping[str, Any] | None, alert: AlertV1) -> str | None:

@@ -7,13 +7,10 @@ a kill is never repaired by a later call (the earlier kill test spreads calls ov
 hours in random order, which hides that). The figures are folded last-write-wins, the way
 the api stores them (CONTRACT decision 5), never max-merged.
 
-Known limit, not asserted: a rolling early-warning alert (15m/1h/24h) takes its id from
-the window of the batch that first breached, so its episodes depend on batch boundaries.
-When a kill keeps an alert message but loses the campaign record that remembers it, the
-re-read (other boundaries) can open the episode under another id, and the first one stays
-firing (seen once in about 25 runs: two firing `it-silent-rate-15m` episodes of a
-campaign). Regulatory windows (cumulative, day, period) and per-call alerts have ids from
-fixed window keys and are checked."""
+Rolling early-warning episodes (15m/1h/24h) are judged call by call in each campaign's
+partition order (core.engine), so a re-read after a kill finds the episodes the killed
+worker published: their ids and final states must equal those of the engine fed the same
+CDRs in one go."""
 
 from __future__ import annotations
 
@@ -203,8 +200,7 @@ async def test_repeated_sigkill_under_live_load_ends_exact(broker: str, tmp_path
         assert not short, f"minute buckets (published, expected) after kills at {kills_at}: {short}"
         assert set(published.minutes_lww) == set(expected)
         # One alert per (rule, campaign, window) of the regulatory and per-call rules: a
-        # replay re-publishes the same id. Not checked (a known limit, see the module
-        # docstring): rolling early-warning episodes.
+        # replay re-publishes the same id. Rolling episodes: the ones of one clean pass.
         ids: dict[tuple[str, str, str], set[str]] = {}
         for alert in published.alert_messages:
             if alert["rule"].endswith(ROLLING):
@@ -213,6 +209,20 @@ async def test_repeated_sigkill_under_live_load_ends_exact(broker: str, tmp_path
             ids.setdefault(key, set()).add(alert["id"])
         assert ids, "the traffic should raise alerts"
         assert not {k: v for k, v in ids.items() if len(v) > 1}
+        episodes = _rolling_episodes(records)
+        assert episodes, "the traffic should open rolling episodes"
+        with contextlib.suppress(WaitTimeout):
+            await wait_until_async(
+                lambda: _poll(reader, lambda p: _published_episodes(p) == episodes),
+                timeout=20,
+                interval=0.2,
+            )
+        got = _published_episodes(reader.published)
+        assert got == episodes, (
+            f"rolling episodes after kills at {kills_at}: only published "
+            f"{ {k: v for k, v in got.items() if episodes.get(k) != v} }, only expected "
+            f"{ {k: v for k, v in episodes.items() if got.get(k) != v} }"
+        )
 
         # The last batch's alerts travel on their own topic: wait for them (bounded).
         def cumulative_alerts(p: Published) -> dict[str, tuple[int, int]]:
@@ -241,6 +251,30 @@ async def test_repeated_sigkill_under_live_load_ends_exact(broker: str, tmp_path
         for proc in procs:
             proc.stop()
         await reader.stop()
+
+
+def _rolling_episodes(records: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """Rolling episodes (id -> state, severity) of the engine fed `records` in order, as
+    one worker without a kill reads them (default tenant and profile, as the detector)."""
+    from schemas import NormalizedCdrV1
+    from services.detector.app import to_call_record
+    from services.detector.core.engine import CampaignConfig, Engine, Event
+    from services.detector.core.profiles import load_profile
+    from tests.unit.test_engine import DictState
+
+    config = CampaignConfig(load_profile("it"))
+    engine = Engine(DictState(), lambda _c: config, lateness=timedelta(days=7), clock=lambda: T0)
+    calls = [to_call_record(NormalizedCdrV1.model_validate(r)) for r in records]
+    out = engine.process([Event(0, i, call) for i, call in enumerate(calls)])
+    return {a["id"]: (a["state"], a["severity"]) for a in out.alerts if a["rule"].endswith(ROLLING)}
+
+
+def _published_episodes(published: Published) -> dict[str, tuple[str, str]]:
+    return {
+        a["id"]: (a["state"], a["severity"])
+        for a in published.alerts.values()
+        if a["rule"].endswith(ROLLING)
+    }
 
 
 def _short(

@@ -326,3 +326,41 @@ async def test_the_recovery_marker_makes_the_api_not_ready(tmp_path: Path) -> No
             ready = await client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["broker"] == "recovering"
+
+
+def _episode(alert_id: str, start: datetime, *, rule: str = "it-silent-rate-15m") -> Any:
+    base = alert(rule=rule, alert_id=alert_id, severity="warning", opened=start)
+    window = base.window.model_copy(update={"start": start, "end": start + timedelta(minutes=15)})
+    return base.model_copy(update={"window": window})
+
+
+async def test_a_live_episode_resolves_the_earlier_one_that_lost_its_resolution(
+    store: AlertStore,
+) -> None:
+    """The detector opens a rolling rule's episode only after the previous one resolved; a
+    killed detector can keep the resolution in its state and lose the message. The next
+    live episode then resolves the orphan (history and webhooks see it); day windows, other
+    rules and replayed messages leave firing alerts alone."""
+    from services.api.consumer import alert_message
+
+    first = _episode("episode-1", T0)
+    day_1 = alert(rule="it-calling-hours", alert_id="day-1")
+    await apply_messages(store, [alert_message(first), alert_message(day_1)])
+    # A replayed episode never closes one held (it may be the same episode, rebuilt).
+    replayed = _episode("episode-r", T0 + timedelta(minutes=30))
+    await apply_messages(store, [alert_message(replayed, replayed=True)])
+    assert (await store.get_alert("episode-1", tenant_id=None)).state == "firing"  # type: ignore[union-attr]
+
+    second = _episode("episode-2", T0 + timedelta(minutes=40))
+    day_2 = alert(rule="it-calling-hours", alert_id="day-2")
+    await apply_messages(store, [alert_message(second), alert_message(day_2)])
+    orphan = await store.get_alert("episode-1", tenant_id=None)
+    assert orphan is not None
+    assert (orphan.state, orphan.resolved_at) == ("resolved", second.opened_at)
+    assert [(h.kind, h.state) for h in orphan.history] == [
+        ("opened", "firing"),
+        ("resolved", "resolved"),
+    ]
+    states = {a.id: a.state for a in (await store.list_alerts(tenant_id=None)).items}
+    assert states["episode-2"] == "firing"
+    assert states["day-1"] == states["day-2"] == "firing"

@@ -41,6 +41,9 @@ class AlertStatus:
     state: State
     opened_at: datetime
     resolved_at: datetime | None = None
+    # A rolling window's episode: the minute whose completed window resolved it (its
+    # figures are that window's; see Engine._rolling_transition).
+    closed_end: int | None = None
 
 
 def advance(
@@ -62,7 +65,9 @@ def advance(
             )
         if previous is not None and previous.id == new_id:
             # The same window breaches again: the alert re-opens in place.
-            return replace(previous, severity=severity, state="firing", resolved_at=None)
+            return replace(
+                previous, severity=severity, state="firing", resolved_at=None, closed_end=None
+            )
         return AlertStatus(new_id, window_key, severity, "firing", opened_at=now)
     if firing:
         assert previous is not None

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 from typing import Any, Protocol
@@ -52,7 +52,13 @@ from services.detector.core.classify import classify
 from services.detector.core.lockouts import CalleeCall, LockoutViolation, callee_call
 from services.detector.core.model import EMPTY, BucketCounts, CallOutcome, CallRecord
 from services.detector.core.profiles import Profile, RateRule
-from services.detector.core.rules import Measurement, assess, effective_amd_ratio, rate_terms
+from services.detector.core.rules import (
+    Measurement,
+    assess,
+    assess_counts,
+    effective_amd_ratio,
+    rate_terms,
+)
 from services.detector.core.windows import (
     EPOCH,
     RollingSum,
@@ -182,6 +188,7 @@ class CampaignState:
                     None
                     if a.resolved_at is None
                     else (a.resolved_at - EPOCH) // timedelta(microseconds=1),
+                    *(() if a.closed_end is None else (a.closed_end,)),
                 ]
                 for key, a in self.alerts.items()
             },
@@ -193,10 +200,12 @@ class CampaignState:
             return None if us is None else EPOCH + timedelta(microseconds=us)
 
         alerts = {}
-        for key, (aid, wkey, severity, state, opened, resolved) in raw["alerts"].items():
+        for key, (aid, wkey, severity, state, opened, resolved, *closed) in raw["alerts"].items():
             opened_at = instant(opened)
             assert opened_at is not None
-            alerts[key] = AlertStatus(aid, wkey, severity, state, opened_at, instant(resolved))
+            alerts[key] = AlertStatus(
+                aid, wkey, severity, state, opened_at, instant(resolved), *closed
+            )
         newest_at = instant(raw["newest_at_us"])
         assert newest_at is not None
         return cls(
@@ -372,6 +381,7 @@ class Engine:
 
             return lookup
 
+        now = self._clock()
         for event in events:
             call = event.call
             cid = call.campaign_id
@@ -441,6 +451,10 @@ class Engine:
                 state.watermark = event.offset
                 continue
 
+            if minute > state.newest_minute:
+                # The campaign's stream passes its newest minute: judge the rolling windows
+                # ending with the minutes it skips (before this call counts).
+                self._complete_rolling(state, config, minute, bucket_counts(cid), now, out)
             outcome = classify(call, config.profile)
             out.processed += 1
             if outcome.traced:
@@ -491,12 +505,12 @@ class Engine:
                 rolling = self._rolling.get((cid, length_name))
                 if rolling is not None:
                     rolling.move_end(state.newest_minute, lookup)
+            self._judge_rolling(state, config, lookup, now, out)
             if seen is None:
                 self._store.put_seen(
                     key, (event.partition, event.offset, minute, cid), event.partition
                 )
 
-        now = self._clock()
         for (cid, minute), bucket in buckets.items():
             state = campaigns[cid]
             self._store.put_bucket(cid, minute, bucket, partitions[cid])
@@ -816,17 +830,12 @@ class Engine:
                         state.totals,
                     )
                 )
-            elif rule.window in ROLLING_WINDOWS or rule.window == "sliding_24h":
-                # UK "any 24-hour period": one alert from the first breaching 24 h until the
-                # current 24 h fall below the warning level (SPEC "Remaining details"); its
-                # id comes from that first window's start. The worst 24 h over any range is
-                # the compliance view's (core.compliance), late data included.
-                length = "24h" if rule.window == "sliding_24h" else rule.window
-                rolling = self._rolling_counts(cid, length, state.newest_minute, lookup)
-                start = minute_start(rolling.first)
-                windows.append(
-                    (rule, "rolling", start.isoformat(), start, cumulative_end, rolling.counts)
-                )
+            elif rolling_length(rule) is not None:
+                # Episodes open and resolve at completed minutes (`_complete_rolling`); at
+                # the end of a batch an open one shows the window ending with the newest
+                # minute so far, and a resolved one its final figures (once per process:
+                # for a restart whose first incarnation's messages were lost).
+                self._rolling_at_batch_end(state, config, rule, lookup, out)
             elif rule.window in ("daily", "calendar_day"):
                 for day in sorted(days):
                     first, last = local_day_bounds(day, profile.home_zone)
@@ -906,6 +915,148 @@ class Engine:
                 out.alerts.append(alert)
         self._trim_day_alerts(state)
 
+    # -- rolling windows: episodes judged call by call ----------------------------------
+    #
+    # A rolling window (early warnings 15 min, 1 h, 24 h; the UK's any 24 hours) is judged
+    # after every call the campaign counts, over the window ending with its newest minute;
+    # when the newest minute jumps ahead, the windows ending with the minutes in between are
+    # judged first, wherever a bucket left them. An episode opens at the first judged
+    # window that breaches (its id is that window's start, SPEC "Remaining details") and
+    # resolves at the first that falls below the warning level. The calls of one campaign
+    # come in partition order, so the episodes are a function of that order alone, never of
+    # where batches start and end: a restarted worker re-reads other batches than the live
+    # run did and must find the episodes the live run already published
+    # (tests/unit/test_engine.py, batch boundaries). Only transitions are published during
+    # the batch; an open episode's latest figures go out once at its end.
+
+    def _complete_rolling(
+        self,
+        state: CampaignState,
+        config: CampaignConfig,
+        minute: int,
+        lookup: Callable[[int], BucketCounts],
+        now: datetime,
+        out: BatchOutput,
+    ) -> None:
+        """Judge the rolling rules at the minutes between the campaign's newest and
+        `minute` (exclusive) whose window lost a bucket."""
+        for length_name, group in _rolling_rules(config.profile):
+            rolling = self._rolling_counts(
+                state.campaign_id, length_name, state.newest_minute, lookup
+            )
+            for end in rolling.step_to(minute - 1, lookup):
+                for rule in group:
+                    self._rolling_transition(state, config, rule, rolling, end, now, out)
+
+    def _judge_rolling(
+        self,
+        state: CampaignState,
+        config: CampaignConfig,
+        lookup: Callable[[int], BucketCounts],
+        now: datetime,
+        out: BatchOutput,
+    ) -> None:
+        """Judge the rolling rules over the windows ending with the newest minute."""
+        for length_name, group in _rolling_rules(config.profile):
+            rolling = self._rolling_counts(
+                state.campaign_id, length_name, state.newest_minute, lookup
+            )
+            for rule in group:
+                self._rolling_transition(state, config, rule, rolling, rolling.end, now, out)
+
+    def _rolling_transition(
+        self,
+        state: CampaignState,
+        config: CampaignConfig,
+        rule: RateRule,
+        rolling: RollingSum,
+        end: int,
+        now: datetime,
+        out: BatchOutput,
+    ) -> None:
+        level = assess_counts(
+            rule.metric,
+            rolling.counts,
+            self._amd_ratio(config),
+            rule.cap,
+            rule.warning_fraction,
+            rule.min_sample,
+        )
+        previous = state.alerts.get(rule.id)
+        if previous is None and level in ("ok", "insufficient"):
+            return  # the common case, decided without building the window's key
+        first = end - rolling.length + 1
+        window_key = minute_start(first).isoformat()
+        status = advance(
+            previous, level, alert_id(rule.id, state.campaign_id, window_key), window_key, now
+        )
+        if status is None or status == previous:
+            return
+        if status.state == "resolved":
+            status = replace(status, closed_end=end)
+        state.alerts[rule.id] = status
+        self._emit_rolling(state, config, rule, status, first, end, rolling.counts, out)
+
+    def _rolling_at_batch_end(
+        self,
+        state: CampaignState,
+        config: CampaignConfig,
+        rule: RateRule,
+        lookup: Callable[[int], BucketCounts],
+        out: BatchOutput,
+    ) -> None:
+        status = state.alerts.get(rule.id)
+        length_name = rolling_length(rule)
+        if status is None or length_name is None:
+            return
+        length = ROLLING_WINDOWS[length_name]
+        if status.state == "firing":
+            rolling = self._rolling_counts(
+                state.campaign_id, length_name, state.newest_minute, lookup
+            )
+            end, counts = rolling.end, rolling.counts
+        elif status.closed_end is not None and status.id not in self._last_emitted:
+            end = status.closed_end
+            counts = sum_buckets(lookup, end - length + 1, end + 1)
+        else:
+            return
+        self._emit_rolling(state, config, rule, status, end - length + 1, end, counts, out)
+
+    def _emit_rolling(
+        self,
+        state: CampaignState,
+        config: CampaignConfig,
+        rule: RateRule,
+        status: AlertStatus,
+        first: int,
+        end: int,
+        counts: BucketCounts,
+        out: BatchOutput,
+    ) -> None:
+        numerator, denominator = rate_terms(rule.metric, counts, self._amd_ratio(config))
+        level = assess(numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample)
+        start, stop = minute_start(first), minute_start(end + 1)
+        measurement = Measurement(
+            rule.id, status.window_key, start, stop, numerator, denominator, rule.cap, level
+        )
+        samples = state.silent_samples if rule.metric == "silent" else state.abandoned_samples
+        evidence = [c for m, c in samples if first <= m <= end]
+        fingerprint = (status.severity, status.state, numerator, denominator, stop, tuple(evidence))
+        if self._last_emitted.get(status.id) == fingerprint:
+            return
+        self._last_emitted[status.id] = fingerprint
+        out.alerts.append(
+            _alert_payload(
+                rule, config.profile.name, state.campaign_id, status, measurement, evidence
+            )
+        )
+
+    @staticmethod
+    def _amd_ratio(config: CampaignConfig) -> Fraction:
+        return effective_amd_ratio(
+            config.amd_false_positive_ratio, config.profile.amd_false_positive_ratio
+        )
+
     @staticmethod
     def _trim_day_alerts(state: CampaignState) -> None:
         """Closed day windows keep their final state in the alert store; the campaign
@@ -945,6 +1096,31 @@ def _alert_payload(
         "evidence": {"call_ids": evidence[:EVIDENCE_SAMPLES]},
         "reference": rule.reference,
     }
+
+
+def rolling_length(rule: RateRule) -> str | None:
+    """The ROLLING_WINDOWS length a rule's window rolls over, None for fixed windows."""
+    if rule.window == "sliding_24h":
+        return "24h"  # UK "any 24-hour period"
+    return rule.window if rule.window in ROLLING_WINDOWS else None
+
+
+@functools.lru_cache(maxsize=256)
+def rolling_rule_ids(profile: Profile) -> frozenset[str]:
+    """Ids of a profile's rules judged over rolling windows: at most one open episode per
+    campaign each, episodes following one another (the api relies on it)."""
+    return frozenset(rule.id for _length, rules in _rolling_rules(profile) for rule in rules)
+
+
+@functools.lru_cache(maxsize=256)
+def _rolling_rules(profile: Profile) -> tuple[tuple[str, tuple[RateRule, ...]], ...]:
+    """A profile's enabled rolling rules grouped by window length (cached: immutable)."""
+    grouped: dict[str, list[RateRule]] = {}
+    for rule in (*profile.rate_rules, *profile.early_warning):
+        length = rolling_length(rule)
+        if rule.enabled and length is not None:
+            grouped.setdefault(length, []).append(rule)
+    return tuple((length, tuple(rules)) for length, rules in grouped.items())
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ Arithmetic is `Fraction` throughout: 3/100 is exactly 3/100, never 0.03000000000
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,6 +79,53 @@ def assess(
     if value >= warning_fraction * cap:
         return "warning"
     return "ok"
+
+
+def assess_counts(
+    metric: str,
+    counts: BucketCounts,
+    amd_false_positive_ratio: Fraction,
+    cap: Fraction,
+    warning_fraction: Fraction,
+    min_sample: int,
+) -> Level:
+    """`assess` of a rate rule's metric over `counts`.
+
+    The rolling windows are judged after every call, so without an AMD estimate (integer
+    terms, the common case) the comparisons are made on integers, cross-multiplied by the
+    cap's and the warning level's terms: exact like `assess`, without building fractions
+    (tests/unit/test_rules.py holds the two to the same answers)."""
+    if amd_false_positive_ratio or metric not in ("silent", "abandoned"):
+        numerator, denominator = rate_terms(metric, counts, amd_false_positive_ratio)
+        return assess(numerator, denominator, cap, warning_fraction, min_sample)
+    num = counts.silent if metric == "silent" else counts.abandoned
+    den = counts.answered_by_person
+    cap_n, cap_d, warn_n, warn_d, certain_n, certain_d = _int_terms(
+        cap, warning_fraction, min_sample
+    )
+    if den < min_sample or den == 0:
+        return "violation" if num * certain_d > certain_n else "insufficient"
+    if num * cap_d > cap_n * den:
+        return "violation"
+    if num * warn_d >= warn_n * den:
+        return "warning"
+    return "ok"
+
+
+@functools.lru_cache(maxsize=256)
+def _int_terms(
+    cap: Fraction, warning_fraction: Fraction, min_sample: int
+) -> tuple[int, int, int, int, int, int]:
+    warn = warning_fraction * cap
+    certain = cap * min_sample
+    return (
+        cap.numerator,
+        cap.denominator,
+        warn.numerator,
+        warn.denominator,
+        certain.numerator,
+        certain.denominator,
+    )
 
 
 def certain_violation(numerator: Fraction, cap: Fraction, min_sample: int) -> bool:

@@ -10,7 +10,7 @@ range and, for rolling windows, by the buckets leaving and entering when the end
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -73,6 +73,22 @@ class RollingSum:
         entering = sum_buckets(lookup, self.end + 1, new_end + 1)
         self.counts = subtract(self.counts, leaving).merge(entering)
         self.end = new_end
+
+    def step_to(self, target: int, lookup: BucketLookup) -> Iterator[int]:
+        """Move the end to `target` minute by minute, past the newest bucket (nothing
+        enters), yielding each end at which a non-empty bucket has left the window
+        (`counts` is then that window's): the ends at which the window's figures differ
+        from the previous end's. At most `length` lookups."""
+        if target <= self.end:
+            return
+        old_end = self.end
+        for minute in range(old_end - self.length + 1, min(target - self.length, old_end) + 1):
+            counts = lookup(minute)
+            if counts is not EMPTY and counts.attempts:
+                self.counts = subtract(self.counts, counts)
+                self.end = minute + self.length
+                yield self.end
+        self.end = target
 
     def on_bucket_change(self, minute: int, delta: BucketCounts) -> None:
         if self.first <= minute <= self.end:
