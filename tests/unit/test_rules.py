@@ -1,4 +1,4 @@
-"""`assess_counts` (integer comparisons, used call by call for the rolling windows) gives
+"""`RateJudge` (integer comparisons, used call by call for the rolling windows) gives
 exactly the answers of `assess` on fractions, at and around every boundary."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from fractions import Fraction
 import pytest
 
 from services.detector.core.model import EMPTY, BucketCounts
-from services.detector.core.rules import assess, assess_counts, rate_terms
+from services.detector.core.rules import RateJudge, assess, rate_terms
 
 
 def counts(**figures: int) -> BucketCounts:
@@ -35,13 +35,12 @@ def test_integer_judgement_equals_the_fraction_one(
             figures = counts(answered_by_person=den, **{metric: num})
             expected_terms = rate_terms(metric, figures, Fraction(0))
             expected = assess(*expected_terms, cap, warning, min_sample)
-            got = assess_counts(metric, figures, Fraction(0), cap, warning, min_sample)
+            got = RateJudge.of(metric, cap, warning, min_sample).level(figures, Fraction(0))
             assert got == expected, (metric, num, den)
 
 
 def test_an_amd_estimate_takes_the_fraction_path() -> None:
     figures = counts(answered_by_person=100, abandoned=2, amd_machine=20)
-    level = assess_counts(
-        "abandoned", figures, Fraction(1, 10), Fraction(3, 100), Fraction(4, 5), 100
-    )
+    judge = RateJudge.of("abandoned", Fraction(3, 100), Fraction(4, 5), 100)
+    level = judge.level(figures, Fraction(1, 10))
     assert level == "violation"  # (2 + 2) / (100 + 2) > 3 %

@@ -53,9 +53,10 @@ from services.detector.core.lockouts import CalleeCall, LockoutViolation, callee
 from services.detector.core.model import EMPTY, BucketCounts, CallOutcome, CallRecord
 from services.detector.core.profiles import Profile, RateRule
 from services.detector.core.rules import (
+    Level,
     Measurement,
+    RateJudge,
     assess,
-    assess_counts,
     effective_amd_ratio,
     rate_terms,
 )
@@ -348,6 +349,11 @@ class Engine:
         self._periods: dict[tuple[str, int, int], BucketCounts] = {}  # (cid, first minute, k)
         self._anchors: dict[str, int] = {}  # cid -> first minute the period cache uses
         self._last_emitted: dict[str, tuple[Any, ...]] = {}
+        # Per profile object (kept, so its id is not reused): its rolling rules with their
+        # judges, and the AMD ratio per campaign configuration object. Hashing a profile
+        # (a deep dataclass) per call would cost more than judging.
+        self._rolling_of: dict[int, tuple[Profile, _RollingGroups]] = {}
+        self._amd_of: dict[int, tuple[CampaignConfig, Fraction]] = {}
 
     def reset_caches(self) -> None:
         """Forget derived sums (call when partitions are reassigned)."""
@@ -451,7 +457,8 @@ class Engine:
                 state.watermark = event.offset
                 continue
 
-            if minute > state.newest_minute:
+            advanced = minute > state.newest_minute
+            if advanced:
                 # The campaign's stream passes its newest minute: judge the rolling windows
                 # ending with the minutes it skips (before this call counts).
                 self._complete_rolling(state, config, minute, bucket_counts(cid), now, out)
@@ -505,7 +512,7 @@ class Engine:
                 rolling = self._rolling.get((cid, length_name))
                 if rolling is not None:
                     rolling.move_end(state.newest_minute, lookup)
-            self._judge_rolling(state, config, lookup, now, out)
+            self._judge_rolling(state, config, lookup, now, out, None if advanced else outcome)
             if seen is None:
                 self._store.put_seen(
                     key, (event.partition, event.offset, minute, cid), event.partition
@@ -940,13 +947,15 @@ class Engine:
     ) -> None:
         """Judge the rolling rules at the minutes between the campaign's newest and
         `minute` (exclusive) whose window lost a bucket."""
-        for length_name, group in _rolling_rules(config.profile):
+        amd = self._amd_ratio(config)
+        for length_name, group in self._rolling_groups(config.profile):
             rolling = self._rolling_counts(
                 state.campaign_id, length_name, state.newest_minute, lookup
             )
             for end in rolling.step_to(minute - 1, lookup):
-                for rule in group:
-                    self._rolling_transition(state, config, rule, rolling, end, now, out)
+                for rule, judge in group:
+                    level = judge.level(rolling.counts, amd)
+                    self._rolling_transition(state, config, rule, level, rolling, end, now, out)
 
     def _judge_rolling(
         self,
@@ -955,36 +964,59 @@ class Engine:
         lookup: Callable[[int], BucketCounts],
         now: datetime,
         out: BatchOutput,
+        counted: CallOutcome | None,
     ) -> None:
-        """Judge the rolling rules over the windows ending with the newest minute."""
-        for length_name, group in _rolling_rules(config.profile):
+        """Judge the rolling rules over the windows ending with the newest minute after
+        `counted` was counted (None: the window moved). A call that moves neither term of a
+        rule's rate leaves its level where it was: that rule is not judged again."""
+        groups = self._rolling_groups(config.profile)
+        if not groups:
+            return
+        amd = self._amd_ratio(config)
+        for length_name, group in groups:
             rolling = self._rolling_counts(
                 state.campaign_id, length_name, state.newest_minute, lookup
             )
-            for rule in group:
-                self._rolling_transition(state, config, rule, rolling, rolling.end, now, out)
+            for rule, judge in group:
+                if counted is None or _moves_rate(rule.metric, counted):
+                    level = judge.level(rolling.counts, amd)
+                    self._rolling_transition(
+                        state, config, rule, level, rolling, rolling.end, now, out
+                    )
+
+    def _rolling_groups(self, profile: Profile) -> _RollingGroups:
+        held = self._rolling_of.get(id(profile))
+        if held is None or held[0] is not profile:
+            held = self._rolling_of[id(profile)] = (profile, _rolling_rules(profile))
+        return held[1]
+
+    def _amd_ratio(self, config: CampaignConfig) -> Fraction:
+        held = self._amd_of.get(id(config))
+        if held is None or held[0] is not config:
+            ratio = effective_amd_ratio(
+                config.amd_false_positive_ratio, config.profile.amd_false_positive_ratio
+            )
+            held = self._amd_of[id(config)] = (config, ratio)
+        return held[1]
 
     def _rolling_transition(
         self,
         state: CampaignState,
         config: CampaignConfig,
         rule: RateRule,
+        level: Level,
         rolling: RollingSum,
         end: int,
         now: datetime,
         out: BatchOutput,
     ) -> None:
-        level = assess_counts(
-            rule.metric,
-            rolling.counts,
-            self._amd_ratio(config),
-            rule.cap,
-            rule.warning_fraction,
-            rule.min_sample,
-        )
         previous = state.alerts.get(rule.id)
-        if previous is None and level in ("ok", "insufficient"):
-            return  # the common case, decided without building the window's key
+        breach = level in ("warning", "violation")
+        if previous is None or previous.state != "firing":
+            if not breach:
+                return  # nothing open, nothing to open: the common case
+        elif breach and previous.severity == level:
+            return  # the open episode stays as it is
         first = end - rolling.length + 1
         window_key = minute_start(first).isoformat()
         status = advance(
@@ -1052,12 +1084,6 @@ class Engine:
         )
 
     @staticmethod
-    def _amd_ratio(config: CampaignConfig) -> Fraction:
-        return effective_amd_ratio(
-            config.amd_false_positive_ratio, config.profile.amd_false_positive_ratio
-        )
-
-    @staticmethod
     def _trim_day_alerts(state: CampaignState) -> None:
         """Closed day windows keep their final state in the alert store; the campaign
         record keeps only the most recent ones it can still amend (late data)."""
@@ -1098,6 +1124,15 @@ def _alert_payload(
     }
 
 
+def _moves_rate(metric: str, outcome: CallOutcome) -> bool:
+    """Whether counting `outcome` changes the numerator or denominator of `metric`."""
+    if metric == "silent":
+        return outcome.silent or outcome.answered_by_person
+    if metric == "abandoned":
+        return outcome.abandoned or outcome.answered_by_person or outcome.amd_machine
+    return True
+
+
 def rolling_length(rule: RateRule) -> str | None:
     """The ROLLING_WINDOWS length a rule's window rolls over, None for fixed windows."""
     if rule.window == "sliding_24h":
@@ -1105,21 +1140,23 @@ def rolling_length(rule: RateRule) -> str | None:
     return rule.window if rule.window in ROLLING_WINDOWS else None
 
 
-@functools.lru_cache(maxsize=256)
+_RollingGroups = tuple[tuple[str, tuple[tuple[RateRule, RateJudge], ...]], ...]
+
+
 def rolling_rule_ids(profile: Profile) -> frozenset[str]:
     """Ids of a profile's rules judged over rolling windows: at most one open episode per
     campaign each, episodes following one another (the api relies on it)."""
-    return frozenset(rule.id for _length, rules in _rolling_rules(profile) for rule in rules)
+    return frozenset(rule.id for _length, rules in _rolling_rules(profile) for rule, _ in rules)
 
 
-@functools.lru_cache(maxsize=256)
-def _rolling_rules(profile: Profile) -> tuple[tuple[str, tuple[RateRule, ...]], ...]:
-    """A profile's enabled rolling rules grouped by window length (cached: immutable)."""
-    grouped: dict[str, list[RateRule]] = {}
+def _rolling_rules(profile: Profile) -> _RollingGroups:
+    """A profile's enabled rolling rules with their judges, grouped by window length."""
+    grouped: dict[str, list[tuple[RateRule, RateJudge]]] = {}
     for rule in (*profile.rate_rules, *profile.early_warning):
         length = rolling_length(rule)
         if rule.enabled and length is not None:
-            grouped.setdefault(length, []).append(rule)
+            judge = RateJudge.of(rule.metric, rule.cap, rule.warning_fraction, rule.min_sample)
+            grouped.setdefault(length, []).append((rule, judge))
     return tuple((length, tuple(rules)) for length, rules in grouped.items())
 
 

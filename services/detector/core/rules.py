@@ -12,7 +12,6 @@ Arithmetic is `Fraction` throughout: 3/100 is exactly 3/100, never 0.03000000000
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -81,51 +80,52 @@ def assess(
     return "ok"
 
 
-def assess_counts(
-    metric: str,
-    counts: BucketCounts,
-    amd_false_positive_ratio: Fraction,
-    cap: Fraction,
-    warning_fraction: Fraction,
-    min_sample: int,
-) -> Level:
-    """`assess` of a rate rule's metric over `counts`.
+@dataclass(frozen=True, slots=True)
+class RateJudge:
+    """`assess` for one rate rule over bucket counts, with the rule's terms prepared once.
 
     The rolling windows are judged after every call, so without an AMD estimate (integer
     terms, the common case) the comparisons are made on integers, cross-multiplied by the
-    cap's and the warning level's terms: exact like `assess`, without building fractions
-    (tests/unit/test_rules.py holds the two to the same answers)."""
-    if amd_false_positive_ratio or metric not in ("silent", "abandoned"):
-        numerator, denominator = rate_terms(metric, counts, amd_false_positive_ratio)
-        return assess(numerator, denominator, cap, warning_fraction, min_sample)
-    num = counts.silent if metric == "silent" else counts.abandoned
-    den = counts.answered_by_person
-    cap_n, cap_d, warn_n, warn_d, certain_n, certain_d = _int_terms(
-        cap, warning_fraction, min_sample
-    )
-    if den < min_sample or den == 0:
-        return "violation" if num * certain_d > certain_n else "insufficient"
-    if num * cap_d > cap_n * den:
-        return "violation"
-    if num * warn_d >= warn_n * den:
-        return "warning"
-    return "ok"
+    cap's, the warning level's and the certain violation's terms: exact like `assess`,
+    without a fraction built per judgement (tests/unit/test_rules.py holds the two to the
+    same answers). An AMD estimate takes `assess` itself."""
 
+    metric: str
+    cap: Fraction
+    warning_fraction: Fraction
+    min_sample: int
+    _terms: tuple[int, int, int, int, int, int]
 
-@functools.lru_cache(maxsize=256)
-def _int_terms(
-    cap: Fraction, warning_fraction: Fraction, min_sample: int
-) -> tuple[int, int, int, int, int, int]:
-    warn = warning_fraction * cap
-    certain = cap * min_sample
-    return (
-        cap.numerator,
-        cap.denominator,
-        warn.numerator,
-        warn.denominator,
-        certain.numerator,
-        certain.denominator,
-    )
+    @classmethod
+    def of(
+        cls, metric: str, cap: Fraction, warning_fraction: Fraction, min_sample: int
+    ) -> RateJudge:
+        warn, certain = warning_fraction * cap, cap * min_sample
+        terms = (
+            cap.numerator,
+            cap.denominator,
+            warn.numerator,
+            warn.denominator,
+            certain.numerator,
+            certain.denominator,
+        )
+        return cls(metric, cap, warning_fraction, min_sample, terms)
+
+    def level(self, counts: BucketCounts, amd_false_positive_ratio: Fraction) -> Level:
+        metric = self.metric
+        if amd_false_positive_ratio or metric not in ("silent", "abandoned"):
+            numerator, denominator = rate_terms(metric, counts, amd_false_positive_ratio)
+            return assess(numerator, denominator, self.cap, self.warning_fraction, self.min_sample)
+        num = counts.silent if metric == "silent" else counts.abandoned
+        den = counts.answered_by_person
+        cap_n, cap_d, warn_n, warn_d, certain_n, certain_d = self._terms
+        if den < self.min_sample or den == 0:
+            return "violation" if num * certain_d > certain_n else "insufficient"
+        if num * cap_d > cap_n * den:
+            return "violation"
+        if num * warn_d >= warn_n * den:
+            return "warning"
+        return "ok"
 
 
 def certain_violation(numerator: Fraction, cap: Fraction, min_sample: int) -> bool:
