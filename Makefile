@@ -27,7 +27,7 @@ help:
 	@echo "make test         install what the tests need (apt included) and run every lane"
 	@echo "make chaos        $(CHAOS_SECONDS) s of ledgered load on the stack while killing every process (kill -9)"
 	@echo "make lint         ruff check, ruff format --check, mypy --strict on core and schemas"
-	@echo "make bench        run the benchmarks in bench/ (they print figures)"
+	@echo "make bench        run the benchmarks in bench/, one table of medians (QUICK=1: short runs)"
 	@echo "make system-deps  install the Debian packages the tests need ($(APT_PACKAGES))"
 	@echo "make clean        remove caches and build output (keeps .venv and the .cdrwatch data)"
 
@@ -116,12 +116,9 @@ bench: venv
 		"$(VENV)/quixstreams/bin/python" -m pip install --quiet 'quixstreams~=3.28.1' 'orjson~=3.13' \
 		|| echo "bench: quixstreams could not be installed; detector_throughput reports it unavailable"; \
 	fi
-	@shopt -s nullglob; scripts=(bench/[!_]*.py); failed=""; \
-	if [ $${#scripts[@]} -eq 0 ]; then echo "bench: no scripts in bench/"; exit 0; fi; \
-	for script in "$${scripts[@]}"; do \
-		echo "== $$script"; $(PY) "$$script" || failed="$$failed $$script"; \
-	done; \
-	if [ -n "$$failed" ]; then echo "bench: could not run:$$failed" >&2; exit 1; fi
+	@# One table of issue 7's figures: medians of 3 runs each, ranges, targets, ledger
+	@# checks (bench/_summary.py); QUICK=1 runs each once with short settings (< 5 min).
+	$(PY) bench/_summary.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -71,6 +71,9 @@ class Result:
     note: str = ""
     output: str = ""
     profile: list[str] = field(default_factory=list)
+    # The detector's own count of what it read (its metrics at the end), for the ledger
+    # check of `make bench`: processed + duplicates + rejected against the records sent.
+    counted: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -368,7 +371,9 @@ def _poll_detector(
             if backlog == 0:
                 assert start is not None
                 result = _detector_result(name, children, watch, metrics, start, main_done, now)
-                result.note += "; " + _quartiles(samples, start[1], args.records)
+                early, late = _quarter_rates(samples, start[1], args.records)
+                result.note += f"; first/last quarter {fmt_int(early)}/{fmt_int(late)} CDR/s"
+                result.counted.update(first_quarter=early, last_quarter=late, sent=args.records)
                 return result
         time.sleep(0.2)
     if start is None:
@@ -383,7 +388,7 @@ def _poll_detector(
     return result
 
 
-def _quartiles(samples: list[tuple[float, int]], first: int, last: int) -> str:
+def _quarter_rates(samples: list[tuple[float, int]], first: int, last: int) -> tuple[float, float]:
     """CDR/s over the first and the last quarter of the CDRs: a detector whose cost per CDR
     grows with its state slows down as the run goes on."""
 
@@ -393,7 +398,7 @@ def _quartiles(samples: list[tuple[float, int]], first: int, last: int) -> str:
     span = (last - first) / 4
     early = span / max(at(first + span) - at(first), 1e-9)
     late = span / max(at(last) - at(last - span), 1e-9)
-    return f"first/last quarter {fmt_int(early)}/{fmt_int(late)} CDR/s"
+    return early, late
 
 
 def _detector_result(
@@ -425,6 +430,7 @@ def _detector_result(
         (_cpu(children) - start[2]) / seconds,
         (cpu_seconds(watch.broker_pid) - start[3]) / seconds,
         note,
+        counted={"processed": sum(counts), "duplicates": dups, "rejected": rejected},
     )
 
 

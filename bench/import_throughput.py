@@ -172,7 +172,12 @@ def body(args: argparse.Namespace) -> None:
         if dry_profile is not None:
             print("\n".join(profile_summary(dry_profile, top=20)), flush=True)
         results.update(
-            dry_run_seconds=seconds, dry_run_rows_per_s=args.rows / seconds, dry_run_cpu=cpu
+            rows=args.rows,
+            dry_run_seconds=seconds,
+            dry_run_rows_per_s=args.rows / seconds,
+            dry_run_cpu=cpu,
+            dry_run_valid=summary["imported"],
+            dry_run_rejected=summary["rejected"],
         )
         if not args.skip_ingest:
             with embedded_broker(work, 4) as (bootstrap, _pid):
@@ -224,11 +229,14 @@ def body(args: argparse.Namespace) -> None:
                 ingest_rows_per_s=args.rows / seconds,
                 ingest_importer_cpu=cpu,
                 ingest_server_cpu=ingest_cpu,
+                ingest_imported=summary["imported"],
+                ingest_rejected=summary["rejected"],
             )
     print(f"  target        {fmt_int(args.rows)} rows in < 120 s (issue 9)")
     print(f"  cores         {len(os.sched_getaffinity(0))}, shared by importer, ingest, broker")
     if args.json:
-        sys.__stdout__.write(orjson.dumps({"benchmark": "import_throughput", **results}).decode())
+        payload = {"benchmark": "import_throughput", **results}
+        sys.__stdout__.write(orjson.dumps(payload).decode() + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

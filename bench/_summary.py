@@ -1,0 +1,275 @@
+"""`make bench`: every benchmark of issue 7's targets, run several times, one table.
+
+    .venv/bin/python bench/_summary.py [--runs N] [--quick] [--logs DIR]
+
+Each benchmark runs `--runs` times (3; `--quick`: once each, with short settings, under 5
+minutes in all; `make bench QUICK=1`) with `--json`; its human-readable output goes to a
+log file per run. The table gives per figure the median of the runs, their range, the
+target and whether the median meets it, and the benchmark's own ledger check: the counts
+it got against what it sent (a fast wrong answer is a failure, whatever its speed).
+Figures measured with `--quick` are short runs: they show the shape, the full runs decide.
+`bench/callee_state_memory.py` is not part of the table (no target); run it by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+Doc = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One row of the table: how to read it from a run's JSON, and its target."""
+
+    name: str
+    read: Callable[[Doc], float | None]
+    target: str
+    met: Callable[[float], bool]
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class Bench:
+    script: str
+    full: list[str]
+    quick: list[str]
+    figures: list[Figure]
+    ledger: Callable[[Doc], str | None]  # None when the counts check out, else what is wrong
+
+
+def _detector(doc: Doc) -> Doc:
+    return next((r for r in doc.get("results", []) if r["engine"] == "cdrwatch detector"), {})
+
+
+def _detector_ledger(doc: Doc) -> str | None:
+    detector = _detector(doc)
+    if not detector:
+        return "the detector did not finish"
+    counted = detector.get("counted", {})
+    read = counted.get("processed", 0) + counted.get("duplicates", 0) + counted.get("rejected", 0)
+    if read != counted.get("sent") or counted.get("duplicates") or counted.get("rejected"):
+        return f"processed {counted.get('processed')} of {counted.get('sent')} sent, {counted}"
+    return None
+
+
+def _quarters(doc: Doc) -> float | None:
+    counted = _detector(doc).get("counted", {})
+    first, last = counted.get("first_quarter"), counted.get("last_quarter")
+    return last / first if first and last else None
+
+
+def _ingest_ledger(doc: Doc) -> str | None:
+    if doc.get("errors") or doc.get("rejected_records"):
+        return f"errors {doc.get('errors')}, rejected records {doc.get('rejected_records')}"
+    return None
+
+
+def _latency_ledger(doc: Doc) -> str | None:
+    return f"{doc['timeouts']} probe(s) never alerted" if doc.get("timeouts") else None
+
+
+def _import_ledger(doc: Doc) -> str | None:
+    valid, imported = doc.get("dry_run_valid"), doc.get("ingest_imported")
+    if doc.get("dry_run_rejected") or doc.get("ingest_rejected") or valid != imported:
+        return f"dry run valid {valid}, imported {imported} (rejected {doc.get('ingest_rejected')})"
+    return None
+
+
+BENCHES = [
+    Bench(
+        "bench/detector_throughput.py",
+        ["--records", "50000"],
+        ["--records", "10000", "--timeout", "90"],
+        [
+            Figure(
+                "detector, one worker",
+                lambda d: _detector(d).get("rate"),
+                ">= 50,000",
+                lambda v: v >= 50_000,
+                " CDR/s",
+            ),
+            Figure(
+                "detector / bare faust agent",
+                lambda d: d["ratios"].get("detector/bare"),
+                ">= 0.5",
+                lambda v: v >= 0.5,
+            ),
+            Figure(
+                "detector / quixstreams count",
+                lambda d: d["ratios"].get("detector/quixstreams"),
+                ">= 2",
+                lambda v: v >= 2,
+            ),
+            Figure("last / first quarter", _quarters, ">= 0.9", lambda v: v >= 0.9),
+        ],
+        _detector_ledger,
+    ),
+    Bench(
+        "bench/ingest_throughput.py",
+        [],
+        ["--seconds", "6", "--warmup", "2"],
+        [
+            Figure(
+                "ingest, one process",
+                lambda d: d.get("accepted_cdr_per_s"),
+                ">= 50,000",
+                lambda v: v >= 50_000,
+                " CDR/s",
+            ),
+            Figure(
+                "ingest request p99", lambda d: d.get("p99_ms"), "< 250", lambda v: v < 250, " ms"
+            ),
+        ],
+        _ingest_ledger,
+    ),
+    Bench(
+        "bench/alert_latency.py",
+        [],
+        ["--probes", "5", "--warmup", "3"],
+        [
+            Figure(
+                "alert latency p99",
+                lambda d: d.get("p99_ms"),
+                "< 2,000 at 10k CDR/s",
+                lambda v: v < 2000,
+                " ms",
+            ),
+            Figure(
+                "  at background load",
+                lambda d: d.get("achieved_rate"),
+                ">= 10,000",
+                lambda v: v >= 10_000,
+                " CDR/s",
+            ),
+        ],
+        _latency_ledger,
+    ),
+    Bench(
+        "bench/import_throughput.py",
+        [],
+        ["--rows", "100000"],
+        [
+            Figure(
+                "import via ingest",
+                lambda d: d.get("ingest_rows_per_s"),
+                ">= 8,334 (1M in < 120 s)",
+                lambda v: v >= 1_000_000 / 120,
+                " rows/s",
+            ),
+        ],
+        _import_ledger,
+    ),
+]
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def _run(bench: Bench, args: argparse.Namespace, run: int) -> tuple[Doc | None, Path, float]:
+    log = args.logs / f"{Path(bench.script).stem}-{run}.log"
+    argv = [sys.executable, str(ROOT / bench.script), *(bench.quick if args.quick else bench.full)]
+    started = time.monotonic()
+    with log.open("w") as err:
+        done = subprocess.run([*argv, "--json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=err)
+    seconds = time.monotonic() - started
+    lines = [line for line in done.stdout.decode().splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return None, log, seconds
+    return orjson.loads(lines[-1]), log, seconds
+
+
+def _number(value: float, unit: str) -> str:
+    if math.isinf(value):
+        return "timeout"
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
+    return text + unit
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=None, help="runs per benchmark (3; quick 1)")
+    parser.add_argument("--quick", action="store_true", help="short runs, once each (< 5 min)")
+    parser.add_argument("--logs", type=Path, default=None, help="log directory (a temp dir)")
+    args = parser.parse_args(argv)
+    runs = args.runs or (1 if args.quick else 3)
+    if args.logs is None:
+        args.logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"cdrwatch-bench-{os.getpid()}"
+    args.logs.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    docs: dict[str, list[Doc]] = {}
+    problems: list[str] = []
+    for bench in BENCHES:
+        for run in range(1, runs + 1):
+            print(f"running {bench.script} ({run}/{runs}) ...", flush=True)
+            doc, log, seconds = _run(bench, args, run)
+            if doc is None:
+                problems.append(f"{bench.script} run {run} failed: see {log}")
+                print(f"  failed after {seconds:.0f} s, log {log}", flush=True)
+                continue
+            print(f"  {seconds:.0f} s, log {log}", flush=True)
+            docs.setdefault(bench.script, []).append(doc)
+            wrong = bench.ledger(doc)
+            if wrong:
+                problems.append(f"{bench.script} run {run}: ledger check failed: {wrong}")
+    print()
+    print(f"cdrwatch benchmarks  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(
+        f"  machine  {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), "
+        f"python {platform.python_version()}, commit {_commit()}"
+    )
+    print(
+        f"  runs     {runs} per benchmark{' (quick: short settings)' if args.quick else ''}, "
+        f"{time.monotonic() - started:.0f} s in all; logs {args.logs}"
+    )
+    print()
+    header = f"  {'figure':<30} {'median':>14} {'min-max':>23} {'target':>26}  {'met':<4} ledger"
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    for bench in BENCHES:
+        got = docs.get(bench.script, [])
+        ledger = "ok" if got and all(bench.ledger(d) is None for d in got) else "FAILED"
+        for figure in bench.figures:
+            values = [v for v in (figure.read(d) for d in got) if isinstance(v, int | float)]
+            if not values:
+                row = f"  {figure.name:<30} {'n/a':>14} {'':>23} {figure.target:>26}"
+                print(f"{row}  {'-':<4} {ledger}")
+                continue
+            median = statistics.median(values)
+            span = f"{_number(min(values), '')}-{_number(max(values), '')}"
+            met = "yes" if figure.met(median) else "no"
+            print(
+                f"  {figure.name:<30} {_number(median, figure.unit):>14} {span:>23} "
+                f"{figure.target:>26}  {met:<4} {ledger}"
+            )
+    for problem in problems:
+        print(f"\n{problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
