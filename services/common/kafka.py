@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -70,13 +70,23 @@ async def send_keyed(
     `send` (~5 against ~15 µs a record, `bench/README.md`), which the ingest pays for
     every CDR."""
     partitions = sorted(await producer.partitions_for(topic))
-    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+    by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
     partition_of: dict[bytes, int] = {}
     for key, value in records:
         partition = partition_of.get(key)
         if partition is None:
             partition = partition_of[key] = _PARTITIONER(key, partitions, partitions)
         by_partition.setdefault(partition, []).append((key, value))
+    return await send_partitioned(producer, topic, by_partition)
+
+
+async def send_partitioned(
+    producer: AIOKafkaProducer,
+    topic: str,
+    by_partition: Mapping[int, Sequence[tuple[bytes, bytes | None]]],
+) -> list[asyncio.Future[Any]]:
+    """Queue (key, value) records to the partitions given, in order, as whole batches (a
+    None value is a tombstone); the futures are done when the broker acknowledged."""
     futures: list[asyncio.Future[Any]] = []
     for partition, keyed in by_partition.items():
         batch = producer.create_batch()

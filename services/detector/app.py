@@ -51,6 +51,7 @@ from services.common.gc_tuning import tune_for_throughput
 from services.common.kafka import BrokerHealth, confirm_log_ends, first_offset_from
 from services.common.settings import DetectorSettings
 from services.detector import calls, wire
+from services.detector.changelog import BatchedChangelog
 from services.detector.contiguous import ContiguousReads
 from services.detector.core import lockouts
 from services.detector.core.calendar import validate_zone
@@ -692,6 +693,10 @@ class Detector:
             partitions=settings.kafka_partitions,
         )
         self.state = TableState(self.table)
+        # Both tables' change logs go out in record batches once per processed batch.
+        self.changelog = BatchedChangelog(settings.kafka_bootstrap, self.app.delivery_guard.track)
+        self.changelog.install(self.table)
+        self.changelog.install(self.callees)
         self.configs = CampaignConfigs(settings)
         self.engine = Engine(
             self.state,
@@ -721,6 +726,7 @@ class Detector:
             ):
                 try:
                     await self.handle(events)
+                    await self.changelog.flush()
                 except Exception:
                     _exit_unacked("cdrs")
 
@@ -731,6 +737,7 @@ class Detector:
             ):
                 try:
                     self.handle_callee_calls(events)
+                    await self.changelog.flush()
                 except Exception:
                     _exit_unacked("callees")
 
@@ -741,6 +748,7 @@ class Detector:
             ):
                 try:
                     self.handle_lockout_violations(events)
+                    await self.changelog.flush()
                 except Exception:
                     _exit_unacked("lockouts")
 
@@ -753,10 +761,12 @@ class Detector:
         @app.service
         class Configs(faust.Service):  # noqa: N801 - faust registers the class itself
             async def on_start(inner) -> None:  # noqa: N805
+                await self.changelog.start()
                 await self.configs.start()
 
             async def on_stop(inner) -> None:  # noqa: N805
                 await self.configs.stop()
+                await self.changelog.stop()
 
         if self.settings.metrics_port:
             http = DetectorHttp(

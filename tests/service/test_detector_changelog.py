@@ -1,0 +1,79 @@
+"""The detector's batched change log (`services.detector.changelog`): table writes are
+queued and sent per flush as record batches per partition, in write order, each batch's
+future handed to the delivery guard; consecutive flushes each send their own writes."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+
+from services.detector.changelog import BatchedChangelog
+
+
+class FakeBatch:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes | None]] = []
+
+    def append(self, *, key: bytes, value: bytes | None, timestamp: None) -> object:
+        self.records.append((key, value))
+        return object()
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, list[tuple[bytes, bytes | None]]]] = []
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch()
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
+        self.sent.append((topic, partition, batch.records))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def fake_table(name: str) -> Any:
+    topic = SimpleNamespace(get_topic_name=lambda: f"{name}-changelog")
+    return SimpleNamespace(changelog_topic=topic)
+
+
+async def test_writes_go_out_per_flush_in_order_and_every_future_is_tracked() -> None:
+    tracked: list[Any] = []
+    changelog = BatchedChangelog("127.0.0.1:1", tracked.append)
+    state, callees = fake_table("state"), fake_table("callees")
+    changelog.install(state)
+    changelog.install(callees)
+    producer = FakeProducer()
+    changelog._producer = producer  # type: ignore[assignment]
+    changelog._started.set()
+
+    assert state.send_changelog(2, "b\x1fc\x1f7", [3, 1]).message.partition == 2
+    state.send_changelog(0, "c\x1fc", {"watermark": 9})
+    state.send_changelog(2, "b\x1fc\x1f8", None, value_serializer="raw")  # a deletion
+    callees.send_changelog(1, "t\x1fk", [["call-1", "t/c", 0, 0, ""]])
+    assert changelog.pending == 4
+    await changelog.flush()
+    assert changelog.pending == 0
+    assert sorted(producer.sent) == [
+        ("callees-changelog", 1, [(b'"t\\u001fk"', orjson.dumps([["call-1", "t/c", 0, 0, ""]]))]),
+        ("state-changelog", 0, [(b'"c\\u001fc"', b'{"watermark":9}')]),
+        (
+            "state-changelog",
+            2,
+            [(b'"b\\u001fc\\u001f7"', b"[3,1]"), (b'"b\\u001fc\\u001f8"', None)],
+        ),
+    ]
+    assert len(tracked) == 3
+
+    # The next batch's writes are the next flush's (the queue is emptied, not replaced).
+    producer.sent.clear()
+    state.send_changelog(2, "b\x1fc\x1f9", [1])
+    await changelog.flush()
+    assert producer.sent == [("state-changelog", 2, [(b'"b\\u001fc\\u001f9"', b"[1]")])]
+    assert changelog.records_sent == 5
+    await changelog.flush()  # nothing queued: nothing sent
+    assert len(producer.sent) == 1
