@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import shutil
@@ -721,36 +722,15 @@ class Detector:
             # A running worker starts the Configs service below: until it has, a campaign
             # seen for the first time waits for it (the adapter tests drive `handle` alone).
             self.configs.expect_start()
-            async for events in stream.take_events(
-                self.settings.batch_max, within=self.settings.batch_within_seconds
-            ):
-                try:
-                    await self.handle(events)
-                    await self.changelog.flush()
-                except Exception:
-                    _exit_unacked("cdrs")
+            await self._run_batches(stream, "cdrs", self.handle)
 
         @app.agent(self.callee_topic, name="cdrwatch-detector-callees")
         async def callees(stream: Any) -> None:
-            async for events in stream.take_events(
-                self.settings.batch_max, within=self.settings.batch_within_seconds
-            ):
-                try:
-                    self.handle_callee_calls(events)
-                    await self.changelog.flush()
-                except Exception:
-                    _exit_unacked("callees")
+            await self._run_batches(stream, "callees", self.handle_callee_calls)
 
         @app.agent(self.violation_topic, name="cdrwatch-detector-lockouts")
         async def lockouts(stream: Any) -> None:
-            async for events in stream.take_events(
-                self.settings.batch_max, within=self.settings.batch_within_seconds
-            ):
-                try:
-                    self.handle_lockout_violations(events)
-                    await self.changelog.flush()
-                except Exception:
-                    _exit_unacked("lockouts")
+            await self._run_batches(stream, "lockouts", self.handle_lockout_violations)
 
         @app.on_partitions_assigned.connect  # type: ignore[misc]
         async def on_assigned(*_args: Any, **_kwargs: Any) -> None:
@@ -785,6 +765,22 @@ class Detector:
                 async def on_stop(inner) -> None:  # noqa: N805
                     await http.stop()
                     await self.broker_health.stop()
+
+    async def _run_batches(
+        self, stream: Any, stage: str, handle: Callable[[Sequence[EventT]], Any]
+    ) -> None:
+        """An agent's loop: each batch handled, then its change log sent (before faust
+        acknowledges the batch); a batch that fails ends the worker (`_exit_unacked`)."""
+        async for events in stream.take_events(
+            self.settings.batch_max, within=self.settings.batch_within_seconds
+        ):
+            try:
+                handled = handle(events)
+                if inspect.isawaitable(handled):
+                    await handled
+                await self.changelog.flush()
+            except Exception:
+                _exit_unacked(stage)
 
     def readiness(self) -> Readiness:
         """What `/readyz` reports (see services.detector.health)."""
