@@ -838,10 +838,10 @@ class Engine:
                     )
                 )
             elif rolling_length(rule) is not None:
-                # Episodes open and resolve at completed minutes (`_complete_rolling`); at
-                # the end of a batch an open one shows the window ending with the newest
-                # minute so far, and a resolved one its final figures (once per process:
-                # for a restart whose first incarnation's messages were lost).
+                # Episodes open and resolve call by call (`_judge_rolling`); at the end
+                # of a batch an open one shows the window ending with the newest minute,
+                # and a resolved one its final figures (once per process: for a restart
+                # whose first incarnation's messages were lost).
                 self._rolling_at_batch_end(state, config, rule, lookup, out)
             elif rule.window in ("daily", "calendar_day"):
                 for day in sorted(days):
@@ -987,12 +987,16 @@ class Engine:
     def _rolling_groups(self, profile: Profile) -> _RollingGroups:
         held = self._rolling_of.get(id(profile))
         if held is None or held[0] is not profile:
+            if len(self._rolling_of) > _IDENTITY_CACHE_MAX:
+                self._rolling_of.clear()  # settings changed that often: start over
             held = self._rolling_of[id(profile)] = (profile, _rolling_rules(profile))
         return held[1]
 
     def _amd_ratio(self, config: CampaignConfig) -> Fraction:
         held = self._amd_of.get(id(config))
         if held is None or held[0] is not config:
+            if len(self._amd_of) > _IDENTITY_CACHE_MAX:
+                self._amd_of.clear()
             ratio = effective_amd_ratio(
                 config.amd_false_positive_ratio, config.profile.amd_false_positive_ratio
             )
@@ -1141,6 +1145,9 @@ def rolling_length(rule: RateRule) -> str | None:
 
 
 _RollingGroups = tuple[tuple[str, tuple[tuple[RateRule, RateJudge], ...]], ...]
+# Entries of the engine's identity caches (profiles, campaign settings) before they are
+# emptied: a worker holds one per campaign setting it has seen, old ones stay referenced.
+_IDENTITY_CACHE_MAX = 20_000
 
 
 def rolling_rule_ids(profile: Profile) -> frozenset[str]:
