@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,9 +14,7 @@ from aiokafka import AIOKafkaProducer
 from schemas import stats_from_counts, topics
 from services.api.consumer import StoreConsumer, stats_message
 from services.api.store import AlertStore, StoreBatch
-from services.common.broker import EmbeddedBroker
 from services.common.db import create_engine, migrate
-from services.common.kafka import ensure_topics
 from services.common.settings import ApiSettings
 from tests.helpers import wait_until_async
 
@@ -27,14 +24,8 @@ MINUTE = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[str]:
-    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log")
-    bootstrap = broker.start()
-    try:
-        await ensure_topics(bootstrap, 2)
-        yield bootstrap
-    finally:
-        broker.stop()
+def broker_partitions() -> int:
+    return 2
 
 
 async def test_positions_beyond_a_recreated_log_are_read_again_from_the_start(

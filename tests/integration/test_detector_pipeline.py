@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from schemas import topics
-from services.common.broker import EmbeddedBroker
-from services.common.kafka import ensure_topics
 from services.detector.core.model import EMPTY
 from tests.helpers import WaitTimeout, wait_until_async
 from tests.stack import (
@@ -33,18 +30,6 @@ pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)  # Monday 10:30 in Rome
 KINDS = ["connected"] * 82 + ["silent"] * 6 + ["late"] * 3 + ["machine"] * 5 + ["unanswered"] * 4
-
-
-@pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[str]:
-    """A broker of this test's own: the detector reads its topics from the beginning."""
-    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log")
-    bootstrap = broker.start()
-    try:
-        await ensure_topics(bootstrap, 4)
-        yield bootstrap
-    finally:
-        broker.stop()
 
 
 def traffic(

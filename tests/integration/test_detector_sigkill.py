@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from schemas import topics
-from services.common.broker import EmbeddedBroker
-from services.common.kafka import ensure_topics
 from services.detector.core.model import EMPTY, BucketCounts
 from services.detector.core.windows import minute_of
 from tests.helpers import WaitTimeout, wait_until_async
@@ -59,17 +57,6 @@ class LastWriteWins(Published):
             counts = BucketCounts(*(body[name] for name in BucketCounts.__dataclass_fields__))
             key = (body["campaign_id"], minute_of(datetime.fromisoformat(body["from"])))
             self.minutes_lww[key] = counts
-
-
-@pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[str]:
-    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log")
-    bootstrap = broker.start()
-    try:
-        await ensure_topics(bootstrap, PARTITIONS)
-        yield bootstrap
-    finally:
-        broker.stop()
 
 
 def live_traffic(n: int, seed: int) -> list[dict[str, Any]]:
@@ -164,28 +151,18 @@ async def test_repeated_sigkill_under_live_load_ends_exact(broker: str, tmp_path
         proc = detector(broker, tmp_path, KILLS)
         procs.append(proc)
         totals = _totals(expected)
-        try:
-            await wait_until_async(
-                lambda: _poll(
-                    reader,
-                    lambda p: all(
-                        cid in p.cumulative and p.cumulative[cid].to_list() == t
-                        for cid, t in totals.items()
-                    ),
-                ),
-                timeout=120,
-                interval=0.2,
-            )
-        except Exception:
-            got = {cid: c.to_list() for cid, c in reader.published.cumulative.items()}
-            raise AssertionError(
-                f"after kills at {kills_at}: totals {got} never reached {totals}; "
+
+        async def diagnosis() -> str:
+            return (
+                f"after kills at {kills_at}; "
                 f"minute buckets (published, expected): {_short(reader.published, expected)}; "
                 f"state in the change log: {await _change_log_state(broker)}; "
                 f"CDR topic (committed, end) per partition: {await _cdr_offsets(broker)}; "
                 f"holes met by every detector:\n{_hole_lines(procs)}\n"
                 f"last detector's log:\n{_log_without_noise(proc.log_path)}"
-            ) from None
+            )
+
+        await await_totals(reader, totals, diagnosis)
         # Let the last batch's minute stats arrive (sent with its cumulative); the assertion
         # below says what is missing if they never do.
         with contextlib.suppress(WaitTimeout):
@@ -251,6 +228,26 @@ async def test_repeated_sigkill_under_live_load_ends_exact(broker: str, tmp_path
         for proc in procs:
             proc.stop()
         await reader.stop()
+
+
+async def await_totals(
+    reader: OutputReader, totals: dict[str, list[int]], diagnosis: Callable[[], Awaitable[str]]
+) -> None:
+    """Wait (120 s) until every campaign's published cumulative figures are `totals`; fail
+    with what was published and `diagnosis()` otherwise."""
+
+    def reached(published: Published) -> bool:
+        return _published_totals(published) == totals
+
+    try:
+        await wait_until_async(lambda: _poll(reader, reached), timeout=120, interval=0.2)
+    except Exception:
+        got = _published_totals(reader.published)
+        raise AssertionError(f"totals {got} never reached {totals}; {await diagnosis()}") from None
+
+
+def _published_totals(published: Published) -> dict[str, list[int]]:
+    return {cid: c.to_list() for cid, c in published.cumulative.items()}
 
 
 def _rolling_episodes(records: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:

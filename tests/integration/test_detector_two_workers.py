@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from services.common.broker import EmbeddedBroker
-from services.common.kafka import ensure_topics
 from tests.helpers import WaitTimeout, wait_until_async
 from tests.integration.test_detector_sigkill import (
-    PARTITIONS,
     ROLLING,
     LastWriteWins,
     _poll,
@@ -28,6 +24,7 @@ from tests.integration.test_detector_sigkill import (
     _rolling_episodes,
     _short,
     _totals,
+    await_totals,
     counted,
     live_traffic,
     produce_live,
@@ -36,17 +33,6 @@ from tests.stack import OutputReader, ServiceProcess, expected_buckets
 from tests.stack import service_env as stack_env
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[str]:
-    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log")
-    bootstrap = broker.start()
-    try:
-        await ensure_topics(bootstrap, PARTITIONS)
-        yield bootstrap
-    finally:
-        broker.stop()
 
 
 def worker(bootstrap: str, tmp_path: Path, name: str) -> ServiceProcess:
@@ -94,25 +80,14 @@ async def test_two_workers_in_one_group_give_exactly_the_results_of_one(
         )
         assert not feeding.done(), "the traffic ended before the second worker took part"
         await feeding
-        try:
-            await wait_until_async(
-                lambda: _poll(
-                    reader,
-                    lambda p: all(
-                        cid in p.cumulative and p.cumulative[cid].to_list() == t
-                        for cid, t in totals.items()
-                    ),
-                ),
-                timeout=120,
-                interval=0.2,
+
+        async def diagnosis() -> str:
+            return (
+                f"minute buckets (published, expected): {_short(reader.published, expected)}"
+                f"\nworker a:\n{procs[0].log_tail()}\nworker b:\n{procs[1].log_tail()}"
             )
-        except Exception:
-            got = {cid: c.to_list() for cid, c in reader.published.cumulative.items()}
-            raise AssertionError(
-                f"totals {got} never reached {totals}; minute buckets (published, expected): "
-                f"{_short(reader.published, expected)}\nworker a:\n{procs[0].log_tail()}\n"
-                f"worker b:\n{procs[1].log_tail()}"
-            ) from None
+
+        await await_totals(reader, totals, diagnosis)
         with contextlib.suppress(WaitTimeout):
             await wait_until_async(
                 lambda: _poll(

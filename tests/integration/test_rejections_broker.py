@@ -5,7 +5,6 @@ back over HTTP from the campaign's rejections."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from schemas import topics
 from services.api.app import create_app
-from services.common.broker import EmbeddedBroker
-from services.common.kafka import ensure_topics
 from services.common.settings import ApiSettings
 from tests.helpers import wait_until_async
 from tests.stack import ServiceProcess, service_env
@@ -24,17 +20,6 @@ from tests.stack import ServiceProcess, service_env
 pytestmark = pytest.mark.integration
 
 KEY = "integration-rejections-pseudonym-key"
-
-
-@pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[str]:
-    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log")
-    bootstrap = broker.start()
-    try:
-        await ensure_topics(bootstrap, 4, topics.ALL)
-        yield bootstrap
-    finally:
-        broker.stop()
 
 
 def cdr(call_id: str, campaign: str, originated: datetime) -> dict[str, Any]:
