@@ -7,6 +7,12 @@
 - **Keep-alive timeout** (`keep_alive_seconds`, 5 s): an idle connection between requests.
 - **Header size** (`max_header_bytes`, 16 KiB): a longer request line plus headers is
   answered 431 and the connection closed (uvicorn's h11 answers every parse error 400).
+- **Lingering close**: every close the server makes (an answer with `connection: close`
+  such as a 401 to a request whose body was never read, a 431, a timeout) first shuts the
+  sending side and reads and drops what the client still sends, until the client closes,
+  `LINGER_SECONDS` pass or `LINGER_BYTES` arrive. Closing a socket with unread bytes makes
+  the kernel send a reset, and a reset can reach the client before it has read the
+  answer, which it then never sees.
 
 The h11 protocol is used whatever else is installed, so these hold in every deployment.
 """
@@ -24,6 +30,49 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
 DEFAULT_KEEP_ALIVE_SECONDS = 5
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
+
+
+class LingeringTransport:
+    """The connection's transport, except that `close()` lingers (see the module text).
+    uvicorn calls `close()` from several places; wrapping the transport covers them all."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._deadline: asyncio.TimerHandle | None = None
+        self._dropped = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    @property
+    def lingering(self) -> bool:
+        return self._deadline is not None
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self.is_closing():
+            return
+        if not self._transport.can_write_eof():
+            self._transport.close()
+            return
+        self._transport.write_eof()
+        self._transport.resume_reading()
+        self._deadline = self._loop.call_later(LINGER_SECONDS, self._transport.close)
+
+    def drop(self, data: bytes) -> None:
+        """Bytes that arrived while lingering."""
+        self._dropped += len(data)
+        if self._dropped > LINGER_BYTES:
+            self._transport.close()
+
+    def closed(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -37,14 +86,19 @@ class GuardedH11Protocol(H11Protocol):
         self._header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self.lingering_transport = LingeringTransport(transport, self.loop)
+        super().connection_made(self.lingering_transport)  # type: ignore[arg-type]
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
+        self.lingering_transport.closed()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering_transport.lingering:
+            self.lingering_transport.drop(data)
+            return
         if self.conn.their_state is h11.IDLE and self._header_too_large(data):
             self._send_error(431, "Request header fields too large.")
             return

@@ -378,6 +378,30 @@ def test_an_unauthenticated_200_mb_put_gets_401_over_the_wire(tmp_path):
             assert b"content-security-policy" in answer.lower()
 
 
+def test_the_server_reads_on_after_answering_before_the_body_so_no_reset_loses_the_answer(
+    tmp_path,
+):
+    # Closing a socket with unread bytes resets the connection, and a reset can destroy the
+    # answer before the client reads it (a CI run lost a 401 and a 431 that way). The
+    # server shuts its sending side and goes on reading: the client sees the answer and an
+    # end of stream, and what it sends after that is still taken, not refused with a reset.
+    make_tokens(tmp_path, "admin")
+    with live_server(build_api(tmp_path)) as address:
+        head = (
+            b"PUT /v1/campaigns/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(BIG).encode() + b"\r\n\r\n"
+        )
+        with socket.create_connection(address, timeout=10) as sock:
+            sock.sendall(head + b"x" * 65536)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+            for _ in range(3):
+                time.sleep(0.1)
+                sock.sendall(b"x" * 65536)  # a reset would fail the second one
+
+
 def test_keep_alive_idle_connections_are_closed(tmp_path):
     server = live_server(build_api(tmp_path), keep_alive_seconds=1)
     with server as address, socket.create_connection(address, timeout=5) as sock:
