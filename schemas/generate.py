@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from schemas.alert_v1 import AlertV1
 from schemas.call_v1 import CallBatchV1
+from schemas.cdr_batch_v1 import CdrBatchV1
 from schemas.cdr_v1 import CdrV1, NormalizedCdrV1
 from schemas.stats_v1 import StatsV1
 
@@ -22,6 +23,7 @@ JSON_DIR = Path(__file__).resolve().parent / "json"
 MODELS: dict[str, type[BaseModel]] = {
     "cdr_v1": CdrV1,
     "normalized_cdr_v1": NormalizedCdrV1,
+    "cdr_batch_v1": CdrBatchV1,
     "alert_v1": AlertV1,
     "stats_v1": StatsV1,
     "call_batch_v1": CallBatchV1,

@@ -12,7 +12,9 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import orjson
 
 T = TypeVar("T")
 
@@ -110,3 +112,10 @@ async def wait_until_async(
         if loop.time() >= deadline:
             raise _failure(predicate, timeout, attempts, last_value, last_error, message)
         await asyncio.sleep(min(interval, max(0.0, deadline - loop.time())))
+
+
+def cdrs_of(value: bytes) -> list[Any]:
+    """The CDRs (decoded JSON) of one message of `cdrwatch.cdrs.v1`: a `CdrBatchV1`
+    envelope's records, or the single record of a message without one."""
+    body = orjson.loads(value)
+    return list(body["cdrs"]) if isinstance(body, dict) and "cdrs" in body else [body]

@@ -4,8 +4,9 @@ The embedded Tansu broker keeps its topics in memory, so a broker that dies or a
 that restarts would forget every accepted CDR and every campaign setting. The archive
 keeps, on disk, exactly what was published:
 
-- `cdrs`: every normalised (pseudonymised) CDR as produced to `cdrwatch.cdrs.v1`, key and
-  value bytes, in publish order (`seq`). Repeats are kept as they were published; the
+- `cdrs`: every Kafka record produced to `cdrwatch.cdrs.v1` (a `CdrBatchV1` envelope of
+  normalised, pseudonymised CDRs, or one CDR as archived before envelopes), key and value
+  bytes, in publish order (`seq`). Repeats are kept as they were published; the
   detector's dedup on (tenant, call_id) makes a replay count each call once.
 - `settings`: the newest record per key of `cdrwatch.campaigns.v1` (the topic is compacted
   too, so the latest per key is all a replay needs).
@@ -169,7 +170,8 @@ class Archive:
             after = rows[-1][0]
             yield [(int(seq), key, value) for seq, key, value in rows]
 
-    def count_cdrs(self) -> int:
+    def count_records(self) -> int:
+        """Rows of `cdrs`: Kafka records as published (envelopes), not CDRs."""
         with self._lock:
             return int(self._conn.execute("SELECT count(*) FROM cdrs").fetchone()[0])
 

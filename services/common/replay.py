@@ -3,8 +3,8 @@
 `cdrwatch up` calls it after it started (or restarted) the embedded broker and created
 the topics, before the detector starts: first the campaign settings (the newest per key,
 to `cdrwatch.campaigns.v1`), so that every CDR is classified under its campaign's profile,
-then every archived CDR in publish order to `cdrwatch.cdrs.v1`, `batch_size` at a time,
-each batch acknowledged (acks=all) before the next is read.
+then every archived record (envelopes of CDRs) in publish order to `cdrwatch.cdrs.v1`,
+`batch_size` records at a time, each batch acknowledged (acks=all) before the next is read.
 
 Every replayed record carries the header `cdrwatch-replay: 1` (CONTRACT decision 4): the
 detector marks what it derives from them, and the api neither notifies again nor rewrites
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 
 from schemas import topics
+from schemas.cdr_batch_v1 import count_cdrs
 from services.common.archive import Archive
 from services.common.kafka import create_producer
 from services.common.settings import CommonSettings
@@ -72,7 +73,7 @@ async def replay_archive(
             if batch is None:
                 break
             await _send_all(producer, topics.CDRS, [(key, value) for _, key, value in batch])
-            count += len(batch)
+            count += sum(count_cdrs(value) for _, _key, value in batch)
     finally:
         await producer.stop()
     result = ReplayResult(len(configs), count, time.monotonic() - started)

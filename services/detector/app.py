@@ -46,6 +46,13 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from schemas import NormalizedCdrV1, topics
+from schemas.cdr_batch_v1 import (
+    EnvelopeError,
+    cdrs_in_message,
+    input_position,
+    message_offset,
+    record_in_envelope,
+)
 from schemas.instants import format_instant
 from schemas.stats_v1 import rate
 from services.common.gc_tuning import tune_for_throughput
@@ -825,21 +832,23 @@ class Detector:
         newest_accepted: datetime | None = None
         for event in events:
             message = event.message
-            try:
-                cdr = NormalizedCdrV1.model_validate_json(event.value)
-                check_record(cdr)
-                call = to_call_record(cdr, self.settings.default_tenant)
-            except ValidationError as exc:
-                self._reject(event, "unreadable", str(exc.errors(include_url=False)[:3]), "cdr")
-                continue
-            except Exception as exc:  # one bad record is a dead letter, never a crash loop
-                self._reject(event, "unprocessable", f"{type(exc).__name__}: {exc}", "cdr")
-                continue
-            if newest_accepted is None or cdr.accepted_at > newest_accepted:
-                newest_accepted = cdr.accepted_at
-            if is_replayed(message):
-                replayed.add(call.campaign_id)
-            decoded.append(Event(message.partition, message.offset, call))
+            envelope, records = cdrs_in_message(event.value)
+            for index, cdr in enumerate(records):
+                try:
+                    if isinstance(cdr, Exception):
+                        raise cdr
+                    check_record(cdr)
+                    call = to_call_record(cdr, self.settings.default_tenant)
+                except Exception as exc:  # one bad record is a dead letter, never a crash loop
+                    in_envelope = envelope and not isinstance(exc, EnvelopeError)
+                    self._reject_cdr(event, exc, index if in_envelope else None)
+                    continue
+                if newest_accepted is None or cdr.accepted_at > newest_accepted:
+                    newest_accepted = cdr.accepted_at
+                if is_replayed(message):
+                    replayed.add(call.campaign_id)
+                position = input_position(message.offset, index)
+                decoded.append(Event(message.partition, position, call))
         self.state.bind(events)
         if self.configs.awaiting_start:
             # A restarted worker knows its campaigns from the restored table but not yet
@@ -876,6 +885,19 @@ class Detector:
             self.metrics.expired.inc(expired)
         if newest_accepted is not None:
             self.metrics.lag.set(max(0.0, (self.clock() - newest_accepted).total_seconds()))
+
+    def _reject_cdr(self, event: EventT, exc: Exception, index: int | None) -> None:
+        """Dead-letter one CDR: the message, or record `cdrs[index]` of an envelope (the
+        record alone, its detail prefixed with where it was)."""
+        if isinstance(exc, ValidationError):
+            reason, detail = "unreadable", str(exc.errors(include_url=False)[:3])
+        else:
+            reason, detail = "unprocessable", f"{type(exc).__name__}: {exc}"
+        record = None
+        if index is not None:
+            record = record_in_envelope(event.value, index)
+            detail = f"cdrs[{index}]: {detail}"
+        self._reject(event, reason, detail, "cdr", record=record)
 
     def _reject(
         self, event: EventT, reason: str, detail: str, stage: str, *, record: bytes | None = None
@@ -1072,7 +1094,7 @@ class Detector:
             self._dead_letter(
                 orjson.dumps(record),
                 dead.event.partition,
-                dead.event.offset,
+                message_offset(dead.event.offset),  # the engine's offsets are positions
                 dead.reason,
                 dead.detail,
                 stage="cdr",

@@ -19,7 +19,8 @@ else the default tenant (`CDRWATCH_DEFAULT_TENANT`).
 Valid records go through the very code of `POST /v1/cdrs` (`service.validate_items`): same
 validation, normalisation (UTC instants, E.164, pseudonymised callee, derived country and
 zones) and dedup (a repeat of a call_id within one fetched batch is published once), with
-`source="kafka"`. They are produced to `cdrwatch.cdrs.v1` keyed by campaign, with the
+`source="kafka"`. They are produced to `cdrwatch.cdrs.v1` keyed by campaign, one
+`CdrBatchV1` envelope per (fetched batch, campaign) (schemas.cdr_batch_v1), with the
 producer settings of the HTTP path (acks=all, idempotence per `kafka_idempotence`).
 
 Everything else goes to `cdrwatch.cdrs.dlq.v1`, keyed by the reason, as one envelope per
@@ -83,6 +84,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from schemas import topics
+from schemas.cdr_batch_v1 import envelopes
 from schemas.cdr_v1 import FieldError, nesting_exceeds
 from services.common.archive import Archive, ArchivedBatch, ArchiveError
 from services.common.kafka import create_producer
@@ -312,7 +314,9 @@ def validate_messages(
     batch.published = len(validation.good)
     batch.duplicates = validation.duplicates
     batch.rejected.update(validation.reasons)
-    batch.records = [OutboundRecord(topics.CDRS, key, value) for key, value in validation.encoded]
+    batch.records = [
+        OutboundRecord(topics.CDRS, key, value) for key, value in envelopes(validation.encoded)
+    ]
     for rejection in validation.rejected:
         origin = origins[rejection.index]
         dead.append((origin, "invalid", rejection.errors, originals[rejection.index]))

@@ -1,6 +1,8 @@
 """The ingest use case: validate a batch, normalise it, publish the good records.
 
-The publisher is a port (`Publisher`); `KafkaPublisher` is its adapter. A batch is answered
+The publisher is a port (`Publisher`); `KafkaPublisher` is its adapter. A request's good
+records go out as one Kafka record per campaign, a `CdrBatchV1` envelope keyed by the
+campaign (schemas.cdr_batch_v1; more than one only past an envelope's limits). A batch is answered
 only after the broker acknowledged every good record; if it cannot, the whole request
 fails (`PublisherUnavailable`, answered 503 with Retry-After) and nothing is reported
 accepted. The dialer retries, and records that did reach the broker are absorbed by the
@@ -29,6 +31,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import BaseModel, ConfigDict
 
 from schemas import topics
+from schemas.cdr_batch_v1 import envelopes
 from schemas.cdr_v1 import FieldError, NormalizedCdrV1, excerpt, parse_cdr
 from services.common.archive import Archive, ArchiveError
 from services.common.auth import Principal
@@ -55,8 +58,8 @@ class Publisher(Protocol):
         self, records: list[NormalizedCdrV1], encoded: Sequence[tuple[bytes, bytes]]
     ) -> None:
         """Return once every record is acknowledged; raise PublisherUnavailable otherwise.
-        `encoded` holds `encode_record` of each record, in order (made once, by the
-        validation that checked their size)."""
+        `encoded` holds the Kafka records that carry them: `envelopes` of `encode_record`
+        of each record (encoded once, by the validation that checked their size)."""
         ...
 
 
@@ -508,7 +511,7 @@ class IngestService:
             self.metrics.count_rejected(reason, count)
         if outcome.good:
             try:
-                await self.publisher.send_batch(outcome.good, outcome.encoded)
+                await self.publisher.send_batch(outcome.good, envelopes(outcome.encoded))
             except PublisherUnavailable as exc:
                 self.metrics.count_rejected("publish_failed", len(outcome.good))
                 log.warning(

@@ -139,7 +139,9 @@ async def test_ingest_archives_what_the_broker_acknowledged_and_fails_fast_when_
     accepted = await client.post("/v1/cdrs", json=[make_cdr(f"c{n}") for n in range(5)])
     assert accepted.status_code == 202, accepted.text
 
-    on_topic = await read_all(bootstrap, topics.CDRS, 5)
+    # One campaign, one request: one CdrBatchV1 envelope of 5 CDRs, archived as published.
+    on_topic = await read_all(bootstrap, topics.CDRS, 1)
+    assert [len(orjson.loads(r.value)["cdrs"]) for r in on_topic] == [5]
     with Archive.in_data_dir(settings.data_dir) as archive:
         archived = [(k, v) for batch in archive.cdr_batches() for _, k, v in batch]
     assert sorted(archived) == sorted((r.key, r.value) for r in on_topic)
@@ -157,4 +159,4 @@ async def test_ingest_archives_what_the_broker_acknowledged_and_fails_fast_when_
 
     await wait_until_async(not_ready, timeout=2, message="readyz 503 with the broker dead")
     with Archive.in_data_dir(settings.data_dir) as archive:
-        assert archive.count_cdrs() == 5  # the refused batch is not archived
+        assert archive.count_records() == 1  # the envelope; the refused batch is not archived

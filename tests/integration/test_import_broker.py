@@ -79,10 +79,10 @@ async def test_import_lands_every_call_once_on_the_broker(
         batches = await consumer.getmany(timeout_ms=200, max_records=5000)
         for records in batches.values():
             for record in records:
-                body = orjson.loads(record.value)
-                if body.get("campaign_id") == campaign:
-                    seen.append(body)
-                    raw_values.append(record.value)
+                for cdr in orjson.loads(record.value)["cdrs"]:  # a CdrBatchV1 envelope
+                    if cdr["campaign_id"] == campaign:
+                        seen.append(cdr)
+                        raw_values.append(record.value)
         return seen
 
     await consumer.start()

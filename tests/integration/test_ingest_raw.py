@@ -136,9 +136,12 @@ async def reading(bootstrap: str, downstream: Downstream) -> AsyncIterator[Calla
         for records in batches.values():
             for record in records:
                 body = orjson.loads(record.value)
-                if record.topic == topics.CDRS and body["campaign_id"] in downstream.campaigns:
-                    downstream.cdrs.append(body)
-                    downstream.cdr_values.append(record.value)
+                if record.topic == topics.CDRS:
+                    # A CdrBatchV1 envelope (schemas.cdr_batch_v1) of one campaign key.
+                    for cdr in body["cdrs"]:
+                        if cdr["campaign_id"] in downstream.campaigns:
+                            downstream.cdrs.append(cdr)
+                            downstream.cdr_values.append(orjson.dumps(cdr))
                 elif record.topic == topics.CDRS_DLQ and body["source"]["topic"] == (
                     topics.CDRS_RAW
                 ):

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from schemas.cdr_batch_v1 import envelopes
 from schemas.cdr_v1 import NormalizedCdrV1
 from services.common.auth import TokenStore
 from services.common.db import create_engine, migrate
@@ -39,7 +40,7 @@ class FakePublisher:
     async def send_batch(
         self, records: list[NormalizedCdrV1], encoded: Sequence[tuple[bytes, bytes]]
     ) -> None:
-        assert [encode_record(r) for r in records] == list(encoded)
+        assert envelopes([encode_record(r) for r in records]) == list(encoded)
         if self.fail:
             raise PublisherUnavailable("fake broker is down")
         self.batches.append(list(records))

@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from schemas import topics
+from schemas.cdr_batch_v1 import envelopes
 from services.api.consumer import apply_messages
 from services.api.models import CampaignConfig
 from services.api.publisher import (
@@ -39,6 +40,7 @@ from services.ingest.service import (
     PublisherUnavailable,
     encode_record,
 )
+from tests.helpers import cdrs_of
 from tests.service.test_api_store import T0, alert
 from tests.service.test_ingest_raw_validator import FakeProducer
 
@@ -85,7 +87,8 @@ async def test_an_accepted_batch_is_archived_byte_for_byte_as_published(
     result = await service.ingest([make_cdr("1"), make_cdr("bad", ended_at="x")], UNBOUND)
 
     assert result.accepted == 1
-    published = [encode_record(record) for record in fake_publisher.records]
+    # One CdrBatchV1 envelope per (request, campaign), archived exactly as it was sent.
+    published = envelopes([encode_record(record) for record in fake_publisher.records])
     archived = [(key, value) for batch in archive.cdr_batches() for _, key, value in batch]
     assert archived == published
     assert b"393471234567" not in archived[0][1]  # pseudonymised, as on the topic
@@ -104,9 +107,9 @@ async def test_a_batch_the_broker_refused_is_taken_out_of_the_archive(
 
 
 def orjson_call_id(value: bytes) -> str:
-    import orjson
-
-    return str(orjson.loads(value)["call_id"])
+    """The call id of an archived message holding one CDR (an envelope of one)."""
+    [cdr] = cdrs_of(value)
+    return str(cdr["call_id"])
 
 
 async def test_an_unwritable_archive_refuses_the_batch_before_anything_is_published(

@@ -379,3 +379,80 @@ async def test_the_callee_stage_reads_envelopes_and_single_rows_alike(
     hit = {orjson.loads(m["value"])["call_id"] for m in detector.violation_topic.sent}
     assert hit == {f"call-{3600 + i}" for i in range(20)}
     assert all(len(detector.callees[f"t\x1f{i:016x}"]) == 2 for i in range(20))
+
+
+def envelope(records: list[Any]) -> bytes:
+    return orjson.dumps({"v": 1, "cdrs": records})
+
+
+async def test_envelopes_count_as_their_records_one_message_each(tmp_path: Path) -> None:
+    # The same 120 calls of two tenants as 120 single messages, and as 3 envelopes: the same
+    # figures, the same alerts (ids and states).
+    records = [cdr(i, tenant=f"t{i % 2}", silent=i % 4 == 0) for i in range(120)]
+    outcomes = []
+    for as_envelopes in (False, True):
+        d = Detector(
+            DetectorSettings(data_dir=tmp_path / str(as_envelopes), callee_store="memory://"),
+            clock=lambda: T0 + timedelta(days=1),
+        )
+        d.table, d.callees = {}, {}
+        d.state = TableState(d.table)
+        d.engine = Engine(d.state, d.configs.config_for, lateness=timedelta(days=7), clock=d.clock)
+        for name in ("stats", "alerts", "dlq", "callee_topic", "violation_topic"):
+            setattr(d, name, Recorder())
+        if as_envelopes:
+            batch = [FakeEvent(envelope(records[i : i + 40]), i // 40) for i in (0, 40, 80)]
+        else:
+            batch = events(records)
+        await d.handle(batch)
+        # Updates per batch differ (an open episode's figures are sent once per batch);
+        # each alert's last word does not.
+        alerts = {
+            v["id"]: (v["state"], v["numerator"], v["denominator"]) for v in d.alerts.values()
+        }
+        outcomes.append((attempts_by_scope(d), alerts, d.dlq.sent))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1][0] == {("t0", "campB"): 60, ("t1", "campB"): 60}
+    assert outcomes[1][1]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        cdr(99, at=datetime(1, 1, 1, tzinfo=UTC)),
+        {**cdr(99), "callee_zones": ["Nowhere/Zone"]},
+        {**cdr(99), "originated_at": "yesterday"},
+        "not a record",
+    ],
+)
+async def test_a_bad_record_in_an_envelope_is_its_own_dead_letter(
+    detector: Detector, bad: Any
+) -> None:
+    good = [cdr(i, silent=i % 3 == 0) for i in range(50)]
+    await detector.handle([FakeEvent(envelope([*good[:20], bad, *good[20:]]), 7)])
+    assert attempts_by_scope(detector) == {("tenant-b", "campB"): 50}
+    (dead,) = detector.dlq.values()
+    assert dead["stage"] == "cdr"
+    assert dead["source"] == {"topic": topics.CDRS, "partition": 0, "offset": 7}
+    assert dead["detail"].startswith("cdrs[20]: ")
+    assert dead["record"] == orjson.loads(orjson.dumps(bad))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        orjson.dumps({"v": 2, "cdrs": [cdr(1)]}),
+        orjson.dumps({"v": 1, "cdrs": []}),
+        orjson.dumps({"v": 1, "cdrs": {"0": cdr(1)}}),
+        orjson.dumps({"v": 1, "cdrs": [cdr(1)], "extra": True}),
+    ],
+)
+async def test_an_envelope_wrong_as_a_whole_is_one_dead_letter(
+    detector: Detector, value: bytes
+) -> None:
+    await detector.handle([FakeEvent(value, 3), *events([cdr(2)], first_offset=4)])
+    assert attempts_by_scope(detector) == {("tenant-b", "campB"): 1}
+    (dead,) = detector.dlq.values()
+    assert dead["reason"] == "unprocessable"
+    assert "envelope" in dead["detail"] and not dead["detail"].startswith("cdrs[")
+    assert dead["source"]["offset"] == 3

@@ -34,7 +34,7 @@ from services.ingest.raw import (
     validate_messages,
 )
 from services.ingest.service import IngestService
-from tests.helpers import wait_until_async
+from tests.helpers import cdrs_of, wait_until_async
 from tests.service.conftest import FakePublisher
 from tests.service.records import RAW_DIGITS, RAW_NUMBER, make_cdr
 
@@ -77,6 +77,11 @@ class FakeProducer:
         return future
 
     def values(self, topic: str) -> list[Any]:
+        """Decoded values sent to `topic`; on the CDR topic, the CDRs of each envelope."""
+        if topic == topics.CDRS:
+            return [
+                cdr for t, _k, value in self.sent if t == topic and value for cdr in cdrs_of(value)
+            ]
         return [orjson.loads(value) for t, _key, value in self.sent if t == topic and value]
 
     def keys(self, topic: str) -> list[bytes | None]:
@@ -210,7 +215,8 @@ async def test_valid_record_is_published_normalised_with_source_kafka_and_no_raw
     assert producer.keys(topics.CDRS) == [b"energia-primavera"]
     _topic, _key, value = producer.sent[0]
     assert value is not None and RAW_DIGITS.encode() not in value
-    record = NormalizedCdrV1.model_validate_json(value)
+    [cdr] = cdrs_of(value)
+    record = NormalizedCdrV1.model_validate(cdr)
     assert record.source == "kafka"
     assert record.callee_country == "IT"
     assert "Europe/Rome" in record.callee_zones
@@ -598,7 +604,8 @@ def test_a_batch_whose_validation_raises_is_validated_message_by_message(
     assert batch.received == 3
     assert batch.rejected["invalid"] == 1
     outbound = [(r.topic, orjson.loads(r.value)) for r in batch.records]
-    assert [v["call_id"] for t, v in outbound if t == topics.CDRS] == ["a", "b"]
+    cdrs = [cdr for r in batch.records if r.topic == topics.CDRS for cdr in cdrs_of(r.value)]
+    assert [cdr["call_id"] for cdr in cdrs] == ["a", "b"]
     [envelope] = [v for t, v in outbound if t == topics.CDRS_DLQ]
     assert envelope["stage"] == "raw-validator"
     assert envelope["errors"] == [

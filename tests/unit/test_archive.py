@@ -36,7 +36,7 @@ def test_a_discarded_batch_is_not_replayed_and_its_neighbours_are(tmp_path: Path
         archive.append_cdrs([(b"a", b"4")])
         archive.discard(refused)
         values = [v for batch in archive.cdr_batches() for _, _, v in batch]
-        assert archive.count_cdrs() == 2
+        assert archive.count_records() == 2
     assert values == [b"1", b"4"]
 
 
@@ -45,7 +45,7 @@ def test_an_empty_batch_writes_nothing(tmp_path: Path) -> None:
         empty = archive.append_cdrs([])
         archive.discard(empty)
         assert len(empty) == 0
-        assert archive.count_cdrs() == 0
+        assert archive.count_records() == 0
 
 
 def test_settings_keep_the_newest_record_per_key_in_write_order(tmp_path: Path) -> None:
