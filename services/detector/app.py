@@ -73,7 +73,7 @@ from services.detector.core.engine import (
     Event,
 )
 from services.detector.core.model import BucketCounts, CallRecord
-from services.detector.core.profiles import ProfileError, load_profile
+from services.detector.core.profiles import Profile, ProfileError, load_profile
 from services.detector.core.retention import bucket_expired, seen_expired
 from services.detector.core.windows import minute_of, minute_start
 from services.detector.health import DetectorHttp, Readiness
@@ -685,6 +685,7 @@ class Detector:
             internal=True,
         )
         self._callee_partition = wire.CalleePartitions(settings.kafka_partitions)
+        self._lockout_rules_of: dict[int, tuple[Profile, lockouts.LockoutRules]] = {}
         rocks = settings.callee_store.startswith("rocksdb")
         if rocks:
             _drop_local_rocksdb(Path(self.app.conf.tabledir), "callees")
@@ -974,7 +975,7 @@ class Detector:
         new = lockouts.from_json([row])[0]
         if not EARLIEST <= new.originated_at < LATEST:
             raise UnprocessableRecord(f"originated_at {new.originated_at} out of range")
-        rules = lockouts.LockoutRules.of(self.configs.config_for(new.campaign_id).profile)
+        rules = self._lockout_rules(self.configs.config_for(new.campaign_id).profile)
         held = working.get(key)
         history = held[0] if held is not None else lockouts.from_json(self.callees.get(key) or [])
         if any(c.call_id == new.call_id for c in history):
@@ -985,6 +986,19 @@ class Detector:
         history = lockouts.prune(history, max(c.originated_at for c in history), rules)
         working[key] = (tuple(history), event)
         return tuple(found)
+
+    def _lockout_rules(self, profile: Profile) -> lockouts.LockoutRules:
+        """`LockoutRules.of(profile)`, made once per profile object (it validates the zone;
+        asked once per call). Profiles are immutable; a settings change brings new ones."""
+        held = self._lockout_rules_of.get(id(profile))
+        if held is None or held[0] is not profile:
+            if len(self._lockout_rules_of) > 1000:
+                self._lockout_rules_of.clear()
+            held = self._lockout_rules_of[id(profile)] = (
+                profile,
+                lockouts.LockoutRules.of(profile),
+            )
+        return held[1]
 
     def _send_violation(
         self, violation: lockouts.LockoutViolation, headers: list[tuple[str, bytes]]

@@ -72,6 +72,7 @@ campaigns use different profiles gets each call judged by its own campaign's rul
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -138,11 +139,19 @@ class LockoutRules:
     def horizon(self, lateness: timedelta = DEFAULT_LATENESS) -> timedelta | None:
         """How far behind the newest call a history must reach (module docstring, "Bounds");
         None when there is no rule at all (nothing to keep)."""
-        lengths = [_lock_length(rule) for rule in self.lockouts]
-        lengths += [timedelta(days=cap.window_days) for cap in self.frequency_caps]
-        if not lengths:
-            return None
-        return max(lengths) + lateness + PRUNE_MARGIN
+        return _horizon(self.lockouts, self.frequency_caps, lateness)
+
+
+@functools.lru_cache(maxsize=256)
+def _horizon(
+    rules: tuple[LockoutRule, ...], caps: tuple[FrequencyCap, ...], lateness: timedelta
+) -> timedelta | None:
+    """`LockoutRules.horizon`, computed once per set of rules (it is asked once per call)."""
+    lengths = [_lock_length(rule) for rule in rules]
+    lengths += [timedelta(days=cap.window_days) for cap in caps]
+    if not lengths:
+        return None
+    return max(lengths) + lateness + PRUNE_MARGIN
 
 
 def callee_call(call: CallRecord, outcome: CallOutcome) -> CalleeCall:
@@ -293,6 +302,7 @@ def _local_midnight(instant: datetime, zone: str, day_offset: int) -> datetime:
     return datetime.combine(day, time(0), tzinfo=local.tzinfo).astimezone(UTC)
 
 
+@functools.lru_cache(maxsize=1024)
 def _lock_length(rule: LockoutRule) -> timedelta:
     """The nominal length of a lockout: `hours`, or N + 1 days for `calendar_days = N` (a
     DST day makes the real span up to an hour longer; `PRUNE_MARGIN` covers it)."""
@@ -302,6 +312,7 @@ def _lock_length(rule: LockoutRule) -> timedelta:
     return timedelta(days=rule.calendar_days + 1)
 
 
+@functools.lru_cache(maxsize=1024)
 def _search_bound(rule: LockoutRule) -> timedelta:
     """A safe upper bound of `lockout_end − trigger`, whatever the zone's offset changes."""
     return _lock_length(rule) + (timedelta(0) if rule.hours is not None else timedelta(days=1))
@@ -400,10 +411,8 @@ def _violation(rule_id: str, call: CalleeCall, trigger_call_id: str | None) -> L
 
 
 def _from_row(index: int, row: object) -> CalleeCall:
-    problem = f"callee history row {index}: expected [call_id, campaign_id, epoch_us, 0|1, "
-    problem += f"trigger letters], got {row!r}"
     if not isinstance(row, list | tuple) or len(row) != 5:
-        raise ValueError(problem)
+        raise ValueError(_row_problem(index, row))
     call_id, campaign_id, epoch_us, agent, letters = row
     if (
         not isinstance(call_id, str)
@@ -415,11 +424,19 @@ def _from_row(index: int, row: object) -> CalleeCall:
         or not isinstance(letters, str)
         or any(letter not in _TRIGGERS_BY_LETTER for letter in letters)
     ):
-        raise ValueError(problem)
+        raise ValueError(_row_problem(index, row))
     return CalleeCall(
         call_id=call_id,
         campaign_id=campaign_id,
         originated_at=EPOCH + epoch_us * MICROSECOND,
         agent_guaranteed=bool(agent),
         triggers=frozenset(_TRIGGERS_BY_LETTER[letter] for letter in letters),
+    )
+
+
+def _row_problem(index: int, row: object) -> str:
+    # Built only for a bad row: the repr of every good one cost more than reading it.
+    return (
+        f"callee history row {index}: expected [call_id, campaign_id, epoch_us, 0|1, "
+        f"trigger letters], got {row!r}"
     )
