@@ -148,3 +148,28 @@ def test_a_seen_chunk_loses_only_its_expired_entries_and_old_single_entries_stil
     rebuilt = TableState(table)
     assert rebuilt.get_seen("\x1fcall-0") is None
     assert rebuilt.get_seen("\x1fcall-2") is not None
+
+
+def test_the_callee_databases_are_written_without_rocksdb_s_write_ahead_log(tmp_path) -> None:
+    # The local callee databases are dropped and rebuilt from the change log at every start,
+    # so their write-ahead log is pure cost: the detector opens them with it off.
+    from faust.stores.rocksdb import RocksDBOptions
+
+    from services.common.settings import DetectorSettings
+    from services.detector.app import Detector, callee_store_options
+
+    settings = DetectorSettings(data_dir=tmp_path / "data")
+    detector = Detector(settings)
+    hooked = detector.callees.data.rocksdb_options
+    plain = RocksDBOptions(**callee_store_options(settings), use_rocksdict=True)
+    wal_bytes = {}
+    for name, options in (("hooked", hooked), ("plain", plain)):
+        path = tmp_path / f"{name}.db"
+        db = options.open(path)
+        for n in range(1000):
+            db.put(f"default/{n:016x}".encode(), b'[["c","default/k",1,1,""]]')
+        assert db.get(b"default/00000000000003e7") is not None
+        wal_bytes[name] = sum(f.stat().st_size for f in path.glob("*.log"))
+        db.close()
+    assert wal_bytes["plain"] > 0
+    assert wal_bytes["hooked"] == 0
