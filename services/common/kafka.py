@@ -80,24 +80,37 @@ async def send_keyed(
     return await send_partitioned(producer, topic, by_partition)
 
 
+Headers = Sequence[tuple[str, bytes]]
+
+
 async def send_partitioned(
     producer: AIOKafkaProducer,
     topic: str,
-    by_partition: Mapping[int, Sequence[tuple[bytes, bytes | None]]],
+    by_partition: Mapping[int, Sequence[tuple[bytes | None, bytes | None]]]
+    | Mapping[int, Sequence[tuple[bytes | None, bytes | None, Headers]]],
 ) -> list[asyncio.Future[Any]]:
-    """Queue (key, value) records to the partitions given, in order, as whole batches (a
-    None value is a tombstone); the futures are done when the broker acknowledged."""
+    """Queue (key, value) or (key, value, headers) records to the partitions given, in
+    order, as whole batches (a None value is a tombstone); the futures are done when the
+    broker acknowledged."""
     futures: list[asyncio.Future[Any]] = []
-    for partition, keyed in by_partition.items():
+    for partition, records in by_partition.items():
         batch = producer.create_batch()
-        for key, value in keyed:
-            if batch.append(key=key, value=value, timestamp=None) is None:
+        for record in records:
+            key, value = record[0], record[1]
+            headers = record[2] if len(record) > 2 else None
+            if _append(batch, key, value, headers) is None:
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
                 # an empty batch takes any one record (aiokafka's builder)
-                batch.append(key=key, value=value, timestamp=None)
+                _append(batch, key, value, headers)
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     return futures
+
+
+def _append(batch: Any, key: bytes | None, value: bytes | None, headers: Headers | None) -> Any:
+    if headers:
+        return batch.append(key=key, value=value, timestamp=None, headers=list(headers))
+    return batch.append(key=key, value=value, timestamp=None)
 
 
 async def ensure_topics(

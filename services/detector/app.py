@@ -667,27 +667,33 @@ class Detector:
             table_key_serializer="json",
             table_value_serializer="json",
         )
+        # The tables' change logs and every output go out in record batches once per
+        # processed batch (services/detector/changelog.py), not through faust's producer.
+        self.changelog = BatchedChangelog(settings.kafka_bootstrap, self.app.delivery_guard.track)
         self.cdrs = self.app.topic(topics.CDRS, key_serializer="raw", value_serializer="raw")
-        self.alerts = self.app.topic(topics.ALERTS, key_serializer="raw", value_serializer="raw")
-        self.stats = self.app.topic(topics.STATS, key_serializer="raw", value_serializer="raw")
-        self.dlq = self.app.topic(topics.CDRS_DLQ, key_serializer="raw", value_serializer="raw")
-        self.traces = self.app.topic(topics.CALLS, key_serializer="raw", value_serializer="raw")
+        self.alerts = self.changelog.topic(topics.ALERTS)
+        self.stats = self.changelog.topic(topics.STATS)
+        self.dlq = self.changelog.topic(topics.CDRS_DLQ)
+        self.traces = self.changelog.topic(topics.CALLS)
         # The per-callee stage: calls re-keyed by (tenant, pseudonymised callee), and the
         # violations it finds keyed back by campaign (same partition count as the CDRs).
-        self.callee_topic = self.app.topic(
+        # The faust topics are the agents' sources; sending goes through the batches.
+        self.callee_source = self.app.topic(
             f"{settings.app_id}-callee-calls",
             key_serializer="raw",
             value_serializer="raw",
             partitions=settings.kafka_partitions,
             internal=True,
         )
-        self.violation_topic = self.app.topic(
+        self.violation_source = self.app.topic(
             f"{settings.app_id}-lockout-violations",
             key_serializer="raw",
             value_serializer="raw",
             partitions=settings.kafka_partitions,
             internal=True,
         )
+        self.callee_topic = self.changelog.topic(self.callee_source.get_topic_name())
+        self.violation_topic = self.changelog.topic(self.violation_source.get_topic_name())
         self._callee_partition = wire.CalleePartitions(settings.kafka_partitions)
         self._lockout_rules_of: dict[int, tuple[Profile, lockouts.LockoutRules]] = {}
         rocks = settings.callee_store.startswith("rocksdb")
@@ -708,8 +714,6 @@ class Detector:
             partitions=settings.kafka_partitions,
         )
         self.state = TableState(self.table)
-        # Both tables' change logs go out in record batches once per processed batch.
-        self.changelog = BatchedChangelog(settings.kafka_bootstrap, self.app.delivery_guard.track)
         self.changelog.install(self.table)
         self.changelog.install(self.callees)
         self.configs = CampaignConfigs(settings)
@@ -738,11 +742,11 @@ class Detector:
             self.configs.expect_start()
             await self._run_batches(stream, "cdrs", self.handle)
 
-        @app.agent(self.callee_topic, name="cdrwatch-detector-callees")
+        @app.agent(self.callee_source, name="cdrwatch-detector-callees")
         async def callees(stream: Any) -> None:
             await self._run_batches(stream, "callees", self.handle_callee_calls)
 
-        @app.agent(self.violation_topic, name="cdrwatch-detector-lockouts")
+        @app.agent(self.violation_source, name="cdrwatch-detector-lockouts")
         async def lockouts(stream: Any) -> None:
             await self._run_batches(stream, "lockouts", self.handle_lockout_violations)
 

@@ -15,6 +15,13 @@ value for a deletion), so faust's recovery reads them as its own.
 What is left out of faust's path: `_on_changelog_sent`, which records the offset in a
 RocksDB table's local files; the detector starts every RocksDB table afresh from its
 change log (`app._drop_local_rocksdb`), so that offset is never read.
+
+The detector's outputs (stats, alerts, traced calls, dead letters, and the envelopes of its
+own internal stages) go the same way (`OutputTopic.send_soon`, faust's `send_soon`
+signature): through faust's producer buffer a batch of envelopes' worth of outputs filled
+the buffer ("producer buffer full") and stalled the agent while it drained record by
+record. A record without a partition goes where a keyed send would put it (murmur2 of
+the key, as aiokafka and the Java client).
 """
 
 from __future__ import annotations
@@ -27,10 +34,14 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
-from services.common.kafka import send_partitioned
+from services.common.kafka import Headers, send_partitioned
 
 log = logging.getLogger("cdrwatch.detector")
+
+_PARTITIONER = DefaultPartitioner()
+Record = tuple[bytes | None, bytes | None, Headers]
 
 
 class BatchedChangelog:
@@ -39,7 +50,8 @@ class BatchedChangelog:
     def __init__(self, bootstrap: str, track: Callable[[asyncio.Future[Any]], None]) -> None:
         self._bootstrap = bootstrap
         self._track = track
-        self._pending: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
+        # (topic, partition or None for "by key") -> records in the order they were queued
+        self._pending: dict[tuple[str, int | None], list[Record]] = {}
         self._producer: AIOKafkaProducer | None = None
         self._started = asyncio.Event()
         self.records_sent = 0
@@ -59,11 +71,15 @@ class BatchedChangelog:
             if partition is None:
                 raise RuntimeError(f"a write to {topic} outside of a partition's event")
             encoded = None if value is None else orjson.dumps(value)
-            pending.setdefault((topic, partition), []).append((orjson.dumps(key), encoded))
+            pending.setdefault((topic, partition), []).append((orjson.dumps(key), encoded, ()))
             # faust reads the partition of the returned future's message (key TTLs)
             return SimpleNamespace(message=SimpleNamespace(partition=partition))
 
         table.send_changelog = send_changelog
+
+    def topic(self, name: str) -> OutputTopic:
+        """A topic whose `send_soon` queues here, sent by the next `flush`."""
+        return OutputTopic(name, self._pending)
 
     @property
     def pending(self) -> int:
@@ -92,10 +108,38 @@ class BatchedChangelog:
         assert self._producer is not None
         pending = dict(self._pending)  # the tables' send_changelog append to this dict
         self._pending.clear()
-        by_topic: dict[str, dict[int, list[tuple[bytes, bytes | None]]]] = {}
+        by_topic: dict[str, dict[int, list[Record]]] = {}
         for (topic, partition), records in pending.items():
-            by_topic.setdefault(topic, {})[partition] = records
+            partitions = by_topic.setdefault(topic, {})
             self.records_sent += len(records)
-        for topic, partitions in by_topic.items():
-            for future in await send_partitioned(self._producer, topic, partitions):
+            if partition is not None:
+                partitions.setdefault(partition, []).extend(records)
+                continue
+            available = sorted(await self._producer.partitions_for(topic))
+            for record in records:
+                chosen = _PARTITIONER(record[0], available, available)
+                partitions.setdefault(chosen, []).append(record)
+        for topic, by_partition in by_topic.items():
+            for future in await send_partitioned(self._producer, topic, by_partition):
                 self._track(future)
+
+
+class OutputTopic:
+    """faust's `topic.send_soon(key=, value=, headers=, partition=)`, queued for the next
+    `BatchedChangelog.flush` (which the agents await after each batch)."""
+
+    def __init__(self, name: str, pending: dict[tuple[str, int | None], list[Record]]) -> None:
+        self.name = name
+        self._pending = pending
+
+    def send_soon(
+        self,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+    ) -> None:
+        if partition is None and key is None:
+            raise ValueError(f"a record for {self.name} needs a key or a partition")
+        self._pending.setdefault((self.name, partition), []).append((key, value, headers or ()))

@@ -9,16 +9,20 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from services.detector.changelog import BatchedChangelog
 
 
 class FakeBatch:
     def __init__(self) -> None:
-        self.records: list[tuple[bytes, bytes | None]] = []
+        self.records: list[tuple[Any, ...]] = []
 
-    def append(self, *, key: bytes, value: bytes | None, timestamp: None) -> object:
-        self.records.append((key, value))
+    def append(
+        self, *, key: bytes, value: bytes | None, timestamp: None, headers: Any = None
+    ) -> object:
+        self.records.append((key, value) if headers is None else (key, value, headers))
         return object()
 
 
@@ -28,6 +32,9 @@ class FakeProducer:
 
     def create_batch(self) -> FakeBatch:
         return FakeBatch()
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2, 3}
 
     async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
         self.sent.append((topic, partition, batch.records))
@@ -77,3 +84,32 @@ async def test_writes_go_out_per_flush_in_order_and_every_future_is_tracked() ->
     assert changelog.records_sent == 5
     await changelog.flush()  # nothing queued: nothing sent
     assert len(producer.sent) == 1
+
+
+async def test_outputs_go_out_with_the_change_log_keyed_like_a_keyed_send() -> None:
+    tracked: list[Any] = []
+    changelog = BatchedChangelog("127.0.0.1:1", tracked.append)
+    producer = FakeProducer()
+    changelog._producer = producer  # type: ignore[assignment]
+    changelog._started.set()
+    stats, callees = changelog.topic("stats"), changelog.topic("callee-calls")
+    keys = [f"t/campaign-{n}".encode() for n in range(12)]
+    for n, key in enumerate(keys):
+        stats.send_soon(key=key, value=b"%d" % n, headers=[("cdrwatch-window", b"minute")])
+    callees.send_soon(key=None, value=b"envelope", partition=3)
+    await changelog.flush()
+
+    partitioner = DefaultPartitioner()
+    expected: dict[int, list[Any]] = {}
+    for n, key in enumerate(keys):  # where aiokafka's own keyed send would put each
+        partition = partitioner(key, [0, 1, 2, 3], [0, 1, 2, 3])
+        expected.setdefault(partition, []).append(
+            (key, b"%d" % n, [("cdrwatch-window", b"minute")])
+        )
+    sent = {(topic, partition): records for topic, partition, records in producer.sent}
+    assert {p: r for (t, p), r in sent.items() if t == "stats"} == expected
+    assert len(expected) > 1  # the keys spread over partitions
+    assert sent[("callee-calls", 3)] == [(None, b"envelope")]
+    assert len(tracked) == len(producer.sent)
+    with pytest.raises(ValueError, match="needs a key or a partition"):
+        stats.send_soon(key=None, value=b"x")
