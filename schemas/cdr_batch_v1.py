@@ -122,11 +122,12 @@ def cdrs_in_message(value: bytes | None) -> tuple[bool, list[Decoded]]:
     `cdrs` not a list of 1 to MAX_CDRS_PER_MESSAGE, other keys) is one EnvelopeError
     naming it."""
     raw = value or b""
-    try:
-        # The common case: a good envelope, validated in one call from its bytes.
-        return True, list(_ENVELOPE.validate_json(raw).cdrs)
-    except ValidationError:
-        pass
+    if raw.startswith(_PREFIX):
+        try:
+            # The common case: a good envelope as `envelopes` writes it, in one call.
+            return True, list(_ENVELOPE.validate_json(raw).cdrs)
+        except ValidationError:
+            pass
     try:
         data: Any = orjson.loads(raw)
     except orjson.JSONDecodeError:

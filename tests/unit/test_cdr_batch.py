@@ -101,3 +101,11 @@ def test_positions_order_messages_and_the_records_inside_them() -> None:
     assert positions == sorted(positions) and len(set(positions)) == 6
     assert input_position(5, 0) > input_position(4, MAX_CDRS_PER_MESSAGE - 1)
     assert {message_offset(p) for p in positions} == {4, 5}
+
+
+def test_an_envelope_written_by_another_client_reads_the_same() -> None:
+    # Not byte for byte as `envelopes` writes it (spaces, keys in another order).
+    loose = (
+        b'{ "cdrs": [' + orjson.dumps(record(1)) + b", " + orjson.dumps(record(2)) + b'], "v": 1}'
+    )
+    assert cdrs_in_message(loose) == cdrs_in_message(envelopes([encoded(1), encoded(2)])[0][1])
