@@ -45,7 +45,8 @@ Record = tuple[bytes | None, bytes | None, Headers]
 
 
 class BatchedChangelog:
-    """Queues the change-log records of the tables it is installed on; `flush` sends."""
+    """Queues the change-log records of the tables it is installed on and the records of its
+    output topics (`topic`); `flush` sends them all."""
 
     def __init__(self, bootstrap: str, track: Callable[[asyncio.Future[Any]], None]) -> None:
         self._bootstrap = bootstrap
