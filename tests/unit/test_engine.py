@@ -820,3 +820,18 @@ def test_rolling_episodes_do_not_depend_on_batch_boundaries(seed: int) -> None:
         assert alerts.keys() == reference.keys(), f"batches of {size}"
         for aid, alert in alerts.items():
             assert alert == reference[aid], f"batches of {size}: {alert['rule']}"
+
+
+def test_bucket_counts_merge_sums_every_field() -> None:
+    # merge is spelled out field by field for speed: a field added to BucketCounts must be
+    # added there too, or this fails.
+    import dataclasses
+
+    from services.detector.core.model import BucketCounts
+
+    names = [f.name for f in dataclasses.fields(BucketCounts)]
+    a = BucketCounts(*range(1, len(names) + 1))
+    b = BucketCounts(*range(100, 100 + len(names)))
+    merged = a.merge(b)
+    assert [getattr(merged, n) for n in names] == [getattr(a, n) + getattr(b, n) for n in names]
+    assert merged.to_list() == [x + y for x, y in zip(a.to_list(), b.to_list(), strict=True)]
