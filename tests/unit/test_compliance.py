@@ -600,19 +600,6 @@ PERIODS = [
         ],
         id="16cfr310.4b4i-period-across-the-year-boundary",
     ),
-    pytest.param(
-        ANCHOR,
-        [
-            (ANCHOR, calls(100)),
-            # The boundary ANCHOR + 30 d is 15:30:20 on 9 Feb, inside minute 15:30: the
-            # whole minute (calls from 15:30:00 to 15:30:59) counts in period 0, the
-            # documented limit; minute 15:31 is in period 1.
-            (ANCHOR + P - timedelta(seconds=20), calls(10, abandoned=1)),
-            (ANCHOR + P + timedelta(seconds=40), calls(10, abandoned=2)),
-        ],
-        [(ANCHOR, ANCHOR + P, 1, 110), (ANCHOR + P, ANCHOR + 2 * P, 2, 10)],
-        id="16cfr310.4b4i-boundary-inside-a-minute-goes-with-the-minute-start",
-    ),
 ]
 
 
@@ -626,6 +613,28 @@ def test_us_successive_30_day_periods(
     assert {v.rule_id for v in verdicts} == {"us-abandoned-rate-period-30d"}
     assert {v.window for v in verdicts} == {"period_30d"}
     assert spans(verdicts) == periods
+
+
+def test_a_boundary_inside_a_minute_splits_it_by_its_head() -> None:
+    """The boundary ANCHOR + 30 d is 15:30:20 on 9 Feb, inside minute 15:30. That minute
+    holds 20 calls: 10 before 15:30:20 (its head, 1 abandoned) count in period 0, the other
+    10 (2 abandoned) in period 1. A minute whose calls are all before the boundary makes
+    no period of its own."""
+    boundary_minute = ANCHOR + P - timedelta(seconds=20)
+    data = buckets(
+        (ANCHOR, calls(100)),
+        (boundary_minute, calls(20, abandoned=3)),
+        (ANCHOR + 2 * P - timedelta(seconds=20), calls(5, abandoned=1)),
+    )
+    heads = {
+        minute_of(boundary_minute): calls(10, abandoned=1),
+        minute_of(ANCHOR + 2 * P): calls(5, abandoned=1),
+    }
+    verdicts = evaluate_windows(load_profile("us"), data, first_call=ANCHOR, heads=heads)
+    assert spans(verdicts) == [(ANCHOR, ANCHOR + P, 1, 110), (ANCHOR + P, ANCHOR + 2 * P, 3, 15)]
+    # Without heads (none reported) the minute's calls are all after the boundary.
+    plain = evaluate_windows(load_profile("us"), data, first_call=ANCHOR)
+    assert spans(plain)[:2] == [(ANCHOR, ANCHOR + P, 0, 100), (ANCHOR + P, ANCHOR + 2 * P, 3, 20)]
 
 
 def test_us_period_verdicts_and_headroom() -> None:

@@ -21,7 +21,7 @@ from services.detector.core.engine import (
 )
 from services.detector.core.model import EMPTY, CallRecord
 from services.detector.core.profiles import load_profile
-from services.detector.core.windows import minute_of, sum_buckets
+from services.detector.core.windows import EPOCH, minute_of, sum_buckets
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday, 11:00 in Rome
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -208,14 +208,31 @@ def test_crash_after_any_prefix_of_the_change_log_replays_to_the_same_state(
     give exactly the state of a run without the crash."""
     calls = traffic(60, seed=3)
     calls += [calls[5], calls[17]]  # true duplicates later in the stream
-    evs = events(calls)
+    _assert_any_crash_replays_to_the_same_state(events(calls), batch_size, "it")
+
+
+def test_crash_after_any_prefix_keeps_the_heads_of_us_period_boundary_minutes() -> None:
+    """The same proof over US calls around a 30-day boundary inside a minute (the minute
+    heads live in the bucket records), the first call arriving late (re-anchoring)."""
+    anchor = datetime(2026, 3, 2, 15, 0, 42, 500_000, tzinfo=UTC)
+    boundary = anchor + timedelta(days=30)
+    kinds = ["connected", "late", "connected", "machine"]
+    calls = [us_call(i, boundary + timedelta(seconds=7 * i - 60), kinds[i % 4]) for i in range(16)]
+    early = [us_call(50, anchor + timedelta(seconds=2), "connected"), us_call(99, anchor, "late")]
+    calls = [*early, *calls, calls[3]]
+    _assert_any_crash_replays_to_the_same_state(events(calls), 5, "us")
+
+
+def _assert_any_crash_replays_to_the_same_state(
+    evs: list[Event], batch_size: int, profile: str
+) -> None:
     reference = DictState()
-    run_batches(make_engine(reference), evs, batch_size)
+    run_batches(make_engine(reference, profile), evs, batch_size)
 
     full_log = reference.log
     batch_ends: list[int] = []
     probe = DictState()
-    probe_engine = make_engine(probe)
+    probe_engine = make_engine(probe, profile)
     for i in range(0, len(evs), batch_size):
         probe_engine.process(evs[i : i + batch_size])
         batch_ends.append(len(probe.log))
@@ -225,7 +242,9 @@ def test_crash_after_any_prefix_of_the_change_log_replays_to_the_same_state(
         # commit; check the newest and the oldest possible.
         for resume_batch in sorted({0, committed_batches}):
             recovered = DictState.from_log(full_log[:cut])
-            run_batches(make_engine(recovered), evs[resume_batch * batch_size :], batch_size)
+            run_batches(
+                make_engine(recovered, profile), evs[resume_batch * batch_size :], batch_size
+            )
             assert recovered.data == reference.data, (
                 f"diverged after crash at log entry {cut}, resuming at batch {resume_batch}"
             )
@@ -667,6 +686,124 @@ def test_us_backfilled_earlier_call_re_anchors_the_periods_and_amends_the_alert(
     assert again["window"]["start"] == start - timedelta(days=5)
     assert again["window"]["end"] == start + timedelta(days=25)
     assert (again["numerator"], again["denominator"]) == (4, 102)
+
+
+def us_call(n: int, at: datetime, kind: str) -> CallRecord:
+    from dataclasses import replace
+
+    return replace(call(n, at=at, kind=kind), callee_zones=("America/New_York",))
+
+
+def _period_truth(calls: list[CallRecord], anchor: datetime) -> dict[int, tuple[Any, Any]]:
+    """Brute force: each call in the period of its exact instant, the US abandoned rate's
+    terms per period."""
+    from services.detector.core.rules import rate_terms
+
+    profile = load_profile("us")
+    counts: dict[int, Any] = {}
+    for c in calls:
+        k = (c.originated_at - anchor) // timedelta(days=30)
+        counts[k] = counts.get(k, EMPTY).add(classify(c, profile))
+    return {k: rate_terms("abandoned", v, Fraction(0)) for k, v in counts.items()}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_us_periods_are_exact_when_a_boundary_falls_inside_a_minute(seed: int) -> None:
+    """Issue 7 item 7: the first call at 15:00:42.5, so every 30-day boundary is at
+    hh:mm:42.5 and splits its minute. Calls crowd each boundary (±90 s, to the µs); each
+    counts in the period of its exact instant, whatever the batch size, and the first call
+    itself arrives after others (a backfill within the lateness that re-anchors)."""
+    rng = random.Random(seed)
+    anchor = datetime(2026, 3, 2, 15, 0, 42, 500_000, tzinfo=UTC)
+    calls = [us_call(0, anchor, "connected")]
+    for k in range(3):
+        boundary = anchor + k * timedelta(days=30)
+        for _ in range(400):
+            at = boundary + timedelta(microseconds=rng.randint(-90_000_000, 90_000_000))
+            if at > anchor:
+                calls.append(us_call(len(calls), at, rng.choice(["connected"] * 9 + ["late"])))
+    calls.sort(key=lambda c: c.originated_at)
+    arrival = [*calls[1:6], calls[0], *calls[6:]]
+    truth = _period_truth(calls, anchor)
+    assert len(truth) == 3
+    for batch in (1, 64, len(arrival)):
+        store = DictState()
+        latest: dict[str, Any] = {}
+        for out in run_batches(make_engine(store, "us"), events(arrival), batch):
+            latest.update({a["id"]: a for a in out.alerts if a["rule"].endswith("period-30d")})
+        got = {
+            (a["window"]["start"] - anchor) // timedelta(days=30): (
+                a["numerator"],
+                a["denominator"],
+                a["window"]["start"],
+                a["window"]["end"],
+            )
+            for a in latest.values()
+        }
+        expected = {
+            k: (
+                float(n),
+                float(d),
+                anchor + k * timedelta(days=30),
+                anchor + (k + 1) * timedelta(days=30),
+            )
+            for k, (n, d) in truth.items()
+        }
+        assert {k: (float(n), float(d), *r) for k, (n, d, *r) in got.items()} == expected
+        assert store.data[("c", "c1")]["first_at_us"] == (anchor - EPOCH) // timedelta(
+            microseconds=1
+        )
+
+
+def test_a_minute_holding_a_period_boundary_keeps_and_publishes_its_head() -> None:
+    """The minute of a boundary keeps the counts of its calls before the boundary (its
+    head) in its bucket and in the minute's published stats, with the boundary instant,
+    so the api's compliance view can split it the same way."""
+    anchor = datetime(2026, 3, 2, 15, 0, 42, 500_000, tzinfo=UTC)
+    boundary = anchor + timedelta(days=30)
+    calls = [
+        us_call(0, anchor, "connected"),
+        us_call(1, boundary - timedelta(seconds=2), "late"),
+        us_call(2, boundary - timedelta(microseconds=1), "connected"),
+        us_call(3, boundary, "late"),
+        us_call(4, boundary + timedelta(seconds=10), "connected"),
+    ]
+    store = DictState()
+    out = make_engine(store, "us").process(events(calls))
+    by_minute = {m.minute: m for m in out.minute_stats}
+    first, split = by_minute[minute_of(anchor)], by_minute[minute_of(boundary)]
+    assert first.boundary_us == (anchor - EPOCH) // timedelta(microseconds=1)
+    assert first.head == EMPTY
+    assert split.boundary_us == (boundary - EPOCH) // timedelta(microseconds=1)
+    assert (split.counts.attempts, split.head.attempts, split.head.abandoned) == (4, 2, 1)
+    stored = BucketState.from_json(store.data[("b", "c1", str(minute_of(boundary)))])
+    assert stored.head == split.head
+    assert BucketState.from_json(stored.to_json()) == stored
+    assert len(store.data[("b", "c1", str(minute_of(anchor)))]) == 9  # no head: as before
+
+
+def test_state_written_before_exact_anchors_keeps_its_minute_anchor() -> None:
+    """A campaign record of an older detector has no `first_at_us`: its periods stay
+    anchored at its first minute's start, as they were, until an earlier call moves it."""
+    store = DictState()
+    engine = make_engine(store, "us")
+    start = datetime(2026, 3, 2, 15, 0, 30, tzinfo=UTC)
+    engine.process(events([us_call(0, start, "connected")]))
+    del store.data[("c", "c1")]["first_at_us"]
+    state = store.get_campaign("c1")
+    assert state is not None and state.anchor_us == minute_of(start) * 60_000_000
+    make_engine(store, "us").process(
+        events([us_call(1, start + timedelta(minutes=1), "late")], first_offset=1)
+    )
+    assert store.data[("c", "c1")]["first_at_us"] == minute_of(start) * 60_000_000
+
+
+def test_a_lateness_of_29_days_or_more_is_refused() -> None:
+    """A late call can re-anchor the US periods; under 29 days it can never land in a
+    minute already holding counted calls that then becomes a boundary minute."""
+    config = CampaignConfig(load_profile("us"))
+    with pytest.raises(ValueError, match="lateness"):
+        Engine(DictState(), lambda _c: config, lateness=timedelta(days=29), clock=lambda: NOW)
 
 
 def test_amd_ratio_override_of_the_profile_applies_when_the_campaign_sets_none() -> None:

@@ -1,7 +1,8 @@
 """The regulators' own windows over a campaign's minute buckets, each with its verdict.
 
 SPEC "Windows": counts are kept in one-minute event-time buckets and summed on read, so
-every regulatory window is exact (up to the one documented limit of `period_30d`).
+every regulatory window is exact; the 30-day periods, whose boundaries need not fall on
+a minute, split the minute holding a boundary by its head (`windows.boundary_in`).
 `evaluate_windows` is the read side used by `GET /v1/campaigns/{id}/compliance`: for every
 enabled rate rule of a profile it returns the windows the regulator judges, with the
 figures, the level (`rules.assess`) and the headroom (`rules.headroom`).
@@ -16,8 +17,8 @@ Windows (a rule's `window`):
 - `sliding_24h` (Ofcom 2008 "any 24-hour period"): the worst 24 h, see
   `_worst_sliding_24h`.
 - `period_30d` (16 CFR 310.4(b)(4)(i), 47 CFR 64.1200(a)(7): "each successive 30-day
-  period"): periods of exactly 30 × 24 h anchored at the campaign's first call, see
-  `_periods_30d`.
+  period"): periods of exactly 30 × 24 h anchored at the exact instant of the campaign's
+  first call, see `_periods_30d`.
 
 Only windows holding at least one bucket are reported (a bucket whose counts are all
 zero still counts as data), so no buckets means no windows. Every figure is a
@@ -28,16 +29,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from fractions import Fraction
 
-from services.detector.core.model import BucketCounts
+from services.detector.core.model import EMPTY, BucketCounts
 from services.detector.core.profiles import REGULATORY_WINDOWS, Profile, RateRule
 from services.detector.core.rules import Level, assess, explain, headroom, rate_terms
-from services.detector.core.windows import local_day_bounds, local_day_of, minute_start
+from services.detector.core.windows import (
+    MINUTE_US,
+    PERIOD_30D,
+    boundary_in,
+    instant_us,
+    local_day_bounds,
+    local_day_of,
+    minute_start,
+    period_index,
+    subtract,
+)
 
 SLIDING_MINUTES = 24 * 60
-PERIOD_LENGTH = timedelta(days=30)  # 30 × 24 h of absolute time; DST does not apply to UTC
 
 _RANK: Mapping[Level, int] = {"insufficient": 0, "ok": 1, "warning": 2, "violation": 3}
 
@@ -77,6 +87,7 @@ def evaluate_windows(
     *,
     amd_false_positive_ratio: Fraction = Fraction(0),
     first_call: datetime | None = None,
+    heads: Mapping[int, BucketCounts] | None = None,
 ) -> list[WindowVerdict]:
     """Every regulatory window of every enabled rate rule of `profile`, with its verdict.
 
@@ -84,7 +95,9 @@ def evaluate_windows(
     campaign. `amd_false_positive_ratio` is the campaign's Ofcom estimate ratio
     (`rules.rate_terms` adds ratio × AMD=machine calls to both terms of the abandoned
     rate). `first_call` is the exact `originated_at` of the campaign's earliest call: the
-    anchor of `period_30d` (default: the start of the first bucket's minute).
+    anchor of `period_30d` (default: the start of the first bucket's minute). `heads` maps
+    a minute holding a period boundary to the counts of its calls before the boundary
+    (`BucketState.head`; missing: none).
 
     Order: rules in profile order; each rule's windows in time order. Early-warning rules
     are not regulatory windows and are not evaluated. A rule whose window is not one of
@@ -109,7 +122,9 @@ def evaluate_windows(
                 _worst_sliding_24h(minutes, buckets, rule, amd_false_positive_ratio, judge)
             )
         else:
-            verdicts.extend(judge(*w) for w in _periods_30d(minutes, buckets, first_call))
+            verdicts.extend(
+                judge(*w) for w in _periods_30d(minutes, buckets, first_call, heads or {})
+            )
     return verdicts
 
 
@@ -239,17 +254,19 @@ def _worst_sliding_24h(
 
 
 def _periods_30d(
-    minutes: list[int], buckets: Mapping[int, BucketCounts], first_call: datetime | None
+    minutes: list[int],
+    buckets: Mapping[int, BucketCounts],
+    first_call: datetime | None,
+    heads: Mapping[int, BucketCounts],
 ) -> Iterator[Window]:
-    """Successive periods `[anchor + k·30 d, anchor + (k+1)·30 d)` holding a bucket, in
+    """Successive periods `[anchor + k·30 d, anchor + (k+1)·30 d)` holding a call, in
     order; the last one is partial and reported with its nominal end. The anchor is
     `first_call` (SPEC "Windows": the instant of the campaign's earliest `originated_at`;
     a backfilled earlier call moves it and every boundary), else the first bucket's start.
 
-    Known limit: buckets are whole minutes and the anchor need not be, so a boundary can
-    fall inside a minute. The whole minute goes to the period holding the minute's start
-    (the anchor's own minute to period 0), so the calls of one minute at each boundary may
-    be counted in the earlier period; an anchor on a minute boundary is exact.
+    A boundary need not fall on a minute: the minute holding it counts its head (the calls
+    before the boundary, `heads`) in the earlier period and the rest in the later one, so
+    both edges are exact.
 
     A bucket wholly before `first_call` contradicts it (it would be an earlier call):
     ValueError.
@@ -262,17 +279,22 @@ def _periods_30d(
             f"first_call {anchor.isoformat()} is after the earliest bucket "
             f"{minute_start(minutes[0]).isoformat()}: it cannot be the campaign's first call"
         )
-    period = -1
-    total = _empty()
+    anchor_us = instant_us(anchor)
+    totals: dict[int, Counts] = {}
     for minute in minutes:
-        index = max(0, (minute_start(minute) - anchor) // PERIOD_LENGTH)
-        if index != period:
-            if period >= 0:
-                yield _period(anchor, period, total)
-            period, total = index, _empty()
-        _add(total, buckets[minute])
-    yield _period(anchor, period, total)
+        # The period of the minute's last instant takes the minute, less its head.
+        index = period_index((minute + 1) * MINUTE_US - 1, anchor_us)
+        counts = buckets[minute]
+        head = heads.get(minute, EMPTY) if boundary_in(minute, anchor_us) is not None else EMPTY
+        if head != EMPTY and index > 0:
+            _add(totals.setdefault(index - 1, _empty()), head)
+            counts = subtract(counts, head)
+            if counts == EMPTY:
+                continue  # every call of the minute was before the boundary
+        _add(totals.setdefault(index, _empty()), counts)
+    for index in sorted(totals):
+        yield _period(anchor, index, totals[index])
 
 
 def _period(anchor: datetime, index: int, total: Counts) -> Window:
-    return anchor + index * PERIOD_LENGTH, anchor + (index + 1) * PERIOD_LENGTH, total
+    return anchor + index * PERIOD_30D, anchor + (index + 1) * PERIOD_30D, total

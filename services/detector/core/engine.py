@@ -62,25 +62,24 @@ from services.detector.core.rules import (
 )
 from services.detector.core.windows import (
     EPOCH,
+    MICROSECOND,
+    MINUTE_US,
+    PERIOD_30D,
     RollingSum,
+    boundary_in,
+    instant_of_us,
+    instant_us,
     local_day_bounds,
     local_day_of,
     minute_of,
     minute_start,
+    period_counts,
+    period_index,
     sum_buckets,
 )
 
 EVIDENCE_SAMPLES = 20
 ROLLING_WINDOWS = {"15m": 15, "1h": 60, "24h": 1440}
-PERIOD_MINUTES = 30 * 1440  # US: successive 30-day periods (16 CFR 310.4(b)(4)(i))
-
-
-def period_of(minute: int, first_minute: int) -> int:
-    """Index of the 30-day period holding `minute` for a campaign whose first call is in
-    `first_minute`. Periods are anchored at the start of that minute (at most 59 s before
-    the first call itself): buckets are minutes, so a boundary cannot split one; calls in
-    the last seconds before an exact 30-day boundary count in the next period."""
-    return (minute - first_minute) // PERIOD_MINUTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +93,21 @@ class Event:
 
 @dataclass(slots=True)
 class BucketState:
+    """One minute of a campaign. `head`: the counts of its calls before the 30-day period
+    boundary inside it (`windows.boundary_in`), EMPTY in a minute holding none."""
+
     counts: BucketCounts
     watermark: int
+    head: BucketCounts = EMPTY
 
     def to_json(self) -> list[int]:
-        return [self.watermark, *self.counts.to_list()]
+        head = () if self.head == EMPTY else self.head.to_list()
+        return [self.watermark, *self.counts.to_list(), *head]
 
     @classmethod
     def from_json(cls, raw: list[int]) -> BucketState:
-        return cls(BucketCounts.from_list(raw[1:]), raw[0])
+        head = BucketCounts.from_list(raw[9:17]) if len(raw) > 9 else EMPTY
+        return cls(BucketCounts.from_list(raw[1:9]), raw[0], head)
 
 
 @dataclass(slots=True)
@@ -158,6 +163,10 @@ class CampaignState:
     newest_minute: int
     newest_at: datetime
     totals: BucketCounts = EMPTY
+    # The exact instant (µs since the epoch) of the earliest call: the anchor of the US
+    # 30-day periods. None in state written before it was kept: the first minute's start,
+    # as periods were anchored then.
+    first_at_us: int | None = None
     watermark: int = -1
     too_late: int = 0
     duplicates: int = 0
@@ -171,6 +180,7 @@ class CampaignState:
             "tenant_id": self.tenant_id,
             "profile": self.profile,
             "first_minute": self.first_minute,
+            "first_at_us": self.first_at_us,
             "newest_minute": self.newest_minute,
             "newest_at_us": (self.newest_at - EPOCH) // timedelta(microseconds=1),
             "totals": self.totals.to_list(),
@@ -214,6 +224,7 @@ class CampaignState:
             tenant_id=raw["tenant_id"],
             profile=raw["profile"],
             first_minute=raw["first_minute"],
+            first_at_us=raw.get("first_at_us"),
             newest_minute=raw["newest_minute"],
             newest_at=newest_at,
             totals=BucketCounts.from_list(raw["totals"]),
@@ -224,6 +235,11 @@ class CampaignState:
             abandoned_samples=[(int(m), str(c)) for m, c in raw["abandoned_samples"]],
             alerts=alerts,
         )
+
+    @property
+    def anchor_us(self) -> int:
+        """Where the campaign's 30-day periods start (µs since the epoch)."""
+        return self.first_minute * MINUTE_US if self.first_at_us is None else self.first_at_us
 
 
 class StateStore(Protocol):
@@ -263,11 +279,16 @@ class CampaignConfig:
 
 @dataclass(frozen=True, slots=True)
 class MinuteStats:
+    """A minute bucket as published. `boundary_us`: the 30-day period boundary inside the
+    minute (µs), if one is; `head` then holds the counts of its calls before it."""
+
     campaign_id: str
     minute: int
     counts: BucketCounts
     tenant_id: str | None
     profile: str
+    boundary_us: int | None = None
+    head: BucketCounts = EMPTY
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +360,12 @@ class Engine:
         lateness: timedelta,
         clock: Callable[[], datetime],
     ) -> None:
+        if lateness >= PERIOD_30D - timedelta(days=1):
+            # A call accepted late can be the campaign's new first call and move every
+            # 30-day boundary; under 29 days of lateness no call counted so far can lie
+            # in a minute that then holds a new boundary (past the newest call), so the
+            # minute heads (`BucketState.head`) never need recounting.
+            raise ValueError(f"lateness {lateness} must be under 29 days (US 30-day periods)")
         self._store = store
         self._config_for = config_for
         self._lateness = lateness
@@ -346,8 +373,8 @@ class Engine:
         # Caches derived from stored buckets; dropped on rebalance (see reset_caches).
         self._rolling: dict[tuple[str, str], RollingSum] = {}
         self._days: dict[tuple[str, date, str], BucketCounts] = {}
-        self._periods: dict[tuple[str, int, int], BucketCounts] = {}  # (cid, first minute, k)
-        self._anchors: dict[str, int] = {}  # cid -> first minute the period cache uses
+        self._periods: dict[tuple[str, int, int], BucketCounts] = {}  # (cid, anchor µs, k)
+        self._anchors: dict[str, int] = {}  # cid -> the anchor (µs) the period cache uses
         self._last_emitted: dict[str, tuple[Any, ...]] = {}
         # Per profile object (kept, so its id is not reused): its rolling rules with their
         # judges, and the AMD ratio per campaign configuration object. Hashing a profile
@@ -373,8 +400,8 @@ class Engine:
         buckets: dict[tuple[str, int], BucketState] = {}
         day_violations: dict[tuple[str, str, date], DayViolations] = {}
         touched_days: dict[str, set[date]] = {}
-        touched_minutes: dict[str, set[int]] = {}
-        first_minutes: dict[str, int] = {}  # campaign -> first minute before this batch
+        touched_periods: dict[str, set[int]] = {}
+        anchors_before: dict[str, int] = {}  # campaign -> its period anchor before this batch
         configs: dict[str, CampaignConfig] = {}
 
         def bucket_counts(campaign_id: str) -> Callable[[int], BucketCounts]:
@@ -384,6 +411,16 @@ class Engine:
                     return working.counts
                 stored = self._store.get_bucket(campaign_id, minute)
                 return EMPTY if stored is None else stored.counts
+
+            return lookup
+
+        def bucket_heads(campaign_id: str) -> Callable[[int], BucketCounts]:
+            def lookup(minute: int) -> BucketCounts:
+                working = buckets.get((campaign_id, minute))
+                if working is not None:
+                    return working.head
+                stored = self._store.get_bucket(campaign_id, minute)
+                return EMPTY if stored is None else stored.head
 
             return lookup
 
@@ -405,7 +442,7 @@ class Engine:
                 # never counted nor a duplicate (no seen-entry: too late), its dead letter.
                 campaigns[cid] = state
                 partitions[cid] = event.partition
-                first_minutes.setdefault(cid, state.first_minute)
+                anchors_before.setdefault(cid, state.anchor_us)
                 seen = self._store.get_seen(seen_key(call))
                 if seen is None:
                     if call.originated_at < state.newest_at - self._lateness:
@@ -424,7 +461,9 @@ class Engine:
                 touched_days.setdefault(cid, set()).add(
                     local_day_of(minute, config.profile.home_zone)
                 )
-                touched_minutes.setdefault(cid, set()).add(minute)
+                touched_periods.setdefault(cid, set()).add(
+                    period_index(instant_us(call.originated_at), state.anchor_us)
+                )
                 if has_callee_rules(config.profile) and call.callee_key:
                     outcome = classify(call, config.profile)
                     out.callee_events.append((callee_state_key(call), callee_call(call, outcome)))
@@ -440,10 +479,11 @@ class Engine:
                     first_minute=minute,
                     newest_minute=minute,
                     newest_at=call.originated_at,
+                    first_at_us=instant_us(call.originated_at),
                 )
             campaigns[cid] = state
             partitions[cid] = event.partition
-            first_minutes.setdefault(cid, state.first_minute)
+            anchors_before.setdefault(cid, state.anchor_us)
 
             if seen is not None and (seen[0], seen[1]) != (event.partition, event.offset):
                 out.duplicates += 1
@@ -473,14 +513,21 @@ class Engine:
             bucket = buckets.get(bkey) or self._store.get_bucket(cid, minute)
             if bucket is None:
                 bucket = BucketState(EMPTY, -1)
+            call_us = instant_us(call.originated_at)
+            anchor = min(state.anchor_us, call_us)  # a call before the first re-anchors
+            period = period_index(call_us, anchor)
             if bucket.watermark < event.offset:
                 delta = EMPTY.add(outcome)
-                bucket = BucketState(bucket.counts.merge(delta), event.offset)
-                self._on_bucket_change(cid, minute, delta, config.profile.home_zone)
+                boundary = boundary_in(minute, anchor)
+                head = bucket.head
+                if boundary is not None and call_us < boundary:
+                    head = head.merge(delta)
+                bucket = BucketState(bucket.counts.merge(delta), event.offset, head)
+                self._on_bucket_change(cid, minute, delta, config.profile.home_zone, anchor, period)
             buckets[bkey] = bucket
             day = local_day_of(minute, config.profile.home_zone)
             touched_days.setdefault(cid, set()).add(day)
-            touched_minutes.setdefault(cid, set()).add(minute)
+            touched_periods.setdefault(cid, set()).add(period)
             # Evidence of the day's rate windows: silent and abandoned calls per local day
             # (pseudo-rules "~silent"/"~abandoned": records like the per-call ones).
             evidence_of = tuple(
@@ -522,7 +569,15 @@ class Engine:
             state = campaigns[cid]
             self._store.put_bucket(cid, minute, bucket, partitions[cid])
             out.minute_stats.append(
-                MinuteStats(cid, minute, bucket.counts, state.tenant_id, state.profile)
+                MinuteStats(
+                    cid,
+                    minute,
+                    bucket.counts,
+                    state.tenant_id,
+                    state.profile,
+                    boundary_in(minute, state.anchor_us),
+                    bucket.head,
+                )
             )
         for (cid, rule_id, day), record in day_violations.items():
             config = configs[cid]
@@ -546,12 +601,13 @@ class Engine:
             config = configs[cid]
             state.profile = config.profile.name
             periods = self._touched_periods(
-                state, first_minutes[cid], touched_minutes.get(cid, set())
+                state, anchors_before[cid], touched_periods.get(cid, set())
             )
             self._evaluate(
                 state,
                 config,
                 bucket_counts(cid),
+                bucket_heads(cid),
                 touched_days.get(cid, set()),
                 periods,
                 now,
@@ -704,6 +760,7 @@ class Engine:
         state.totals = state.totals.add(outcome)
         state.watermark = offset
         state.first_minute = min(state.first_minute, minute)
+        state.first_at_us = min(state.anchor_us, instant_us(call.originated_at))
         if call.originated_at > state.newest_at:
             state.newest_at = call.originated_at
         state.newest_minute = max(state.newest_minute, minute)
@@ -720,7 +777,11 @@ class Engine:
             f"already accepted for campaign {cid}"
         )
 
-    def _on_bucket_change(self, cid: str, minute: int, delta: BucketCounts, zone: str) -> None:
+    def _on_bucket_change(
+        self, cid: str, minute: int, delta: BucketCounts, zone: str, anchor: int, period: int
+    ) -> None:
+        """Keep the cached sums over `minute` right: `delta` is one call, of 30-day period
+        `period` from `anchor` (µs)."""
         for length_name in ROLLING_WINDOWS:
             rolling = self._rolling.get((cid, length_name))
             if rolling is not None:
@@ -729,33 +790,37 @@ class Engine:
         cached = self._days.get(day_key)
         if cached is not None:
             self._days[day_key] = cached.merge(delta)
-        anchor = self._anchors.get(cid)
-        if anchor is not None:
-            period_key = (cid, anchor, period_of(minute, anchor))
-            period = self._periods.get(period_key)
-            if period is not None:
-                self._periods[period_key] = period.merge(delta)
+        if self._anchors.get(cid) == anchor:
+            period_key = (cid, anchor, period)
+            cached_period = self._periods.get(period_key)
+            if cached_period is not None:
+                self._periods[period_key] = cached_period.merge(delta)
 
     @staticmethod
-    def _touched_periods(state: CampaignState, first_before: int, minutes: set[int]) -> list[int]:
+    def _touched_periods(state: CampaignState, anchor_before: int, periods: set[int]) -> list[int]:
         """Periods to re-evaluate: those the batch's calls fall in; all of them when a
         backfilled earlier call moved the anchor (the alerts are amended in place)."""
-        if state.first_minute != first_before:
-            return list(range(period_of(state.newest_minute, state.first_minute) + 1))
-        return sorted({period_of(m, state.first_minute) for m in minutes})
+        if state.anchor_us != anchor_before:
+            newest = period_index(instant_us(state.newest_at), state.anchor_us)
+            return list(range(newest + 1))
+        return sorted(periods)
 
     def _period_counts(
-        self, cid: str, first_minute: int, k: int, lookup: Callable[[int], BucketCounts]
+        self,
+        cid: str,
+        anchor: int,
+        k: int,
+        lookup: Callable[[int], BucketCounts],
+        heads: Callable[[int], BucketCounts],
     ) -> BucketCounts:
-        if self._anchors.get(cid) != first_minute:
-            self._anchors[cid] = first_minute
+        if self._anchors.get(cid) != anchor:
+            self._anchors[cid] = anchor
             for key in [key for key in self._periods if key[0] == cid]:
                 del self._periods[key]
-        key = (cid, first_minute, k)
+        key = (cid, anchor, k)
         cached = self._periods.get(key)
         if cached is None:
-            start = first_minute + k * PERIOD_MINUTES
-            cached = self._periods[key] = sum_buckets(lookup, start, start + PERIOD_MINUTES)
+            cached = self._periods[key] = period_counts(k, anchor, lookup, heads)
         return cached
 
     # -- evaluation -------------------------------------------------------------------
@@ -789,6 +854,7 @@ class Engine:
         state: CampaignState,
         config: CampaignConfig,
         lookup: Callable[[int], BucketCounts],
+        heads: Callable[[int], BucketCounts],
         days: set[date],
         periods: list[int],
         now: datetime,
@@ -859,17 +925,10 @@ class Engine:
                     )
             elif rule.window == "period_30d":
                 for k in periods:
-                    first = state.first_minute + k * PERIOD_MINUTES
-                    counts = self._period_counts(cid, state.first_minute, k, lookup)
+                    start = instant_of_us(state.anchor_us) + k * PERIOD_30D
+                    counts = self._period_counts(cid, state.anchor_us, k, lookup, heads)
                     windows.append(
-                        (
-                            rule,
-                            "period",
-                            f"period-{k}",
-                            minute_start(first),
-                            minute_start(first + PERIOD_MINUTES),
-                            counts,
-                        )
+                        (rule, "period", f"period-{k}", start, start + PERIOD_30D, counts)
                     )
             else:
                 raise ValueError(f"rule {rule.id}: no evaluation for window {rule.window!r}")
@@ -898,7 +957,7 @@ class Engine:
                 evidence = day_evidence(rule.metric, [date.fromisoformat(window_key)])
             elif kind == "period":
                 first_day = local_day_of(first_minute, profile.home_zone)
-                last_day = local_day_of(end_minute - 1, profile.home_zone)
+                last_day = local_day_of(minute_of(end - MICROSECOND), profile.home_zone)
                 span = (last_day - first_day).days + 1
                 evidence = day_evidence(
                     rule.metric, [first_day + timedelta(days=i) for i in range(span)]

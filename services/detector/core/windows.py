@@ -6,6 +6,14 @@ the epoch, an int). Every window (whole campaign, calendar day in a zone, rollin
 sums below are caches over the buckets kept incrementally: each holds the invariant
 `counts == Σ bucket(m) for m in its range`, updated by every bucket change inside the
 range and, for rolling windows, by the buckets leaving and entering when the end moves.
+
+The one window whose boundaries need not be on a minute is the US 30-day period: periods
+are `[anchor + k·30 d, anchor + (k+1)·30 d)` from the exact instant of the campaign's
+first call (16 CFR 310.4(b)(4)(i)). 30 days are whole minutes, so every boundary falls at
+the same offset within its minute as the anchor; the minute holding a boundary keeps, next
+to its counts, its *head*: the counts of its calls before the boundary (`boundary_in`).
+A period is then its whole minutes, minus the head of its first minute, plus the head of
+the minute after its last (`period_counts`): exact at both edges, whatever the anchor.
 """
 
 from __future__ import annotations
@@ -18,6 +26,11 @@ from services.detector.core.model import EMPTY, BucketCounts
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
+MICROSECOND = timedelta(microseconds=1)
+MINUTE_US = MINUTE // MICROSECOND
+PERIOD_30D = timedelta(days=30)  # US: successive 30-day periods (16 CFR 310.4(b)(4)(i))
+PERIOD_US = PERIOD_30D // MICROSECOND
+PERIOD_MINUTES = PERIOD_30D // MINUTE
 
 BucketLookup = Callable[[int], BucketCounts]
 
@@ -29,6 +42,38 @@ def minute_of(instant: datetime) -> int:
 
 def minute_start(minute: int) -> datetime:
     return EPOCH + minute * MINUTE
+
+
+def instant_us(instant: datetime) -> int:
+    """Microseconds since the epoch of an aware `instant` (exact; CDR times carry µs)."""
+    return (instant - EPOCH) // MICROSECOND
+
+
+def instant_of_us(us: int) -> datetime:
+    return EPOCH + us * MICROSECOND
+
+
+def period_index(at_us: int, anchor_us: int) -> int:
+    """Index of the 30-day period holding instant `at_us` (periods from `anchor_us`)."""
+    return (at_us - anchor_us) // PERIOD_US
+
+
+def boundary_in(minute: int, anchor_us: int) -> int | None:
+    """The period boundary `anchor + k·30 d` (k ≥ 0, in µs) that falls inside `minute`,
+    if one does. A call of that minute before it belongs to the minute's head."""
+    last_us = (minute + 1) * MINUTE_US - 1
+    boundary = anchor_us + (last_us - anchor_us) // PERIOD_US * PERIOD_US
+    return boundary if boundary >= minute * MINUTE_US else None
+
+
+def period_counts(k: int, anchor_us: int, lookup: BucketLookup, head: BucketLookup) -> BucketCounts:
+    """Counts of period k `[anchor + k·30 d, anchor + (k+1)·30 d)`: the buckets of its
+    minutes, less the head of its first minute (calls before its start), plus the head of
+    the minute holding its end (calls before the next period's start). `head(minute)` is
+    EMPTY for a minute holding no boundary."""
+    start_us = anchor_us + k * PERIOD_US
+    first, last = start_us // MINUTE_US, (start_us + PERIOD_US) // MINUTE_US
+    return subtract(sum_buckets(lookup, first, last), head(first)).merge(head(last))
 
 
 def sum_buckets(lookup: BucketLookup, first: int, last_exclusive: int) -> BucketCounts:
