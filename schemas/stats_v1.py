@@ -3,10 +3,13 @@
 answered by `GET /v1/campaigns/{id}/stats`.
 
 On the topic, a message header `cdrwatch-window` says what the range is: `minute` (one
-event-time bucket, absolute counts, last write wins), or a rolling/regulatory window name
-(`cumulative`, `15m`, `1h`, `24h`) for live gauges. Headers `cdrwatch-tenant` and
-`cdrwatch-profile` carry the campaign's scope. They are headers, not fields, so that the
-model stays exactly the flat object SPEC describes.
+event-time bucket, absolute counts, last write wins), `minute-head` (the calls of a minute
+bucket before the US 30-day period boundary inside it: `from` is the minute's start, `to`
+the boundary; the detector sends one with every minute bucket holding a boundary, the
+first call's minute included, so `to` there is the campaign's exact first call), or a
+rolling/regulatory window name (`cumulative`, `15m`, `1h`, `24h`) for live gauges.
+Headers `cdrwatch-tenant` and `cdrwatch-profile` carry the campaign's scope. They are
+headers, not fields, so that the model stays exactly the flat object SPEC describes.
 """
 
 from __future__ import annotations

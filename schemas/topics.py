@@ -19,6 +19,10 @@ ALL = (CDRS, CDRS_RAW, CDRS_DLQ, ALERTS, STATS, CALLS, CAMPAIGNS)
 HEADER_WINDOW = "cdrwatch-window"
 HEADER_TENANT = "cdrwatch-tenant"
 HEADER_PROFILE = "cdrwatch-profile"
+# Values of HEADER_WINDOW: one event-time minute bucket, and the head of a minute holding
+# a US 30-day period boundary (the minute's calls in [minute start, boundary)).
+WINDOW_MINUTE = "minute"
+WINDOW_MINUTE_HEAD = "minute-head"
 # Set to "1" on records re-published from the durable archive after the embedded broker
 # restarted, and on every stats/alert message the detector derives from such records.
 HEADER_REPLAY = "cdrwatch-replay"

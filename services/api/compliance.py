@@ -4,6 +4,7 @@ buckets (`GET /v1/campaigns/{id}/compliance`); the arithmetic is the detector co
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
 
@@ -11,10 +12,18 @@ from services.api.campaigns import CampaignNotFound, RangeError
 from services.api.models import Campaign, CampaignCompliance, ComplianceWindow
 from services.api.store import AlertStore
 from services.detector.core.compliance import WindowVerdict, evaluate_windows
-from services.detector.core.model import BucketCounts
+from services.detector.core.model import EMPTY, BucketCounts
 from services.detector.core.profiles import Profile, load_profile
 from services.detector.core.rules import effective_amd_ratio
-from services.detector.core.windows import minute_of
+from services.detector.core.windows import (
+    MINUTE_US,
+    PERIOD_30D,
+    boundary_in,
+    instant_us,
+    minute_of,
+    minute_start,
+    period_index,
+)
 
 DEFAULT_PROFILE = "it"  # DetectorSettings.default_profile's default
 
@@ -31,6 +40,49 @@ def compliance_range(
     if start is not None and end is not None and start >= end:
         raise RangeError("from", "`from` must be before `to`")
     return start, end
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodAnchor:
+    """Where a campaign's US 30-day periods start, and the heads splitting the minutes that
+    hold a boundary (`windows.boundary_in`), as the detector published them."""
+
+    first_call: datetime | None  # None: no head was published, the first minute's start
+    heads: dict[int, BucketCounts]
+
+    def current_period(self, first_minute: int, newest_minute: int) -> tuple[datetime, datetime]:
+        """[start, end) of the period holding the end of `newest_minute` (`first_minute`:
+        the campaign's first bucket, the anchor when no head was published)."""
+        anchor = minute_start(first_minute) if self.first_call is None else self.first_call
+        k = period_index((newest_minute + 1) * MINUTE_US - 1, instant_us(anchor))
+        return anchor + k * PERIOD_30D, anchor + (k + 1) * PERIOD_30D
+
+    def head(self, minute: int) -> dict[str, int]:
+        """The counts of `minute`'s calls before the boundary inside it (zeros if none)."""
+        return self.heads.get(minute, EMPTY).as_dict()
+
+
+async def period_anchor(
+    store: AlertStore, campaign_id: str, *, tenant_id: str | None, first_minute: int | None
+) -> PeriodAnchor:
+    """The campaign's period anchor: the boundary of the head published for its first
+    minute (`first_minute`, the earliest stored bucket) is its exact first call. Heads of
+    other minutes count when their boundary is one of that anchor's (a head left from
+    before a backfilled earlier call moved the anchor is ignored). Without a head for the
+    first minute (figures of an older detector) the periods start at that minute."""
+    if first_minute is None:
+        return PeriodAnchor(None, {})
+    rows = await store.minute_heads(campaign_id, tenant_id=tenant_id)
+    first = rows.get(minute_start(first_minute))
+    if first is None:
+        return PeriodAnchor(None, {})
+    anchor_us = instant_us(first[0])
+    heads = {
+        minute_of(start): BucketCounts(**counts)
+        for start, (boundary, counts) in rows.items()
+        if boundary_in(minute_of(start), anchor_us) == instant_us(boundary)
+    }
+    return PeriodAnchor(first[0], heads)
 
 
 def judged_by(campaign: Campaign | None, default_profile: str) -> tuple[Profile, Fraction]:
@@ -58,8 +110,8 @@ async def campaign_compliance(
     campaign's setting, else the profile's (rules.effective_amd_ratio, as in the
     detector). With `start`/`end`, only windows
     overlapping [start, end) are returned, and the cumulative window always. US periods
-    are anchored at the first stored bucket's minute (the api keeps no exact first-call
-    instant). The campaign is the tenant's (`tenant_id` None: the default tenant's); an
+    start at the campaign's exact first call, each boundary minute split by its head
+    (`period_anchor`). The campaign is the tenant's (`tenant_id` None: the default tenant's); an
     unknown one raises CampaignNotFound.
     """
     campaign = await store.get_campaign(campaign_id, tenant_id=tenant_id)
@@ -68,7 +120,16 @@ async def campaign_compliance(
     profile, ratio = judged_by(campaign, default_profile)
     rows = await store.minute_buckets(campaign_id, tenant_id=campaign.tenant_id)
     buckets = {minute_of(at): BucketCounts(**counts) for at, counts in rows.items()}
-    verdicts = evaluate_windows(profile, buckets, amd_false_positive_ratio=ratio)
+    anchor = await period_anchor(
+        store, campaign_id, tenant_id=campaign.tenant_id, first_minute=min(buckets, default=None)
+    )
+    verdicts = evaluate_windows(
+        profile,
+        buckets,
+        amd_false_positive_ratio=ratio,
+        first_call=anchor.first_call,
+        heads=anchor.heads,
+    )
     return CampaignCompliance(
         campaign_id=campaign_id,
         tenant_id=campaign.tenant_id,

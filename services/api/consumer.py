@@ -31,6 +31,7 @@ from services.api.store import (
     AlertStore,
     LiveWindow,
     MinuteBucket,
+    MinuteHead,
     RejectionSeen,
     Sighting,
     StoreBatch,
@@ -158,11 +159,18 @@ def _parse_stats(
     tenant = _printable(tenant, "tenant") or default_tenant
     profile = _bounded(_header(headers, topics.HEADER_PROFILE), _MAX_PROFILE_NAME, "profile")
     counts = {name: getattr(stats, name) for name in COUNT_FIELDS}
-    if window == "minute":
+    if window == topics.WINDOW_MINUTE:
         start = stats.from_
         if start.second or start.microsecond or stats.to - start != MINUTE:
             raise UnreadableMessage(f"minute bucket [{start}, {stats.to}) is not one minute")
         batch.minutes.append(MinuteBucket(stats.campaign_id, start, counts, tenant))
+    elif window == topics.WINDOW_MINUTE_HEAD:
+        start = stats.from_
+        if start.second or start.microsecond or not start <= stats.to < start + MINUTE:
+            raise UnreadableMessage(
+                f"minute head [{start}, {stats.to}) does not start a minute and end in it"
+            )
+        batch.heads.append(MinuteHead(stats.campaign_id, start, stats.to, counts, tenant))
     else:
         batch.windows.append(
             LiveWindow(stats.campaign_id, window, profile, stats.from_, stats.to, counts, tenant)

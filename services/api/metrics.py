@@ -24,8 +24,8 @@ collector, so every value is exactly what the store holds:
   `regulatory` or `early_warning`. A profile without the rule has no series, so alert
   rules need no hard-coded cap or profile. Day and period windows are the ones holding
   the campaign's newest call; earlier days and periods are in
-  `GET /v1/campaigns/{id}/compliance` and the detector's alerts. US periods are anchored
-  at the campaign's first minute, as in the compliance view.
+  `GET /v1/campaigns/{id}/compliance` and the detector's alerts. US periods start at the
+  campaign's exact first call, as in the compliance view (`compliance.period_anchor`).
 - `cdrwatch_campaign_last_cdr_timestamp_seconds{tenant,campaign}` (gauge): the
   `originated_at` of the campaign's newest counted call, to the minute (the start of its
   minute bucket; event time), for stalled-feed alerts.
@@ -59,12 +59,14 @@ from prometheus_client.registry import Collector
 
 from schemas.stats_v1 import COUNT_FIELDS
 from services.api.clock import Clock
+from services.api.compliance import PeriodAnchor, period_anchor
 from services.api.store import AlertStore, MetricsSnapshot, WindowSample
 from services.detector.core.model import BucketCounts
 from services.detector.core.profiles import (
     EARLY_WARNING_WINDOWS,
     Profile,
     ProfileError,
+    RateRule,
     load_profile,
 )
 from services.detector.core.rules import assess, effective_amd_ratio, headroom, rate_terms
@@ -106,7 +108,6 @@ WINDOW_OF_RULE = {
     "calendar_day": CURRENT_DAY,
     "period_30d": CURRENT_PERIOD,
 }
-PERIOD_MINUTES = 30 * 24 * 60
 RULE_LABELS = ["tenant", "campaign", "profile", "rule", "metric", "window", "kind"]
 MINUTE = timedelta(minutes=1)
 
@@ -145,28 +146,46 @@ def rule_states(
     return states
 
 
-def current_windows(cumulative: WindowSample, profile: Profile) -> list[tuple[str, int, int]]:
+def current_windows(
+    cumulative: WindowSample, profile: Profile, anchor: PeriodAnchor | None = None
+) -> list[tuple[str, datetime, datetime]]:
     """The day and period windows `profile`'s enabled rules judge that the api sums from
-    minute buckets: (sample window name, first minute, end minute) of the calendar day in
-    the home zone holding the campaign's newest minute (`CURRENT_DAY`), and of the 30-day
-    period holding it, anchored at the campaign's first minute as in the compliance view
-    (`CURRENT_PERIOD`). `cumulative` is the campaign's cumulative window sample."""
+    minute buckets: (sample window name, start, end) of the calendar day in the home zone
+    holding the campaign's newest minute (`CURRENT_DAY`), and of the 30-day period holding
+    it, from `anchor` as in the compliance view (`CURRENT_PERIOD`; None: from the first
+    minute). `cumulative` is the campaign's cumulative window sample."""
     if cumulative.start is None or cumulative.end is None:
         return []
     first, newest = minute_of(cumulative.start), minute_of(cumulative.end) - 1
-    wanted = {
-        WINDOW_OF_RULE[rule.window]
-        for rule in profile.rate_rules
-        if rule.enabled and rule.window in ("daily", "calendar_day", "period_30d")
-    }
-    windows: list[tuple[str, int, int]] = []
+    wanted = {WINDOW_OF_RULE[rule.window] for rule in _summed_rules(profile)}
+    windows: list[tuple[str, datetime, datetime]] = []
     if CURRENT_DAY in wanted:
         day = local_day_of(newest, profile.home_zone)
-        windows.append((CURRENT_DAY, *local_day_bounds(day, profile.home_zone)))
+        start, end = local_day_bounds(day, profile.home_zone)
+        windows.append((CURRENT_DAY, minute_start(start), minute_start(end)))
     if CURRENT_PERIOD in wanted:
-        start = first + (newest - first) // PERIOD_MINUTES * PERIOD_MINUTES
-        windows.append((CURRENT_PERIOD, start, start + PERIOD_MINUTES))
+        period = (anchor or PeriodAnchor(None, {})).current_period(first, newest)
+        windows.append((CURRENT_PERIOD, *period))
     return windows
+
+
+def _summed_rules(profile: Profile) -> list[RateRule]:
+    return [
+        rule
+        for rule in profile.rate_rules
+        if rule.enabled and rule.window in ("daily", "calendar_day", "period_30d")
+    ]
+
+
+def _period_edges(
+    whole_minutes: Mapping[str, int], first_head: Mapping[str, int], last_head: Mapping[str, int]
+) -> dict[str, int]:
+    """A period from the sum of its whole minutes [first, last): less the calls of its first
+    minute before its start, plus those of the minute holding its end before the end."""
+    return {
+        name: whole_minutes.get(name, 0) - first_head.get(name, 0) + last_head.get(name, 0)
+        for name in COUNT_FIELDS
+    }
 
 
 def _add(into: dict[str, int], counts: Mapping[str, int]) -> None:
@@ -332,7 +351,10 @@ class ApiMetrics:
         # refresh, and the sums by window, kept while the campaign's cumulative counts stay
         # the same (a campaign without new data costs no query).
         self.current: list[WindowSample] = []
-        self._sums: dict[tuple[str, str, str, int, int], tuple[object, dict[str, int]]] = {}
+        self._sums: dict[
+            tuple[str, str, str, datetime, datetime], tuple[object, dict[str, int]]
+        ] = {}
+        self._anchors: dict[tuple[str, str], tuple[object, PeriodAnchor]] = {}
         self._cap = campaign_cap
         self._clock = clock
         registry.register(_StoreCollector(self, campaign_cap, clock))
@@ -355,36 +377,60 @@ class ApiMetrics:
     async def refresh(self, store: AlertStore) -> None:
         snapshot = await store.metrics_snapshot()
         current: list[WindowSample] = []
-        sums: dict[tuple[str, str, str, int, int], tuple[object, dict[str, int]]] = {}
+        sums: dict[tuple[str, str, str, datetime, datetime], tuple[object, dict[str, int]]] = {}
+        anchors: dict[tuple[str, str], tuple[object, PeriodAnchor]] = {}
         for sample in snapshot.windows:
             profile = self.profile_of(sample) if sample.window == CUMULATIVE else None
             if profile is None:
                 continue
             fingerprint = (sample.end, tuple(sorted(sample.counts.items())))
-            for name, first, end in current_windows(sample, profile):
-                key = (sample.tenant_id, sample.campaign_id, name, first, end)
+            anchor = None
+            if sample.start is not None and any(
+                rule.window == "period_30d" for rule in _summed_rules(profile)
+            ):
+                scope = (sample.tenant_id, sample.campaign_id)
+                found = self._anchors.get(scope)
+                if found is None or found[0] != fingerprint:
+                    found = (
+                        fingerprint,
+                        await period_anchor(
+                            store,
+                            sample.campaign_id,
+                            tenant_id=sample.tenant_id,
+                            first_minute=minute_of(sample.start),
+                        ),
+                    )
+                anchors[scope] = found
+                anchor = found[1]
+            for name, start, end in current_windows(sample, profile, anchor):
+                key = (sample.tenant_id, sample.campaign_id, name, start, end)
                 held = self._sums.get(key)
                 if held is None or held[0] != fingerprint:
+                    # Whole minutes; a period's edge minutes are split by their heads.
+                    first, last = minute_of(start), minute_of(end)
                     counts = await store.sum_stats(
                         sample.campaign_id,
                         minute_start(first),
-                        minute_start(end),
+                        minute_start(last),
                         tenant_id=sample.tenant_id,
                     )
                     if counts is None:
                         continue
+                    if name == CURRENT_PERIOD and anchor is not None:
+                        counts = _period_edges(counts, anchor.head(first), anchor.head(last))
                     held = (fingerprint, counts)
                 sums[key] = held
                 current.append(
                     replace(
                         sample,
                         window=name,
-                        start=minute_start(first),
-                        end=minute_start(end),
+                        start=start,
+                        end=end,
                         counts=held[1],
                     )
                 )
         self.snapshot, self.current, self._sums = snapshot, current, sums
+        self._anchors = anchors
 
     def exposition(self, tenant: str | None) -> bytes:
         """The text exposition a scrape gets: everything on the registry for a token bound

@@ -62,6 +62,7 @@ from services.common.db import (
     campaign_feeds,
     campaigns,
     consumer_positions,
+    minute_heads,
     minute_stats,
     rejections,
     window_stats,
@@ -85,6 +86,18 @@ class MinuteBucket:
 
     campaign_id: str
     minute_start: datetime
+    counts: Mapping[str, int]
+    tenant_id: str = DEFAULT_TENANT
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteHead:
+    """The calls of a minute bucket before the 30-day period boundary inside it:
+    [minute_start, boundary_at) (schemas.stats_v1, window `minute-head`)."""
+
+    campaign_id: str
+    minute_start: datetime
+    boundary_at: datetime
     counts: Mapping[str, int]
     tenant_id: str = DEFAULT_TENANT
 
@@ -131,6 +144,7 @@ class StoreBatch:
     # Ids of alerts in `alerts` whose message was marked replayed, by position in `alerts`.
     replayed: set[int] = field(default_factory=set)
     minutes: list[MinuteBucket] = field(default_factory=list)
+    heads: list[MinuteHead] = field(default_factory=list)
     windows: list[LiveWindow] = field(default_factory=list)
     sightings: list[Sighting] = field(default_factory=list)
     # Traced calls (tenant, campaign, facts), merged per (tenant, campaign, call id).
@@ -147,6 +161,7 @@ class StoreBatch:
             self.alerts
             or self.rejections
             or self.minutes
+            or self.heads
             or self.windows
             or self.sightings
             or self.calls
@@ -273,6 +288,7 @@ class AlertStore:
             marked = [(a, i in batch.replayed) for i, a in enumerate(batch.alerts)]
             await self._upsert_alerts(conn, marked, now)
             await self._upsert_minutes(conn, batch.minutes)
+            await self._upsert_heads(conn, batch.heads)
             await self._upsert_windows(conn, batch.windows, now)
             await self._upsert_calls(conn, batch.calls, now)
             await self._record_feeds(conn, batch.live_feeds, now)
@@ -723,6 +739,38 @@ class AlertStore:
         for chunk in _chunks(rows):
             await conn.execute(stmt, list(chunk))
 
+    async def _upsert_heads(self, conn: AsyncConnection, heads: Sequence[MinuteHead]) -> None:
+        # Last write wins, like the minute buckets they split.
+        latest: dict[tuple[str, str, datetime], MinuteHead] = {}
+        for h in heads:
+            latest[(self._tenant(h.tenant_id), h.campaign_id, h.minute_start)] = h
+        if not latest:
+            return
+        stmt = self._insert(minute_heads)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[
+                minute_heads.c.tenant_id,
+                minute_heads.c.campaign_id,
+                minute_heads.c.minute_start,
+            ],
+            set_={
+                "boundary_at": stmt.excluded.boundary_at,
+                **{name: stmt.excluded[name] for name in COUNT_FIELDS},
+            },
+        )
+        rows = [
+            {
+                "tenant_id": tenant,
+                "campaign_id": campaign_id,
+                "minute_start": start,
+                "boundary_at": h.boundary_at,
+                **{name: int(h.counts.get(name, 0)) for name in COUNT_FIELDS},
+            }
+            for (tenant, campaign_id, start), h in latest.items()
+        ]
+        for chunk in _chunks(rows):
+            await conn.execute(stmt, list(chunk))
+
     async def _upsert_windows(
         self, conn: AsyncConnection, windows: Sequence[LiveWindow], now: datetime
     ) -> None:
@@ -783,6 +831,33 @@ class AlertStore:
                 return None
             row = (await conn.execute(query)).one()
         return {name: int(value) for name, value in zip(COUNT_FIELDS, row, strict=True)}
+
+    async def minute_heads(
+        self, campaign_id: str, *, tenant_id: str | None = None
+    ) -> dict[datetime, tuple[datetime, dict[str, int]]]:
+        """The heads of the tenant's campaign's minutes holding a 30-day period boundary
+        (`MinuteHead`): minute start -> (boundary, counts before it), in time order."""
+        query = (
+            sa.select(
+                minute_heads.c.minute_start,
+                minute_heads.c.boundary_at,
+                *(minute_heads.c[n] for n in COUNT_FIELDS),
+            )
+            .where(
+                minute_heads.c.tenant_id == self._tenant(tenant_id),
+                minute_heads.c.campaign_id == campaign_id,
+            )
+            .order_by(minute_heads.c.minute_start)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {
+            row[0]: (
+                row[1],
+                {name: int(value) for name, value in zip(COUNT_FIELDS, row[2:], strict=True)},
+            )
+            for row in rows
+        }
 
     async def minute_buckets(
         self,
@@ -1459,6 +1534,13 @@ class AlertStore:
                     )
                 )
                 deleted_buckets += result.rowcount or 0
+                await conn.execute(
+                    minute_heads.delete().where(
+                        minute_heads.c.tenant_id == tenant,
+                        minute_heads.c.campaign_id == campaign_id,
+                        minute_heads.c.minute_start < newest_start - retention,
+                    )
+                )
         return int(deleted_alerts or 0), deleted_buckets
 
 

@@ -156,6 +156,20 @@ minute_stats = sa.Table(
     *_count_columns(),
 )
 
+# The head of a minute holding a US 30-day period boundary: the counts of its calls in
+# [minute_start, boundary_at) (schemas.stats_v1, window `minute-head`). The row of a
+# campaign's first minute has the exact first call as boundary_at: the periods' anchor.
+# Created by create_all in an existing database too (a new table, no migration step).
+minute_heads = sa.Table(
+    "minute_heads",
+    metadata,
+    sa.Column("tenant_id", sa.String(200), primary_key=True),
+    sa.Column("campaign_id", sa.String(200), primary_key=True),
+    sa.Column("minute_start", UtcDateTime, primary_key=True),
+    sa.Column("boundary_at", UtcDateTime, nullable=False),
+    *_count_columns(),
+)
+
 # The latest figures of each live window (cumulative, 15m, 1h, 24h, ...) per campaign.
 window_stats = sa.Table(
     "window_stats",

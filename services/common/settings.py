@@ -98,7 +98,10 @@ class DetectorSettings(CommonSettings):
     app_id: str = "cdrwatch-detector"
     default_profile: str = "it"
     dedup_retention_days: int = Field(default=8, ge=1)
-    lateness_days: int = Field(default=7, ge=0)
+    # At most 28: a late call may become a campaign's first and move the US 30-day
+    # boundaries; under 29 days none of the calls already counted lies past the newest
+    # boundary minute it creates (services.detector.core.engine, Engine).
+    lateness_days: int = Field(default=7, ge=0, le=28)
     sweep_interval_seconds: float = Field(default=300.0, gt=0)
     batch_max: int = Field(default=2000, ge=1)
     # Larger batches mean fewer stats and alert updates per CDR; 0.25 s stays far inside the

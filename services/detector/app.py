@@ -75,7 +75,7 @@ from services.detector.core.engine import (
 from services.detector.core.model import BucketCounts, CallRecord
 from services.detector.core.profiles import Profile, ProfileError, load_profile
 from services.detector.core.retention import bucket_expired, seen_expired
-from services.detector.core.windows import minute_of, minute_start
+from services.detector.core.windows import instant_of_us, minute_of, minute_start
 from services.detector.health import DetectorHttp, Readiness
 from services.detector.metrics import DetectorMetrics
 
@@ -1080,11 +1080,26 @@ class Detector:
                     tenant_id=tenant,
                 ),
                 m.campaign_id,
-                "minute",
+                topics.WINDOW_MINUTE,
                 tenant,
                 m.profile,
                 replay=m.campaign_id in replayed,
             )
+            if m.boundary_us is not None:
+                self._send_stats(
+                    stats_body(
+                        campaign,
+                        minute_start(m.minute),
+                        instant_of_us(m.boundary_us),
+                        m.head,
+                        tenant_id=tenant,
+                    ),
+                    m.campaign_id,
+                    topics.WINDOW_MINUTE_HEAD,
+                    tenant,
+                    m.profile,
+                    replay=m.campaign_id in replayed,
+                )
         for w in out.window_stats:
             tenant, campaign = split_scoped(w.campaign_id)
             self._send_stats(

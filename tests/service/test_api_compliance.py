@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from schemas import topics
 from schemas.stats_v1 import COUNT_FIELDS, stats_from_counts
 from services.api.app import create_app
-from services.api.consumer import apply_messages, stats_message
+from services.api.consumer import Message, apply_messages, stats_message
 from services.api.models import CampaignConfig
 from services.api.publisher import campaign_record
-from services.common.settings import ApiSettings
+from services.common.settings import ApiSettings, DetectorSettings
 from services.detector.core.profiles import load_profile
 
 MINUTE = timedelta(minutes=1)
@@ -443,3 +444,86 @@ async def test_an_insufficient_window_shows_the_calls_left_before_the_certain_vi
     await api.feed(minute("tiny", NOW + 2 * MINUTE, live=1, silent=1))
     [window] = (await api.compliance("tiny"))["windows"]
     assert (window["verdict"], window["numerator"], window["headroom"]) == ("violation", 4, 0)
+
+
+class _Sent:
+    """A detector output topic's `send_soon`, kept as the api's consumer reads it."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    def send_soon(self, *, key, value, headers=None, partition=None) -> None:  # noqa: ARG002
+        self.messages.append(Message(topics.STATS, key, value, list(headers or ())))
+
+
+async def test_us_periods_from_the_detector_are_exact_at_a_boundary_inside_a_minute(api, tmp_path):
+    """Issue 7 item 7, detector to api: the first call at 15:30:20.25, so the 30-day
+    boundary falls inside minute 15:30 of 9 February. The real detector adapter counts
+    calls crowding that boundary and publishes the minute buckets with their heads; the
+    compliance view, fed those very messages, puts each call in the period of its exact
+    instant, as the detector's own alerts do."""
+    from types import SimpleNamespace
+
+    import orjson
+
+    from services.detector.app import Detector, TableState
+    from services.detector.core.engine import Engine
+
+    anchor = datetime(2026, 1, 10, 15, 30, 20, 250_000, tzinfo=UTC)
+    boundary = anchor + 30 * DAY
+    offsets = [0.0, 5.0, *(30 * 86400 - 25 + 2.5 * i for i in range(20))]
+    late = {2, 4, 6, 13, 15, 17, 19}  # agent after 4 s: abandoned (3 before the boundary)
+    records = []
+    for n, seconds in enumerate(offsets):
+        at = anchor + timedelta(seconds=seconds)
+        answered = at + timedelta(seconds=5)
+        records.append(
+            {
+                "call_id": f"call-{n}",
+                "campaign_id": "us-x",
+                "originated_at": at.isoformat(),
+                "answered_at": answered.isoformat(),
+                "agent_connected_at": (
+                    answered + timedelta(seconds=4 if n in late else 1)
+                ).isoformat(),
+                "ended_at": (at + timedelta(seconds=90)).isoformat(),
+                "callee_key": f"k{n:015d}",
+                "callee_zones": ["America/New_York"],
+                "accepted_at": (at + timedelta(seconds=91)).isoformat(),
+            }
+        )
+    before = [r for r in records if datetime.fromisoformat(r["originated_at"]) < boundary]
+    assert len(before) == 2 + 10  # two at the start, ten in the last 25 s before it
+
+    settings = DetectorSettings(
+        data_dir=tmp_path / "detector", callee_store="memory://", default_profile="us"
+    )
+    detector = Detector(settings, clock=lambda: boundary + DAY)
+    detector.table = {}
+    detector.state = TableState(detector.table)
+    detector.engine = Engine(
+        detector.state, detector.configs.config_for, lateness=7 * DAY, clock=detector.clock
+    )
+    sent = _Sent()
+    detector.stats = sent
+    for name in ("alerts", "dlq", "callee_topic", "violation_topic", "traces"):
+        setattr(detector, name, SimpleNamespace(send_soon=lambda **_kw: None))
+
+    class Event:  # what the adapter reads of a faust event (weak-referenceable like it)
+        def __init__(self, value: bytes, offset: int) -> None:
+            self.value, self.key = value, b"us-x"
+            self.message = SimpleNamespace(
+                topic=topics.CDRS, partition=0, offset=offset, headers=[]
+            )
+
+    await detector.handle([Event(orjson.dumps(r), i) for i, r in enumerate(records)])
+    windows = {dict(m.headers)[topics.HEADER_WINDOW] for m in sent.messages}
+    assert {b"minute", b"minute-head"} <= windows
+
+    await api.configure("us-x", {"profile": "us"})
+    await api.feed(*sent.messages)
+    body = await api.compliance("us-x")
+    assert [(w["start"], w["end"], w["numerator"], w["denominator"]) for w in body["windows"]] == [
+        ("2026-01-10T15:30:20.250000Z", "2026-02-09T15:30:20.250000Z", 3, 12),
+        ("2026-02-09T15:30:20.250000Z", "2026-03-11T15:30:20.250000Z", 4, 10),
+    ]

@@ -252,3 +252,30 @@ def test_tenant_and_replay_mark_travel_from_the_message_to_the_store_batch():
         ("house", "c1"),
     ]
     assert [(w.tenant_id, w.window) for w in batch.windows] == [("globex", "cumulative")]
+
+
+async def test_minute_heads_are_stored_and_a_head_outside_its_minute_is_unreadable(store):
+    """`minute-head` (schemas.stats_v1): the calls of a minute before the period boundary
+    inside it, [minute start, boundary). One that does not start a minute, or ends past
+    it, is unreadable; last write wins per minute."""
+    counts = dict.fromkeys(COUNT_FIELDS, 0) | {"attempts": 3}
+
+    def head(start: datetime, end: datetime, attempts: int = 3) -> Message:
+        body = stats_from_counts("c1", start, end, counts | {"attempts": attempts})
+        return stats_message(body, "minute-head")
+
+    boundary = T0 + timedelta(seconds=20, microseconds=5)
+    batch = parse_messages(
+        [
+            head(T0 + timedelta(seconds=1), boundary),
+            head(T0, T0 + MINUTE),
+            head(T0, boundary, attempts=2),
+            head(T0, boundary),
+        ]
+    )
+    assert [(h.minute_start, h.boundary_at, h.counts["attempts"]) for h in batch.heads] == [
+        (T0, boundary, 2),
+        (T0, boundary, 3),
+    ]
+    await store.apply_batch(batch)
+    assert await store.minute_heads("c1") == {T0: (boundary, counts)}

@@ -494,3 +494,56 @@ async def test_calendar_day_and_30_day_rules_are_judged_on_the_current_window(st
     )
     await metrics.refresh(store)
     assert rule_series(metrics, "cdrwatch_campaign_verdict")[uk_day] == 2  # 3 of 101
+
+
+def head(campaign: str, minute: datetime, boundary: datetime, profile: str, **values: int):
+    counts = {field: values.get(field, 0) for field in COUNT_FIELDS}
+    stats = stats_from_counts(campaign, minute, boundary, counts)
+    return stats_message(stats, "minute-head", profile=profile)
+
+
+async def test_the_current_us_period_starts_at_the_exact_first_call(store):
+    """The first call at 10:00:20, so period 1 starts at 10:00:20 thirty days later, inside
+    a minute whose head (the calls before 10:00:20: 50, 5 abandoned) belongs to period 0.
+    Period 1 holds the other 50 of that minute and the 50 of the next: 1 of 100 abandoned,
+    ok with 2 to spare (the whole minute would make it 6 of 150, a violation)."""
+    first = datetime(2026, 1, 14, 10, 0, tzinfo=UTC)
+    split = first + timedelta(days=30)
+    await apply_messages(
+        store,
+        [
+            bucket("us-2", first, "us", attempts=1, answered_by_person=1),
+            head("us-2", first, first + timedelta(seconds=20), "us"),
+            bucket("us-2", split, "us", attempts=100, answered_by_person=100, abandoned=6),
+            head(
+                "us-2",
+                split,
+                split + timedelta(seconds=20),
+                "us",
+                attempts=50,
+                answered_by_person=50,
+                abandoned=5,
+            ),
+            bucket("us-2", split + timedelta(minutes=1), "us", attempts=50, answered_by_person=50),
+            cumulative(
+                "us-2",
+                first,
+                split + timedelta(minutes=1),
+                "us",
+                attempts=151,
+                answered_by_person=151,
+                abandoned=6,
+            ),
+        ],
+    )
+    metrics = metrics_for()
+    await metrics.refresh(store)
+    us_period = ("us-2", "us-abandoned-rate-period-30d", "period_30d")
+    verdicts = rule_series(metrics, "cdrwatch_campaign_verdict")
+    rooms = rule_series(metrics, "cdrwatch_campaign_headroom")
+    assert (verdicts[us_period], rooms[us_period]) == (1, 2)
+    [period] = [w for w in metrics.current if w.window == "period_30d"]
+    assert (period.start, period.end) == (
+        split + timedelta(seconds=20),
+        split + timedelta(days=30, seconds=20),
+    )
