@@ -579,3 +579,40 @@ def test_zones_must_be_a_sequence_not_one_string() -> None:
 def test_naive_instant_is_refused_by_calling_hours() -> None:
     with pytest.raises(ValueError, match="no UTC offset"):
         is_within_calling_hours(datetime(2026, 3, 2, 10), ROME, load_profile("it"))  # noqa: DTZ001
+
+
+def test_the_verdict_kept_per_utc_minute_is_that_of_every_instant_of_the_minute() -> None:
+    """`is_within_calling_hours` keeps its verdict per (UTC minute, zone, hours, country):
+    any instant of the minute, judged afresh, must agree, in zones with half-hour and
+    45-minute offsets and across DST changes."""
+    import random
+
+    from services.detector.core.calendar import _within
+
+    rng = random.Random(5)
+    profiles = [load_profile(name) for name in ("it", "uk", "us", "fr")]
+    zones = [
+        "Europe/Rome",
+        "Europe/London",
+        "America/New_York",
+        "Asia/Kolkata",
+        "Asia/Kathmandu",
+        "America/St_Johns",
+        "Australia/Adelaide",
+    ]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for _ in range(5000):
+        minute = start + timedelta(minutes=rng.randint(0, 366 * 1440))
+        profile = rng.choice(profiles)
+        zone = rng.choice(zones)
+        region = "US-FL" if profile.name == "us" and rng.random() < 0.5 else None
+        cached = is_within_calling_hours(
+            minute + timedelta(microseconds=rng.randint(0, 59_999_999)), [zone], profile, region
+        )
+        fresh = _within(
+            minute + timedelta(microseconds=rng.randint(0, 59_999_999)),
+            zone,
+            profile.hours_for(region),
+            profile.holiday_country,
+        )
+        assert cached == fresh, (minute, zone, profile.name, region)
