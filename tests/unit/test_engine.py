@@ -783,19 +783,22 @@ def test_a_minute_holding_a_period_boundary_keeps_and_publishes_its_head() -> No
 
 
 def test_state_written_before_exact_anchors_keeps_its_minute_anchor() -> None:
-    """A campaign record of an older detector has no `first_at_us`: its periods stay
-    anchored at its first minute's start, as they were, until an earlier call moves it."""
+    """A campaign record of an older detector has neither `first_at_us` nor `periods`: its
+    periods stay anchored at its first minute's start, as they were, and their counts are
+    rebuilt once from the buckets held."""
     store = DictState()
     engine = make_engine(store, "us")
     start = datetime(2026, 3, 2, 15, 0, 30, tzinfo=UTC)
     engine.process(events([us_call(0, start, "connected")]))
     del store.data[("c", "c1")]["first_at_us"]
+    del store.data[("c", "c1")]["periods"]
     state = store.get_campaign("c1")
     assert state is not None and state.anchor_us == minute_of(start) * 60_000_000
-    make_engine(store, "us").process(
-        events([us_call(1, start + timedelta(minutes=1), "late")], first_offset=1)
-    )
+    assert state.periods is None
+    later = us_call(1, start + timedelta(minutes=1), "late")
+    make_engine(store, "us").process(events([later], first_offset=1))
     assert store.data[("c", "c1")]["first_at_us"] == minute_of(start) * 60_000_000
+    assert store.data[("c", "c1")]["periods"] == {"0": store.data[("c", "c1")]["totals"]}
 
 
 def test_a_lateness_of_29_days_or_more_is_refused() -> None:

@@ -167,6 +167,11 @@ class CampaignState:
     # 30-day periods. None in state written before it was kept: the first minute's start,
     # as periods were anchored then.
     first_at_us: int | None = None
+    # The counts of each 30-day period k (from `anchor_us`) holding a call. Kept here, not
+    # summed from the buckets: buckets are swept 9 days behind the newest call
+    # (core.retention), a period is 30 days. None in state written before they were kept:
+    # rebuilt once from the buckets still held.
+    periods: dict[int, BucketCounts] | None = field(default_factory=dict)
     watermark: int = -1
     too_late: int = 0
     duplicates: int = 0
@@ -181,6 +186,9 @@ class CampaignState:
             "profile": self.profile,
             "first_minute": self.first_minute,
             "first_at_us": self.first_at_us,
+            "periods": None
+            if self.periods is None
+            else {str(k): c.to_list() for k, c in sorted(self.periods.items())},
             "newest_minute": self.newest_minute,
             "newest_at_us": (self.newest_at - EPOCH) // timedelta(microseconds=1),
             "totals": self.totals.to_list(),
@@ -225,6 +233,9 @@ class CampaignState:
             profile=raw["profile"],
             first_minute=raw["first_minute"],
             first_at_us=raw.get("first_at_us"),
+            periods=None
+            if raw.get("periods") is None
+            else {int(k): BucketCounts.from_list(c) for k, c in raw["periods"].items()},
             newest_minute=raw["newest_minute"],
             newest_at=newest_at,
             totals=BucketCounts.from_list(raw["totals"]),
@@ -325,6 +336,26 @@ class BatchOutput:
     calls: list[tuple[CallRecord, CallOutcome]] = field(default_factory=list)
 
 
+def _rebuilt_periods(
+    state: CampaignState,
+    lookup: Callable[[int], BucketCounts],
+    heads: Callable[[int], BucketCounts],
+) -> dict[int, BucketCounts]:
+    """Every period's counts summed from the buckets, after a backfilled earlier call moved
+    the anchor (or for state of an older detector). A call can become the first only while
+    the campaign spans less than the lateness (it must be within the lateness of the newest
+    call), so then no bucket has been swept yet (core.retention) and the sums are exact."""
+    anchor = state.anchor_us
+    rebuilt: dict[int, BucketCounts] = {}
+    for k in range(period_index(instant_us(state.newest_at), anchor) + 1):
+        counts = period_counts(
+            k, anchor, lookup, heads, within=(state.first_minute, state.newest_minute)
+        )
+        if counts != EMPTY:
+            rebuilt[k] = counts
+    return rebuilt
+
+
 def callee_state_key(call: CallRecord) -> str:
     """Per-callee state is per tenant (the caller) and pseudonymised callee."""
     return f"{call.tenant_id or ''}\x1f{call.callee_key}"
@@ -373,8 +404,6 @@ class Engine:
         # Caches derived from stored buckets; dropped on rebalance (see reset_caches).
         self._rolling: dict[tuple[str, str], RollingSum] = {}
         self._days: dict[tuple[str, date, str], BucketCounts] = {}
-        self._periods: dict[tuple[str, int, int], BucketCounts] = {}  # (cid, anchor µs, k)
-        self._anchors: dict[str, int] = {}  # cid -> the anchor (µs) the period cache uses
         self._last_emitted: dict[str, tuple[Any, ...]] = {}
         # Per profile object (kept, so its id is not reused): its rolling rules with their
         # judges, and the AMD ratio per campaign configuration object. Hashing a profile
@@ -386,8 +415,6 @@ class Engine:
         """Forget derived sums (call when partitions are reassigned)."""
         self._rolling.clear()
         self._days.clear()
-        self._periods.clear()
-        self._anchors.clear()
         self._last_emitted.clear()
 
     # -- processing -------------------------------------------------------------------
@@ -523,7 +550,7 @@ class Engine:
                 if boundary is not None and call_us < boundary:
                     head = head.merge(delta)
                 bucket = BucketState(bucket.counts.merge(delta), event.offset, head)
-                self._on_bucket_change(cid, minute, delta, config.profile.home_zone, anchor, period)
+                self._on_bucket_change(cid, minute, delta, config.profile.home_zone)
             buckets[bkey] = bucket
             day = local_day_of(minute, config.profile.home_zone)
             touched_days.setdefault(cid, set()).add(day)
@@ -555,6 +582,8 @@ class Engine:
                     record.unverifiable += 1
                     _keep_recent(record.unverifiable_samples, (minute, call.call_id))
             self._apply_to_campaign(state, call, outcome, minute, event.offset)
+            if state.periods is not None:
+                state.periods[period] = state.periods.get(period, EMPTY).add(outcome)
             for length_name in ROLLING_WINDOWS:
                 rolling = self._rolling.get((cid, length_name))
                 if rolling is not None:
@@ -600,6 +629,8 @@ class Engine:
         for cid, state in campaigns.items():
             config = configs[cid]
             state.profile = config.profile.name
+            if state.periods is None or state.anchor_us != anchors_before[cid]:
+                state.periods = _rebuilt_periods(state, bucket_counts(cid), bucket_heads(cid))
             periods = self._touched_periods(
                 state, anchors_before[cid], touched_periods.get(cid, set())
             )
@@ -607,7 +638,6 @@ class Engine:
                 state,
                 config,
                 bucket_counts(cid),
-                bucket_heads(cid),
                 touched_days.get(cid, set()),
                 periods,
                 now,
@@ -777,11 +807,8 @@ class Engine:
             f"already accepted for campaign {cid}"
         )
 
-    def _on_bucket_change(
-        self, cid: str, minute: int, delta: BucketCounts, zone: str, anchor: int, period: int
-    ) -> None:
-        """Keep the cached sums over `minute` right: `delta` is one call, of 30-day period
-        `period` from `anchor` (µs)."""
+    def _on_bucket_change(self, cid: str, minute: int, delta: BucketCounts, zone: str) -> None:
+        """Keep the cached sums over `minute` right (`delta`: one call)."""
         for length_name in ROLLING_WINDOWS:
             rolling = self._rolling.get((cid, length_name))
             if rolling is not None:
@@ -790,11 +817,6 @@ class Engine:
         cached = self._days.get(day_key)
         if cached is not None:
             self._days[day_key] = cached.merge(delta)
-        if self._anchors.get(cid) == anchor:
-            period_key = (cid, anchor, period)
-            cached_period = self._periods.get(period_key)
-            if cached_period is not None:
-                self._periods[period_key] = cached_period.merge(delta)
 
     @staticmethod
     def _touched_periods(state: CampaignState, anchor_before: int, periods: set[int]) -> list[int]:
@@ -804,24 +826,6 @@ class Engine:
             newest = period_index(instant_us(state.newest_at), state.anchor_us)
             return list(range(newest + 1))
         return sorted(periods)
-
-    def _period_counts(
-        self,
-        cid: str,
-        anchor: int,
-        k: int,
-        lookup: Callable[[int], BucketCounts],
-        heads: Callable[[int], BucketCounts],
-    ) -> BucketCounts:
-        if self._anchors.get(cid) != anchor:
-            self._anchors[cid] = anchor
-            for key in [key for key in self._periods if key[0] == cid]:
-                del self._periods[key]
-        key = (cid, anchor, k)
-        cached = self._periods.get(key)
-        if cached is None:
-            cached = self._periods[key] = period_counts(k, anchor, lookup, heads)
-        return cached
 
     # -- evaluation -------------------------------------------------------------------
 
@@ -854,7 +858,6 @@ class Engine:
         state: CampaignState,
         config: CampaignConfig,
         lookup: Callable[[int], BucketCounts],
-        heads: Callable[[int], BucketCounts],
         days: set[date],
         periods: list[int],
         now: datetime,
@@ -926,7 +929,7 @@ class Engine:
             elif rule.window == "period_30d":
                 for k in periods:
                     start = instant_of_us(state.anchor_us) + k * PERIOD_30D
-                    counts = self._period_counts(cid, state.anchor_us, k, lookup, heads)
+                    counts = state.periods.get(k, EMPTY) if state.periods else EMPTY
                     windows.append(
                         (rule, "period", f"period-{k}", start, start + PERIOD_30D, counts)
                     )

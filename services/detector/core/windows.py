@@ -66,14 +66,25 @@ def boundary_in(minute: int, anchor_us: int) -> int | None:
     return boundary if boundary >= minute * MINUTE_US else None
 
 
-def period_counts(k: int, anchor_us: int, lookup: BucketLookup, head: BucketLookup) -> BucketCounts:
+def period_counts(
+    k: int,
+    anchor_us: int,
+    lookup: BucketLookup,
+    head: BucketLookup,
+    *,
+    within: tuple[int, int] | None = None,
+) -> BucketCounts:
     """Counts of period k `[anchor + k·30 d, anchor + (k+1)·30 d)`: the buckets of its
     minutes, less the head of its first minute (calls before its start), plus the head of
     the minute holding its end (calls before the next period's start). `head(minute)` is
-    EMPTY for a minute holding no boundary."""
+    EMPTY for a minute holding no boundary. `within`: (first, last) minute that can hold
+    a bucket; no other is looked up."""
     start_us = anchor_us + k * PERIOD_US
     first, last = start_us // MINUTE_US, (start_us + PERIOD_US) // MINUTE_US
-    return subtract(sum_buckets(lookup, first, last), head(first)).merge(head(last))
+    low, high = first, last
+    if within is not None:
+        low, high = max(first, within[0]), min(last, within[1] + 1)
+    return subtract(sum_buckets(lookup, low, high), head(first)).merge(head(last))
 
 
 def sum_buckets(lookup: BucketLookup, first: int, last_exclusive: int) -> BucketCounts:
