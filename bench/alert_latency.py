@@ -46,6 +46,7 @@ from _common import (
 )
 
 from schemas import topics
+from schemas.record_batch_v1 import records_in
 from services.common.broker import free_port
 
 RULE = "it-silent-rate-cumulative"
@@ -256,9 +257,9 @@ class AlertWatcher:
             now = time.perf_counter()
             for messages in batches.values():
                 for message in messages:
-                    alert = orjson.loads(message.value)
-                    if alert.get("rule") == RULE and alert.get("severity") == "violation":
-                        self.seen.setdefault(alert["campaign_id"], now)
+                    for alert, _headers in records_in(message.value):  # envelopes too
+                        if alert.get("rule") == RULE and alert.get("severity") == "violation":
+                            self.seen.setdefault(alert["campaign_id"], now)
 
     async def stop(self) -> None:
         if self._task is not None:

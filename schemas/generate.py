@@ -17,6 +17,7 @@ from schemas.alert_v1 import AlertV1
 from schemas.call_v1 import CallBatchV1
 from schemas.cdr_batch_v1 import CdrBatchV1
 from schemas.cdr_v1 import CdrV1, NormalizedCdrV1
+from schemas.record_batch_v1 import RecordBatchV1
 from schemas.stats_v1 import StatsV1
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
@@ -27,6 +28,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "alert_v1": AlertV1,
     "stats_v1": StatsV1,
     "call_batch_v1": CallBatchV1,
+    "record_batch_v1": RecordBatchV1,
 }
 
 

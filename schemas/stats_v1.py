@@ -9,7 +9,9 @@ the boundary; the detector sends one with every minute bucket holding a boundary
 first call's minute included, so `to` there is the campaign's exact first call), or a
 rolling/regulatory window name (`cumulative`, `15m`, `1h`, `24h`) for live gauges.
 Headers `cdrwatch-tenant` and `cdrwatch-profile` carry the campaign's scope. They are
-headers, not fields, so that the model stays exactly the flat object SPEC describes.
+headers, not fields, so that the model stays exactly the flat object SPEC describes. The
+detector sends these records, headers included, inside record batch envelopes
+(schemas.record_batch_v1), one Kafka record per partition and processed batch.
 """
 
 from __future__ import annotations

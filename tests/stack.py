@@ -21,6 +21,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from schemas import topics
+from schemas.record_batch_v1 import records_in
 from services.detector.core.classify import classify
 from services.detector.core.model import EMPTY, BucketCounts, CallRecord
 from services.detector.core.profiles import load_profile
@@ -168,7 +169,14 @@ class Published:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
 
     def apply(self, topic: str, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        body = orjson.loads(value)
+        """One Kafka record; a record batch envelope is each of its records in order."""
+        if topic in (topics.STATS, topics.ALERTS):
+            for body, record_headers in records_in(value, headers):
+                self.apply_record(topic, body, record_headers)
+        else:
+            self.apply_record(topic, orjson.loads(value), headers)
+
+    def apply_record(self, topic: str, body: Any, headers: list[tuple[str, bytes]]) -> None:
         if topic == topics.STATS:
             counts = BucketCounts(*(body[name] for name in BucketCounts.__dataclass_fields__))
             window = dict(headers).get(topics.HEADER_WINDOW, b"").decode()

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter
 from schemas import topics
 from schemas.alert_v1 import AlertV1
 from schemas.call_v1 import CallBatchV1
+from schemas.record_batch_v1 import records_in
 from schemas.stats_v1 import COUNT_FIELDS, StatsV1
 from services.api.store import (
     AlertStore,
@@ -141,14 +142,14 @@ def _bounded(value: str | None, limit: int, what: str) -> str | None:
 
 
 def _parse_stats(
-    value: bytes,
+    body: Any,
     headers: Sequence[tuple[str, bytes]],
     batch: StoreBatch,
     default_tenant: str,
     *,
     replayed: bool = False,
 ) -> None:
-    stats = StatsV1.model_validate(orjson.loads(value))
+    stats = StatsV1.model_validate(body)
     _printable(stats.campaign_id, "campaign_id")
     window = _bounded(_header(headers, topics.HEADER_WINDOW), _MAX_WINDOW_NAME, "window header")
     if window is None:
@@ -239,22 +240,28 @@ def parse_messages(
     message without a tenant (older detectors) belongs to `default_tenant`; a message
     with header `cdrwatch-replay: 1` is passed on to the store as replayed."""
     batch = StoreBatch()
+
+    def skip(topic: Any, exc: Exception) -> None:
+        log.warning(
+            "message_skipped topic=%s error=%s: %s", topic, type(exc).__name__, str(exc)[:500]
+        )
+        if skipped is not None:
+            skipped(str(topic))
+
     for message in messages:
         topic, _key, value, *rest = message
         headers = rest[0] if rest else ()
         try:
             if value is None:
                 raise UnreadableMessage("no value")
-            replayed = _header(headers, topics.HEADER_REPLAY) == "1"
-            if topic == topics.ALERTS:
-                alert = AlertV1.model_validate(orjson.loads(value))
-                for what in ("id", "campaign_id", "tenant_id", "rule", "profile"):
-                    _printable(getattr(alert, what), what)
-                if alert.tenant_id is None:
-                    alert = alert.model_copy(update={"tenant_id": default_tenant})
-                batch.add_alert(alert, replayed=replayed)
-            elif topic == topics.STATS:
-                _parse_stats(value, headers, batch, default_tenant, replayed=replayed)
+            if topic in (topics.ALERTS, topics.STATS):
+                # A record batch envelope (schemas.record_batch_v1) or one record; each
+                # record of an envelope is read, or skipped, alone.
+                for body, record_headers in records_in(value, headers):
+                    try:
+                        _parse_output(topic, body, record_headers, batch, default_tenant)
+                    except Exception as exc:  # one bad record is skipped, its neighbours kept
+                        skip(topic, exc)
             elif topic == topics.CALLS:
                 # Merged per (tenant, campaign, call id), so a replayed batch is the same
                 # upsert as the first (schemas.call_v1).
@@ -268,12 +275,28 @@ def parse_messages(
             else:
                 raise UnreadableMessage(f"not a topic the api consumes: {topic}")
         except Exception as exc:  # one bad record is skipped, never a crash loop
-            log.warning(
-                "message_skipped topic=%s error=%s: %s", topic, type(exc).__name__, str(exc)[:500]
-            )
-            if skipped is not None:
-                skipped(str(topic))
+            skip(topic, exc)
     return batch
+
+
+def _parse_output(
+    topic: str,
+    body: Any,
+    headers: Sequence[tuple[str, bytes]],
+    batch: StoreBatch,
+    default_tenant: str,
+) -> None:
+    """One alert or stats record of the detector (its decoded JSON value and headers)."""
+    replayed = _header(headers, topics.HEADER_REPLAY) == "1"
+    if topic == topics.ALERTS:
+        alert = AlertV1.model_validate(body)
+        for what in ("id", "campaign_id", "tenant_id", "rule", "profile"):
+            _printable(getattr(alert, what), what)
+        if alert.tenant_id is None:
+            alert = alert.model_copy(update={"tenant_id": default_tenant})
+        batch.add_alert(alert, replayed=replayed)
+    else:
+        _parse_stats(body, headers, batch, default_tenant, replayed=replayed)
 
 
 async def apply_messages(

@@ -671,8 +671,8 @@ class Detector:
         # processed batch (services/detector/changelog.py), not through faust's producer.
         self.changelog = BatchedChangelog(settings.kafka_bootstrap, self.app.delivery_guard.track)
         self.cdrs = self.app.topic(topics.CDRS, key_serializer="raw", value_serializer="raw")
-        self.alerts = self.changelog.topic(topics.ALERTS)
-        self.stats = self.changelog.topic(topics.STATS)
+        self.alerts = self.changelog.topic(topics.ALERTS, batched=True)
+        self.stats = self.changelog.topic(topics.STATS, batched=True)
         self.dlq = self.changelog.topic(topics.CDRS_DLQ)
         self.traces = self.changelog.topic(topics.CALLS)
         # The per-callee stage: calls re-keyed by (tenant, pseudonymised callee), and the

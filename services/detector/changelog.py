@@ -21,7 +21,10 @@ own internal stages) go the same way (`OutputTopic.send_soon`, faust's `send_soo
 signature): through faust's producer buffer a batch of envelopes' worth of outputs filled
 the buffer ("producer buffer full") and stalled the agent while it drained record by
 record. A record without a partition goes where a keyed send would put it (murmur2 of
-the key, as aiokafka and the Java client).
+the key, as aiokafka and the Java client). On a topic opened with `batched=True` (stats,
+alerts) the records a flush sends to one partition travel as record batch envelopes
+(schemas.record_batch_v1): one Kafka record per partition and flush instead of one per
+minute bucket, window or alert.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from schemas.record_batch_v1 import envelopes
 from services.common.kafka import Headers, send_partitioned
 
 log = logging.getLogger("cdrwatch.detector")
@@ -53,6 +57,7 @@ class BatchedChangelog:
         self._track = track
         # (topic, partition or None for "by key") -> records in the order they were queued
         self._pending: dict[tuple[str, int | None], list[Record]] = {}
+        self._batched: set[str] = set()  # topics whose records go in envelopes
         self._producer: AIOKafkaProducer | None = None
         self._started = asyncio.Event()
         self.records_sent = 0
@@ -78,8 +83,11 @@ class BatchedChangelog:
 
         table.send_changelog = send_changelog
 
-    def topic(self, name: str) -> OutputTopic:
-        """A topic whose `send_soon` queues here, sent by the next `flush`."""
+    def topic(self, name: str, *, batched: bool = False) -> OutputTopic:
+        """A topic whose `send_soon` queues here, sent by the next `flush`; `batched`: as
+        record batch envelopes, one per partition (schemas.record_batch_v1)."""
+        if batched:
+            self._batched.add(name)
         return OutputTopic(name, self._pending)
 
     @property
@@ -121,6 +129,14 @@ class BatchedChangelog:
                 chosen = _PARTITIONER(record[0], available, available)
                 partitions.setdefault(chosen, []).append(record)
         for topic, by_partition in by_topic.items():
+            if topic in self._batched:
+                by_partition = {
+                    partition: [
+                        (None, envelope, ())
+                        for envelope in envelopes((r[1], r[2]) for r in records if r[1])
+                    ]
+                    for partition, records in by_partition.items()
+                }
             for future in await send_partitioned(self._producer, topic, by_partition):
                 self._track(future)
 

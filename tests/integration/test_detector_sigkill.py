@@ -50,10 +50,9 @@ class LastWriteWins(Published):
         super().__init__()
         self.minutes_lww: dict[tuple[str, int], BucketCounts] = {}
 
-    def apply(self, topic: str, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        super().apply(topic, value, headers)
+    def apply_record(self, topic: str, body: Any, headers: list[tuple[str, bytes]]) -> None:
+        super().apply_record(topic, body, headers)
         if topic == topics.STATS and dict(headers).get(topics.HEADER_WINDOW) == b"minute":
-            body = orjson.loads(value)
             counts = BucketCounts(*(body[name] for name in BucketCounts.__dataclass_fields__))
             key = (body["campaign_id"], minute_of(datetime.fromisoformat(body["from"])))
             self.minutes_lww[key] = counts

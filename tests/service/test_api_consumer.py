@@ -12,6 +12,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from schemas import topics
+from schemas.record_batch_v1 import envelopes
 from schemas.stats_v1 import COUNT_FIELDS, stats_from_counts
 from services.api.consumer import Message, StoreConsumer, parse_messages, stats_message
 from services.api.store import AlertStore
@@ -279,3 +280,38 @@ async def test_minute_heads_are_stored_and_a_head_outside_its_minute_is_unreadab
     ]
     await store.apply_batch(batch)
     assert await store.minute_heads("c1") == {T0: (boundary, counts)}
+
+
+def test_a_record_batch_envelope_is_read_record_by_record():
+    """The detector's stats and alerts come in record batch envelopes
+    (schemas.record_batch_v1): each record is read with its own headers (window, tenant,
+    replay mark), a bad one is skipped alone, and an unreadable envelope is skipped whole."""
+    counts = dict.fromkeys(COUNT_FIELDS, 0)
+    good = [
+        stats_message(
+            stats_from_counts("c1", T0 + n * MINUTE, T0 + (n + 1) * MINUTE, counts),
+            "minute",
+            tenant_id="acme",
+            replayed=n == 1,
+        )
+        for n in range(3)
+    ]
+    bad = stats_message(stats_from_counts("c1", T0, T0 + MINUTE, counts), "minute")
+    bad_value = orjson.loads(bad.value) | {"attempts": -1}
+    records = [(m.value, m.headers) for m in good[:2]]
+    records += [(orjson.dumps(bad_value), bad.headers), (good[2].value, good[2].headers)]
+    [envelope] = envelopes(records)
+    skipped: list[str] = []
+    batch = parse_messages(
+        [
+            Message(topics.STATS, None, envelope),
+            Message(topics.STATS, None, b'{"v":1,"records":[]}'),
+            Message(topics.ALERTS, None, b'{"v":1,"records":[{"value":{}}]}'),
+        ],
+        skipped=skipped.append,
+    )
+    assert [(m.minute_start, m.tenant_id) for m in batch.minutes] == [
+        (T0 + n * MINUTE, "acme") for n in range(3)
+    ]
+    assert batch.live_feeds == {("acme", "c1")}  # from the records not marked replayed
+    assert skipped == [topics.STATS, topics.STATS, topics.ALERTS]

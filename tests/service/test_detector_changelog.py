@@ -12,6 +12,7 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from schemas.record_batch_v1 import envelopes, records_in
 from services.detector.changelog import BatchedChangelog
 
 
@@ -113,3 +114,47 @@ async def test_outputs_go_out_with_the_change_log_keyed_like_a_keyed_send() -> N
     assert len(tracked) == len(producer.sent)
     with pytest.raises(ValueError, match="needs a key or a partition"):
         stats.send_soon(key=None, value=b"x")
+
+
+async def test_a_batched_topic_sends_one_envelope_per_partition_in_order() -> None:
+    """Stats and alerts (issue 7 items 1 and 3): the records a flush would have sent to a
+    partition of a batched topic go as ONE record batch envelope, holding each record's
+    value and headers in the order they were queued (schemas.record_batch_v1)."""
+    changelog = BatchedChangelog("127.0.0.1:1", lambda _f: None)
+    producer = FakeProducer()
+    changelog._producer = producer  # type: ignore[assignment]
+    changelog._started.set()
+    stats = changelog.topic("stats", batched=True)
+    keys = [f"t/campaign-{n}".encode() for n in range(12)]
+    queued = []
+    for round_ in range(3):
+        for n, key in enumerate(keys):
+            value = orjson.dumps({"n": n, "round": round_})
+            headers = [("cdrwatch-window", b"minute"), ("cdrwatch-replay", b"1")][: 1 + n % 2]
+            stats.send_soon(key=key, value=value, headers=headers)
+            queued.append((key, value, headers))
+    await changelog.flush()
+
+    partitioner = DefaultPartitioner()
+    expected: dict[int, list[Any]] = {}
+    for key, value, headers in queued:
+        partition = partitioner(key, [0, 1, 2, 3], [0, 1, 2, 3])
+        expected.setdefault(partition, []).append((orjson.loads(value), headers))
+    assert len(producer.sent) == len(expected) > 1  # one record per partition
+    for topic, partition, records in producer.sent:
+        assert topic == "stats"
+        [(key, envelope)] = records
+        assert key is None
+        assert records_in(envelope) == expected[partition]
+
+
+def test_record_batch_envelopes_close_before_their_size_limit() -> None:
+    records = [(orjson.dumps({"n": n, "pad": "x" * 100}), [("h", b"v")]) for n in range(50)]
+    made = list(envelopes(records, max_bytes=1000))
+    assert len(made) > 1 and all(len(e) <= 1000 for e in made)
+    assert [r for e in made for r in records_in(e)] == [
+        ({"n": n, "pad": "x" * 100}, [("h", b"v")]) for n in range(50)
+    ]
+    assert records_in(b'{"n":1}', [("h", b"v")]) == [({"n": 1}, [("h", b"v")])]  # plain
+    with pytest.raises(ValueError):
+        records_in(b'{"v":1,"records":[{"value":1,"extra":2}]}')
