@@ -713,62 +713,45 @@ class AlertStore:
 
     async def _upsert_minutes(self, conn: AsyncConnection, buckets: Sequence[MinuteBucket]) -> None:
         # Last write wins: the newest message for a bucket replaces it (CONTRACT decision 5).
-        latest: dict[tuple[str, str, datetime], Mapping[str, int]] = {}
-        for b in buckets:
-            latest[(self._tenant(b.tenant_id), b.campaign_id, b.minute_start)] = b.counts
-        if not latest:
-            return
-        stmt = self._insert(minute_stats)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[
-                minute_stats.c.tenant_id,
-                minute_stats.c.campaign_id,
-                minute_stats.c.minute_start,
-            ],
-            set_={name: stmt.excluded[name] for name in COUNT_FIELDS},
-        )
-        rows = [
-            {
-                "tenant_id": tenant,
-                "campaign_id": campaign_id,
-                "minute_start": start,
-                **{name: int(counts.get(name, 0)) for name in COUNT_FIELDS},
+        rows = {
+            (self._tenant(b.tenant_id), b.campaign_id, b.minute_start): {
+                name: int(b.counts.get(name, 0)) for name in COUNT_FIELDS
             }
-            for (tenant, campaign_id, start), counts in latest.items()
-        ]
-        for chunk in _chunks(rows):
-            await conn.execute(stmt, list(chunk))
+            for b in buckets
+        }
+        await self._upsert_by_minute(conn, minute_stats, rows)
 
     async def _upsert_heads(self, conn: AsyncConnection, heads: Sequence[MinuteHead]) -> None:
         # Last write wins, like the minute buckets they split.
-        latest: dict[tuple[str, str, datetime], MinuteHead] = {}
-        for h in heads:
-            latest[(self._tenant(h.tenant_id), h.campaign_id, h.minute_start)] = h
-        if not latest:
-            return
-        stmt = self._insert(minute_heads)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[
-                minute_heads.c.tenant_id,
-                minute_heads.c.campaign_id,
-                minute_heads.c.minute_start,
-            ],
-            set_={
-                "boundary_at": stmt.excluded.boundary_at,
-                **{name: stmt.excluded[name] for name in COUNT_FIELDS},
-            },
-        )
-        rows = [
-            {
-                "tenant_id": tenant,
-                "campaign_id": campaign_id,
-                "minute_start": start,
+        rows = {
+            (self._tenant(h.tenant_id), h.campaign_id, h.minute_start): {
                 "boundary_at": h.boundary_at,
                 **{name: int(h.counts.get(name, 0)) for name in COUNT_FIELDS},
             }
-            for (tenant, campaign_id, start), h in latest.items()
+            for h in heads
+        }
+        await self._upsert_by_minute(conn, minute_heads, rows)
+
+    async def _upsert_by_minute(
+        self,
+        conn: AsyncConnection,
+        table: sa.Table,
+        rows: Mapping[tuple[str, str, datetime], Mapping[str, Any]],
+    ) -> None:
+        """Insert or replace rows of a table keyed (tenant_id, campaign_id, minute_start)."""
+        if not rows:
+            return
+        stmt = self._insert(table)
+        columns = next(iter(rows.values())).keys()
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.tenant_id, table.c.campaign_id, table.c.minute_start],
+            set_={name: stmt.excluded[name] for name in columns},
+        )
+        values = [
+            {"tenant_id": tenant, "campaign_id": campaign_id, "minute_start": start, **row}
+            for (tenant, campaign_id, start), row in rows.items()
         ]
-        for chunk in _chunks(rows):
+        for chunk in _chunks(values):
             await conn.execute(stmt, list(chunk))
 
     async def _upsert_windows(

@@ -1071,31 +1071,15 @@ class Detector:
             )
         for m in out.minute_stats:
             tenant, campaign = split_scoped(m.campaign_id)
-            self._send_stats(
-                stats_body(
-                    campaign,
-                    minute_start(m.minute),
-                    minute_start(m.minute + 1),
-                    m.counts,
-                    tenant_id=tenant,
-                ),
-                m.campaign_id,
-                topics.WINDOW_MINUTE,
-                tenant,
-                m.profile,
-                replay=m.campaign_id in replayed,
-            )
-            if m.boundary_us is not None:
+            start = minute_start(m.minute)
+            parts = [(topics.WINDOW_MINUTE, minute_start(m.minute + 1), m.counts)]
+            if m.boundary_us is not None:  # and the calls before the period boundary in it
+                parts.append((topics.WINDOW_MINUTE_HEAD, instant_of_us(m.boundary_us), m.head))
+            for window, end, counts in parts:
                 self._send_stats(
-                    stats_body(
-                        campaign,
-                        minute_start(m.minute),
-                        instant_of_us(m.boundary_us),
-                        m.head,
-                        tenant_id=tenant,
-                    ),
+                    stats_body(campaign, start, end, counts, tenant_id=tenant),
                     m.campaign_id,
-                    topics.WINDOW_MINUTE_HEAD,
+                    window,
                     tenant,
                     m.profile,
                     replay=m.campaign_id in replayed,

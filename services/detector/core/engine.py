@@ -431,23 +431,21 @@ class Engine:
         anchors_before: dict[str, int] = {}  # campaign -> its period anchor before this batch
         configs: dict[str, CampaignConfig] = {}
 
+        def bucket_of(campaign_id: str, minute: int) -> BucketState | None:
+            working = buckets.get((campaign_id, minute))
+            return working if working is not None else self._store.get_bucket(campaign_id, minute)
+
         def bucket_counts(campaign_id: str) -> Callable[[int], BucketCounts]:
             def lookup(minute: int) -> BucketCounts:
-                working = buckets.get((campaign_id, minute))
-                if working is not None:
-                    return working.counts
-                stored = self._store.get_bucket(campaign_id, minute)
-                return EMPTY if stored is None else stored.counts
+                bucket = bucket_of(campaign_id, minute)
+                return EMPTY if bucket is None else bucket.counts
 
             return lookup
 
         def bucket_heads(campaign_id: str) -> Callable[[int], BucketCounts]:
             def lookup(minute: int) -> BucketCounts:
-                working = buckets.get((campaign_id, minute))
-                if working is not None:
-                    return working.head
-                stored = self._store.get_bucket(campaign_id, minute)
-                return EMPTY if stored is None else stored.head
+                bucket = bucket_of(campaign_id, minute)
+                return EMPTY if bucket is None else bucket.head
 
             return lookup
 
