@@ -159,8 +159,9 @@ def build_records(args: argparse.Namespace) -> list[tuple[bytes, bytes]]:
         campaigns=args.campaigns,
         numbers=args.numbers,
         # 15:00 in Rome is 14:00 in London and 09:00 in New York: within the `it` calling
-        # hours for callees of all three countries, as a well-run campaign would call.
-        start=recent_weekday(datetime.now(UTC), 15),
+        # hours for callees of all three countries, as a well-run campaign would call. The
+        # start is a span before now, so a long span (7 days) still ends in the past.
+        start=recent_weekday(datetime.now(UTC) - timedelta(minutes=args.span_minutes), 15),
         span=timedelta(minutes=args.span_minutes),
         id_prefix=f"bench-{uuid.uuid4().hex[:8]}",
     )
