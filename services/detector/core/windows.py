@@ -30,7 +30,6 @@ MICROSECOND = timedelta(microseconds=1)
 MINUTE_US = MINUTE // MICROSECOND
 PERIOD_30D = timedelta(days=30)  # US: successive 30-day periods (16 CFR 310.4(b)(4)(i))
 PERIOD_US = PERIOD_30D // MICROSECOND
-PERIOD_MINUTES = PERIOD_30D // MINUTE
 
 BucketLookup = Callable[[int], BucketCounts]
 
