@@ -541,11 +541,10 @@ def test_amd_false_positive_estimate_enters_both_terms_of_abandoned_rate() -> No
 
 
 def test_core_counts_and_wire_stats_name_the_same_eight_figures() -> None:
-    from dataclasses import fields
-
     from schemas.stats_v1 import COUNT_FIELDS
 
-    assert tuple(f.name for f in fields(EMPTY)) == COUNT_FIELDS
+    assert EMPTY._fields == COUNT_FIELDS
+    assert tuple(EMPTY.as_dict()) == COUNT_FIELDS
 
 
 def test_per_call_violations_alert_per_rule_campaign_and_local_day() -> None:
@@ -963,15 +962,17 @@ def test_rolling_episodes_do_not_depend_on_batch_boundaries(seed: int) -> None:
 
 
 def test_bucket_counts_merge_sums_every_field() -> None:
-    # merge is spelled out field by field for speed: a field added to BucketCounts must be
-    # added there too, or this fails.
-    import dataclasses
+    # merge and add are spelled out field by field for speed: a field added to BucketCounts
+    # must be added there too, or this fails.
+    from services.detector.core.model import BucketCounts, CallOutcome
 
-    from services.detector.core.model import BucketCounts
-
-    names = [f.name for f in dataclasses.fields(BucketCounts)]
+    names = BucketCounts._fields
     a = BucketCounts(*range(1, len(names) + 1))
     b = BucketCounts(*range(100, 100 + len(names)))
     merged = a.merge(b)
+    assert type(merged) is BucketCounts
     assert [getattr(merged, n) for n in names] == [getattr(a, n) + getattr(b, n) for n in names]
     assert merged.to_list() == [x + y for x, y in zip(a.to_list(), b.to_list(), strict=True)]
+    assert merged.minus(b) == a and type(merged.minus(b)) is BucketCounts
+    every = CallOutcome(True, True, True, True, True, True, True)
+    assert [getattr(a.add(every), n) for n in names] == [getattr(a, n) + 1 for n in names]

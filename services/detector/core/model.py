@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 AGENT_GUARANTEED_MODES = frozenset({"progressive", "preview", "manual"})
 # A call's one outcome name (`CallOutcome.name`), most specific first.
@@ -82,9 +83,12 @@ class CallOutcome:
         return self.silent or self.abandoned or bool(self.violations)
 
 
-@dataclass(frozen=True, slots=True)
-class BucketCounts:
-    """The eight counts of SPEC's stats, for one bucket or any sum of buckets."""
+class BucketCounts(NamedTuple):
+    """The eight counts of SPEC's stats, for one bucket or any sum of buckets.
+
+    A NamedTuple, not a frozen dataclass: several are made per call (the bucket, its head,
+    the rolling and day sums, the period), and a frozen dataclass's `__init__` (one
+    `object.__setattr__` per field) cost three times a tuple's. Immutable all the same."""
 
     attempts: int = 0
     answered: int = 0
@@ -97,49 +101,52 @@ class BucketCounts:
 
     def add(self, outcome: CallOutcome) -> BucketCounts:
         """These counts plus one call."""
-        return BucketCounts(
-            self.attempts + 1,
-            self.answered + outcome.answered,
-            self.answered_by_person + outcome.answered_by_person,
-            self.amd_machine + outcome.amd_machine,
-            self.silent + outcome.silent,
-            self.abandoned + outcome.abandoned,
-            self.out_of_hours + outcome.out_of_hours,
-            self.short_ring + outcome.short_ring,
+        return _make(
+            BucketCounts,
+            (
+                self.attempts + 1,
+                self.answered + outcome.answered,
+                self.answered_by_person + outcome.answered_by_person,
+                self.amd_machine + outcome.amd_machine,
+                self.silent + outcome.silent,
+                self.abandoned + outcome.abandoned,
+                self.out_of_hours + outcome.out_of_hours,
+                self.short_ring + outcome.short_ring,
+            ),
         )
 
     def merge(self, other: BucketCounts) -> BucketCounts:
         """Field-wise sum: buckets are summed on read to form any window. (Spelled out: it
         runs several times per call, and a zip over two lists cost three times as much.)"""
-        return BucketCounts(
-            self.attempts + other.attempts,
-            self.answered + other.answered,
-            self.answered_by_person + other.answered_by_person,
-            self.amd_machine + other.amd_machine,
-            self.silent + other.silent,
-            self.abandoned + other.abandoned,
-            self.out_of_hours + other.out_of_hours,
-            self.short_ring + other.short_ring,
+        return _make(
+            BucketCounts,
+            (
+                self.attempts + other.attempts,
+                self.answered + other.answered,
+                self.answered_by_person + other.answered_by_person,
+                self.amd_machine + other.amd_machine,
+                self.silent + other.silent,
+                self.abandoned + other.abandoned,
+                self.out_of_hours + other.out_of_hours,
+                self.short_ring + other.short_ring,
+            ),
         )
 
+    def minus(self, other: BucketCounts) -> BucketCounts:
+        """Field-wise difference (a window's sum less the buckets that left it)."""
+        return _make(BucketCounts, tuple(x - y for x, y in zip(self, other, strict=True)))
+
     def to_list(self) -> list[int]:
-        return [
-            self.attempts,
-            self.answered,
-            self.answered_by_person,
-            self.amd_machine,
-            self.silent,
-            self.abandoned,
-            self.out_of_hours,
-            self.short_ring,
-        ]
+        return list(self)
 
     @classmethod
     def from_list(cls, values: list[int]) -> BucketCounts:
         return cls(*values)
 
     def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return dict(zip(self._fields, self, strict=True))
 
+
+_make = tuple.__new__
 
 EMPTY = BucketCounts()
