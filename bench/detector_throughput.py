@@ -7,8 +7,10 @@ service's own normalisation of realistic dialer traffic) are produced to
 cdrwatch.cdrs.v1 first; then each engine, with its own consumer group, reads them all
 from offset 0, one engine at a time:
 
-- cdrwatch detector: `python -m services.cli detector` (its own app id), timed from its
-  first processed batch to its last through `cdrwatch_detector_cdrs_processed_total`;
+- cdrwatch detector: `python -m services.cli detector` (its own app id), timed from the
+  start of its first batch to its last through `cdrwatch_detector_cdrs_processed_total`
+  and `cdrwatch_detector_batch_seconds`, until its per-callee stage has drained too; with
+  `--split` also its two stages in two processes, as `cdrwatch up` runs them;
 - bare faust agent: bench/_bare_faust_worker.py, orjson.loads of each value, per event
   and in take() batches;
 - quixstreams: bench/_quixstreams_worker.py, a 1-minute tumbling-window count per
@@ -60,6 +62,7 @@ from services.common.broker import free_port
 
 DEFAULT_QUIX_PYTHON = ROOT / ".venv" / "quixstreams" / "bin" / "python"
 PROCESSED = "cdrwatch_detector_cdrs_processed_total"
+BATCH_SECONDS = "cdrwatch_detector_batch_seconds_sum"
 
 
 @dataclass
@@ -112,6 +115,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=(1, 2, 3, 4),
         default=1,
         help="also run this many detector workers together and report scale-out (default 1)",
+    )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="also run the detector's two stages in two processes (`--stage cdrs` and "
+        "`--stage callees`, as `cdrwatch up` does) and report their rate",
     )
     parser.add_argument(
         "--bare-batch",
@@ -251,13 +260,18 @@ async def _internal_backlog(bootstrap: str, app_id: str) -> int:
         return 0
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
+    done: dict[TopicPartition, int] = {}
     try:
-        # With the partitions named: Tansu drops the connection on "all partitions".
-        committed = await admin.list_consumer_group_offsets(app_id, partitions=list(stages))
+        # Both groups: a "callees" stage worker is its own app, `<app id>-callees`.
+        for group in (app_id, f"{app_id}-callees"):
+            # With the partitions named: Tansu drops the connection on "all partitions".
+            committed = await admin.list_consumer_group_offsets(group, partitions=list(stages))
+            for tp, om in committed.items():
+                key = TopicPartition(tp.topic, tp.partition)
+                done[key] = max(done.get(key, 0), om.offset)
     finally:
         await admin.close()
-    done = {TopicPartition(tp.topic, tp.partition): om.offset for tp, om in committed.items()}
-    return sum(max(0, end - max(done.get(tp, 0), 0)) for tp, end in stages.items())
+    return sum(max(0, end - done.get(tp, 0)) for tp, end in stages.items())
 
 
 def topic_records(bootstrap: str) -> dict[str, int]:
@@ -300,15 +314,28 @@ def scrape(port: int) -> dict[str, float]:
     return values
 
 
+SPLIT = "cdrwatch detector, 2 stages"
+
+
 def run_detector(
-    args: argparse.Namespace, bootstrap: str, broker_pid: int, work: Path, workers: int
+    args: argparse.Namespace,
+    bootstrap: str,
+    broker_pid: int,
+    work: Path,
+    workers: int,
+    *,
+    split: bool = False,
 ) -> Result:
+    """`workers` detector workers in one group; `split`: each worker as two processes, its
+    CDR stage (timed through its metrics) and its per-callee stage (its CPU counted)."""
     app_id = f"bench-detector-{uuid.uuid4().hex[:8]}"
     ports = [free_port() for _ in range(workers)]
-    children = [
-        Child(
-            f"{app_id}-{i}",
-            python_module("detector", "--metrics-port", str(port)),
+    stages = ["cdrs", "callees"] if split else ["all"]
+
+    def child(i: int, stage: str, port: int) -> Child:
+        return Child(
+            f"{app_id}-{i}-{stage}",
+            python_module("detector", "--metrics-port", str(port), "--stage", stage),
             clean_env(
                 CDRWATCH_KAFKA_BOOTSTRAP=bootstrap,
                 CDRWATCH_KAFKA_IDEMPOTENCE="false",
@@ -319,9 +346,11 @@ def run_detector(
             ),
             work,
         )
-        for i, port in enumerate(ports)
-    ]
-    name = "cdrwatch detector" + (f" x{workers}" if workers > 1 else "")
+
+    # The timed (first) child of each worker runs the CDR stage; its metrics are watched.
+    children = [child(i, stages[0], port) for i, port in enumerate(ports)]
+    children += [child(i, stage, free_port()) for i in range(workers) for stage in stages[1:]]
+    name = SPLIT if split else "cdrwatch detector" + (f" x{workers}" if workers > 1 else "")
     before = topic_records(bootstrap)
     profiler = None
     try:
@@ -360,21 +389,25 @@ def _poll_detector(
     profiler: Profiler | None,
 ) -> Result:
     """Poll the workers' metrics every 200 ms (a scrape costs a worker a few ms).
-    The clock runs from the first poll at which every worker has processed a batch until
-    all CDRs are processed AND the detector's internal stages (topics named after its app
-    id, e.g. the per-callee stage) are consumed: read from its group's committed offsets,
-    so that end is up to one commit interval (1 s) late."""
+    The clock runs from the start of the first batch until all CDRs are processed AND the
+    detector's internal stages (topics named after its app id, e.g. the per-callee stage)
+    are consumed: read from its groups' committed offsets, so that end is up to one commit
+    interval (1 s) late. The start is the first poll at which every worker has processed a
+    batch, less the time the worker says its batches took (`cdrwatch_detector_batch_seconds`:
+    with envelopes a first batch holds up to 2,000 messages, some 40,000 CDRs, and a clock
+    started at the poll after it left those CDRs out). CPU shares are over the polls."""
     deadline = time.monotonic() + args.timeout
-    start: tuple[float, int, float, float] | None = None
+    start: tuple[float, int, float, float, float] | None = None
     main_done: float | None = None
     now = time.perf_counter()
     samples: list[tuple[float, int]] = []
     counts = [0.0] * len(watch.ports)
     metrics: list[dict[str, float]] = [{} for _ in watch.ports]
     while time.monotonic() < deadline:
+        for proc in children:
+            if not proc.alive():
+                raise BenchError(f"{proc.name} exited:\n{proc.log_tail()}")
         for i, port in enumerate(watch.ports):
-            if not children[i].alive():
-                raise BenchError(f"{children[i].name} exited:\n{children[i].log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 metrics[i] = scrape(port)
                 counts[i] = metrics[i].get(PROCESSED, 0.0)
@@ -382,7 +415,9 @@ def _poll_detector(
         total = int(sum(counts))
         samples.append((now, total))
         if start is None and all(c > 0 for c in counts):
-            start = (now, total, _cpu(children), cpu_seconds(watch.broker_pid))
+            busy = max(m.get(BATCH_SECONDS, 0.0) for m in metrics)
+            start = (now - busy, 0, _cpu(children), cpu_seconds(watch.broker_pid), now)
+            samples[:] = [(now - busy, 0), (now, total)]  # the polls before: start-up
             if profiler is not None:
                 profiler.start()
         if start is not None and main_done is None and total >= args.records:
@@ -437,11 +472,12 @@ def _detector_result(
     children: list[Child],
     watch: Watch,
     metrics: list[dict[str, float]],
-    start: tuple[float, int, float, float],
+    start: tuple[float, int, float, float, float],
     main_done: float,
     end: float,
 ) -> Result:
     seconds = end - start[0]
+    polled = max(end - start[4], 1e-9)  # the CPU samples' interval
     counts = [m.get(PROCESSED, 0.0) for m in metrics]
     dups = sum(m.get("cdrwatch_cdrs_duplicate_total", 0) for m in metrics)
     rejected = sum(
@@ -458,8 +494,8 @@ def _detector_result(
         name,
         int(sum(counts)) - start[1],
         seconds,
-        (_cpu(children) - start[2]) / seconds,
-        (cpu_seconds(watch.broker_pid) - start[3]) / seconds,
+        (_cpu(children) - start[2]) / polled,
+        (cpu_seconds(watch.broker_pid) - start[3]) / polled,
         note,
         counted={"processed": sum(counts), "duplicates": dups, "rejected": rejected},
     )
@@ -647,6 +683,8 @@ def body(args: argparse.Namespace) -> None:
                 ("bare faust take", lambda: run_bare(args, bootstrap, pid, work, args.bare_batch))
             )
         runs.append(("cdrwatch detector", lambda: run_detector(args, bootstrap, pid, work, 1)))
+        if args.split:
+            runs.append((SPLIT, lambda: run_detector(args, bootstrap, pid, work, 1, split=True)))
         if args.workers > 1:
             runs.append(
                 (

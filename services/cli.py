@@ -91,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="serve the detector's /metrics on 127.0.0.1:PORT",
     )
+    det.add_argument(
+        "--stage",
+        choices=("all", "cdrs", "callees"),
+        default=None,
+        help="the stages this worker runs (default all; `cdrwatch up` runs a `cdrs` and a "
+        "`callees` worker, one core each)",
+    )
 
     sim = sub.add_parser(
         "simulate",
@@ -216,7 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.common.logging import configure_logging
         from services.detector.app import main as detector_main
 
-        detector_settings = DetectorSettings(**_flags(metrics_port=args.metrics_port))
+        detector_settings = DetectorSettings(
+            **_flags(metrics_port=args.metrics_port, stage=args.stage)
+        )
         configure_logging("detector", detector_settings.log_json)
         detector_main(detector_settings)
         return 0
@@ -626,7 +635,16 @@ def _up(args: argparse.Namespace) -> int:
         api_port = _port_or_free(args.api_port)
         ingest_port = _port_or_free(args.ingest_port)
         metrics_port = _port_or_free(9102)
-        stack.spawn("detector", ["detector", "--metrics-port", str(metrics_port)], env)
+        callee_metrics_port = _port_or_free(9103)
+        # The detector's two stages in two processes: each runs Python on its own core.
+        stack.spawn(
+            "detector", ["detector", "--stage", "cdrs", "--metrics-port", str(metrics_port)], env
+        )
+        stack.spawn(
+            "detector-callees",
+            ["detector", "--stage", "callees", "--metrics-port", str(callee_metrics_port)],
+            env,
+        )
         stack.spawn("ingest", ["ingest", "--port", str(ingest_port)], env)
         stack.spawn("api", ["api", "--port", str(api_port)], env)
         api_url = f"http://127.0.0.1:{api_port}"
@@ -644,7 +662,8 @@ def _up(args: argparse.Namespace) -> int:
                     "cdrwatch is running.",
                     f"  API and dashboard: {api_url}",
                     f"  Ingest (POST /v1/cdrs, also served by the API): {ingest_url}",
-                    f"  Detector metrics: http://127.0.0.1:{metrics_port}/metrics",
+                    f"  Detector metrics: http://127.0.0.1:{metrics_port}/metrics (CDR "
+                    f"stage), http://127.0.0.1:{callee_metrics_port}/metrics (per-callee stage)",
                     f"  Kafka bootstrap: {bootstrap}",
                     f"  Data and logs: {data_dir}",
                     f"  Tokens (kept in {data_dir / TOKENS_FILE}; create more with "
@@ -679,7 +698,7 @@ def _up(args: argparse.Namespace) -> int:
 # Services that hold state derived from the broker's topics: stopped while the broker is
 # rebuilt, started again afterwards (the detector rebuilds its tables from the replayed
 # topics, the api reads them again into its emptied derived tables).
-_DERIVED_SERVICES = ("detector", "api")
+_DERIVED_SERVICES = ("detector", "detector-callees", "api")
 
 
 def _recover_broker(
@@ -703,7 +722,7 @@ def _recover_broker(
     )
     _write_private(marker, "broker restart\n")
     for name in _DERIVED_SERVICES:
-        stack.kill(name, grace=0.0 if name == "detector" else 5.0)
+        stack.kill(name, grace=0.0 if name.startswith("detector") else 5.0)
     delay = 0.2
     while not stopping():
         try:

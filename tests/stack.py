@@ -178,7 +178,7 @@ class Published:
 
     def apply_record(self, topic: str, body: Any, headers: list[tuple[str, bytes]]) -> None:
         if topic == topics.STATS:
-            counts = BucketCounts(*(body[name] for name in BucketCounts.__dataclass_fields__))
+            counts = BucketCounts(*(body[name] for name in BucketCounts._fields))
             window = dict(headers).get(topics.HEADER_WINDOW, b"").decode()
             cid = body["campaign_id"]
             if window == "minute":

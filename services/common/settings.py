@@ -7,6 +7,7 @@ Every setting can come from the environment with the `CDRWATCH_` prefix, e.g.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -119,6 +120,16 @@ class DetectorSettings(CommonSettings):
     callee_store: str = "rocksdb:callees"
     callee_ttl_days: int = Field(default=120, ge=70)
     callee_cache_mib: int = Field(default=64, ge=8)  # RocksDB block cache per partition
+    # Which stages this worker runs. "all": the CDR stage (counts, windows, alerts, the
+    # lockout violations back into the campaigns) and the per-callee stage (histories,
+    # lockouts, frequency caps) in one process. "cdrs" and "callees": one of the two, so
+    # that the stages run on two cores (a process runs Python on one core at a time; the
+    # per-callee stage was a quarter of the worker's CPU). A "callees" worker is a faust
+    # app of its own, `<app_id>-callees`, with its own consumer group; its table keeps the
+    # change-log topic of "all", so a deployment can switch between the two forms. Every
+    # stage must run somewhere: "all" workers, or "cdrs" and "callees" workers side by side
+    # (`cdrwatch up` and docker-compose run the two). README "Scaling out".
+    stage: Literal["all", "cdrs", "callees"] = "all"
     # faust's own log level: INFO shows assignments, recoveries and commits (diagnosis).
     log_level: str = Field(default="WARNING", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 

@@ -625,6 +625,18 @@ class _GuardedApp(faust.App):
         return consumer
 
 
+class _NamedChangelogTable(faust.Table):  # type: ignore[misc]
+    """A faust table whose change-log topic is `changelog_name` instead of faust's
+    `<app id>-<table>-changelog` (with every other property of the topic faust's)."""
+
+    def __init__(self, app: faust.App, *, changelog_name: str, **kwargs: Any) -> None:
+        self._changelog_name = changelog_name
+        super().__init__(app, **kwargs)
+
+    def _changelog_topic_name(self) -> str:
+        return self._changelog_name
+
+
 def _faust_broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
@@ -644,18 +656,27 @@ class Detector:
         self.registry = registry or CollectorRegistry()
         self.metrics = DetectorMetrics(self.registry)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # The stages this worker runs (DetectorSettings.stage). Topic names derive from
+        # `settings.app_id` whatever the stage; a "callees" worker is its own faust app.
+        self.runs_cdrs = settings.stage in ("all", "cdrs")
+        self.runs_callees = settings.stage in ("all", "callees")
+        callee_calls = f"{settings.app_id}-callee-calls"
+        violations = f"{settings.app_id}-lockout-violations"
         self.app = _GuardedApp(
-            settings.app_id,
+            settings.app_id if self.runs_cdrs else f"{settings.app_id}-callees",
             broker=_faust_broker_url(settings.kafka_bootstrap),
             bootstrap=settings.kafka_bootstrap,
             contiguous_topics=(
-                topics.CDRS,
-                f"{settings.app_id}-callee-calls",
-                f"{settings.app_id}-lockout-violations",
+                *((topics.CDRS, violations) if self.runs_cdrs else ()),
+                *((callee_calls,) if self.runs_callees else ()),
             ),
             store=settings.store,
             web_enabled=False,
-            datadir=str(settings.data_dir / "detector"),
+            # A "callees" worker is another faust app: its files apart from the CDR stage's
+            # (one data dir may hold both; everything under "detector" is derived state).
+            datadir=str(
+                settings.data_dir / "detector" / ("callees-worker" if not self.runs_cdrs else "")
+            ),
             topic_partitions=settings.kafka_partitions,
             topic_replication_factor=settings.kafka_replication_factor,
             broker_session_timeout=settings.session_timeout_seconds,
@@ -679,14 +700,14 @@ class Detector:
         # violations it finds keyed back by campaign (same partition count as the CDRs).
         # The faust topics are the agents' sources; sending goes through the batches.
         self.callee_source = self.app.topic(
-            f"{settings.app_id}-callee-calls",
+            callee_calls,
             key_serializer="raw",
             value_serializer="raw",
             partitions=settings.kafka_partitions,
             internal=True,
         )
         self.violation_source = self.app.topic(
-            f"{settings.app_id}-lockout-violations",
+            violations,
             key_serializer="raw",
             value_serializer="raw",
             partitions=settings.kafka_partitions,
@@ -696,26 +717,20 @@ class Detector:
         self.violation_topic = self.changelog.topic(self.violation_source.get_topic_name())
         self._callee_partition = wire.CalleePartitions(settings.kafka_partitions)
         self._lockout_rules_of: dict[int, tuple[Profile, lockouts.LockoutRules]] = {}
-        rocks = settings.callee_store.startswith("rocksdb")
-        if rocks:
-            _drop_local_rocksdb(Path(self.app.conf.tabledir), "callees")
-        self.callees = self.app.Table(
-            "callees",
-            default=None,
-            partitions=settings.kafka_partitions,
-            store=settings.callee_store,
-            options=callee_store_options(settings) if rocks else None,
-        )
-        if rocks:
-            _write_without_wal(self.callees.data)
-        self.table = self.app.Table(
-            "state",
-            default=None,
-            partitions=settings.kafka_partitions,
-        )
+        self._callee_campaigns: set[str] = set()  # campaigns the callee stage has seen
+        if self.runs_callees:
+            self.callees = self._callee_table(settings)
+            self.changelog.install(self.callees)
+        if self.runs_cdrs:
+            self.table = self.app.Table(
+                "state",
+                default=None,
+                partitions=settings.kafka_partitions,
+            )
+            self.changelog.install(self.table)
+        else:
+            self.table = {}  # never written: the campaign state lives in the "cdrs" worker
         self.state = TableState(self.table)
-        self.changelog.install(self.table)
-        self.changelog.install(self.callees)
         self.configs = CampaignConfigs(settings)
         self.engine = Engine(
             self.state,
@@ -732,23 +747,52 @@ class Detector:
         )
         self._register()
 
+    def _callee_table(self, settings: DetectorSettings) -> Any:
+        """The per-callee histories. Its change log is `<app_id>-callees-changelog` in
+        every stage form: faust names it after the app, and a "callees" worker's app is
+        `<app_id>-callees`, so the name is given."""
+        rocks = settings.callee_store.startswith("rocksdb")
+        if rocks:
+            _drop_local_rocksdb(Path(self.app.conf.tabledir), "callees")
+        table = self.app.tables.add(
+            _NamedChangelogTable(
+                self.app,
+                name="callees",
+                changelog_name=f"{settings.app_id}-callees-changelog",
+                default=None,
+                beacon=self.app.tables.beacon,
+                partitions=settings.kafka_partitions,
+                store=settings.callee_store,
+                options=callee_store_options(settings) if rocks else None,
+            )
+        )
+        if rocks:
+            _write_without_wal(table.data)
+        return table
+
     def _register(self) -> None:
         app = self.app
 
-        @app.agent(self.cdrs, name="cdrwatch-detector-process")
-        async def process(stream: Any) -> None:
-            # A running worker starts the Configs service below: until it has, a campaign
-            # seen for the first time waits for it (the adapter tests drive `handle` alone).
-            self.configs.expect_start()
-            await self._run_batches(stream, "cdrs", self.handle)
+        if self.runs_cdrs:
 
-        @app.agent(self.callee_source, name="cdrwatch-detector-callees")
-        async def callees(stream: Any) -> None:
-            await self._run_batches(stream, "callees", self.handle_callee_calls)
+            @app.agent(self.cdrs, name="cdrwatch-detector-process")
+            async def process(stream: Any) -> None:
+                # A running worker starts the Configs service below: until it has, a
+                # campaign seen for the first time waits for it (the adapter tests drive
+                # `handle` alone).
+                self.configs.expect_start()
+                await self._run_batches(stream, "cdrs", self.handle)
 
-        @app.agent(self.violation_source, name="cdrwatch-detector-lockouts")
-        async def lockouts(stream: Any) -> None:
-            await self._run_batches(stream, "lockouts", self.handle_lockout_violations)
+            @app.agent(self.violation_source, name="cdrwatch-detector-lockouts")
+            async def lockouts(stream: Any) -> None:
+                await self._run_batches(stream, "lockouts", self.handle_lockout_violations)
+
+        if self.runs_callees:
+
+            @app.agent(self.callee_source, name="cdrwatch-detector-callees")
+            async def callees(stream: Any) -> None:
+                self.configs.expect_start()
+                await self._run_batches(stream, "callees", self.handle_callee_batch)
 
         @app.on_partitions_assigned.connect  # type: ignore[misc]
         async def on_assigned(*_args: Any, **_kwargs: Any) -> None:
@@ -759,6 +803,10 @@ class Detector:
         @app.service
         class Configs(faust.Service):  # noqa: N801 - faust registers the class itself
             async def on_start(inner) -> None:  # noqa: N805
+                # The topic each stage writes for the other: created here too, as a stage
+                # may send before the worker that reads it has started.
+                for topic in (self.callee_source, self.violation_source):
+                    await topic.maybe_declare()
                 await self.changelog.start()
                 await self.configs.start()
 
@@ -948,17 +996,49 @@ class Detector:
         because the first sending may have been lost with the crash. A record, or a call
         in it, that cannot be decoded or applied is a dead letter (stage `callee`); the
         stage goes on."""
-        working: dict[str, tuple[tuple[lockouts.CalleeCall, ...], EventT]] = {}
+        self._apply_callee_records(self._callee_records(events))
+
+    async def handle_callee_batch(self, events: Sequence[EventT]) -> None:
+        """`handle_callee_calls` as the agent runs it: a campaign this worker has not seen
+        in the stage yet first waits for the campaign settings written so far. The CDR stage
+        did so before it sent the call; a "callees" worker (another process) has its own
+        copy of the settings, which may lag (a profile set just before the first CDRs)."""
+        records = self._callee_records(events)
+        campaigns = {
+            row[1]
+            for _event, entries in records
+            for _key, row in entries
+            if isinstance(row, list) and len(row) > 1 and isinstance(row[1], str)
+        }
+        if self.configs.awaiting_start or not campaigns <= self._callee_campaigns:
+            await self.configs.catch_up()
+            if len(self._callee_campaigns) > 100_000:
+                self._callee_campaigns.clear()
+            self._callee_campaigns |= campaigns
+        self._apply_callee_records(records)
+
+    def _callee_records(
+        self, events: Sequence[EventT]
+    ) -> list[tuple[EventT, list[tuple[str, Any]]]]:
+        """Each record's (callee key, row) pairs; a record that cannot be read is a dead
+        letter (stage `callee`) and left out."""
+        records = []
         for event in events:
             try:
-                entries = wire.callee_entries(event.key, event.value)
+                records.append((event, wire.callee_entries(event.key, event.value)))
             except Exception as exc:  # one bad record is a dead letter, never a crash loop
                 self._reject(event, "unprocessable", f"{type(exc).__name__}: {exc}", "callee")
-                continue
+        return records
+
+    def _apply_callee_records(self, records: list[tuple[EventT, list[tuple[str, Any]]]]) -> None:
+        working: dict[str, tuple[tuple[lockouts.CalleeCall, ...], EventT]] = {}
+        applied = 0
+        for event, entries in records:
             headers = _replay_headers(is_replayed(event.message))
             for index, (key, row) in enumerate(entries):
                 try:
                     found = self._apply_callee_call(key, row, event, working)
+                    applied += 1
                 except Exception as exc:  # one bad call is a dead letter, the others count
                     self._reject(
                         event,
@@ -973,6 +1053,7 @@ class Detector:
         for key, (history, source) in working.items():
             with writing_as(source):
                 self.callees[key] = lockouts.to_json(history)
+        self.metrics.callee_calls.inc(applied)
 
     def _apply_callee_call(
         self,

@@ -14,6 +14,12 @@ class DetectorMetrics:
             "CDRs classified and counted by the detector.",
             registry=registry,
         )
+        self.callee_calls = Counter(
+            "cdrwatch_detector_callee_calls_total",
+            "Calls applied to the callee histories by the per-callee stage (lockouts, "
+            "frequency caps); repeats after a restart included.",
+            registry=registry,
+        )
         self.duplicates = Counter(
             "cdrwatch_cdrs_duplicate_total",
             "CDRs whose call_id was already accepted; counted once, ignored after.",

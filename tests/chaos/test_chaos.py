@@ -1,6 +1,7 @@
 """Chaos: a ledgered load of CDRs from three tenants and five campaigns is posted to the
-running stack while the detector is SIGKILLed every CDRWATCH_CHAOS_DETECTOR_EVERY seconds,
-the api, the ingest and the broker are SIGKILLed once each, and the whole stack is stopped
+running stack while a detector process (the CDR stage and the per-callee stage in turn) is
+SIGKILLed every CDRWATCH_CHAOS_DETECTOR_EVERY seconds, the api, the ingest and the broker
+are SIGKILLed once each, and the whole stack is stopped
 with Ctrl-C and started again on the same data directory. Posters behave like dialers:
 a 503 (or a refused connection, or a timeout) is retried with the same batch and the same
 call ids. At the end every campaign's stats, hour by hour, and its alerts must be exactly
@@ -285,8 +286,8 @@ class Reader(threading.Thread):
 def run_faults(
     stack: ChaosStack, settings: ChaosSettings, start: float, stop: threading.Event
 ) -> None:
-    """The fault schedule over the load: detector every N s; api, ingest, broker once each;
-    one whole-stack restart."""
+    """The fault schedule over the load: a detector process every N s (its two stages in
+    turn); api, ingest, broker once each; one whole-stack restart."""
     length = settings.seconds
     once = {
         "api": 0.2 * length,
@@ -296,10 +297,13 @@ def run_faults(
     }
     plan: list[tuple[float, str]] = [(t, f) for f, t in once.items() if f in settings.faults]
     if "detector" in settings.faults and settings.detector_every > 0:
-        t = settings.detector_every
+        # `cdrwatch up` runs the detector's two stages as two processes: the kills take
+        # turns, the CDR stage first.
+        t, turn = settings.detector_every, 0
         while t < length:
-            plan.append((t, "detector"))
+            plan.append((t, ("detector", "detector-callees")[turn % 2]))
             t += settings.detector_every
+            turn += 1
     for at, fault in sorted(plan):
         while time.monotonic() < start + at:
             if stop.wait(0.2):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,42 @@ async def wait_for_totals(
 
 async def _poll_check(reader: OutputReader, done: Any) -> bool:
     return done(await reader.poll())
+
+
+async def await_exact_lockouts(
+    reader: OutputReader,
+    records: list[dict[str, Any]],
+    timeout: float,
+    diagnosis: Callable[[], str] = lambda: "",
+) -> None:
+    """Wait until every `it-silent-lockout` alert counts exactly what the pure core finds
+    in `records` (one alert per campaign and Rome day); fail naming the difference."""
+    lockouts = expected_lockouts(records)
+    assert lockouts, "the traffic should re-call numbers within their lockout"
+    expected = {
+        (cid, rule, datetime.combine(day, time(0), ZoneInfo("Europe/Rome"))): n
+        for (cid, rule, day), n in lockouts.items()
+    }
+
+    def lockout_counts() -> dict[tuple[str, str, datetime], int]:
+        return {
+            (a["campaign_id"], a["rule"], datetime.fromisoformat(a["window"]["start"])): a[
+                "numerator"
+            ]
+            for a in reader.published.alerts.values()
+            if a["rule"] == "it-silent-lockout"
+        }
+
+    try:
+        await wait_until_async(
+            lambda: _poll_check(reader, lambda _p: lockout_counts() == expected),
+            timeout=timeout,
+            interval=0.2,
+        )
+    except WaitTimeout:
+        raise AssertionError(
+            f"lockout counts {lockout_counts()} != {expected}\n{diagnosis()}"
+        ) from None
 
 
 def totals_by_campaign(buckets: dict[tuple[str, int], Any]) -> dict[str, list[int]]:
@@ -197,27 +234,7 @@ async def test_kill_9_mid_stream_and_restart_ends_exact_without_duplicate_alerts
                 )
         # The per-callee stage survived the kill too: every lockout alert ends at exactly
         # the count computed from the whole set of calls.
-        lockouts = expected_lockouts(first + second + replayed)
-        assert lockouts, "the traffic should re-call numbers within their lockout"
-
-        def lockout_counts() -> dict[tuple[str, str, datetime], int]:
-            return {
-                (a["campaign_id"], a["rule"], datetime.fromisoformat(a["window"]["start"])): a[
-                    "numerator"
-                ]
-                for a in reader.published.alerts.values()
-                if a["rule"] == "it-silent-lockout"
-            }
-
-        expected = {
-            (cid, rule, datetime.combine(day, time(0), ZoneInfo("Europe/Rome"))): n
-            for (cid, rule, day), n in lockouts.items()
-        }
-        await wait_until_async(
-            lambda: _poll_check(reader, lambda _p: lockout_counts() == expected),
-            timeout=60,
-            interval=0.2,
-        )
+        await await_exact_lockouts(reader, first + second + replayed, timeout=60)
     finally:
         proc.stop()
         await reader.stop()

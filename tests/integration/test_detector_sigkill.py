@@ -53,7 +53,7 @@ class LastWriteWins(Published):
     def apply_record(self, topic: str, body: Any, headers: list[tuple[str, bytes]]) -> None:
         super().apply_record(topic, body, headers)
         if topic == topics.STATS and dict(headers).get(topics.HEADER_WINDOW) == b"minute":
-            counts = BucketCounts(*(body[name] for name in BucketCounts.__dataclass_fields__))
+            counts = BucketCounts(*(body[name] for name in BucketCounts._fields))
             key = (body["campaign_id"], minute_of(datetime.fromisoformat(body["from"])))
             self.minutes_lww[key] = counts
 

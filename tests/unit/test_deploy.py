@@ -25,7 +25,13 @@ RULE_TESTS = DEPLOY / "prometheus" / "tests" / "cdrwatch.rules.test.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "cdrwatch.json"
 DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 
-CDRWATCH_SERVICES = {"ingest": "ingest", "detector": "detector", "api": "api", "topics": "topics"}
+CDRWATCH_SERVICES = {
+    "ingest": '["ingest"]',
+    "detector": '["detector", "--stage", "cdrs"]',
+    "detector-callees": '["detector", "--stage", "callees"]',
+    "api": '["api"]',
+    "topics": '["topics"]',
+}
 INFRASTRUCTURE = ("kafka", "postgres", "prometheus", "alertmanager", "grafana")
 ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
 ALERTS = (
@@ -106,7 +112,7 @@ def test_prometheus_scrapes_api_ingest_and_every_detector_replica() -> None:
     api_job = text.split("job_name: cdrwatch-api", 1)[1].split("job_name:", 1)[0]
     assert "credentials_file: secrets/api-metrics-token" in api_job  # /metrics needs a token
     assert '"ingest:8081"' in text
-    assert re.search(r'names: \["detector"\]\s+type: A\s+port: 9102', text)
+    assert re.search(r'names: \["detector", "detector-callees"\]\s+type: A\s+port: 9102', text)
     assert '"alertmanager:9093"' in text
 
 
@@ -158,13 +164,14 @@ def test_compose_runs_the_cdrwatch_services_from_the_project_image() -> None:
     for service, command in CDRWATCH_SERVICES.items():
         block = services[service]
         assert "<<: *cdrwatch-service" in block, service
-        assert f'command: ["{command}"]' in block, service
+        assert f"command: {command}" in block, service
         assert "<<: *cdrwatch-env" in block, service
-    # The detector scales out: no fixed name and no host port.
-    assert "replicas:" in services["detector"]
-    assert not re.search(r"^\s+container_name:", services["detector"], re.MULTILINE)
-    assert not re.search(r"^\s+ports:", services["detector"], re.MULTILINE)
-    assert 'CDRWATCH_METRICS_PORT: "9102"' in services["detector"]
+    # Both detector stages run and scale out: no fixed name and no host port.
+    for stage in ("detector", "detector-callees"):
+        assert "replicas:" in services[stage]
+        assert not re.search(r"^\s+container_name:", services[stage], re.MULTILINE)
+        assert not re.search(r"^\s+ports:", services[stage], re.MULTILINE)
+        assert 'CDRWATCH_METRICS_PORT: "9102"' in services[stage]
     assert 'restart: "no"' in services["topics"]
     assert "service_completed_successfully" in anchor
 
@@ -190,7 +197,8 @@ def test_compose_parses_as_yaml_when_pyyaml_is_available() -> None:
         return
     document = yaml.safe_load(COMPOSE.read_text())
     services = document["services"]
-    assert services["detector"]["command"] == ["detector"]
+    assert services["detector"]["command"] == ["detector", "--stage", "cdrs"]
+    assert services["detector-callees"]["command"] == ["detector", "--stage", "callees"]
     assert services["detector"]["environment"]["CDRWATCH_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert services["topics"]["depends_on"] == {"kafka": {"condition": "service_healthy"}}
 
