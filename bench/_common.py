@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -631,3 +632,62 @@ def profile_summary(raw: Path, top: int = 15) -> list[str]:
     lines.append("  self:")
     lines += [f"    {v / total:6.1%}  {k}" for k, v in own.most_common(top)]
     return lines
+
+
+def up_child(work: Path) -> Child:
+    """`cdrwatch up` on free ports with its data under `work` (start it, then `start_stack`)."""
+    from services.common.broker import free_port
+
+    return Child(
+        "up",
+        python_module(
+            "up",
+            "--api-port",
+            str(free_port()),
+            "--ingest-port",
+            str(free_port()),
+            "--data-dir",
+            str(work / "data"),
+        ),
+        clean_env(),
+        work,
+        pipe_stdout=True,
+    )
+
+
+@dataclass(frozen=True)
+class Stack:
+    api_url: str
+    ingest_url: str
+    metrics_url: str
+    bootstrap: str
+    tokens: dict[str, str]
+    # Every detector process's metrics URL (the CDR stage's first, as `metrics_url`).
+    detector_metrics: tuple[str, ...] = ()
+
+
+def start_stack(up: Child, timeout: float = 120.0) -> Stack:
+    """Wait for the banner of `cdrwatch up` and read its URLs and tokens."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = up.read_line(deadline - time.monotonic())
+        if line is None:
+            break
+        lines.append(line)
+        if "Press Ctrl-C to stop." in line:
+            banner = "".join(lines)
+            tokens = dict(
+                re.findall(r"^\s{4}(admin|compliance|viewer|ingest)\s+(\S+)$", banner, re.M)
+            )
+            api = re.search(r"API and dashboard: (\S+)", banner)
+            ingest = re.search(r"Ingest \(POST /v1/cdrs, also served by the API\): (\S+)", banner)
+            metrics = re.search(r"Detector metrics: (\S+)", banner)
+            kafka = re.search(r"Kafka bootstrap: (\S+)", banner)
+            found = api and ingest and metrics and kafka
+            if not (found and "ingest" in tokens and "viewer" in tokens):
+                raise BenchError(f"unexpected banner of cdrwatch up:\n{banner}")
+            line = next(x for x in banner.splitlines() if "Detector metrics:" in x)
+            detectors = tuple(re.findall(r"(http://\S+/metrics)", line))
+            return Stack(api[1], ingest[1], metrics[1], kafka[1], tokens, detectors)
+    raise BenchError("cdrwatch up did not come up:\n" + "".join(lines) + up.log_tail())

@@ -95,6 +95,16 @@ def _ingest_ledger(doc: Doc) -> str | None:
     return None
 
 
+def _e2e_ledger(doc: Doc) -> str | None:
+    if doc.get("timed_out") or doc.get("ledger_problems"):
+        return (
+            f"counted {doc.get('counted')} of {doc.get('accepted')}: {doc.get('ledger_problems')}"
+        )
+    if doc.get("accepted") != doc.get("records"):
+        return f"accepted {doc.get('accepted')} of {doc.get('records')} ({doc.get('statuses')})"
+    return None
+
+
 def _latency_ledger(doc: Doc) -> str | None:
     return f"{doc['timeouts']} probe(s) never alerted" if doc.get("timeouts") else None
 
@@ -170,6 +180,25 @@ BENCHES = [
             ),
         ],
         _ingest_ledger,
+    ),
+    Bench(
+        "bench/e2e_throughput.py",
+        [],
+        ["--records", "50000"],
+        [
+            Figure(
+                "end to end (cdrwatch up)",
+                lambda d: d.get("cdr_per_s"),
+                ">= 10,000",
+                lambda v: v >= 10_000,
+                " CDR/s",
+                not_in_quick=(
+                    "50,000 CDRs, not the target's 200,000: the detector's last batches "
+                    "weigh more in a short run"
+                ),
+            ),
+        ],
+        _e2e_ledger,
     ),
     Bench(
         "bench/alert_latency.py",

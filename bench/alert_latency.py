@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import math
 import random
-import re
 import sys
 import time
 import uuid
@@ -33,21 +32,22 @@ from _common import (
     ROOT,
     BenchError,
     Child,
+    Stack,
     callee_numbers,
     clean_env,
     fmt_int,
     ms,
     percentile,
     print_header,
-    python_module,
     recent_weekday,
     run_main,
+    start_stack,
+    up_child,
     work_dir,
 )
 
 from schemas import topics
 from schemas.record_batch_v1 import records_in
-from services.common.broker import free_port
 
 RULE = "it-silent-rate-cumulative"
 ANSWERED, SILENT = 110, 6  # 6 / 110 = 5.5 % > 3 %, sample 110 >= 100
@@ -84,40 +84,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--json", action="store_true", help="print one JSON object on stdout (table on stderr)"
     )
     return parser.parse_args(argv)
-
-
-@dataclass(frozen=True)
-class Stack:
-    api_url: str
-    ingest_url: str
-    metrics_url: str
-    bootstrap: str
-    tokens: dict[str, str]
-
-
-def start_stack(up: Child, timeout: float = 120.0) -> Stack:
-    """Wait for the banner of `cdrwatch up` and read its URLs and tokens."""
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = up.read_line(deadline - time.monotonic())
-        if line is None:
-            break
-        lines.append(line)
-        if "Press Ctrl-C to stop." in line:
-            banner = "".join(lines)
-            tokens = dict(
-                re.findall(r"^\s{4}(admin|compliance|viewer|ingest)\s+(\S+)$", banner, re.M)
-            )
-            api = re.search(r"API and dashboard: (\S+)", banner)
-            ingest = re.search(r"Ingest \(POST /v1/cdrs, also served by the API\): (\S+)", banner)
-            metrics = re.search(r"Detector metrics: (\S+)", banner)
-            kafka = re.search(r"Kafka bootstrap: (\S+)", banner)
-            found = api and ingest and metrics and kafka
-            if not (found and "ingest" in tokens and "viewer" in tokens):
-                raise BenchError(f"unexpected banner of cdrwatch up:\n{banner}")
-            return Stack(api[1], ingest[1], metrics[1], kafka[1], tokens)
-    raise BenchError("cdrwatch up did not come up:\n" + "".join(lines) + up.log_tail())
 
 
 def breaching_batch(campaign: str, event_time: datetime, rng: random.Random) -> bytes:
@@ -325,21 +291,7 @@ def body(args: argparse.Namespace) -> None:
     # calling-hours rules judge the same hours whatever day this runs.
     event_start = recent_weekday(datetime.now(UTC), 16, 30)
     with work_dir(args.keep) as work:
-        up = Child(
-            "up",
-            python_module(
-                "up",
-                "--api-port",
-                str(free_port()),
-                "--ingest-port",
-                str(free_port()),
-                "--data-dir",
-                str(work / "data"),
-            ),
-            clean_env(),
-            work,
-            pipe_stdout=True,
-        )
+        up = up_child(work)
         load: Child | None = None
         summary: list[str] = []
         try:
