@@ -201,6 +201,29 @@ BENCHES = [
         _e2e_ledger,
     ),
     Bench(
+        "bench/worker_ready.py",
+        [],
+        ["--records", "30000"],
+        [
+            Figure(
+                "worker ready, cold",
+                lambda d: d.get("cold_s"),
+                "< 10",
+                lambda v: v < 10,
+                " s",
+            ),
+            Figure(
+                "worker ready, state recovered",
+                lambda d: d.get("recovered_s"),
+                "< 10",
+                lambda v: v < 10,
+                " s",
+                not_in_quick="30,000 CDRs of state, not 100,000: recovery time grows with it",
+            ),
+        ],
+        lambda d: None if d.get("recovered_s") else "the second worker did not start",
+    ),
+    Bench(
         "bench/alert_latency.py",
         [],
         ["--probes", "5", "--warmup", "3"],
