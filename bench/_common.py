@@ -153,6 +153,15 @@ def run_main(json_output: bool, body: Callable[[], None]) -> int:
     return run_benchmark(body)
 
 
+def emit_json(payload: dict[str, Any]) -> None:
+    """The `--json` document: one line on the real stdout (`run_main` sends the table to
+    stderr meanwhile)."""
+    import orjson
+
+    assert sys.__stdout__ is not None
+    sys.__stdout__.write(orjson.dumps(payload).decode() + "\n")
+
+
 class BenchError(RuntimeError):
     """Something the benchmark needs could not be started or did not answer."""
 

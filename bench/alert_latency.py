@@ -35,6 +35,7 @@ from _common import (
     Stack,
     callee_numbers,
     clean_env,
+    emit_json,
     fmt_int,
     ms,
     percentile,
@@ -403,9 +404,7 @@ def report(
         f"{fmt_int(load.get('rate', 0))} CDR/s"
     )
     if args.json:
-        sys.__stdout__.write(
-            orjson.dumps({"benchmark": "alert_latency", **figures}).decode() + "\n"
-        )
+        emit_json({"benchmark": "alert_latency", **figures})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 from _common import (
     ROOT,
     BenchError,
@@ -46,6 +45,7 @@ from _common import (
     cpu_seconds,
     dialer_traffic,
     embedded_broker,
+    emit_json,
     fmt_int,
     normalized_records,
     print_header,
@@ -721,7 +721,7 @@ def body(args: argparse.Namespace) -> None:
             "ratios": found,
             "failures": failures,
         }
-        sys.__stdout__.write(orjson.dumps(payload).decode() + "\n")
+        emit_json(payload)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from _common import (
     BenchError,
     Stack,
     dialer_traffic,
+    emit_json,
     fmt_int,
     print_header,
     recent_weekday,
@@ -222,7 +223,7 @@ def body(args: argparse.Namespace) -> None:
             "timed_out": timed_out,
             "ledger_problems": problems,
         }
-        sys.__stdout__.write(orjson.dumps(payload).decode() + "\n")
+        emit_json(payload)
 
 
 def main(argv: list[str] | None = None) -> int:

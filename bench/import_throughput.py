@@ -33,6 +33,7 @@ from _common import (
     clean_env,
     cpu_seconds,
     embedded_broker,
+    emit_json,
     fmt_int,
     print_header,
     profile_summary,
@@ -236,7 +237,7 @@ def body(args: argparse.Namespace) -> None:
     print(f"  cores         {len(os.sched_getaffinity(0))}, shared by importer, ingest, broker")
     if args.json:
         payload = {"benchmark": "import_throughput", **results}
-        sys.__stdout__.write(orjson.dumps(payload).decode() + "\n")
+        emit_json(payload)
 
 
 def main(argv: list[str] | None = None) -> int:

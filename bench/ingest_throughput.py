@@ -38,6 +38,7 @@ from _common import (
     cpu_seconds,
     dialer_traffic,
     embedded_broker,
+    emit_json,
     fmt_int,
     ms,
     percentile,
@@ -300,7 +301,7 @@ def report(
         print("\n".join(profile_summary(profiler.out)))
     if args.json:
         payload = {"benchmark": "ingest_throughput", **figures}
-        sys.__stdout__.write(orjson.dumps(payload).decode() + "\n")
+        emit_json(payload)
 
 
 def main(argv: list[str] | None = None) -> int:

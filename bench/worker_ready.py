@@ -21,12 +21,12 @@ import uuid
 from pathlib import Path
 
 import httpx
-import orjson
 from _common import (
     BenchError,
     Child,
     clean_env,
     embedded_broker,
+    emit_json,
     fmt_int,
     print_header,
     python_module,
@@ -160,7 +160,7 @@ def body(args: argparse.Namespace) -> None:
             "recovered_s": warm,
             "changelog_records": logs,
         }
-        sys.__stdout__.write(orjson.dumps(payload).decode() + "\n")
+        emit_json(payload)
 
 
 def main(argv: list[str] | None = None) -> int:
