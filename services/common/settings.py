@@ -128,7 +128,8 @@ class DetectorSettings(CommonSettings):
     # app of its own, `<app_id>-callees`, with its own consumer group; its table keeps the
     # change-log topic of "all", so a deployment can switch between the two forms. Every
     # stage must run somewhere: "all" workers, or "cdrs" and "callees" workers side by side
-    # (`cdrwatch up` and docker-compose run the two). README "Scaling out".
+    # (`cdrwatch up` and docker-compose run the two), not a mix of "all" and "callees"
+    # (two groups would each run the per-callee stage). README "Design decisions".
     stage: Literal["all", "cdrs", "callees"] = "all"
     # faust's own log level: INFO shows assignments, recoveries and commits (diagnosis).
     log_level: str = Field(default="WARNING", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
