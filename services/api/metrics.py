@@ -63,7 +63,6 @@ from services.api.compliance import PeriodAnchor, period_anchor
 from services.api.store import AlertStore, MetricsSnapshot, WindowSample
 from services.detector.core.model import BucketCounts
 from services.detector.core.profiles import (
-    EARLY_WARNING_WINDOWS,
     Profile,
     ProfileError,
     RateRule,
@@ -71,6 +70,7 @@ from services.detector.core.profiles import (
 )
 from services.detector.core.rules import assess, effective_amd_ratio, headroom, rate_terms
 from services.detector.core.windows import (
+    WINDOW_KINDS,
     local_day_bounds,
     local_day_of,
     minute_of,
@@ -96,18 +96,12 @@ RATES = {
 CUMULATIVE = "cumulative"
 # The verdict gauge's values, ordered by gravity (so `max` and `>= 2` mean what they say).
 VERDICT_CODES = {"insufficient": 0, "ok": 1, "warning": 2, "violation": 3}
-CURRENT_DAY = "day"  # the campaign's current calendar day in its profile's home zone
-CURRENT_PERIOD = "period_30d"  # the campaign's current 30-day period
-# A rule's window -> the window sample it is judged on: a live window the detector
-# publishes (stats header), or the current day or period summed from the minute buckets.
-WINDOW_OF_RULE = {
-    "cumulative": "cumulative",
-    "sliding_24h": "24h",
-    **{name: name for name in EARLY_WARNING_WINDOWS},
-    "daily": CURRENT_DAY,
-    "calendar_day": CURRENT_DAY,
-    "period_30d": CURRENT_PERIOD,
-}
+# A rule's window -> the window sample it is judged on (`WindowKind.sample`): a live window
+# the detector publishes (stats header), or the current day or period summed from the
+# minute buckets.
+WINDOW_OF_RULE = {name: kind.sample for name, kind in WINDOW_KINDS.items()}
+CURRENT_DAY = WINDOW_KINDS["calendar_day"].sample  # the campaign's current local day
+CURRENT_PERIOD = WINDOW_KINDS["period_30d"].sample  # the campaign's current 30-day period
 RULE_LABELS = ["tenant", "campaign", "profile", "rule", "metric", "window", "kind"]
 MINUTE = timedelta(minutes=1)
 

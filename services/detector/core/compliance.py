@@ -14,11 +14,13 @@ Windows (a rule's `window`):
 - `daily`, `calendar_day` (it optional 4 %; Ofcom 2010 "midnight to midnight"): one
   window per calendar day of the profile's home zone that holds a bucket; a DST change
   day is 23 h or 25 h (`windows.local_day_bounds`).
-- `sliding_24h` (Ofcom 2008 "any 24-hour period"): the worst 24 h, see
-  `_worst_sliding_24h`.
+- `sliding_24h` (Ofcom 2008 "any 24-hour period"): the worst 24 h, see `_worst`.
 - `period_30d` (16 CFR 310.4(b)(4)(i), 47 CFR 64.1200(a)(7): "each successive 30-day
   period"): periods of exactly 30 × 24 h anchored at the exact instant of the campaign's
-  first call, see `_periods_30d`.
+  first call, see `windows.Period30d`.
+
+Each is a window kind of `windows.WINDOW_KINDS`, the one definition the detector's
+engine uses too.
 
 Only windows holding at least one bucket are reported (a bucket whose counts are all
 zero still counts as data), so no buckets means no windows. Every figure is a
@@ -27,31 +29,17 @@ zero still counts as data), so no buckets means no windows. Every figure is a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
 
-from services.detector.core.model import EMPTY, BucketCounts
-from services.detector.core.profiles import REGULATORY_WINDOWS, Profile, RateRule
+from services.detector.core.model import BucketCounts
+from services.detector.core.profiles import Profile, RateRule
 from services.detector.core.rules import Level, assess, explain, headroom, rate_terms
-from services.detector.core.windows import (
-    MINUTE_US,
-    PERIOD_30D,
-    boundary_in,
-    instant_us,
-    local_day_bounds,
-    local_day_of,
-    minute_start,
-    period_index,
-    subtract,
-)
-
-SLIDING_MINUTES = 24 * 60
+from services.detector.core.windows import WINDOW_KINDS, CampaignBuckets, Window, instant_us
 
 _RANK: Mapping[Level, int] = {"insufficient": 0, "ok": 1, "warning": 2, "violation": 3}
-
-Counts = list[int]  # BucketCounts.to_list(): a mutable running sum
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,202 +87,90 @@ def evaluate_windows(
     a minute holding a period boundary to the counts of its calls before the boundary
     (`BucketState.head`; missing: none).
 
-    Order: rules in profile order; each rule's windows in time order. Early-warning rules
-    are not regulatory windows and are not evaluated. A rule whose window is not one of
-    the five regulatory windows raises ValueError.
+    The windows are the rule's window kind's (`windows.WINDOW_KINDS`) over the buckets;
+    a kind the regulator judges at its worst (`sliding_24h`) reports that one window only
+    (`_worst`). Order: rules in profile order; each rule's windows in time order.
+    Early-warning rules are not regulatory windows and are not evaluated. A rule whose
+    window is not a regulatory window kind raises ValueError.
     """
-    minutes = sorted(buckets)
+    if first_call is not None and first_call.utcoffset() is None:
+        raise ValueError("first_call must be timezone-aware")
+    campaign = CampaignBuckets(
+        buckets,
+        profile.home_zone,
+        heads or {},
+        None if first_call is None else instant_us(first_call),
+    )
     verdicts: list[WindowVerdict] = []
     for rule in profile.rate_rules:
         if not rule.enabled:
             continue
-        if rule.window not in REGULATORY_WINDOWS:
+        kind = WINDOW_KINDS.get(rule.window)
+        if kind is None or not kind.regulatory:
             raise ValueError(f"rule {rule.id!r}: {rule.window!r} is not a regulatory window")
-        if not minutes:
-            continue
-        judge = _judge(rule, amd_false_positive_ratio)
-        if rule.window == "cumulative":
-            verdicts.append(judge(*_cumulative(minutes, buckets)))
-        elif rule.window in ("daily", "calendar_day"):
-            verdicts.extend(judge(*w) for w in _calendar_days(minutes, buckets, profile.home_zone))
-        elif rule.window == "sliding_24h":
-            verdicts.append(
-                _worst_sliding_24h(minutes, buckets, rule, amd_false_positive_ratio, judge)
+        windows = kind.over(campaign)
+        if kind.worst_only:
+            worst = _worst(windows, rule, amd_false_positive_ratio)
+            verdicts.extend(
+                () if worst is None else (_verdict(rule, amd_false_positive_ratio, worst),)
             )
         else:
-            verdicts.extend(
-                judge(*w) for w in _periods_30d(minutes, buckets, first_call, heads or {})
-            )
+            verdicts.extend(_verdict(rule, amd_false_positive_ratio, w) for w in windows)
     return verdicts
 
 
-Window = tuple[datetime, datetime, Counts]
-Judge = Callable[[datetime, datetime, Counts], WindowVerdict]
+def _verdict(rule: RateRule, ratio: Fraction, window: Window) -> WindowVerdict:
+    numerator, denominator = rate_terms(rule.metric, window.counts, ratio)
+    level = assess(numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample)
+    return WindowVerdict(
+        rule_id=rule.id,
+        window=rule.window,
+        start=window.start,
+        end=window.end,
+        numerator=numerator,
+        denominator=denominator,
+        value=None if denominator == 0 else numerator / denominator,
+        cap=rule.cap,
+        verdict=level,
+        headroom=headroom(numerator, denominator, rule.cap, rule.min_sample),
+        reason=explain(
+            level,
+            rule.metric,
+            numerator,
+            denominator,
+            rule.cap,
+            rule.warning_fraction,
+            rule.min_sample,
+        ),
+    )
 
 
-def _judge(rule: RateRule, ratio: Fraction) -> Judge:
-    def judge(start: datetime, end: datetime, counts: Counts) -> WindowVerdict:
-        numerator, denominator = rate_terms(rule.metric, BucketCounts.from_list(counts), ratio)
-        level = assess(numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample)
-        return WindowVerdict(
-            rule_id=rule.id,
-            window=rule.window,
-            start=start,
-            end=end,
-            numerator=numerator,
-            denominator=denominator,
-            value=None if denominator == 0 else numerator / denominator,
-            cap=rule.cap,
-            verdict=level,
-            headroom=headroom(numerator, denominator, rule.cap, rule.min_sample),
-            reason=explain(
-                level,
-                rule.metric,
-                numerator,
-                denominator,
-                rule.cap,
-                rule.warning_fraction,
-                rule.min_sample,
-            ),
-        )
-
-    return judge
-
-
-def _add(total: Counts, counts: BucketCounts, sign: int = 1) -> None:
-    for index, value in enumerate(counts.to_list()):
-        total[index] += sign * value
-
-
-def _empty() -> Counts:
-    return BucketCounts().to_list()
-
-
-def _cumulative(minutes: list[int], buckets: Mapping[int, BucketCounts]) -> Window:
-    total = _empty()
-    for minute in minutes:
-        _add(total, buckets[minute])
-    return minute_start(minutes[0]), minute_start(minutes[-1] + 1), total
-
-
-def _calendar_days(
-    minutes: list[int], buckets: Mapping[int, BucketCounts], zone: str
-) -> Iterator[Window]:
-    """One window per local calendar day in `zone` holding a bucket, in order. Day bounds
-    come from `local_day_bounds` (00:00 to the next 00:00 local, 23 h or 25 h on DST change
-    days); `minutes` is sorted, so each day's bounds are computed once."""
-    first = last = 0
-    total: Counts | None = None
-    for minute in minutes:
-        if total is not None and minute >= last:
-            yield minute_start(first), minute_start(last), total
-            total = None
-        if total is None:
-            first, last = local_day_bounds(local_day_of(minute, zone), zone)
-            total = _empty()
-        _add(total, buckets[minute])
-    if total is not None:
-        yield minute_start(first), minute_start(last), total
-
-
-def _worst_sliding_24h(
-    minutes: list[int],
-    buckets: Mapping[int, BucketCounts],
-    rule: RateRule,
-    ratio: Fraction,
-    judge: Judge,
-) -> WindowVerdict:
-    """The worst of the 24-hour windows `[m − 1439, m]` (minutes, inclusive), for every m
-    from the first bucket to the last bucket + 1439: every position where a window holds
-    data (or lies between two buckets more than 24 h apart: then it is empty).
+def _worst(windows: Iterable[Window], rule: RateRule, ratio: Fraction) -> Window | None:
+    """The worst of a rule's windows (for `sliding_24h`: every position where a window's
+    content changes, `windows.Rolling.over`).
 
     Worst: among windows with a verdict (minimum sample met, or a certain violation below
     it), the highest level (violation > warning > ok), then one meeting the minimum sample
     (its rate is the regulator's figure; a certain violation below the sample is reported
     only when no sampled window is a violation), then the highest value, then the earliest
     start. When no window has one, the window with the largest denominator (then
-    highest value, then earliest start) is reported as `insufficient`.
-
-    A window's content only changes at a minute where a bucket enters (m = b) or leaves
-    (m = b + 1440), so only those positions are judged, each with the running sum updated
-    by the buckets entering and leaving: O(B log B) for B buckets, however long the
-    campaign, instead of O(minutes × 1440). Between two such positions the content is the
-    same, and the earliest window with it is the one at the position, which is what the
-    tie on start needs. Only the chosen window gets its headroom computed.
+    highest value, then earliest start) is reported as `insufficient`. Only the chosen
+    window gets its headroom and reason computed (`_verdict`).
     """
-    last_position = minutes[-1] + SLIDING_MINUTES - 1
-    entering = {m: buckets[m] for m in minutes}
-    leaving = {
-        m + SLIDING_MINUTES: buckets[m] for m in minutes if m + SLIDING_MINUTES <= last_position
-    }
-    total = _empty()
-    best: tuple[int, bool, Fraction, int] | None = None  # (rank, sampled, value, -first)
-    fallback: tuple[Fraction, Fraction, int] | None = None  # (denominator, value, -first)
-    chosen: tuple[int, Counts] | None = None  # (first, counts)
-    for position in sorted(entering.keys() | leaving.keys()):
-        if position in entering:
-            _add(total, entering[position])
-        if position in leaving:
-            _add(total, leaving[position], -1)
-        first = position - SLIDING_MINUTES + 1
-        numerator, denominator = rate_terms(rule.metric, BucketCounts.from_list(total), ratio)
+    best: tuple[int, bool, Fraction, int] | None = None  # (rank, sampled, value, -start)
+    fallback: tuple[Fraction, Fraction, int] | None = None  # (denominator, value, -start)
+    chosen: Window | None = None
+    for window in windows:
+        numerator, denominator = rate_terms(rule.metric, window.counts, ratio)
         level = assess(numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample)
         value = Fraction(-1) if denominator == 0 else numerator / denominator
+        earliness = -instant_us(window.start)
         if level != "insufficient":
-            key = (_RANK[level], denominator >= rule.min_sample, value, -first)
+            key = (_RANK[level], denominator >= rule.min_sample, value, earliness)
             if best is None or key > best:
-                best, chosen = key, (first, list(total))
+                best, chosen = key, window
         elif best is None:
-            tie = (denominator, value, -first)
+            tie = (denominator, value, earliness)
             if fallback is None or tie > fallback:
-                fallback, chosen = tie, (first, list(total))
-    assert chosen is not None  # minutes is not empty: at least one position
-    first, counts = chosen
-    return judge(minute_start(first), minute_start(first + SLIDING_MINUTES), counts)
-
-
-def _periods_30d(
-    minutes: list[int],
-    buckets: Mapping[int, BucketCounts],
-    first_call: datetime | None,
-    heads: Mapping[int, BucketCounts],
-) -> Iterator[Window]:
-    """Successive periods `[anchor + k·30 d, anchor + (k+1)·30 d)` holding a call, in
-    order; the last one is partial and reported with its nominal end. The anchor is
-    `first_call` (SPEC "Windows": the instant of the campaign's earliest `originated_at`;
-    a backfilled earlier call moves it and every boundary), else the first bucket's start.
-
-    A boundary need not fall on a minute: the minute holding it counts its head (the calls
-    before the boundary, `heads`) in the earlier period and the rest in the later one, so
-    both edges are exact.
-
-    A bucket wholly before `first_call` contradicts it (it would be an earlier call):
-    ValueError.
-    """
-    if first_call is not None and first_call.utcoffset() is None:
-        raise ValueError("first_call must be timezone-aware")
-    anchor = minute_start(minutes[0]) if first_call is None else first_call
-    if minute_start(minutes[0] + 1) <= anchor:
-        raise ValueError(
-            f"first_call {anchor.isoformat()} is after the earliest bucket "
-            f"{minute_start(minutes[0]).isoformat()}: it cannot be the campaign's first call"
-        )
-    anchor_us = instant_us(anchor)
-    totals: dict[int, Counts] = {}
-    for minute in minutes:
-        # The period of the minute's last instant takes the minute, less its head.
-        index = period_index((minute + 1) * MINUTE_US - 1, anchor_us)
-        counts = buckets[minute]
-        head = heads.get(minute, EMPTY) if boundary_in(minute, anchor_us) is not None else EMPTY
-        if head != EMPTY and index > 0:
-            _add(totals.setdefault(index - 1, _empty()), head)
-            counts = subtract(counts, head)
-            if counts == EMPTY:
-                continue  # every call of the minute was before the boundary
-        _add(totals.setdefault(index, _empty()), counts)
-    for index in sorted(totals):
-        yield _period(anchor, index, totals[index])
-
-
-def _period(anchor: datetime, index: int, total: Counts) -> Window:
-    return anchor + index * PERIOD_30D, anchor + (index + 1) * PERIOD_30D, total
+                fallback, chosen = tie, window
+    return chosen

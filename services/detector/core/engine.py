@@ -62,12 +62,15 @@ from services.detector.core.rules import (
 )
 from services.detector.core.windows import (
     EPOCH,
-    MICROSECOND,
+    LIVE_ROLLING,
     MINUTE_US,
     PERIOD_30D,
+    WINDOW_KINDS,
+    BatchTouch,
     RollingSum,
+    Window,
+    WindowKind,
     boundary_in,
-    instant_of_us,
     instant_us,
     local_day_bounds,
     local_day_of,
@@ -79,7 +82,6 @@ from services.detector.core.windows import (
 )
 
 EVIDENCE_SAMPLES = 20
-ROLLING_WINDOWS = {"15m": 15, "1h": 60, "24h": 1440}
 
 
 @dataclass(frozen=True, slots=True)
@@ -582,7 +584,7 @@ class Engine:
             self._apply_to_campaign(state, call, outcome, minute, event.offset)
             if state.periods is not None:
                 state.periods[period] = state.periods.get(period, EMPTY).add(outcome)
-            for length_name in ROLLING_WINDOWS:
+            for length_name in LIVE_ROLLING:
                 rolling = self._rolling.get((cid, length_name))
                 if rolling is not None:
                     rolling.move_end(state.newest_minute, lookup)
@@ -807,7 +809,7 @@ class Engine:
 
     def _on_bucket_change(self, cid: str, minute: int, delta: BucketCounts, zone: str) -> None:
         """Keep the cached sums over `minute` right (`delta`: one call)."""
-        for length_name in ROLLING_WINDOWS:
+        for length_name in LIVE_ROLLING:
             rolling = self._rolling.get((cid, length_name))
             if rolling is not None:
                 rolling.on_bucket_change(minute, delta)
@@ -832,7 +834,7 @@ class Engine:
     ) -> RollingSum:
         rolling = self._rolling.get((cid, name))
         if rolling is None:
-            rolling = RollingSum(ROLLING_WINDOWS[name], newest, lookup)
+            rolling = RollingSum(LIVE_ROLLING[name], newest, lookup)
             self._rolling[(cid, name)] = rolling
         else:
             rolling.move_end(newest, lookup)
@@ -864,7 +866,6 @@ class Engine:
     ) -> None:
         profile = config.profile
         cid = state.campaign_id
-        windows: list[tuple[RateRule, str, str, datetime, datetime, BucketCounts]] = []
         cumulative_end = minute_start(state.newest_minute + 1)
         out.window_stats.append(
             WindowStats(
@@ -877,7 +878,7 @@ class Engine:
                 profile.name,
             )
         )
-        for name in ROLLING_WINDOWS:
+        for name in LIVE_ROLLING:
             rolling = self._rolling_counts(cid, name, state.newest_minute, lookup)
             out.window_stats.append(
                 WindowStats(
@@ -890,83 +891,61 @@ class Engine:
                     profile.name,
                 )
             )
+        touch = BatchTouch(
+            first_minute=state.first_minute,
+            newest_minute=state.newest_minute,
+            totals=state.totals,
+            zone=profile.home_zone,
+            days=days,
+            day_counts=lambda day: self._day_counts(cid, day, profile.home_zone, lookup),
+            anchor_us=state.anchor_us,
+            periods=periods,
+            period_counts=lambda k: state.periods.get(k, EMPTY) if state.periods else EMPTY,
+        )
+        windows: list[tuple[RateRule, WindowKind, Window]] = []
         for rule in (*profile.rate_rules, *profile.early_warning):
             if not rule.enabled:
                 continue
-            if rule.window == "cumulative":
-                windows.append(
-                    (
-                        rule,
-                        "cumulative",
-                        "cumulative",
-                        minute_start(state.first_minute),
-                        cumulative_end,
-                        state.totals,
-                    )
-                )
-            elif rolling_length(rule) is not None:
+            kind = WINDOW_KINDS[rule.window]
+            if kind.episodic:
                 # Episodes open and resolve call by call (`_judge_rolling`); at the end
                 # of a batch an open one shows the window ending with the newest minute,
                 # and a resolved one its final figures (once per process: for a restart
                 # whose first incarnation's messages were lost).
-                self._rolling_at_batch_end(state, config, rule, lookup, out)
-            elif rule.window in ("daily", "calendar_day"):
-                for day in sorted(days):
-                    first, last = local_day_bounds(day, profile.home_zone)
-                    counts = self._day_counts(cid, day, profile.home_zone, lookup)
-                    windows.append(
-                        (
-                            rule,
-                            "day",
-                            day.isoformat(),
-                            minute_start(first),
-                            minute_start(last),
-                            counts,
-                        )
-                    )
-            elif rule.window == "period_30d":
-                for k in periods:
-                    start = instant_of_us(state.anchor_us) + k * PERIOD_30D
-                    counts = state.periods.get(k, EMPTY) if state.periods else EMPTY
-                    windows.append(
-                        (rule, "period", f"period-{k}", start, start + PERIOD_30D, counts)
-                    )
+                self._rolling_at_batch_end(state, config, rule, kind, lookup, out)
             else:
-                raise ValueError(f"rule {rule.id}: no evaluation for window {rule.window!r}")
-        for rule, kind, window_key, start, end, counts in windows:
-            numerator, denominator = rate_terms(
-                rule.metric,
-                counts,
-                effective_amd_ratio(
-                    config.amd_false_positive_ratio, profile.amd_false_positive_ratio
-                ),
-            )
+                windows.extend((rule, kind, window) for window in kind.touched(touch))
+        ratio = self._amd_ratio(config)
+        for rule, kind, window in windows:
+            numerator, denominator = rate_terms(rule.metric, window.counts, ratio)
             level = assess(numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample)
             measurement = Measurement(
-                rule.id, window_key, start, end, numerator, denominator, rule.cap, level
+                rule.id,
+                window.key,
+                window.start,
+                window.end,
+                numerator,
+                denominator,
+                rule.cap,
+                level,
             )
             # Day and period alerts are one per window; the others one per rule (episodes).
-            state_key = f"{rule.id}|{kind}:{window_key}" if kind in ("day", "period") else rule.id
+            scope = kind.alert_scope
+            state_key = rule.id if scope is None else f"{rule.id}|{scope}:{window.key}"
             previous = state.alerts.get(state_key)
-            new_id = alert_id(rule.id, cid, window_key)
-            status = advance(previous, level, new_id, window_key, now)
+            new_id = alert_id(rule.id, cid, window.key)
+            status = advance(previous, level, new_id, window.key, now)
             if status is None:
                 continue
             state.alerts[state_key] = status
-            first_minute, end_minute = minute_of(start), minute_of(end)
-            if kind == "day":
-                evidence = day_evidence(rule.metric, [date.fromisoformat(window_key)])
-            elif kind == "period":
-                first_day = local_day_of(first_minute, profile.home_zone)
-                last_day = local_day_of(minute_of(end - MICROSECOND), profile.home_zone)
-                span = (last_day - first_day).days + 1
-                evidence = day_evidence(
-                    rule.metric, [first_day + timedelta(days=i) for i in range(span)]
-                )
+            evidence_days = kind.evidence_days(window, profile.home_zone)
+            if evidence_days is not None:
+                evidence = day_evidence(rule.metric, evidence_days)
             else:
                 samples = (
                     state.silent_samples if rule.metric == "silent" else state.abandoned_samples
                 )
+                first_minute, end_minute = minute_of(window.start), minute_of(window.end)
                 evidence = [c for m, c in samples if first_minute <= m < end_minute]
             alert = _alert_payload(rule, profile.name, cid, status, measurement, evidence)
             fingerprint = (
@@ -1098,17 +1077,17 @@ class Engine:
         state: CampaignState,
         config: CampaignConfig,
         rule: RateRule,
+        kind: WindowKind,
         lookup: Callable[[int], BucketCounts],
         out: BatchOutput,
     ) -> None:
         status = state.alerts.get(rule.id)
-        length_name = rolling_length(rule)
-        if status is None or length_name is None:
+        length = kind.length_minutes
+        if status is None or length is None:
             return
-        length = ROLLING_WINDOWS[length_name]
         if status.state == "firing":
             rolling = self._rolling_counts(
-                state.campaign_id, length_name, state.newest_minute, lookup
+                state.campaign_id, kind.sample, state.newest_minute, lookup
             )
             end, counts = rolling.end, rolling.counts
         elif status.closed_end is not None and status.id not in self._last_emitted:
@@ -1197,13 +1176,6 @@ def _moves_rate(metric: str, outcome: CallOutcome) -> bool:
     return True
 
 
-def rolling_length(rule: RateRule) -> str | None:
-    """The ROLLING_WINDOWS length a rule's window rolls over, None for fixed windows."""
-    if rule.window == "sliding_24h":
-        return "24h"  # UK "any 24-hour period"
-    return rule.window if rule.window in ROLLING_WINDOWS else None
-
-
 _RollingGroups = tuple[tuple[str, tuple[tuple[RateRule, RateJudge], ...]], ...]
 # Entries of the engine's identity caches (profiles, campaign settings) before they are
 # emptied: a worker holds one per campaign setting it has seen, old ones stay referenced.
@@ -1217,13 +1189,14 @@ def rolling_rule_ids(profile: Profile) -> frozenset[str]:
 
 
 def _rolling_rules(profile: Profile) -> _RollingGroups:
-    """A profile's enabled rolling rules with their judges, grouped by window length."""
+    """A profile's enabled rolling rules with their judges, grouped by the live rolling
+    window (`windows.LIVE_ROLLING`) they are judged over."""
     grouped: dict[str, list[tuple[RateRule, RateJudge]]] = {}
     for rule in (*profile.rate_rules, *profile.early_warning):
-        length = rolling_length(rule)
-        if rule.enabled and length is not None:
+        kind = WINDOW_KINDS[rule.window]
+        if rule.enabled and kind.episodic:
             judge = RateJudge.of(rule.metric, rule.cap, rule.warning_fraction, rule.min_sample)
-            grouped.setdefault(length, []).append((rule, judge))
+            grouped.setdefault(kind.sample, []).append((rule, judge))
     return tuple((length, tuple(rules)) for length, rules in grouped.items())
 
 

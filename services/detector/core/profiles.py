@@ -65,7 +65,7 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from fractions import Fraction
 from functools import cache, lru_cache
 from importlib import resources
@@ -76,22 +76,11 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from .calendar import validate_country, validate_zone
-
-MINUTES_PER_DAY = 1440
+from .windows import MINUTES_PER_DAY, WINDOW_KINDS
 
 METRICS = ("silent", "abandoned")
-REGULATORY_WINDOWS = ("cumulative", "daily", "calendar_day", "sliding_24h", "period_30d")
-EARLY_WARNING_WINDOWS = ("15m", "1h", "24h")
-WINDOW_LENGTHS: Mapping[str, timedelta] = MappingProxyType(
-    {
-        "15m": timedelta(minutes=15),
-        "1h": timedelta(hours=1),
-        "24h": timedelta(hours=24),
-        "sliding_24h": timedelta(hours=24),
-        "period_30d": timedelta(days=30),
-    }
-)
-"""Fixed lengths of the windows that have one (cumulative, daily and calendar_day do not)."""
+REGULATORY_WINDOWS = tuple(name for name, kind in WINDOW_KINDS.items() if kind.regulatory)
+EARLY_WARNING_WINDOWS = tuple(name for name, kind in WINDOW_KINDS.items() if not kind.regulatory)
 LOCKOUT_TRIGGERS = ("silent", "abandoned", "amd_machine", "refusal")
 PER_CALL_CHECKS = (
     "out_of_hours",  # outcome.out_of_hours

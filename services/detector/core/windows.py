@@ -18,9 +18,12 @@ the minute after its last (`period_counts`): exact at both edges, whatever the a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 from services.detector.core.model import EMPTY, BucketCounts
@@ -31,6 +34,7 @@ MICROSECOND = timedelta(microseconds=1)
 MINUTE_US = MINUTE // MICROSECOND
 PERIOD_30D = timedelta(days=30)  # US: successive 30-day periods (16 CFR 310.4(b)(4)(i))
 PERIOD_US = PERIOD_30D // MICROSECOND
+MINUTES_PER_DAY = 24 * 60
 
 BucketLookup = Callable[[int], BucketCounts]
 
@@ -165,3 +169,283 @@ def local_day_of(minute: int, zone: str) -> date:
     """The calendar day in `zone` of a UTC minute. Cached: asked twice per call, for a
     few minutes per campaign and batch, and a zone conversion costs ten cache hits."""
     return minute_start(minute).astimezone(ZoneInfo(zone)).date()
+
+
+# -- window kinds ------------------------------------------------------------------------
+#
+# A rule's `window` names one of the kinds below. Each kind knows its length and anchoring
+# and answers the two questions asked of windows: which of its windows a batch touched (the
+# engine, after counting the batch) and which windows lie over a campaign's buckets (the
+# compliance view). A new window kind is one class here and one entry in WINDOW_KINDS.
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One window `[start, end)` (UTC) of a kind, its counts and its key: the alert's
+    window key ("cumulative", the local day "2026-12-04", "period-3", or the start of a
+    rolling window)."""
+
+    key: str
+    start: datetime
+    end: datetime
+    counts: BucketCounts
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignBuckets:
+    """A campaign's minute buckets as the read side holds them. `heads`: for a minute
+    holding a 30-day boundary, the counts of its calls before it (missing: none).
+    `first_call_us`: the exact instant of the campaign's earliest call (None: the start of
+    its first bucket's minute). `zone`: the profile's home zone."""
+
+    counts: Mapping[int, BucketCounts]
+    zone: str
+    heads: Mapping[int, BucketCounts] = field(default_factory=dict)
+    first_call_us: int | None = None
+
+    @property
+    def minutes(self) -> list[int]:
+        return sorted(self.counts)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTouch:
+    """What a batch left in one campaign, as the engine holds it after counting: the days
+    and periods its calls fell in (`periods`: every period when a backfilled first call
+    moved the anchor) and the sums the engine keeps for them."""
+
+    first_minute: int
+    newest_minute: int
+    totals: BucketCounts
+    zone: str
+    days: Iterable[date]
+    day_counts: Callable[[date], BucketCounts]
+    anchor_us: int
+    periods: Iterable[int]
+    period_counts: Callable[[int], BucketCounts]
+
+
+class WindowKind(ABC):
+    """What every window kind answers. `name`: a rule's `window`; `regulatory`: a
+    regulator's own window (judged by the compliance view), else an early warning;
+    `sample`: the live window the detector publishes (stats) that a rule over this kind is
+    judged on between batches; `alert_scope`: for kinds with one alert per window, the
+    tag of the window in the campaign's alert keys (None: one alert per rule, episodes
+    following one another); `episodic`: judged after every call over the window ending
+    with the campaign's newest minute (the engine's rolling episodes), not per batch."""
+
+    name: str
+    regulatory: bool
+    sample: str
+    alert_scope: str | None = None
+    episodic: bool = False
+    length_minutes: int | None = None
+    worst_only: bool = False  # the regulator judges the worst of its windows
+
+    @abstractmethod
+    def touched(self, batch: BatchTouch) -> Iterator[Window]:
+        """The windows of this kind the batch changed, with their counts."""
+
+    @abstractmethod
+    def over(self, campaign: CampaignBuckets) -> Iterator[Window]:
+        """Every window of this kind holding at least one of the campaign's buckets, in
+        time order."""
+
+    def evidence_days(self, window: Window, zone: str) -> list[date] | None:
+        """The local days whose sampled silent/abandoned calls are a window's evidence;
+        None: the campaign's own recent samples inside the window."""
+        del window, zone  # the campaign's samples need neither
+        return None
+
+
+class Cumulative(WindowKind):
+    """The whole campaign (Garante: "within each campaign"): `[first minute, newest + 1)`."""
+
+    def __init__(self) -> None:
+        self.name, self.regulatory, self.sample = "cumulative", True, "cumulative"
+
+    def touched(self, batch: BatchTouch) -> Iterator[Window]:
+        start, end = minute_start(batch.first_minute), minute_start(batch.newest_minute + 1)
+        yield Window("cumulative", start, end, batch.totals)
+
+    def over(self, campaign: CampaignBuckets) -> Iterator[Window]:
+        minutes = campaign.minutes
+        if minutes:
+            total = sum_over(campaign.counts, minutes)
+            yield Window(
+                "cumulative", minute_start(minutes[0]), minute_start(minutes[-1] + 1), total
+            )
+
+
+class CalendarDay(WindowKind):
+    """Midnight to midnight in the profile's home zone (Ofcom 2010; the `it` 4 % daily
+    rule): 23 h or 25 h on DST change days (`local_day_bounds`). One alert per day."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.regulatory, self.sample, self.alert_scope = name, True, "day", "day"
+
+    def touched(self, batch: BatchTouch) -> Iterator[Window]:
+        for day in sorted(batch.days):
+            yield self._window(day, batch.zone, batch.day_counts(day))
+
+    def over(self, campaign: CampaignBuckets) -> Iterator[Window]:
+        by_day: dict[date, BucketCounts] = {}
+        for minute in campaign.minutes:  # sorted: days come out in order
+            day = local_day_of(minute, campaign.zone)
+            by_day[day] = by_day.get(day, EMPTY).merge(campaign.counts[minute])
+        for day, counts in by_day.items():
+            yield self._window(day, campaign.zone, counts)
+
+    def evidence_days(self, window: Window, zone: str) -> list[date] | None:
+        del zone  # the key is the local day
+        return [date.fromisoformat(window.key)]
+
+    @staticmethod
+    def _window(day: date, zone: str, counts: BucketCounts) -> Window:
+        first, last = local_day_bounds(day, zone)
+        return Window(day.isoformat(), minute_start(first), minute_start(last), counts)
+
+
+class Rolling(WindowKind):
+    """The `length_minutes` minutes `(m − length, m]` ending with a minute m, judged after
+    every call over the window ending with the newest minute (early warnings 15 min, 1 h,
+    24 h). An episode's key is the start of the window that opened it."""
+
+    def __init__(
+        self, name: str, length_minutes: int, *, sample: str | None = None, regulatory: bool = False
+    ) -> None:
+        self.name, self.regulatory, self.length_minutes = name, regulatory, length_minutes
+        self.sample, self.episodic = sample or name, True
+
+    def touched(self, batch: BatchTouch) -> Iterator[Window]:
+        """None: the engine judges these call by call (its episodes), not per batch."""
+        del batch
+        return iter(())
+
+    def over(self, campaign: CampaignBuckets) -> Iterator[Window]:
+        """One window per position where its content changes: where a bucket enters
+        (m = b) or leaves (m = b + length). Between two such positions the content is the
+        same, and the earliest window with it is the one at the position: O(B log B) for
+        B buckets, however long the campaign, instead of one window per minute."""
+        minutes = campaign.minutes
+        if not minutes:
+            return
+        length = self.length_minutes
+        assert length is not None
+        last_position = minutes[-1] + length - 1
+        entering = {m: campaign.counts[m] for m in minutes}
+        leaving = {m + length: campaign.counts[m] for m in minutes if m + length <= last_position}
+        total = EMPTY
+        for position in sorted(entering.keys() | leaving.keys()):
+            if position in entering:
+                total = total.merge(entering[position])
+            if position in leaving:
+                total = total.minus(leaving[position])
+            first = position - length + 1
+            yield Window(
+                minute_start(first).isoformat(),
+                minute_start(first),
+                minute_start(position + 1),
+                total,
+            )
+
+
+class Sliding24h(Rolling):
+    """Ofcom 2008's "any 24-hour period": a rolling 24 h window the regulator judges at
+    its worst position."""
+
+    def __init__(self) -> None:
+        super().__init__("sliding_24h", MINUTES_PER_DAY, sample="24h", regulatory=True)
+        self.worst_only = True
+
+
+class Period30d(WindowKind):
+    """Successive periods `[anchor + k·30 d, anchor + (k+1)·30 d)` from the exact instant
+    of the campaign's first call (16 CFR 310.4(b)(4)(i), 47 CFR 64.1200(a)(7)); the last
+    one is partial and reported with its nominal end. A boundary need not fall on a
+    minute: the minute holding it counts its head in the earlier period and the rest in
+    the later one, so both edges are exact. One alert per period."""
+
+    def __init__(self) -> None:
+        self.name, self.regulatory, self.sample = "period_30d", True, "period_30d"
+        self.alert_scope = "period"
+
+    def touched(self, batch: BatchTouch) -> Iterator[Window]:
+        for k in batch.periods:
+            yield self._window(k, batch.anchor_us, batch.period_counts(k))
+
+    def over(self, campaign: CampaignBuckets) -> Iterator[Window]:
+        """A bucket wholly before `first_call_us` contradicts it (it would be an earlier
+        call): ValueError."""
+        minutes = campaign.minutes
+        if not minutes:
+            return
+        anchor_us = (
+            minutes[0] * MINUTE_US if campaign.first_call_us is None else campaign.first_call_us
+        )
+        if (minutes[0] + 1) * MINUTE_US <= anchor_us:
+            raise ValueError(
+                f"first_call {instant_of_us(anchor_us).isoformat()} is after the earliest "
+                f"bucket {minute_start(minutes[0]).isoformat()}: it cannot be the campaign's "
+                "first call"
+            )
+        totals: dict[int, BucketCounts] = {}
+        for minute in minutes:
+            # The period of the minute's last instant takes the minute, less its head.
+            index = period_index((minute + 1) * MINUTE_US - 1, anchor_us)
+            counts = campaign.counts[minute]
+            head = EMPTY
+            if boundary_in(minute, anchor_us) is not None:
+                head = campaign.heads.get(minute, EMPTY)
+            if head != EMPTY and index > 0:
+                totals[index - 1] = totals.get(index - 1, EMPTY).merge(head)
+                counts = counts.minus(head)
+                if counts == EMPTY:
+                    continue  # every call of the minute was before the boundary
+            totals[index] = totals.get(index, EMPTY).merge(counts)
+        for index in sorted(totals):
+            yield self._window(index, anchor_us, totals[index])
+
+    def evidence_days(self, window: Window, zone: str) -> list[date] | None:
+        first_day = local_day_of(minute_of(window.start), zone)
+        last_day = local_day_of(minute_of(window.end - MICROSECOND), zone)
+        return [first_day + timedelta(days=i) for i in range((last_day - first_day).days + 1)]
+
+    @staticmethod
+    def _window(k: int, anchor_us: int, counts: BucketCounts) -> Window:
+        start = instant_of_us(anchor_us) + k * PERIOD_30D
+        return Window(f"period-{k}", start, start + PERIOD_30D, counts)
+
+
+def sum_over(counts: Mapping[int, BucketCounts], minutes: Iterable[int]) -> BucketCounts:
+    total = EMPTY
+    for minute in minutes:
+        total = total.merge(counts[minute])
+    return total
+
+
+WINDOW_KINDS: Mapping[str, WindowKind] = MappingProxyType(
+    {
+        kind.name: kind
+        for kind in (
+            Cumulative(),
+            CalendarDay("daily"),
+            CalendarDay("calendar_day"),
+            Sliding24h(),
+            Period30d(),
+            Rolling("15m", 15),
+            Rolling("1h", 60),
+            Rolling("24h", MINUTES_PER_DAY),
+        )
+    }
+)
+"""Every window a rule can name, by name (profiles check rules against it)."""
+
+LIVE_ROLLING: Mapping[str, int] = MappingProxyType(
+    {
+        kind.sample: kind.length_minutes
+        for kind in sorted(WINDOW_KINDS.values(), key=lambda k: k.length_minutes or 0)
+        if kind.length_minutes
+    }
+)
+"""The rolling windows the detector keeps live sums of and publishes, by sample name."""
