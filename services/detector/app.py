@@ -30,7 +30,7 @@ import os
 import shutil
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as wall_time
 from fractions import Fraction
@@ -1310,7 +1310,7 @@ def stats_body(
     )
 
 
-def alert_body(payload: dict[str, Any]) -> bytes:
+def alert_body(payload: Mapping[str, Any]) -> bytes:
     """AlertV1 JSON from the engine's payload (its fields, aware UTC datetimes) without a
     pydantic round trip; tests hold it to the model."""
     return orjson.dumps(payload, option=orjson.OPT_UTC_Z)

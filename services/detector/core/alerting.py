@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypedDict
 
 from services.detector.core.rules import Level
 
@@ -23,6 +23,38 @@ _NAMESPACE = uuid.UUID("6f1c1f0e-2a55-5c1e-9d3b-7c0d5e1a9b42")
 
 Severity = Literal["warning", "violation"]
 State = Literal["firing", "resolved"]
+
+
+class AlertWindow(TypedDict):
+    start: datetime
+    end: datetime
+
+
+class AlertEvidence(TypedDict):
+    call_ids: list[str]
+
+
+class AlertUpdate(TypedDict):
+    """An alert as the engine publishes it: the fields of `schemas.alert_v1.AlertV1`
+    but the tenant (the detector splits the scoped campaign id), datetimes aware in UTC.
+    The detector encodes it as is (`services.detector.wire`); tests hold the encoding to
+    the model."""
+
+    id: str
+    rule: str
+    profile: str
+    campaign_id: str  # scoped: tenant and campaign
+    severity: Severity
+    state: State
+    value: float | None
+    threshold: float
+    numerator: int | float
+    denominator: int | float
+    window: AlertWindow
+    opened_at: datetime
+    resolved_at: datetime | None
+    evidence: AlertEvidence
+    reference: str
 
 
 def alert_id(rule_id: str, campaign_id: str, window_key: str) -> str:

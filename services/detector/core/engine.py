@@ -44,10 +44,17 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from enum import Enum
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from services.detector.core.alerting import AlertStatus, advance, alert_id
+from services.detector.core.alerting import (
+    AlertStatus,
+    AlertUpdate,
+    Severity,
+    advance,
+    alert_id,
+)
 from services.detector.core.classify import classify
 from services.detector.core.lockouts import CalleeCall, LockoutViolation, callee_call
 from services.detector.core.model import EMPTY, BucketCounts, CallOutcome, CallRecord
@@ -326,7 +333,7 @@ class DeadLetter:
 class BatchOutput:
     minute_stats: list[MinuteStats] = field(default_factory=list)
     window_stats: list[WindowStats] = field(default_factory=list)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[AlertUpdate] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     processed: int = 0
     duplicates: int = 0
@@ -382,6 +389,90 @@ def _keep_recent(samples: list[tuple[int, str]], sample: tuple[int, str]) -> Non
     del samples[EVIDENCE_SAMPLES:]
 
 
+class _Verdict(Enum):
+    """What `Engine._admit` found an event to be."""
+
+    COUNT = "count"  # a call to count
+    DUPLICATE = "duplicate"  # its call id was counted from another event
+    TOO_LATE = "too_late"  # beyond the lateness behind the campaign's newest call
+    APPLIED = "applied"  # fully applied before a restart: publish again what it touched
+
+
+class _Admitted(NamedTuple):
+    verdict: _Verdict
+    state: CampaignState  # the campaign as the batch has it so far
+    config: CampaignConfig
+    seen: tuple[int, int, int, str] | None  # the call id's seen-entry, if any
+
+
+class _Working:
+    """One batch's working records: those read from the store and changed by the batch
+    (written back by `Engine._write`), and what the batch touched per campaign."""
+
+    __slots__ = (
+        "_config_for",
+        "_store",
+        "anchors_before",
+        "buckets",
+        "campaigns",
+        "configs",
+        "day_violations",
+        "partitions",
+        "touched_days",
+        "touched_periods",
+    )
+
+    def __init__(self, store: StateStore, config_for: Callable[[str], CampaignConfig]) -> None:
+        self._store = store
+        self._config_for = config_for
+        self.campaigns: dict[str, CampaignState] = {}
+        self.partitions: dict[str, int] = {}
+        self.configs: dict[str, CampaignConfig] = {}
+        self.buckets: dict[tuple[str, int], BucketState] = {}
+        self.day_violations: dict[tuple[str, str, date], DayViolations] = {}
+        self.touched_days: dict[str, set[date]] = {}
+        self.touched_periods: dict[str, set[int]] = {}
+        self.anchors_before: dict[str, int] = {}  # campaign -> its period anchor before
+
+    def config(self, cid: str) -> CampaignConfig:
+        config = self.configs.get(cid)
+        if config is None:
+            config = self.configs[cid] = self._config_for(cid)
+        return config
+
+    def enter(self, state: CampaignState, partition: int) -> None:
+        cid = state.campaign_id
+        self.campaigns[cid] = state
+        self.partitions[cid] = partition
+        self.anchors_before.setdefault(cid, state.anchor_us)
+
+    def touch(self, cid: str, day: date, period: int) -> None:
+        self.touched_days.setdefault(cid, set()).add(day)
+        self.touched_periods.setdefault(cid, set()).add(period)
+
+    def _bucket(self, cid: str, minute: int) -> BucketState | None:
+        working = self.buckets.get((cid, minute))
+        return working if working is not None else self._store.get_bucket(cid, minute)
+
+    def counts(self, cid: str) -> Callable[[int], BucketCounts]:
+        """A campaign's bucket counts by minute, as the batch has them."""
+
+        def lookup(minute: int) -> BucketCounts:
+            bucket = self._bucket(cid, minute)
+            return EMPTY if bucket is None else bucket.counts
+
+        return lookup
+
+    def heads(self, cid: str) -> Callable[[int], BucketCounts]:
+        """A campaign's bucket heads (`BucketState.head`) by minute."""
+
+        def lookup(minute: int) -> BucketCounts:
+            bucket = self._bucket(cid, minute)
+            return EMPTY if bucket is None else bucket.head
+
+        return lookup
+
+
 class Engine:
     """Applies batches of events to the state store and says what to publish."""
 
@@ -422,181 +513,238 @@ class Engine:
     # -- processing -------------------------------------------------------------------
 
     def process(self, events: Sequence[Event]) -> BatchOutput:
+        """One batch, in four stages: admit each event (`_admit`: count it, or a
+        duplicate, too late, or already applied before a restart), count the admitted
+        calls into the batch's working records (`_count`, judging rolling episodes call by
+        call), evaluate the windows and per-call alerts the batch touched
+        (`_evaluate_batch`), and write the working records back in the order crash
+        exactness needs (`_write`: buckets, then day records, then campaign records)."""
         out = BatchOutput()
         self._trace_again(events, out)
-        campaigns: dict[str, CampaignState] = {}
-        partitions: dict[str, int] = {}
-        buckets: dict[tuple[str, int], BucketState] = {}
-        day_violations: dict[tuple[str, str, date], DayViolations] = {}
-        touched_days: dict[str, set[date]] = {}
-        touched_periods: dict[str, set[int]] = {}
-        anchors_before: dict[str, int] = {}  # campaign -> its period anchor before this batch
-        configs: dict[str, CampaignConfig] = {}
-
-        def bucket_of(campaign_id: str, minute: int) -> BucketState | None:
-            working = buckets.get((campaign_id, minute))
-            return working if working is not None else self._store.get_bucket(campaign_id, minute)
-
-        def bucket_counts(campaign_id: str) -> Callable[[int], BucketCounts]:
-            def lookup(minute: int) -> BucketCounts:
-                bucket = bucket_of(campaign_id, minute)
-                return EMPTY if bucket is None else bucket.counts
-
-            return lookup
-
-        def bucket_heads(campaign_id: str) -> Callable[[int], BucketCounts]:
-            def lookup(minute: int) -> BucketCounts:
-                bucket = bucket_of(campaign_id, minute)
-                return EMPTY if bucket is None else bucket.head
-
-            return lookup
-
+        work = _Working(self._store, self._config_for)
         now = self._clock()
         for event in events:
-            call = event.call
-            cid = call.campaign_id
-            state = campaigns.get(cid) or self._store.get_campaign(cid)
-            config = configs.get(cid)
-            if config is None:
-                config = configs[cid] = self._config_for(cid)
-            if state is not None and state.watermark >= event.offset:
-                # Fully applied before a restart: nothing to count. What it published (other
-                # topics than the change log, no common order with it) may have been lost
-                # with the crash, so what it touched is published again from the stored
-                # state: its minute bucket, day and period, the campaign's windows and
-                # alerts (below, as for any touched campaign; downstream upserts them), its
-                # callee event (the callee stage ignores repeats) and, for a call that was
-                # never counted nor a duplicate (no seen-entry: too late), its dead letter.
-                campaigns[cid] = state
-                partitions[cid] = event.partition
-                anchors_before.setdefault(cid, state.anchor_us)
-                seen = self._store.get_seen(seen_key(call))
-                if seen is None:
-                    if call.originated_at < state.newest_at - self._lateness:
-                        out.dead_letters.append(
-                            DeadLetter(event, "too_late", self._too_late_detail(cid))
-                        )
-                    continue
-                if (seen[0], seen[1]) != (event.partition, event.offset):
-                    continue  # a duplicate: only the campaign's figures changed
-                minute = minute_of(call.originated_at)
-                bkey = (cid, minute)
-                if bkey not in buckets:
-                    stored_bucket = self._store.get_bucket(cid, minute)
-                    if stored_bucket is not None:
-                        buckets[bkey] = stored_bucket
-                touched_days.setdefault(cid, set()).add(
-                    local_day_of(minute, config.profile.home_zone)
-                )
-                touched_periods.setdefault(cid, set()).add(
-                    period_index(instant_us(call.originated_at), state.anchor_us)
-                )
-                if has_callee_rules(config.profile) and call.callee_key:
-                    outcome = classify(call, config.profile)
-                    out.callee_events.append((callee_state_key(call), callee_call(call, outcome)))
-                continue
-            key = seen_key(call)
-            seen = self._store.get_seen(key)
-            minute = minute_of(call.originated_at)
-            if state is None:
-                state = CampaignState(
-                    campaign_id=cid,
-                    tenant_id=call.tenant_id,
-                    profile=config.profile.name,
-                    first_minute=minute,
-                    newest_minute=minute,
-                    newest_at=call.originated_at,
-                    first_at_us=instant_us(call.originated_at),
-                )
-            campaigns[cid] = state
-            partitions[cid] = event.partition
-            anchors_before.setdefault(cid, state.anchor_us)
-
-            if seen is not None and (seen[0], seen[1]) != (event.partition, event.offset):
+            admitted = self._admit(work, event)
+            state = admitted.state
+            if admitted.verdict is _Verdict.COUNT:
+                self._count(work, event, admitted, now, out)
+            elif admitted.verdict is _Verdict.DUPLICATE:
                 out.duplicates += 1
                 state.duplicates += 1
                 state.watermark = event.offset
-                continue
-            if state.watermark >= 0 and call.originated_at < state.newest_at - self._lateness:
+            elif admitted.verdict is _Verdict.TOO_LATE:
                 out.too_late += 1
+                cid = state.campaign_id
                 out.dead_letters.append(DeadLetter(event, "too_late", self._too_late_detail(cid)))
                 state.too_late += 1
                 state.watermark = event.offset
-                continue
+            else:
+                self._touch_applied(work, event, admitted, out)
+        self._evaluate_batch(work, now, out)
+        self._write(work, out)
+        return out
 
-            advanced = minute > state.newest_minute
-            if advanced:
-                # The campaign's stream passes its newest minute: judge the rolling windows
-                # ending with the minutes it skips (before this call counts).
-                self._complete_rolling(state, config, minute, bucket_counts(cid), now, out)
-            outcome = classify(call, config.profile)
-            out.processed += 1
-            if outcome.traced:
-                out.calls.append((call, outcome))
-            if has_callee_rules(config.profile) and call.callee_key:
-                out.callee_events.append((callee_state_key(call), callee_call(call, outcome)))
-            lookup = bucket_counts(cid)
-            bkey = (cid, minute)
-            bucket = buckets.get(bkey) or self._store.get_bucket(cid, minute)
-            if bucket is None:
-                bucket = BucketState(EMPTY, -1)
-            call_us = instant_us(call.originated_at)
-            anchor = min(state.anchor_us, call_us)  # a call before the first re-anchors
-            period = period_index(call_us, anchor)
-            if bucket.watermark < event.offset:
-                delta = EMPTY.add(outcome)
-                boundary = boundary_in(minute, anchor)
-                head = bucket.head
-                if boundary is not None and call_us < boundary:
-                    head = head.merge(delta)
-                bucket = BucketState(bucket.counts.merge(delta), event.offset, head)
-                self._on_bucket_change(cid, minute, delta, config.profile.home_zone)
-            buckets[bkey] = bucket
-            day = local_day_of(minute, config.profile.home_zone)
-            touched_days.setdefault(cid, set()).add(day)
-            touched_periods.setdefault(cid, set()).add(period)
-            # Evidence of the day's rate windows: silent and abandoned calls per local day
-            # (pseudo-rules "~silent"/"~abandoned": records like the per-call ones).
-            evidence_of = tuple(
-                name
-                for name, hit in (("~silent", outcome.silent), ("~abandoned", outcome.abandoned))
-                if hit
+    def _admit(self, work: _Working, event: Event) -> _Admitted:
+        """What to do with one event, judged against the campaign as the batch has it so
+        far (dedup, lateness, replay); enters the campaign into the batch."""
+        call = event.call
+        cid = call.campaign_id
+        state = work.campaigns.get(cid) or self._store.get_campaign(cid)
+        config = work.config(cid)
+        seen = self._store.get_seen(seen_key(call))
+        if state is not None and state.watermark >= event.offset:
+            work.enter(state, event.partition)
+            return _Admitted(_Verdict.APPLIED, state, config, seen)
+        if state is None:
+            minute = minute_of(call.originated_at)
+            state = CampaignState(
+                campaign_id=cid,
+                tenant_id=call.tenant_id,
+                profile=config.profile.name,
+                first_minute=minute,
+                newest_minute=minute,
+                newest_at=call.originated_at,
+                first_at_us=instant_us(call.originated_at),
             )
-            for rule_id, verifiable in (
-                *((r, True) for r in outcome.violations),
-                *((r, False) for r in outcome.unverifiable),
-                *((r, True) for r in evidence_of),
-            ):
-                vkey = (cid, rule_id, day)
-                record = day_violations.get(vkey) or self._store.get_day_violations(*vkey)
-                if record is None:
-                    record = DayViolations()
-                day_violations[vkey] = record
-                if record.watermark >= event.offset:
-                    continue
-                record.watermark = event.offset
-                if verifiable:
-                    record.count += 1
-                    _keep_recent(record.samples, (minute, call.call_id))
-                else:
-                    record.unverifiable += 1
-                    _keep_recent(record.unverifiable_samples, (minute, call.call_id))
-            self._apply_to_campaign(state, call, outcome, minute, event.offset)
-            if state.periods is not None:
-                state.periods[period] = state.periods.get(period, EMPTY).add(outcome)
-            for length_name in LIVE_ROLLING:
-                rolling = self._rolling.get((cid, length_name))
-                if rolling is not None:
-                    rolling.move_end(state.newest_minute, lookup)
-            self._judge_rolling(state, config, lookup, now, out, None if advanced else outcome)
-            if seen is None:
-                self._store.put_seen(
-                    key, (event.partition, event.offset, minute, cid), event.partition
-                )
+        work.enter(state, event.partition)
+        if seen is not None and (seen[0], seen[1]) != (event.partition, event.offset):
+            return _Admitted(_Verdict.DUPLICATE, state, config, seen)
+        if state.watermark >= 0 and call.originated_at < state.newest_at - self._lateness:
+            return _Admitted(_Verdict.TOO_LATE, state, config, seen)
+        return _Admitted(_Verdict.COUNT, state, config, seen)
 
-        for (cid, minute), bucket in buckets.items():
-            state = campaigns[cid]
-            self._store.put_bucket(cid, minute, bucket, partitions[cid])
+    def _touch_applied(
+        self, work: _Working, event: Event, admitted: _Admitted, out: BatchOutput
+    ) -> None:
+        """An event fully applied before a restart: nothing to count. What it published
+        (other topics than the change log, no common order with it) may have been lost with
+        the crash, so what it touched is published again from the stored state: its minute
+        bucket, day and period, the campaign's windows and alerts (`_evaluate_batch`, as
+        for any touched campaign; downstream upserts them), its callee event (the callee
+        stage ignores repeats) and, for a call that was never counted nor a duplicate (no
+        seen-entry: too late), its dead letter."""
+        call, state, seen = event.call, admitted.state, admitted.seen
+        cid = state.campaign_id
+        if seen is None:
+            if call.originated_at < state.newest_at - self._lateness:
+                out.dead_letters.append(DeadLetter(event, "too_late", self._too_late_detail(cid)))
+            return
+        if (seen[0], seen[1]) != (event.partition, event.offset):
+            return  # a duplicate: only the campaign's figures changed
+        minute = minute_of(call.originated_at)
+        bkey = (cid, minute)
+        if bkey not in work.buckets:
+            stored_bucket = self._store.get_bucket(cid, minute)
+            if stored_bucket is not None:
+                work.buckets[bkey] = stored_bucket
+        profile = admitted.config.profile
+        work.touch(
+            cid,
+            local_day_of(minute, profile.home_zone),
+            period_index(instant_us(call.originated_at), state.anchor_us),
+        )
+        if has_callee_rules(profile) and call.callee_key:
+            outcome = classify(call, profile)
+            out.callee_events.append((callee_state_key(call), callee_call(call, outcome)))
+
+    def _count(
+        self,
+        work: _Working,
+        event: Event,
+        admitted: _Admitted,
+        now: datetime,
+        out: BatchOutput,
+    ) -> None:
+        """Count one admitted call: its minute bucket (unless the bucket already holds it,
+        after a restart), its day records, the campaign record, the rolling sums, and the
+        rolling episodes judged after it."""
+        call, state, config = event.call, admitted.state, admitted.config
+        cid = call.campaign_id
+        profile = config.profile
+        minute = minute_of(call.originated_at)
+        lookup = work.counts(cid)
+        advanced = minute > state.newest_minute
+        if advanced:
+            # The campaign's stream passes its newest minute: judge the rolling windows
+            # ending with the minutes it skips (before this call counts).
+            self._complete_rolling(state, config, minute, lookup, now, out)
+        outcome = classify(call, profile)
+        out.processed += 1
+        if outcome.traced:
+            out.calls.append((call, outcome))
+        if has_callee_rules(profile) and call.callee_key:
+            out.callee_events.append((callee_state_key(call), callee_call(call, outcome)))
+        bkey = (cid, minute)
+        bucket = work.buckets.get(bkey) or self._store.get_bucket(cid, minute)
+        if bucket is None:
+            bucket = BucketState(EMPTY, -1)
+        call_us = instant_us(call.originated_at)
+        anchor = min(state.anchor_us, call_us)  # a call before the first re-anchors
+        period = period_index(call_us, anchor)
+        if bucket.watermark < event.offset:
+            delta = EMPTY.add(outcome)
+            boundary = boundary_in(minute, anchor)
+            head = bucket.head
+            if boundary is not None and call_us < boundary:
+                head = head.merge(delta)
+            bucket = BucketState(bucket.counts.merge(delta), event.offset, head)
+            self._on_bucket_change(cid, minute, delta, profile.home_zone)
+        work.buckets[bkey] = bucket
+        day = local_day_of(minute, profile.home_zone)
+        work.touch(cid, day, period)
+        self._count_day_records(work, event, outcome, minute, day)
+        self._apply_to_campaign(state, call, outcome, minute, event.offset)
+        if state.periods is not None:
+            state.periods[period] = state.periods.get(period, EMPTY).add(outcome)
+        for length_name in LIVE_ROLLING:
+            rolling = self._rolling.get((cid, length_name))
+            if rolling is not None:
+                rolling.move_end(state.newest_minute, lookup)
+        self._judge_rolling(state, config, lookup, now, out, None if advanced else outcome)
+        if admitted.seen is None:
+            self._store.put_seen(
+                seen_key(call), (event.partition, event.offset, minute, cid), event.partition
+            )
+
+    def _count_day_records(
+        self, work: _Working, event: Event, outcome: CallOutcome, minute: int, day: date
+    ) -> None:
+        """The call in its day records: per-call rules it broke (or could not be checked
+        against) and, as evidence of the day's rate windows, its silent/abandoned
+        pseudo-rules "~silent"/"~abandoned" (records like the per-call ones)."""
+        cid, call_id = event.call.campaign_id, event.call.call_id
+        evidence_of = tuple(
+            name
+            for name, hit in (("~silent", outcome.silent), ("~abandoned", outcome.abandoned))
+            if hit
+        )
+        for rule_id, verifiable in (
+            *((r, True) for r in outcome.violations),
+            *((r, False) for r in outcome.unverifiable),
+            *((r, True) for r in evidence_of),
+        ):
+            vkey = (cid, rule_id, day)
+            record = work.day_violations.get(vkey) or self._store.get_day_violations(*vkey)
+            if record is None:
+                record = DayViolations()
+            work.day_violations[vkey] = record
+            if record.watermark >= event.offset:
+                continue
+            record.watermark = event.offset
+            if verifiable:
+                record.count += 1
+                _keep_recent(record.samples, (minute, call_id))
+            else:
+                record.unverifiable += 1
+                _keep_recent(record.unverifiable_samples, (minute, call_id))
+
+    def _evaluate_batch(self, work: _Working, now: datetime, out: BatchOutput) -> None:
+        """The alerts of everything the batch touched: per-call rules per day, then every
+        touched campaign's windows. Changes only the working records."""
+        for (cid, rule_id, day), record in work.day_violations.items():
+            config = work.configs[cid]
+            self._per_call_alerts(cid, rule_id, day, record, config, work.counts(cid), now, out)
+        # A day's per-call alerts show the day's attempts as denominator: calls that break
+        # no rule still change it, so refresh the day's other alerts (published only when
+        # their figures changed). Their records are not rewritten.
+        for cid, days in work.touched_days.items():
+            config = work.configs[cid]
+            for day in days:
+                for rule_id in _per_call_rule_info(config.profile):
+                    if (cid, rule_id, day) in work.day_violations:
+                        continue
+                    stored = self._store.get_day_violations(cid, rule_id, day)
+                    if stored is not None:
+                        self._per_call_alerts(
+                            cid, rule_id, day, stored, config, work.counts(cid), now, out
+                        )
+        for cid, state in work.campaigns.items():
+            config = work.configs[cid]
+            state.profile = config.profile.name
+            anchor_before = work.anchors_before[cid]
+            if state.periods is None or state.anchor_us != anchor_before:
+                state.periods = _rebuilt_periods(state, work.counts(cid), work.heads(cid))
+            periods = self._touched_periods(
+                state, anchor_before, work.touched_periods.get(cid, set())
+            )
+            self._evaluate(
+                state,
+                config,
+                work.counts(cid),
+                work.touched_days.get(cid, set()),
+                periods,
+                now,
+                out,
+                functools.partial(self._day_evidence, cid, working=work.day_violations),
+            )
+
+    def _write(self, work: _Working, out: BatchOutput) -> None:
+        """Write the batch's records back, buckets first and each campaign record last
+        (module docstring: a restart recovers a prefix of this order), and publish the
+        minute buckets as they now stand."""
+        for (cid, minute), bucket in work.buckets.items():
+            state = work.campaigns[cid]
+            self._store.put_bucket(cid, minute, bucket, work.partitions[cid])
             out.minute_stats.append(
                 MinuteStats(
                     cid,
@@ -608,44 +756,10 @@ class Engine:
                     bucket.head,
                 )
             )
-        for (cid, rule_id, day), record in day_violations.items():
-            config = configs[cid]
-            self._per_call_alerts(cid, rule_id, day, record, config, bucket_counts(cid), now, out)
-            self._store.put_day_violations(cid, rule_id, day, record, partitions[cid])
-        # A day's per-call alerts show the day's attempts as denominator: calls that break
-        # no rule still change it, so refresh the day's other alerts (published only when
-        # their figures changed). Their records are not rewritten.
-        for cid, days in touched_days.items():
-            config = configs[cid]
-            for day in days:
-                for rule_id in _per_call_rule_info(config.profile):
-                    if (cid, rule_id, day) in day_violations:
-                        continue
-                    stored = self._store.get_day_violations(cid, rule_id, day)
-                    if stored is not None:
-                        self._per_call_alerts(
-                            cid, rule_id, day, stored, config, bucket_counts(cid), now, out
-                        )
-        for cid, state in campaigns.items():
-            config = configs[cid]
-            state.profile = config.profile.name
-            if state.periods is None or state.anchor_us != anchors_before[cid]:
-                state.periods = _rebuilt_periods(state, bucket_counts(cid), bucket_heads(cid))
-            periods = self._touched_periods(
-                state, anchors_before[cid], touched_periods.get(cid, set())
-            )
-            self._evaluate(
-                state,
-                config,
-                bucket_counts(cid),
-                touched_days.get(cid, set()),
-                periods,
-                now,
-                out,
-                functools.partial(self._day_evidence, cid, working=day_violations),
-            )
-            self._store.put_campaign(cid, state, partitions[cid])
-        return out
+        for (cid, rule_id, day), record in work.day_violations.items():
+            self._store.put_day_violations(cid, rule_id, day, record, work.partitions[cid])
+        for cid, state in work.campaigns.items():
+            self._store.put_campaign(cid, state, work.partitions[cid])
 
     def _trace_again(self, events: Sequence[Event], out: BatchOutput) -> None:
         """Traces of calls fully applied before a restart (campaign watermark at or past
@@ -757,32 +871,34 @@ class Engine:
             if opened_us is None:
                 opened_us = now_us
                 setattr(record, opened_field, opened_us)
-            severity = "warning" if rule.advisory or suffix else "violation"
             alert_rule = rule_id + suffix
             aid = alert_id(alert_rule, cid, day.isoformat())
             evidence = [c for _m, c in samples][:EVIDENCE_SAMPLES]
-            payload: dict[str, Any] = {
-                "id": aid,
-                "rule": alert_rule,
-                "profile": profile.name,
-                "campaign_id": cid,
-                "severity": severity,
-                "state": "firing",
-                "value": None if attempts == 0 else count / attempts,
-                "threshold": 0.0,
-                "numerator": count,
-                "denominator": attempts,
-                "window": {"start": minute_start(first), "end": minute_start(last)},
-                "opened_at": EPOCH + timedelta(microseconds=opened_us),
-                "resolved_at": None,
-                "evidence": {"call_ids": evidence},
-                "reference": rule.reference
-                + ("" if not suffix else " (not verifiable: the dialer did not report it)"),
-            }
-            fingerprint = (count, attempts, tuple(evidence))
-            if self._last_emitted.get(aid) != fingerprint:
-                self._last_emitted[aid] = fingerprint
-                out.alerts.append(payload)
+            reference = rule.reference + (
+                "" if not suffix else " (not verifiable: the dialer did not report it)"
+            )
+            severity: Severity = "warning" if rule.advisory or suffix else "violation"
+            if not self._changed(aid, (count, attempts, tuple(evidence))):
+                continue
+            out.alerts.append(
+                AlertUpdate(
+                    id=aid,
+                    rule=alert_rule,
+                    profile=profile.name,
+                    campaign_id=cid,
+                    severity=severity,
+                    state="firing",
+                    value=None if attempts == 0 else count / attempts,
+                    threshold=0.0,
+                    numerator=count,
+                    denominator=attempts,
+                    window={"start": minute_start(first), "end": minute_start(last)},
+                    opened_at=EPOCH + timedelta(microseconds=opened_us),
+                    resolved_at=None,
+                    evidence={"call_ids": evidence},
+                    reference=reference,
+                )
+            )
 
     def _apply_to_campaign(
         self, state: CampaignState, call: CallRecord, outcome: CallOutcome, minute: int, offset: int
@@ -864,33 +980,12 @@ class Engine:
         out: BatchOutput,
         day_evidence: Callable[[str, list[date]], list[str]],
     ) -> None:
+        """A touched campaign at the end of a batch: its live windows published, then
+        every enabled rate rule judged over the windows of its kind the batch touched (an
+        episodic kind's open or just resolved episode shows its latest figures)."""
         profile = config.profile
         cid = state.campaign_id
-        cumulative_end = minute_start(state.newest_minute + 1)
-        out.window_stats.append(
-            WindowStats(
-                cid,
-                "cumulative",
-                minute_start(state.first_minute),
-                cumulative_end,
-                state.totals,
-                state.tenant_id,
-                profile.name,
-            )
-        )
-        for name in LIVE_ROLLING:
-            rolling = self._rolling_counts(cid, name, state.newest_minute, lookup)
-            out.window_stats.append(
-                WindowStats(
-                    cid,
-                    name,
-                    minute_start(rolling.first),
-                    cumulative_end,
-                    rolling.counts,
-                    state.tenant_id,
-                    profile.name,
-                )
-            )
+        self._window_stats(state, profile, lookup, out)
         touch = BatchTouch(
             first_minute=state.first_minute,
             newest_minute=state.newest_minute,
@@ -917,49 +1012,94 @@ class Engine:
                 windows.extend((rule, kind, window) for window in kind.touched(touch))
         ratio = self._amd_ratio(config)
         for rule, kind, window in windows:
-            numerator, denominator = rate_terms(rule.metric, window.counts, ratio)
-            level = assess(numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample)
-            measurement = Measurement(
-                rule.id,
-                window.key,
-                window.start,
-                window.end,
-                numerator,
-                denominator,
-                rule.cap,
-                level,
-            )
-            # Day and period alerts are one per window; the others one per rule (episodes).
-            scope = kind.alert_scope
-            state_key = rule.id if scope is None else f"{rule.id}|{scope}:{window.key}"
-            previous = state.alerts.get(state_key)
-            new_id = alert_id(rule.id, cid, window.key)
-            status = advance(previous, level, new_id, window.key, now)
-            if status is None:
-                continue
-            state.alerts[state_key] = status
-            evidence_days = kind.evidence_days(window, profile.home_zone)
-            if evidence_days is not None:
-                evidence = day_evidence(rule.metric, evidence_days)
-            else:
-                samples = (
-                    state.silent_samples if rule.metric == "silent" else state.abandoned_samples
-                )
-                first_minute, end_minute = minute_of(window.start), minute_of(window.end)
-                evidence = [c for m, c in samples if first_minute <= m < end_minute]
-            alert = _alert_payload(rule, profile.name, cid, status, measurement, evidence)
-            fingerprint = (
-                status.severity,
-                status.state,
-                measurement.numerator,
-                measurement.denominator,
-                measurement.end,
-                tuple(evidence),
-            )
-            if self._last_emitted.get(status.id) != fingerprint:
-                self._last_emitted[status.id] = fingerprint
-                out.alerts.append(alert)
+            self._judge_window(state, config, rule, kind, window, ratio, now, out, day_evidence)
         self._trim_day_alerts(state)
+
+    def _window_stats(
+        self,
+        state: CampaignState,
+        profile: Profile,
+        lookup: Callable[[int], BucketCounts],
+        out: BatchOutput,
+    ) -> None:
+        """The campaign's live windows as published: cumulative and every live rolling
+        sum, all ending with its newest minute."""
+        cid = state.campaign_id
+        end = minute_start(state.newest_minute + 1)
+        out.window_stats.append(
+            WindowStats(
+                cid,
+                "cumulative",
+                minute_start(state.first_minute),
+                end,
+                state.totals,
+                state.tenant_id,
+                profile.name,
+            )
+        )
+        for name in LIVE_ROLLING:
+            rolling = self._rolling_counts(cid, name, state.newest_minute, lookup)
+            out.window_stats.append(
+                WindowStats(
+                    cid,
+                    name,
+                    minute_start(rolling.first),
+                    end,
+                    rolling.counts,
+                    state.tenant_id,
+                    profile.name,
+                )
+            )
+
+    def _judge_window(
+        self,
+        state: CampaignState,
+        config: CampaignConfig,
+        rule: RateRule,
+        kind: WindowKind,
+        window: Window,
+        ratio: Fraction,
+        now: datetime,
+        out: BatchOutput,
+        day_evidence: Callable[[str, list[date]], list[str]],
+    ) -> None:
+        """One rule over one window: its alert advanced (`alerting.advance`) and, when
+        that changed anything, published with its evidence."""
+        cid = state.campaign_id
+        numerator, denominator = rate_terms(rule.metric, window.counts, ratio)
+        level = assess(numerator, denominator, rule.cap, rule.warning_fraction, rule.min_sample)
+        # Day and period alerts are one per window; the others one per rule (episodes).
+        scope = kind.alert_scope
+        state_key = rule.id if scope is None else f"{rule.id}|{scope}:{window.key}"
+        previous = state.alerts.get(state_key)
+        status = advance(previous, level, alert_id(rule.id, cid, window.key), window.key, now)
+        if status is None:
+            return
+        state.alerts[state_key] = status
+        evidence_days = kind.evidence_days(window, config.profile.home_zone)
+        if evidence_days is not None:
+            evidence = day_evidence(rule.metric, evidence_days)
+        else:
+            samples = state.silent_samples if rule.metric == "silent" else state.abandoned_samples
+            first_minute, end_minute = minute_of(window.start), minute_of(window.end)
+            evidence = [c for m, c in samples if first_minute <= m < end_minute]
+        measurement = Measurement(
+            rule.id, window.key, window.start, window.end, numerator, denominator, rule.cap, level
+        )
+        fingerprint = (status.severity, status.state, numerator, denominator, window.end)
+        if self._changed(status.id, (*fingerprint, tuple(evidence))):
+            out.alerts.append(
+                _alert_payload(rule, config.profile.name, cid, status, measurement, evidence)
+            )
+
+    def _changed(self, aid: str, fingerprint: tuple[Any, ...]) -> bool:
+        """Whether alert `aid` has figures (`fingerprint`) this process has not published
+        yet, noting them: an alert goes out when its state, severity, window or figures
+        change, not once per batch that touches it."""
+        if self._last_emitted.get(aid) == fingerprint:
+            return False
+        self._last_emitted[aid] = fingerprint
+        return True
 
     # -- rolling windows: episodes judged call by call ----------------------------------
     #
@@ -1116,15 +1256,13 @@ class Engine:
         )
         samples = state.silent_samples if rule.metric == "silent" else state.abandoned_samples
         evidence = [c for m, c in samples if first <= m <= end]
-        fingerprint = (status.severity, status.state, numerator, denominator, stop, tuple(evidence))
-        if self._last_emitted.get(status.id) == fingerprint:
-            return
-        self._last_emitted[status.id] = fingerprint
-        out.alerts.append(
-            _alert_payload(
-                rule, config.profile.name, state.campaign_id, status, measurement, evidence
+        fingerprint = (status.severity, status.state, numerator, denominator, stop)
+        if self._changed(status.id, (*fingerprint, tuple(evidence))):
+            out.alerts.append(
+                _alert_payload(
+                    rule, config.profile.name, state.campaign_id, status, measurement, evidence
+                )
             )
-        )
 
     @staticmethod
     def _trim_day_alerts(state: CampaignState) -> None:
@@ -1146,25 +1284,25 @@ def _alert_payload(
     status: AlertStatus,
     m: Measurement,
     evidence: list[str],
-) -> dict[str, Any]:
+) -> AlertUpdate:
     value = m.value
-    return {
-        "id": status.id,
-        "rule": rule.id,
-        "profile": profile,
-        "campaign_id": campaign_id,
-        "severity": status.severity,
-        "state": status.state,
-        "value": None if value is None else float(value),
-        "threshold": float(rule.cap),
-        "numerator": _number(m.numerator),
-        "denominator": _number(m.denominator),
-        "window": {"start": m.start, "end": m.end},
-        "opened_at": status.opened_at,
-        "resolved_at": status.resolved_at,
-        "evidence": {"call_ids": evidence[:EVIDENCE_SAMPLES]},
-        "reference": rule.reference,
-    }
+    return AlertUpdate(
+        id=status.id,
+        rule=rule.id,
+        profile=profile,
+        campaign_id=campaign_id,
+        severity=status.severity,
+        state=status.state,
+        value=None if value is None else float(value),
+        threshold=float(rule.cap),
+        numerator=_number(m.numerator),
+        denominator=_number(m.denominator),
+        window={"start": m.start, "end": m.end},
+        opened_at=status.opened_at,
+        resolved_at=status.resolved_at,
+        evidence={"call_ids": evidence[:EVIDENCE_SAMPLES]},
+        reference=rule.reference,
+    )
 
 
 def _moves_rate(metric: str, outcome: CallOutcome) -> bool:
