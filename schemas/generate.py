@@ -17,6 +17,12 @@ from schemas.alert_v1 import AlertV1
 from schemas.call_v1 import CallBatchV1
 from schemas.cdr_batch_v1 import CdrBatchV1
 from schemas.cdr_v1 import CdrV1, NormalizedCdrV1
+from schemas.detector_v1 import (
+    CalleeBatchV1,
+    CampaignSettingsV1,
+    DeadLetterV1,
+    LockoutViolationV1,
+)
 from schemas.record_batch_v1 import RecordBatchV1
 from schemas.stats_v1 import StatsV1
 
@@ -29,6 +35,10 @@ MODELS: dict[str, type[BaseModel]] = {
     "stats_v1": StatsV1,
     "call_batch_v1": CallBatchV1,
     "record_batch_v1": RecordBatchV1,
+    "campaign_settings_v1": CampaignSettingsV1,
+    "callee_batch_v1": CalleeBatchV1,
+    "lockout_violation_v1": LockoutViolationV1,
+    "dead_letter_v1": DeadLetterV1,
 }
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.alert_v1 import AlertV1, Severity
 from schemas.call_v1 import CallOutcomeName
 from schemas.cdr_v1 import Instant
+from schemas.detector_v1 import CampaignSettingsV1
 from schemas.stats_v1 import StatsV1
 
 CampaignStatus = Literal["ok", "warning", "violation"]
@@ -17,20 +18,14 @@ CampaignId = Annotated[str, Field(min_length=1, max_length=200)]
 TenantId = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class CampaignConfig(BaseModel):
-    """A campaign's configuration as PUT stores it and `cdrwatch.campaigns.v1` carries it.
+class CampaignConfig(CampaignSettingsV1):
+    """A campaign's configuration as PUT stores it and `cdrwatch.campaigns.v1` carries it
+    (the wire model `CampaignSettingsV1`, with the time of the change always set).
 
     `profile` None means the detector's default profile; `overrides` are that profile's
     parameters replaced for this campaign.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    campaign_id: CampaignId
-    profile: str | None = None
-    overrides: dict[str, Any] = Field(default_factory=dict)
-    amd_false_positive_ratio: float = 0.0
-    tenant_id: TenantId | None = None
     updated_at: Instant
 
 

@@ -30,7 +30,7 @@ import os
 import shutil
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as wall_time
 from fractions import Fraction
@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import faust
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.streams import _current_event  # see module docstring: partition context
 from faust.types import EventT
@@ -48,17 +47,14 @@ from pydantic import ValidationError
 from schemas import NormalizedCdrV1, topics
 from schemas.cdr_batch_v1 import (
     EnvelopeError,
-    cdrs_in_message,
     input_position,
     message_offset,
     record_in_envelope,
 )
-from schemas.instants import format_instant
-from schemas.stats_v1 import rate
 from services.common.gc_tuning import tune_for_throughput
 from services.common.kafka import BrokerHealth, confirm_log_ends, first_offset_from
 from services.common.settings import DetectorSettings
-from services.detector import calls, wire
+from services.detector import wire
 from services.detector.changelog import BatchedChangelog
 from services.detector.contiguous import ContiguousReads
 from services.detector.core import lockouts
@@ -72,7 +68,7 @@ from services.detector.core.engine import (
     Engine,
     Event,
 )
-from services.detector.core.model import BucketCounts, CallRecord
+from services.detector.core.model import CallRecord
 from services.detector.core.profiles import Profile, ProfileError, load_profile
 from services.detector.core.retention import bucket_expired, seen_expired
 from services.detector.core.windows import instant_of_us, minute_of, minute_start
@@ -426,14 +422,13 @@ class CampaignConfigs:
         if value is None:
             return
         try:
-            record = orjson.loads(value)
-            campaign_id = str(record["campaign_id"])
-            tenant_id = str(record.get("tenant_id") or self._settings.default_tenant)
+            record = wire.read_settings(value)
+            campaign_id = record.campaign_id
+            tenant_id = record.tenant_id or self._settings.default_tenant
             profile = load_profile(
-                str(record.get("profile") or self._settings.default_profile),
-                record.get("overrides") or None,
+                record.profile or self._settings.default_profile, record.overrides or None
             )
-            ratio = Fraction(str(record.get("amd_false_positive_ratio") or 0))
+            ratio = Fraction(str(record.amd_false_positive_ratio))
         except (ProfileError, ValueError, KeyError, TypeError, ArithmeticError) as exc:
             log.error("campaign_config_unreadable error=%s", exc)
             return
@@ -891,7 +886,7 @@ class Detector:
         newest_accepted: datetime | None = None
         for event in events:
             message = event.message
-            envelope, records = cdrs_in_message(event.value)
+            envelope, records = wire.cdrs_in_message(event.value)
             for index, cdr in enumerate(records):
                 try:
                     if isinstance(cdr, Exception):
@@ -1045,7 +1040,7 @@ class Detector:
                         "unprocessable",
                         f"calls[{index}]: {type(exc).__name__}: {exc}",
                         "callee",
-                        record=orjson.dumps({"callee_key": key, "row": row}),
+                        record=wire.callee_call_record(key, row),
                     )
                     continue
                 for violation in found:
@@ -1098,15 +1093,7 @@ class Detector:
             # Keyed like the CDR topic (plain campaign id, see services.ingest), so a
             # campaign's violations land in the partition that holds its state.
             key=campaign.encode(),
-            value=orjson.dumps(
-                {
-                    "rule_id": violation.rule_id,
-                    "call_id": violation.call_id,
-                    "campaign_id": violation.campaign_id,
-                    "originated_at": violation.originated_at.isoformat(),
-                    "trigger_call_id": violation.trigger_call_id,
-                }
-            ),
+            value=wire.violation_body(violation),
             headers=headers,
         )
 
@@ -1115,20 +1102,11 @@ class Detector:
         replayed: set[str] = set()
         for event in events:
             try:
-                raw = orjson.loads(event.value)
-                violation = lockouts.LockoutViolation(
-                    rule_id=str(raw["rule_id"]),
-                    call_id=str(raw["call_id"]),
-                    campaign_id=str(raw["campaign_id"]),
-                    originated_at=datetime.fromisoformat(raw["originated_at"]).astimezone(UTC),
-                    trigger_call_id=raw["trigger_call_id"],
-                )
+                violation = wire.read_violation(event.value)
                 if not EARLIEST <= violation.originated_at < LATEST:
                     raise UnprocessableRecord(
                         f"originated_at {violation.originated_at} is out of range"
                     )
-                if "/" not in violation.campaign_id:
-                    raise UnprocessableRecord("campaign_id is not a scoped key tenant/campaign")
             except Exception as exc:  # one bad record is a dead letter, never a crash loop
                 self._reject(event, "unprocessable", f"{type(exc).__name__}: {exc}", "lockouts")
                 continue
@@ -1137,7 +1115,7 @@ class Detector:
             decoded.append((event.message.partition, event.message.offset, violation))
         self.state.bind(events)
         self._publish(self.engine.process_lockout_violations(decoded), replayed)
-        self._send_calls(((v.campaign_id, calls.lockout_hit(v)) for _p, _o, v in decoded), replayed)
+        self._send_calls(((v.campaign_id, wire.lockout_hit(v)) for _p, _o, v in decoded), replayed)
 
     def _publish(self, out: BatchOutput, replayed: set[str] | frozenset[str] = frozenset()) -> None:
         """Send what a batch produced. The core's campaign ids are scoped keys: every
@@ -1158,7 +1136,7 @@ class Detector:
                 parts.append((topics.WINDOW_MINUTE_HEAD, instant_of_us(m.boundary_us), m.head))
             for window, end, counts in parts:
                 self._send_stats(
-                    stats_body(campaign, start, end, counts, tenant_id=tenant),
+                    wire.stats_body(campaign, start, end, counts, tenant_id=tenant),
                     m.campaign_id,
                     window,
                     tenant,
@@ -1168,7 +1146,7 @@ class Detector:
         for w in out.window_stats:
             tenant, campaign = split_scoped(w.campaign_id)
             self._send_stats(
-                stats_body(campaign, w.start, w.end, w.counts, tenant_id=tenant),
+                wire.stats_body(campaign, w.start, w.end, w.counts, tenant_id=tenant),
                 w.campaign_id,
                 w.window,
                 tenant,
@@ -1180,22 +1158,17 @@ class Detector:
             tenant, campaign = split_scoped(scoped)
             self.alerts.send_soon(
                 key=scoped.encode(),
-                value=alert_body({**payload, "campaign_id": campaign, "tenant_id": tenant}),
+                value=wire.alert_body(payload, campaign_id=campaign, tenant_id=tenant),
                 headers=_replay_headers(scoped in replayed),
             )
         self._send_calls(
-            ((call.campaign_id, calls.traced_call(call, outcome)) for call, outcome in out.calls),
+            ((call.campaign_id, wire.traced_call(call, outcome)) for call, outcome in out.calls),
             replayed,
         )
         for dead in out.dead_letters:
             tenant, campaign = split_scoped(dead.event.call.campaign_id)
-            record = {
-                "call_id": dead.event.call.call_id,
-                "campaign_id": campaign,
-                "tenant_id": tenant,
-            }
             self._dead_letter(
-                orjson.dumps(record),
+                wire.too_late_record(dead.event.call, campaign_id=campaign, tenant_id=tenant),
                 dead.event.partition,
                 message_offset(dead.event.offset),  # the engine's offsets are positions
                 dead.reason,
@@ -1209,7 +1182,7 @@ class Detector:
         """Publish call traces (scoped key, CallV1 body) on cdrwatch.calls.v1, batched per
         campaign, keyed like the CDR topic, with the replay mark of their campaign."""
         scoped_calls = ((*split_scoped(scoped), body) for scoped, body in traced)
-        for tenant, campaign, value in calls.call_batches(scoped_calls):
+        for tenant, campaign, value in wire.call_batches(scoped_calls):
             self.traces.send_soon(
                 key=campaign.encode(),
                 value=value,
@@ -1248,14 +1221,16 @@ class Detector:
         stage: str,
         topic: str = topics.CDRS,
     ) -> None:
-        envelope = {
-            "reason": reason,
-            "stage": stage,
-            "detail": detail,
-            "source": {"topic": topic, "partition": partition, "offset": offset},
-            "record": _json_or_text(value),
-        }
-        self.dlq.send_soon(key=reason.encode(), value=orjson.dumps(envelope))
+        body = wire.dead_letter_body(
+            value,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            reason=reason,
+            detail=detail,
+            stage=stage,
+        )
+        self.dlq.send_soon(key=reason.encode(), value=body)
 
 
 def _exit_unacked(stage: str) -> NoReturn:
@@ -1283,37 +1258,6 @@ def is_replayed(message: Any) -> bool:
 
 def _replay_headers(replay: bool) -> list[tuple[str, bytes]]:
     return [(topics.HEADER_REPLAY, b"1")] if replay else []
-
-
-def stats_body(
-    campaign_id: str,
-    start: datetime,
-    end: datetime,
-    counts: BucketCounts,
-    *,
-    tenant_id: str | None = None,
-) -> bytes:
-    """StatsV1 JSON without a pydantic round trip (hot path: one per touched bucket and
-    window per batch); tests/service/test_detector_state.py holds it to the model."""
-    c = counts
-    return orjson.dumps(
-        {
-            "campaign_id": campaign_id,
-            "tenant_id": tenant_id,
-            "from": format_instant(start),
-            "to": format_instant(end),
-            **c.as_dict(),
-            "silent_rate": rate(c.silent, c.answered_by_person),
-            "abandoned_rate": rate(c.abandoned, c.answered_by_person),
-            "out_of_hours_rate": rate(c.out_of_hours, c.attempts),
-        }
-    )
-
-
-def alert_body(payload: Mapping[str, Any]) -> bytes:
-    """AlertV1 JSON from the engine's payload (its fields, aware UTC datetimes) without a
-    pydantic round trip; tests hold it to the model."""
-    return orjson.dumps(payload, option=orjson.OPT_UTC_Z)
 
 
 def callee_store_options(settings: DetectorSettings) -> dict[str, Any]:
@@ -1365,15 +1309,6 @@ def _drop_local_rocksdb(tabledir: Path, table: str) -> None:
     """
     for path in (*tabledir.glob(f"{table}-*.db"), tabledir / f"{table}-backups"):
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _json_or_text(value: bytes | None) -> Any:
-    if value is None:
-        return None
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return value.decode("utf-8", errors="replace")
 
 
 def main(settings: DetectorSettings) -> None:

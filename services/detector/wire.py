@@ -1,8 +1,25 @@
-"""Messages between the detector's own stages, batched per destination partition.
+"""Every message the detector sends or reads, encoded and decoded here and nowhere else.
+Each has a model in `schemas/` (its JSON Schema in schemas/json); the hot-path encodings
+are built by hand, without a pydantic round trip, and tests hold them to their models
+(tests/unit/test_wire.py, tests/service/test_detector_state.py,
+tests/service/test_detector_calls.py).
 
-The per-callee stage reads calls re-keyed by (tenant, pseudonymised callee). One Kafka
-record per call cost a producer send, a consumer fetch and a faust agent step per CDR
-(issue 7: faust's per-message machinery is the wall at 4-13k messages/s), so the main
+Read:
+- CDRs on `cdrwatch.cdrs.v1`: a `CdrBatchV1` envelope or one `NormalizedCdrV1`
+  (`cdrs_in_message`, schemas.cdr_batch_v1).
+- Campaign settings on `cdrwatch.campaigns.v1`: `CampaignSettingsV1` (`read_settings`).
+- Callee calls between the stages: `CalleeBatchV1` (`callee_entries`).
+- Lockout violations between the stages: `LockoutViolationV1` (`read_violation`).
+
+Sent:
+- Stats (`stats_body`, StatsV1), alerts (`alert_body`, AlertV1), call traces
+  (`traced_call`, `lockout_hit`, `call_batches`: CallBatchV1), callee calls
+  (`callee_batches`), lockout violations (`violation_body`) and dead letters
+  (`dead_letter_body`, DeadLetterV1).
+
+Callee calls. The per-callee stage reads calls re-keyed by (tenant, pseudonymised callee).
+One Kafka record per call cost a producer send, a consumer fetch and a faust agent step per
+CDR (issue 7: faust's per-message machinery is the wall at 4-13k messages/s), so the main
 stage sends ONE record per destination partition and batch, the envelope
 
     {"v": 1, "calls": [[callee key, history row], ...]}
@@ -19,16 +36,27 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from schemas.call_v1 import MAX_CALLS_PER_MESSAGE
+from schemas.cdr_batch_v1 import cdrs_in_message
+from schemas.detector_v1 import (
+    CALLEE_BATCH_VERSION,
+    MAX_CALLEES_PER_MESSAGE,
+    CampaignSettingsV1,
+    LockoutViolationV1,
+)
+from schemas.instants import format_instant
+from schemas.stats_v1 import rate
 from services.detector.core import lockouts
-from services.detector.core.lockouts import CalleeCall
+from services.detector.core.alerting import AlertUpdate
+from services.detector.core.lockouts import CalleeCall, LockoutViolation
+from services.detector.core.model import BucketCounts, CallOutcome, CallRecord
 
-CALLEE_BATCH_VERSION = 1
-# Calls per envelope: a row is ~80 bytes, so a record stays far below Kafka's 1 MB default.
-MAX_CALLEES_PER_MESSAGE = 2000
+__all__ = ["cdrs_in_message"]  # read here like every other message; defined with its model
 
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
@@ -114,3 +142,171 @@ def callee_entries(key: bytes | None, value: bytes | None) -> list[tuple[str, An
             raise ValueError(f"calls[{index}]: expected [callee key, row], got {entry!r:.200}")
         entries.append((entry[0], entry[1]))
     return entries
+
+
+# -- campaign settings -------------------------------------------------------------------
+
+
+def read_settings(value: bytes) -> CampaignSettingsV1:
+    """A campaign's settings record. pydantic's ValidationError (a ValueError) names the
+    field that is wrong."""
+    return CampaignSettingsV1.model_validate_json(value)
+
+
+# -- lockout violations ------------------------------------------------------------------
+
+
+def violation_body(violation: LockoutViolation) -> bytes:
+    """LockoutViolationV1 JSON (the campaign id scoped: `tenant/campaign`)."""
+    return orjson.dumps(
+        {
+            "rule_id": violation.rule_id,
+            "call_id": violation.call_id,
+            "campaign_id": violation.campaign_id,
+            "originated_at": format_instant(violation.originated_at),
+            "trigger_call_id": violation.trigger_call_id,
+        }
+    )
+
+
+def read_violation(value: bytes | None) -> LockoutViolation:
+    """A lockout violation as the per-callee stage sent it. ValueError (pydantic's
+    ValidationError) names what is wrong."""
+    if value is None:
+        raise ValueError("the record has no value")
+    raw = LockoutViolationV1.model_validate_json(value)
+    return LockoutViolation(
+        rule_id=raw.rule_id,
+        call_id=raw.call_id,
+        campaign_id=raw.campaign_id,
+        originated_at=raw.originated_at.astimezone(UTC),
+        trigger_call_id=raw.trigger_call_id,
+    )
+
+
+# -- stats and alerts ---------------------------------------------------------------------
+
+
+def stats_body(
+    campaign_id: str,
+    start: datetime,
+    end: datetime,
+    counts: BucketCounts,
+    *,
+    tenant_id: str | None = None,
+) -> bytes:
+    """StatsV1 JSON (hot path: one per touched bucket and window per batch)."""
+    c = counts
+    return orjson.dumps(
+        {
+            "campaign_id": campaign_id,
+            "tenant_id": tenant_id,
+            "from": format_instant(start),
+            "to": format_instant(end),
+            **c.as_dict(),
+            "silent_rate": rate(c.silent, c.answered_by_person),
+            "abandoned_rate": rate(c.abandoned, c.answered_by_person),
+            "out_of_hours_rate": rate(c.out_of_hours, c.attempts),
+        }
+    )
+
+
+def alert_body(update: AlertUpdate, *, campaign_id: str, tenant_id: str | None) -> bytes:
+    """AlertV1 JSON of the core's alert update, with its campaign id split into tenant and
+    campaign."""
+    return orjson.dumps(
+        {**update, "campaign_id": campaign_id, "tenant_id": tenant_id}, option=orjson.OPT_UTC_Z
+    )
+
+
+# -- call traces --------------------------------------------------------------------------
+
+
+def _instant(value: datetime | None) -> str | None:
+    return None if value is None else format_instant(value)
+
+
+def traced_call(call: CallRecord, outcome: CallOutcome) -> dict[str, Any]:
+    """A CallV1 body of a call the main stage classified."""
+    return {
+        "call_id": call.call_id,
+        "originated_at": format_instant(call.originated_at),
+        "answered_at": _instant(call.answered_at),
+        "agent_connected_at": _instant(call.agent_connected_at),
+        "ended_at": format_instant(call.ended_at),
+        "outcome": outcome.name,
+        "dial_mode": call.dial_mode,
+        "callee_key": call.callee_key or None,
+        "rule_hits": list(outcome.violations),
+    }
+
+
+def lockout_hit(violation: LockoutViolation) -> dict[str, Any]:
+    """A CallV1 body of a lockout or frequency-cap hit: only what the lockout stage knows."""
+    return {
+        "call_id": violation.call_id,
+        "originated_at": format_instant(violation.originated_at),
+        "rule_hits": [violation.rule_id],
+    }
+
+
+def call_batches(
+    traced: Iterable[tuple[str, str, dict[str, Any]]],
+) -> Iterator[tuple[str, str, bytes]]:
+    """(tenant, campaign, CallBatchV1 JSON) for `traced` (tenant, campaign, CallV1 body),
+    one message per campaign and at most MAX_CALLS_PER_MESSAGE calls each."""
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for tenant, campaign, body in traced:
+        grouped.setdefault((tenant, campaign), []).append(body)
+    for (tenant, campaign), calls in grouped.items():
+        for start in range(0, len(calls), MAX_CALLS_PER_MESSAGE):
+            chunk = calls[start : start + MAX_CALLS_PER_MESSAGE]
+            body = {"campaign_id": campaign, "tenant_id": tenant, "calls": chunk}
+            yield tenant, campaign, orjson.dumps(body)
+
+
+# -- dead letters -------------------------------------------------------------------------
+
+
+def dead_letter_body(
+    value: bytes | None,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    reason: str,
+    detail: str,
+    stage: str,
+) -> bytes:
+    """DeadLetterV1 JSON of a record the detector cannot apply: the record's JSON, or its
+    text when it is not JSON."""
+    return orjson.dumps(
+        {
+            "reason": reason,
+            "stage": stage,
+            "detail": detail,
+            "source": {"topic": topic, "partition": partition, "offset": offset},
+            "record": _json_or_text(value),
+        }
+    )
+
+
+def too_late_record(call: CallRecord, *, campaign_id: str, tenant_id: str | None) -> bytes:
+    """The record of a call dead-lettered as too late: which call it was."""
+    return orjson.dumps(
+        {"call_id": call.call_id, "campaign_id": campaign_id, "tenant_id": tenant_id}
+    )
+
+
+def callee_call_record(key: str, row: Any) -> bytes:
+    """The record of one callee call dead-lettered out of its envelope."""
+    return orjson.dumps({"callee_key": key, "row": row})
+
+
+def _json_or_text(value: bytes | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value.decode("utf-8", errors="replace")

@@ -81,7 +81,7 @@ def test_fast_encoders_write_exactly_the_wire_models() -> None:
     """The detector skips pydantic when publishing; its JSON must parse as AlertV1 and
     StatsV1 and equal what the models would produce."""
     from schemas import AlertV1, StatsV1, stats_from_counts
-    from services.detector.app import alert_body, stats_body
+    from services.detector.wire import alert_body, stats_body
 
     calls = [
         CallRecord(
@@ -102,7 +102,9 @@ def test_fast_encoders_write_exactly_the_wire_models() -> None:
     out = engine.process([Event(0, i, c) for i, c in enumerate(calls)])
     assert out.alerts and out.window_stats
     for payload in out.alerts:
-        assert AlertV1.model_validate_json(alert_body(payload)) == AlertV1.model_validate(payload)
+        body = alert_body(payload, campaign_id="k", tenant_id="t")
+        model = AlertV1.model_validate({**payload, "campaign_id": "k", "tenant_id": "t"})
+        assert AlertV1.model_validate_json(body) == model
     for w in out.window_stats:
         expected = stats_from_counts(w.campaign_id, w.start, w.end, w.counts.as_dict())
         assert StatsV1.model_validate_json(stats_body(w.campaign_id, w.start, w.end, w.counts)) == (
