@@ -220,8 +220,19 @@ BENCHES = [
                 " s",
                 not_in_quick="30,000 CDRs of state, not 100,000: recovery time grows with it",
             ),
+            Figure(
+                "worker ready, restarted on its data dir",
+                lambda d: d.get("restarted_s"),
+                "< 10",
+                lambda v: v < 10,
+                " s",
+            ),
         ],
-        lambda d: None if d.get("recovered_s") else "the second worker did not start",
+        lambda d: (
+            None
+            if d.get("recovered_s") and d.get("restart_kept_files")
+            else "a worker did not start, or the restart did not keep its files"
+        ),
     ),
     Bench(
         "bench/alert_latency.py",

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -88,22 +88,41 @@ async def send_partitioned(
     topic: str,
     by_partition: Mapping[int, Sequence[tuple[bytes | None, bytes | None]]]
     | Mapping[int, Sequence[tuple[bytes | None, bytes | None, Headers]]],
+    *,
+    on_delivered: Callable[[int, int], None] | None = None,
 ) -> list[asyncio.Future[Any]]:
     """Queue (key, value) or (key, value, headers) records to the partitions given, in
     order, as whole batches (a None value is a tombstone); the futures are done when the
-    broker acknowledged."""
+    broker acknowledged. `on_delivered(partition, offset of the batch's last record)` is
+    called as each batch is acknowledged."""
     futures: list[asyncio.Future[Any]] = []
+
+    async def send(batch: Any, partition: int, count: int) -> None:
+        future = await producer.send_batch(batch, topic, partition=partition)
+        if on_delivered is not None:
+            future.add_done_callback(
+                lambda done: (
+                    None
+                    if done.cancelled() or done.exception() is not None
+                    else on_delivered(partition, done.result().offset + count - 1)
+                )
+            )
+        futures.append(future)
+
     for partition, records in by_partition.items():
         batch = producer.create_batch()
+        count = 0
         for record in records:
             key, value = record[0], record[1]
             headers = record[2] if len(record) > 2 else None
             if _append(batch, key, value, headers) is None:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                await send(batch, partition, count)
                 batch = producer.create_batch()
                 # an empty batch takes any one record (aiokafka's builder)
                 _append(batch, key, value, headers)
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
+                count = 0
+            count += 1
+        await send(batch, partition, count)
     return futures
 
 

@@ -30,7 +30,7 @@ import os
 import shutil
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as wall_time
 from fractions import Fraction
@@ -40,7 +40,7 @@ from typing import Any, NoReturn
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.streams import _current_event  # see module docstring: partition context
-from faust.types import EventT
+from faust.types import TP, EventT
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -626,10 +626,17 @@ class _NamedChangelogTable(faust.Table):  # type: ignore[misc]
 
     def __init__(self, app: faust.App, *, changelog_name: str, **kwargs: Any) -> None:
         self._changelog_name = changelog_name
+        # Called as the table stops, its agents done and its store still open.
+        self.before_stop: Callable[[], None] | None = None
         super().__init__(app, **kwargs)
 
     def _changelog_topic_name(self) -> str:
         return self._changelog_name
+
+    async def on_stop(self) -> None:
+        if self.before_stop is not None:
+            self.before_stop()
+        await super().on_stop()
 
 
 def _faust_broker_url(bootstrap: str) -> str:
@@ -713,6 +720,7 @@ class Detector:
         self._callee_partition = wire.CalleePartitions(settings.kafka_partitions)
         self._lockout_rules_of: dict[int, tuple[Profile, lockouts.LockoutRules]] = {}
         self._callee_campaigns: set[str] = set()  # campaigns the callee stage has seen
+        self.callees: Any = None
         if self.runs_callees:
             self.callees = self._callee_table(settings)
             self.changelog.install(self.callees)
@@ -747,8 +755,9 @@ class Detector:
         every stage form: faust names it after the app, and a "callees" worker's app is
         `<app_id>-callees`, so the name is given."""
         rocks = settings.callee_store.startswith("rocksdb")
+        files = LocalStore(Path(self.app.conf.tabledir), "callees")
         if rocks:
-            _drop_local_rocksdb(Path(self.app.conf.tabledir), "callees")
+            files.open()
         table = self.app.tables.add(
             _NamedChangelogTable(
                 self.app,
@@ -763,6 +772,9 @@ class Detector:
         )
         if rocks:
             _write_without_wal(table.data)
+            topic = table.changelog_topic.get_topic_name()
+            delivered = self.changelog.delivered.setdefault(topic, {})
+            table.before_stop = lambda: files.close_clean(table.data, topic, delivered)
         return table
 
     def _register(self) -> None:
@@ -1277,9 +1289,10 @@ def callee_store_options(settings: DetectorSettings) -> dict[str, Any]:
 
 def _write_without_wal(store: Any) -> None:
     """Open the partition databases of a faust RocksDB `store` with RocksDB's write-ahead
-    log off. The local files are a cache that every start drops and rebuilds from the
-    change log (`_drop_local_rocksdb`), so a log that would let them survive a crash buys
-    nothing; it doubled the cost of the per-callee write made for every call."""
+    log off. The local files are kept only from a clean stop, which flushes them
+    (`LocalStore`); after a crash they are rebuilt from the change log, so a log that would
+    let them survive one buys nothing; it doubled the cost of the per-callee write made for
+    every call."""
     options = getattr(store, "rocksdb_options", None)
     if options is None or not getattr(options, "use_rocksdict", False):
         return
@@ -1297,18 +1310,62 @@ def _write_without_wal(store: Any) -> None:
     options.open = open_without_wal
 
 
-def _drop_local_rocksdb(tabledir: Path, table: str) -> None:
-    """Start the RocksDB copy of a table afresh; faust rebuilds it from the change log.
+class LocalStore:
+    """The local RocksDB files of a table, kept from a clean stop to the next start.
 
-    faust keeps the change-log offset it has applied inside RocksDB, and after a kill -9 that
-    offset can be ahead of what reached the broker; faust then refuses to start
-    (ConsistencyError). The change log is the source of truth (the detector's exactness rests
-    on it), so the local files are a spill-to-disk cache: memory stays bounded, and each
-    start replays the table's change log (compacted by Kafka) into a fresh database. Each
-    worker needs a data directory of its own.
+    faust's RocksDB store keeps, inside the files, the change-log offset up to which they
+    hold the table, and a start reads only the change log after it. The detector sends its
+    change logs itself (`changelog.BatchedChangelog`, which keeps the last acknowledged
+    offset per partition) and writes that offset into the files once, at a clean stop,
+    after which every open database is flushed and a marker `<table>.clean` is left in the
+    table directory. A start that finds the marker removes it and keeps the files. One that
+    does not (the first start, a SIGKILL, a crash, a power loss: RocksDB runs without its
+    write-ahead log, `_write_without_wal`, so the files may have lost their last writes)
+    drops them, and faust rebuilds them from the whole change log.
+
+    Why a kept copy is exact: the offset written was acknowledged by the broker and every
+    write up to it is in the flushed files, so they hold the table as of that offset.
+    Writes after it are in the change log, which the start reads, or belong to inputs whose
+    offsets were never committed (`DeliveryGuard`), which are read again (the per-callee
+    stage takes a call it already holds as a repeat). The change log stays the source of
+    truth: `cdrwatch up` drops the detector's data whenever it starts a fresh embedded
+    broker, and files ahead of a broker's change log make faust refuse to start
+    (ConsistencyError) with the marker already gone, so the start after rebuilds.
+    Each worker needs a data directory of its own.
     """
-    for path in (*tabledir.glob(f"{table}-*.db"), tabledir / f"{table}-backups"):
-        shutil.rmtree(path, ignore_errors=True)
+
+    def __init__(self, tabledir: Path, table: str) -> None:
+        self._tabledir = tabledir
+        self._table = table
+        self._marker = tabledir / f"{table}.clean"
+
+    def open(self) -> bool:
+        """Keep the files if the last stop was clean (True), else drop them (False)."""
+        if self._marker.exists():
+            self._marker.unlink()
+            log.info("local_store_kept table=%s", self._table)
+            return True
+        for path in (
+            *self._tabledir.glob(f"{self._table}-*.db"),
+            self._tabledir / f"{self._table}-backups",
+        ):
+            shutil.rmtree(path, ignore_errors=True)
+        log.info("local_store_rebuilt table=%s reason=no_clean_stop", self._table)
+        return False
+
+    def close_clean(self, store: Any, topic: str, delivered: Mapping[int, int]) -> None:
+        """At a clean stop: write each open partition's last acknowledged change-log offset
+        into its files, flush them, then leave the marker."""
+        dbs = dict(getattr(store, "_dbs", {}))  # faust's open partition databases
+        for partition, db in dbs.items():
+            tp = TP(topic, partition)
+            offset = delivered.get(partition)
+            if offset is not None and offset > (store.persisted_offset(tp) or -1):
+                store.set_persisted_offset(tp, offset)
+            db.flush()
+        self._tabledir.mkdir(parents=True, exist_ok=True)
+        self._marker.write_text("stopped cleanly\n", encoding="utf-8")
+        log.info("local_store_closed table=%s partitions=%s", self._table, sorted(dbs))
 
 
 def main(settings: DetectorSettings) -> None:

@@ -12,9 +12,11 @@ so an offset commit still waits until the change log of everything it covers was
 acknowledged. The records are what faust would have sent (JSON keys and values, a null
 value for a deletion), so faust's recovery reads them as its own.
 
-What is left out of faust's path: `_on_changelog_sent`, which records the offset in a
-RocksDB table's local files; the detector starts every RocksDB table afresh from its
-change log (`app._drop_local_rocksdb`), so that offset is never read.
+What is left out of faust's path: `_on_changelog_sent`, which records each acknowledged
+offset in a RocksDB table's local files. Here `delivered` keeps, per change-log topic and
+partition, the last acknowledged offset, and the detector writes it into the local files
+once, at a clean stop (`app.LocalStore`): the next start on the same data directory then
+reads only the change log after it.
 
 The detector's outputs (stats, alerts, traced calls, dead letters, and the envelopes of its
 own internal stages) go the same way (`OutputTopic.send_soon`, faust's `send_soon`
@@ -30,6 +32,7 @@ minute bucket, window or alert.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -61,11 +64,14 @@ class BatchedChangelog:
         self._producer: AIOKafkaProducer | None = None
         self._started = asyncio.Event()
         self.records_sent = 0
+        # change-log topic -> partition -> offset of the last record the broker acknowledged
+        self.delivered: dict[str, dict[int, int]] = {}
 
     def install(self, table: Any) -> None:
         """Route `table`'s change-log records through this queue."""
         topic = table.changelog_topic.get_topic_name()
         pending = self._pending
+        self.delivered.setdefault(topic, {})
 
         def send_changelog(
             partition: int | None,
@@ -137,8 +143,18 @@ class BatchedChangelog:
                     ]
                     for partition, records in by_partition.items()
                 }
-            for future in await send_partitioned(self._producer, topic, by_partition):
+            acked = self.delivered.get(topic)
+            on_delivered = None if acked is None else functools.partial(_note, acked)
+            sent = await send_partitioned(
+                self._producer, topic, by_partition, on_delivered=on_delivered
+            )
+            for future in sent:
                 self._track(future)
+
+
+def _note(acked: dict[int, int], partition: int, offset: int) -> None:
+    if offset > acked.get(partition, -1):
+        acked[partition] = offset
 
 
 class OutputTopic:

@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.common.kafka import confirm_log_ends
 from tests.helpers import wait_until_async
 from tests.integration.test_detector_pipeline import (
     _poll_check,
@@ -74,6 +76,88 @@ async def test_the_stages_in_two_processes_give_the_results_of_one_worker(
         cdrs.stop()
         callees.stop()
         await reader.stop()
+
+
+async def test_a_per_callee_worker_stopped_cleanly_restarts_on_its_kept_files_exactly(
+    broker: str, tmp_path: Path
+) -> None:
+    """A plain restart (SIGTERM, then a start on the same data directory) keeps the
+    per-callee RocksDB files (`app.LocalStore`): they hold the change log up to an offset
+    the broker acknowledged, never past its end, and the restarted worker reads only what
+    came after; the lockout counts stay exact."""
+    campaigns = [f"keep-{i}" for i in range(3)]
+    first = traffic(8000, campaigns, seed=7, callees=2000)
+    await produce(broker, first)
+    reader = OutputReader(broker)
+    await reader.start()
+    cdrs = stage_worker(broker, tmp_path, "cdrs", "cdrs")
+    callees = stage_worker(broker, tmp_path, "callees", "callees-1")
+    try:
+        await wait_until_async(
+            lambda: _poll_check(
+                reader, lambda p: sum(c.attempts for c in p.cumulative.values()) >= 3000
+            ),
+            timeout=120,
+            interval=0.05,
+            message="the CDR stage counted fewer than 3,000 calls",
+        )
+        callees.stop()  # SIGTERM: a clean stop
+        assert "local_store_closed table=callees partitions=[0, 1, 2, 3]" in (
+            callees.log_path.read_text()
+        ), callees.log_tail()
+        kept = _persisted_offsets(tmp_path / "data")
+        ends = await _log_ends(broker, "cdrwatch-detector-callees-changelog")
+        assert kept, "no partition's offset was written at the clean stop"
+        for partition, offset in kept.items():
+            assert 0 <= offset < ends[partition], (partition, offset, ends)
+
+        second = traffic(3000, campaigns, seed=8, start=len(first), callees=2000)
+        await produce(broker, second)
+        callees = stage_worker(broker, tmp_path, "callees", "callees-2")
+        records = first + second
+        expected_minutes = expected_buckets(records)
+        await wait_for_totals(reader, totals_by_campaign(expected_minutes), cdrs, timeout=150)
+        await await_exact_lockouts(
+            reader,
+            records,
+            timeout=90,
+            diagnosis=lambda: f"cdrs:\n{cdrs.log_tail()}\ncallees:\n{callees.log_tail()}",
+        )
+        assert "local_store_kept" in callees.log_path.read_text(), callees.log_tail()
+    finally:
+        cdrs.stop()
+        callees.stop()
+        await reader.stop()
+
+
+def _persisted_offsets(data: Path) -> dict[int, int]:
+    """The change-log offset faust keeps in each partition's RocksDB files (the store has
+    a TTL, so each value ends with RocksDB's 4-byte timestamp)."""
+    import rocksdict
+
+    offsets = {}
+    for path in sorted(data.glob("detector/callees-worker/**/callees-*.db")):
+        db = rocksdict.Rdict(str(path), options=rocksdict.Options(raw_mode=True))
+        try:
+            raw = db.get(b"__faust\0offset__")
+        finally:
+            db.close()
+        if raw is not None:
+            offsets[int(path.stem.rsplit("-", 1)[1])] = int(raw[:-4])
+    return offsets
+
+
+async def _log_ends(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        ends = await confirm_log_ends(bootstrap, await consumer.end_offsets(partitions))
+    finally:
+        await consumer.stop()
+    return {tp.partition: end for tp, end in ends.items()}
 
 
 def _assigned(log: str) -> str:
