@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from enum import Enum
 from fractions import Fraction
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from services.detector.core.alerting import (
     AlertStatus,
@@ -498,11 +498,14 @@ class Engine:
         self._rolling: dict[tuple[str, str], RollingSum] = {}
         self._days: dict[tuple[str, date, str], BucketCounts] = {}
         self._last_emitted: dict[str, tuple[Any, ...]] = {}
-        # Per profile object (kept, so its id is not reused): its rolling rules with their
-        # judges, and the AMD ratio per campaign configuration object. Hashing a profile
-        # (a deep dataclass) per call would cost more than judging.
-        self._rolling_of: dict[int, tuple[Profile, _RollingGroups]] = {}
-        self._amd_of: dict[int, tuple[CampaignConfig, Fraction]] = {}
+        # Per profile: its rolling rules with their judges; per campaign configuration:
+        # its AMD ratio (`_ByIdentity`).
+        self._rolling_groups = _ByIdentity(_rolling_rules)
+        self._amd_ratio: _ByIdentity[CampaignConfig, Fraction] = _ByIdentity(
+            lambda config: effective_amd_ratio(
+                config.amd_false_positive_ratio, config.profile.amd_false_positive_ratio
+            )
+        )
 
     def reset_caches(self) -> None:
         """Forget derived sums (call when partitions are reassigned)."""
@@ -1163,25 +1166,6 @@ class Engine:
                         state, config, rule, level, rolling, rolling.end, now, out
                     )
 
-    def _rolling_groups(self, profile: Profile) -> _RollingGroups:
-        held = self._rolling_of.get(id(profile))
-        if held is None or held[0] is not profile:
-            if len(self._rolling_of) > _IDENTITY_CACHE_MAX:
-                self._rolling_of.clear()  # settings changed that often: start over
-            held = self._rolling_of[id(profile)] = (profile, _rolling_rules(profile))
-        return held[1]
-
-    def _amd_ratio(self, config: CampaignConfig) -> Fraction:
-        held = self._amd_of.get(id(config))
-        if held is None or held[0] is not config:
-            if len(self._amd_of) > _IDENTITY_CACHE_MAX:
-                self._amd_of.clear()
-            ratio = effective_amd_ratio(
-                config.amd_false_positive_ratio, config.profile.amd_false_positive_ratio
-            )
-            held = self._amd_of[id(config)] = (config, ratio)
-        return held[1]
-
     def _rolling_transition(
         self,
         state: CampaignState,
@@ -1315,9 +1299,32 @@ def _moves_rate(metric: str, outcome: CallOutcome) -> bool:
 
 
 _RollingGroups = tuple[tuple[str, tuple[tuple[RateRule, RateJudge], ...]], ...]
-# Entries of the engine's identity caches (profiles, campaign settings) before they are
-# emptied: a worker holds one per campaign setting it has seen, old ones stay referenced.
-_IDENTITY_CACHE_MAX = 20_000
+_Key = TypeVar("_Key")
+_Derived = TypeVar("_Derived")
+
+
+class _ByIdentity(Generic[_Key, _Derived]):
+    """What `build` derives from an immutable object (a profile, a campaign's settings),
+    looked up by the object's identity: hashing a profile (a deep frozen dataclass, with
+    Fractions) cost more than what is derived from it, 9 % of the engine when an
+    `lru_cache` did it for every touched day. Each entry keeps its object, so its id is not
+    reused while the entry lives; past `limit` entries (settings changed that often) the
+    cache starts over."""
+
+    __slots__ = ("_build", "_held", "_limit")
+
+    def __init__(self, build: Callable[[_Key], _Derived], limit: int = 20_000) -> None:
+        self._build = build
+        self._held: dict[int, tuple[_Key, _Derived]] = {}
+        self._limit = limit
+
+    def __call__(self, obj: _Key) -> _Derived:
+        held = self._held.get(id(obj))
+        if held is None or held[0] is not obj:
+            if len(self._held) > self._limit:
+                self._held.clear()
+            held = self._held[id(obj)] = (obj, self._build(obj))
+        return held[1]
 
 
 def rolling_rule_ids(profile: Profile) -> frozenset[str]:
@@ -1344,11 +1351,13 @@ class _RuleInfo:
     reference: str
 
 
-@functools.lru_cache(maxsize=256)
-def _per_call_rule_info(profile: Profile) -> dict[str, _RuleInfo]:
-    """Per-call, lockout and frequency-cap rules of a profile by id (they alert alike).
-    Cached: profiles are immutable, and this runs for every touched day of every batch."""
+def _rule_info(profile: Profile) -> dict[str, _RuleInfo]:
+    """Per-call, lockout and frequency-cap rules of a profile by id (they alert alike)."""
     info = {r.id: _RuleInfo(r.advisory, r.reference) for r in profile.per_call_rules}
     info.update({r.id: _RuleInfo(False, r.reference) for r in profile.lockouts})
     info.update({r.id: _RuleInfo(False, r.reference) for r in profile.frequency_caps})
     return info
+
+
+# Runs for every touched day of every batch: derived once per profile object.
+_per_call_rule_info = _ByIdentity(_rule_info)
