@@ -495,7 +495,7 @@ class Engine:
         self._lateness = lateness
         self._clock = clock
         # Caches derived from stored buckets; dropped on rebalance (see reset_caches).
-        self._rolling: dict[tuple[str, str], RollingSum] = {}
+        self._rolling: dict[str, dict[str, RollingSum]] = {}  # campaign -> live window
         self._days: dict[tuple[str, date, str], BucketCounts] = {}
         self._last_emitted: dict[str, tuple[Any, ...]] = {}
         # Per profile: its rolling rules with their judges; per campaign configuration:
@@ -644,6 +644,7 @@ class Engine:
         call_us = instant_us(call.originated_at)
         anchor = min(state.anchor_us, call_us)  # a call before the first re-anchors
         period = period_index(call_us, anchor)
+        day = local_day_of(minute, profile.home_zone)
         if bucket.watermark < event.offset:
             delta = EMPTY.add(outcome)
             boundary = boundary_in(minute, anchor)
@@ -651,17 +652,16 @@ class Engine:
             if boundary is not None and call_us < boundary:
                 head = head.merge(delta)
             bucket = BucketState(bucket.counts.merge(delta), event.offset, head)
-            self._on_bucket_change(cid, minute, delta, profile.home_zone)
+            self._on_bucket_change(cid, minute, day, delta, profile.home_zone)
         work.buckets[bkey] = bucket
-        day = local_day_of(minute, profile.home_zone)
         work.touch(cid, day, period)
         self._count_day_records(work, event, outcome, minute, day)
         self._apply_to_campaign(state, call, outcome, minute, event.offset)
         if state.periods is not None:
             state.periods[period] = state.periods.get(period, EMPTY).add(outcome)
-        for length_name in LIVE_ROLLING:
-            rolling = self._rolling.get((cid, length_name))
-            if rolling is not None:
+        sums = self._rolling.get(cid)
+        if sums is not None:
+            for rolling in sums.values():
                 rolling.move_end(state.newest_minute, lookup)
         self._judge_rolling(state, config, lookup, now, out, None if advanced else outcome)
         if admitted.seen is None:
@@ -926,13 +926,15 @@ class Engine:
             f"already accepted for campaign {cid}"
         )
 
-    def _on_bucket_change(self, cid: str, minute: int, delta: BucketCounts, zone: str) -> None:
-        """Keep the cached sums over `minute` right (`delta`: one call)."""
-        for length_name in LIVE_ROLLING:
-            rolling = self._rolling.get((cid, length_name))
-            if rolling is not None:
+    def _on_bucket_change(
+        self, cid: str, minute: int, day: date, delta: BucketCounts, zone: str
+    ) -> None:
+        """Keep the cached sums over `minute` (of local `day`) right (`delta`: one call)."""
+        sums = self._rolling.get(cid)
+        if sums is not None:
+            for rolling in sums.values():
                 rolling.on_bucket_change(minute, delta)
-        day_key = (cid, local_day_of(minute, zone), zone)
+        day_key = (cid, day, zone)
         cached = self._days.get(day_key)
         if cached is not None:
             self._days[day_key] = cached.merge(delta)
@@ -951,10 +953,12 @@ class Engine:
     def _rolling_counts(
         self, cid: str, name: str, newest: int, lookup: Callable[[int], BucketCounts]
     ) -> RollingSum:
-        rolling = self._rolling.get((cid, name))
+        sums = self._rolling.get(cid)
+        if sums is None:
+            sums = self._rolling[cid] = {}
+        rolling = sums.get(name)
         if rolling is None:
-            rolling = RollingSum(LIVE_ROLLING[name], newest, lookup)
-            self._rolling[(cid, name)] = rolling
+            rolling = sums[name] = RollingSum(LIVE_ROLLING[name], newest, lookup)
         else:
             rolling.move_end(newest, lookup)
         return rolling
