@@ -75,7 +75,8 @@ def parse_cdr_instant(value: object) -> datetime:
     gets its own message, so that a dialer sending seconds learns why.
     """
     if isinstance(value, str):
-        return _cdr_instant_text(value)
+        canonical = _canonical_utc(value)
+        return canonical if canonical is not None else _cdr_instant_text(value)
     if (
         isinstance(value, int)
         and not isinstance(value, bool)
@@ -90,6 +91,31 @@ def parse_cdr_instant(value: object) -> datetime:
     if parsed < EARLIEST_CDR_INSTANT:
         raise ValueError("timestamp before 2000-01-01T00:00:00Z")
     return parsed
+
+
+def _canonical_utc(value: str) -> datetime | None:
+    """The instant of a text exactly as `format_instant` writes it (UTC, `Z`, no fraction
+    or 6 digits: every normalised CDR the detector reads), or None for any other text,
+    which the general path judges. The general path's result, without its regex: with the
+    separators checked here, `fromisoformat` accepts such an ASCII text only when the
+    regex does (tests/unit/test_instants_fast_path.py compares the two paths)."""
+    length = len(value)
+    if not (
+        (length == 20 or (length == 27 and value[19] == "."))
+        and value[-1] == "Z"
+        and value[10] == "T"
+        and value[4] == "-"
+        and value[7] == "-"
+        and value[13] == ":"
+        and value[16] == ":"
+        and value.isascii()
+    ):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.year >= EARLIEST_CDR_INSTANT.year else None
 
 
 @lru_cache(maxsize=8192)
