@@ -499,9 +499,9 @@ class Engine:
         self._days: dict[tuple[str, date, str], BucketCounts] = {}
         self._last_emitted: dict[str, tuple[Any, ...]] = {}
         # Per profile: its rolling rules with their judges; per campaign configuration:
-        # its AMD ratio (`_ByIdentity`).
-        self._rolling_groups = _ByIdentity(_rolling_rules)
-        self._amd_ratio: _ByIdentity[CampaignConfig, Fraction] = _ByIdentity(
+        # its AMD ratio (`ByIdentity`).
+        self._rolling_groups = ByIdentity(_rolling_rules)
+        self._amd_ratio: ByIdentity[CampaignConfig, Fraction] = ByIdentity(
             lambda config: effective_amd_ratio(
                 config.amd_false_positive_ratio, config.profile.amd_false_positive_ratio
             )
@@ -1307,7 +1307,7 @@ _Key = TypeVar("_Key")
 _Derived = TypeVar("_Derived")
 
 
-class _ByIdentity(Generic[_Key, _Derived]):
+class ByIdentity(Generic[_Key, _Derived]):
     """What `build` derives from an immutable object (a profile, a campaign's settings),
     looked up by the object's identity: hashing a profile (a deep frozen dataclass, with
     Fractions) cost more than what is derived from it, 9 % of the engine when an
@@ -1364,4 +1364,4 @@ def _rule_info(profile: Profile) -> dict[str, _RuleInfo]:
 
 
 # Runs for every touched day of every batch: derived once per profile object.
-_per_call_rule_info = _ByIdentity(_rule_info)
+_per_call_rule_info = ByIdentity(_rule_info)
