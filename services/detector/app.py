@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import faust
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.streams import _current_event  # see module docstring: partition context
 from faust.types import TP, EventT
@@ -723,6 +724,7 @@ class Detector:
         self._lockout_rules = ByIdentity(lockouts.LockoutRules.of)
         self._callee_campaigns: set[str] = set()  # campaigns the callee stage has seen
         self.callees: Any = None
+        self._callee_changelog = ""  # its change-log topic, when in RocksDB
         if self.runs_callees:
             self.callees = self._callee_table(settings)
             self.changelog.install(self.callees)
@@ -774,7 +776,7 @@ class Detector:
         )
         if rocks:
             _write_without_wal(table.data)
-            topic = table.changelog_topic.get_topic_name()
+            topic = self._callee_changelog = table.changelog_topic.get_topic_name()
             delivered = self.changelog.delivered.setdefault(topic, {})
             table.before_stop = lambda: files.close_clean(table.data, topic, delivered)
         return table
@@ -1060,8 +1062,7 @@ class Detector:
                 for violation in found:
                     self._send_violation(violation, headers)
         for key, (history, source) in working.items():
-            with writing_as(source):
-                self.callees[key] = lockouts.to_json(history)
+            self._store_history(key, lockouts.to_json(history), source)
         self.metrics.callee_calls.inc(applied)
 
     def _apply_callee_call(
@@ -1089,6 +1090,12 @@ class Detector:
         working[key] = (tuple(history), event)
         return tuple(found)
 
+    def _partition_databases(self) -> Callable[[int], Any] | None:
+        """The per-callee RocksDB database of a partition (faust's store), or None when the
+        table is not in RocksDB (the memory store of the service tests)."""
+        store = getattr(self.callees, "data", None)
+        return getattr(store, "_db_for_partition", None)
+
     def _stored_history(self, key: str, partition: int) -> Any:
         """A callee's stored history, read from the database of the partition whose record
         carried the call: the callee topic is co-partitioned with the table, and a history
@@ -1096,12 +1103,28 @@ class Detector:
         event in a batch, asked every partition database twice (`in`, then the value): a
         fifth of the per-callee stage (py-spy, a `--split` run of
         bench/detector_throughput.py)."""
-        store = getattr(self.callees, "data", None)
-        db_for_partition = getattr(store, "_db_for_partition", None)
-        if store is None or db_for_partition is None:  # not RocksDB (service tests)
+        database = self._partition_databases()
+        if database is None:
             return self.callees.get(key)
-        raw = db_for_partition(partition).get(store._encode_key(key))
-        return None if raw is None else store._decode_value(raw)
+        raw = database(partition).get(orjson.dumps(key))
+        return None if raw is None else orjson.loads(raw)
+
+    def _store_history(self, key: str, history: list[list[str | int]], source: EventT) -> None:
+        """Write a callee's history in the partition of `source`, the record that carried
+        its last call: its change-log record queued (`BatchedChangelog.queue`, sent before
+        the batch is acknowledged) and the same bytes put in that partition's database,
+        the bytes faust's recovery puts there from the change log. faust's table write
+        encoded key and value a second time with the standard library's json (py-spy: a
+        sixth of the stage)."""
+        database = self._partition_databases()
+        if database is None:
+            with writing_as(source):
+                self.callees[key] = history
+            return
+        partition = source.message.partition
+        encoded_key, encoded = orjson.dumps(key), orjson.dumps(history)
+        self.changelog.queue(self._callee_changelog, partition, encoded_key, encoded)
+        database(partition).put(encoded_key, encoded)
 
     def _send_violation(
         self, violation: lockouts.LockoutViolation, headers: list[tuple[str, bytes]]

@@ -89,6 +89,10 @@ class BatchedChangelog:
 
         table.send_changelog = send_changelog
 
+    def queue(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+        """Queue one change-log record already encoded (a table written around faust)."""
+        self._pending.setdefault((topic, partition), []).append((key, value, ()))
+
     def topic(self, name: str, *, batched: bool = False) -> OutputTopic:
         """A topic whose `send_soon` queues here, sent by the next `flush`; `batched`: as
         record batch envelopes, one per partition (schemas.record_batch_v1)."""
