@@ -75,8 +75,13 @@ def parse_cdr_instant(value: object) -> datetime:
     gets its own message, so that a dialer sending seconds learns why.
     """
     if isinstance(value, str):
-        canonical = _canonical_utc(value)
-        return canonical if canonical is not None else _cdr_instant_text(value)
+        # The texts `format_instant` writes (every normalised CDR the detector reads) carry
+        # microseconds, so they rarely repeat: parsed at once, not looked up in the cache.
+        if value[-1:] == "Z" and len(value) in (20, 27):
+            parsed = _fast_instant(value)
+            if parsed is not None:
+                return parsed
+        return _cdr_instant_text(value)
     if (
         isinstance(value, int)
         and not isinstance(value, bool)
@@ -93,29 +98,40 @@ def parse_cdr_instant(value: object) -> datetime:
     return parsed
 
 
-def _canonical_utc(value: str) -> datetime | None:
-    """The instant of a text exactly as `format_instant` writes it (UTC, `Z`, no fraction
-    or 6 digits: every normalised CDR the detector reads), or None for any other text,
-    which the general path judges. The general path's result, without its regex: with the
-    separators checked here, `fromisoformat` accepts such an ASCII text only when the
-    regex does (tests/unit/test_instants_fast_path.py compares the two paths)."""
+def _fast_instant(value: str) -> datetime | None:
+    """The UTC instant of a text in the common RFC 3339 shape, `YYYY-MM-DDTHH:MM:SS`, an
+    optional fraction of 1 to 6 digits, then `Z` or `±HH:MM`, in years 2001-9998; None for
+    any other text, which the general path (`_parse_text`) judges. The same result as
+    the general path without its regex: with the separators and the fraction checked
+    here, `fromisoformat` accepts such an ASCII text only when the regex does, and in
+    those years the 2000 bound and the UTC conversion cannot fail
+    (tests/unit/test_instants_fast_path.py compares the two paths)."""
     length = len(value)
-    if not (
-        (length == 20 or (length == 27 and value[19] == "."))
-        and value[-1] == "Z"
-        and value[10] == "T"
-        and value[4] == "-"
-        and value[7] == "-"
-        and value[13] == ":"
-        and value[16] == ":"
-        and value.isascii()
+    if (
+        length < 20
+        or value[10] != "T"
+        or value[4] != "-"
+        or value[7] != "-"
+        or value[13] != ":"
+        or value[16] != ":"
+        or not value.isascii()
     ):
+        return None
+    if value[-1] == "Z":
+        end = length - 1
+    elif length >= 25 and value[-3] == ":" and value[-6] in "+-":
+        end = length - 6
+    else:
+        return None
+    if end != 19 and (value[19] != "." or not 21 <= end <= 26 or not value[20:end].isdigit()):
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed if parsed.year >= EARLIEST_CDR_INSTANT.year else None
+    if not 2000 < parsed.year < 9999:
+        return None
+    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
 
 
 @lru_cache(maxsize=8192)
@@ -123,6 +139,9 @@ def _cdr_instant_text(value: str) -> datetime:
     """`parse_cdr_instant` of a text, parsed once. Cached: a dialer's records share their
     seconds (a burst's calls start, are answered and end in the same seconds), and a
     datetime is immutable. Errors are raised again each time, not cached."""
+    fast = _fast_instant(value)
+    if fast is not None:
+        return fast
     parsed = _parse_text(value)
     if parsed < EARLIEST_CDR_INSTANT:
         # Compared before the UTC conversion, which overflows for 0001-01-01T00:30:00+01:00.
