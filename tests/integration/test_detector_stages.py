@@ -6,6 +6,7 @@ back (its histories recovered from the change log it shares with the `all` form)
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -39,36 +40,15 @@ async def test_the_stages_in_two_processes_give_the_results_of_one_worker(
 ) -> None:
     campaigns = [f"stage-{i}" for i in range(4)]
     first = traffic(12_000, campaigns, seed=5, callees=2500)
-    await produce(broker, first)
-    reader = OutputReader(broker)
-    await reader.start()
-    cdrs = stage_worker(broker, tmp_path, "cdrs", "cdrs")
-    callees = stage_worker(broker, tmp_path, "callees", "callees-1")
+    reader, cdrs, callees = await _two_stages(broker, tmp_path, first)
     try:
         # The per-callee worker is killed while calls still reach it.
-        await wait_until_async(
-            lambda: _poll_check(
-                reader, lambda p: sum(c.attempts for c in p.cumulative.values()) >= 3000
-            ),
-            timeout=120,
-            interval=0.05,
-            message="the CDR stage counted fewer than 3,000 calls",
-        )
+        await _counted(reader, 3000)
         callees.kill9()
         second = traffic(4000, campaigns, seed=6, start=len(first), callees=2500)
         await produce(broker, second)
         callees = stage_worker(broker, tmp_path, "callees", "callees-2")
-        records = first + second
-        expected_minutes = expected_buckets(records)
-        await wait_for_totals(reader, totals_by_campaign(expected_minutes), cdrs, timeout=150)
-
-        await await_exact_lockouts(
-            reader,
-            records,
-            timeout=90,
-            diagnosis=lambda: f"cdrs:\n{cdrs.log_tail()}\ncallees:\n{callees.log_tail()}",
-        )
-        assert (await reader.poll()).minutes == expected_minutes
+        await _exact(reader, first + second, cdrs, callees)
         # Each stage ran in its own process: the CDR worker never read the callee topic.
         assert "callee-calls" not in _assigned(cdrs.log_path.read_text())
         assert "callee-calls" in _assigned(callees.log_path.read_text())
@@ -87,20 +67,9 @@ async def test_a_per_callee_worker_stopped_cleanly_restarts_on_its_kept_files_ex
     came after; the lockout counts stay exact."""
     campaigns = [f"keep-{i}" for i in range(3)]
     first = traffic(8000, campaigns, seed=7, callees=2000)
-    await produce(broker, first)
-    reader = OutputReader(broker)
-    await reader.start()
-    cdrs = stage_worker(broker, tmp_path, "cdrs", "cdrs")
-    callees = stage_worker(broker, tmp_path, "callees", "callees-1")
+    reader, cdrs, callees = await _two_stages(broker, tmp_path, first)
     try:
-        await wait_until_async(
-            lambda: _poll_check(
-                reader, lambda p: sum(c.attempts for c in p.cumulative.values()) >= 3000
-            ),
-            timeout=120,
-            interval=0.05,
-            message="the CDR stage counted fewer than 3,000 calls",
-        )
+        await _counted(reader, 3000)
         callees.stop()  # SIGTERM: a clean stop
         assert "local_store_closed table=callees partitions=[0, 1, 2, 3]" in (
             callees.log_path.read_text()
@@ -114,20 +83,54 @@ async def test_a_per_callee_worker_stopped_cleanly_restarts_on_its_kept_files_ex
         second = traffic(3000, campaigns, seed=8, start=len(first), callees=2000)
         await produce(broker, second)
         callees = stage_worker(broker, tmp_path, "callees", "callees-2")
-        records = first + second
-        expected_minutes = expected_buckets(records)
-        await wait_for_totals(reader, totals_by_campaign(expected_minutes), cdrs, timeout=150)
-        await await_exact_lockouts(
-            reader,
-            records,
-            timeout=90,
-            diagnosis=lambda: f"cdrs:\n{cdrs.log_tail()}\ncallees:\n{callees.log_tail()}",
-        )
+        await _exact(reader, first + second, cdrs, callees)
         assert "local_store_kept" in callees.log_path.read_text(), callees.log_tail()
     finally:
         cdrs.stop()
         callees.stop()
         await reader.stop()
+
+
+async def _two_stages(
+    broker: str, tmp_path: Path, records: list[dict[str, Any]]
+) -> tuple[OutputReader, ServiceProcess, ServiceProcess]:
+    """`records` on the CDR topic, a reader of the outputs, and the two stage workers."""
+    await produce(broker, records)
+    reader = OutputReader(broker)
+    await reader.start()
+    cdrs = stage_worker(broker, tmp_path, "cdrs", "cdrs")
+    return reader, cdrs, stage_worker(broker, tmp_path, "callees", "callees-1")
+
+
+async def _counted(reader: OutputReader, calls: int) -> None:
+    """Wait until the CDR stage has counted `calls` calls."""
+    await wait_until_async(
+        lambda: _poll_check(
+            reader, lambda p: sum(c.attempts for c in p.cumulative.values()) >= calls
+        ),
+        timeout=120,
+        interval=0.05,
+        message=f"the CDR stage counted fewer than {calls:,} calls",
+    )
+
+
+async def _exact(
+    reader: OutputReader,
+    records: list[dict[str, Any]],
+    cdrs: ServiceProcess,
+    callees: ServiceProcess,
+) -> None:
+    """Wait until every minute bucket and every lockout count is exactly what the pure
+    core finds for `records`."""
+    expected_minutes = expected_buckets(records)
+    await wait_for_totals(reader, totals_by_campaign(expected_minutes), cdrs, timeout=150)
+    await await_exact_lockouts(
+        reader,
+        records,
+        timeout=90,
+        diagnosis=lambda: f"cdrs:\n{cdrs.log_tail()}\ncallees:\n{callees.log_tail()}",
+    )
+    assert (await reader.poll()).minutes == expected_minutes
 
 
 def _persisted_offsets(data: Path) -> dict[int, int]:
