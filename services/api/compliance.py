@@ -16,13 +16,10 @@ from services.detector.core.model import EMPTY, BucketCounts
 from services.detector.core.profiles import Profile, load_profile
 from services.detector.core.rules import effective_amd_ratio
 from services.detector.core.windows import (
-    MINUTE_US,
-    PERIOD_30D,
     boundary_in,
     instant_us,
     minute_of,
     minute_start,
-    period_index,
 )
 
 DEFAULT_PROFILE = "it"  # DetectorSettings.default_profile's default
@@ -49,13 +46,6 @@ class PeriodAnchor:
 
     first_call: datetime | None  # None: no head was published, the first minute's start
     heads: dict[int, BucketCounts]
-
-    def current_period(self, first_minute: int, newest_minute: int) -> tuple[datetime, datetime]:
-        """[start, end) of the period holding the end of `newest_minute` (`first_minute`:
-        the campaign's first bucket, the anchor when no head was published)."""
-        anchor = minute_start(first_minute) if self.first_call is None else self.first_call
-        k = period_index((newest_minute + 1) * MINUTE_US - 1, instant_us(anchor))
-        return anchor + k * PERIOD_30D, anchor + (k + 1) * PERIOD_30D
 
     def head(self, minute: int) -> dict[str, int]:
         """The counts of `minute`'s calls before the boundary inside it (zeros if none)."""

@@ -65,14 +65,13 @@ from services.detector.core.model import BucketCounts
 from services.detector.core.profiles import (
     Profile,
     ProfileError,
-    RateRule,
     load_profile,
 )
 from services.detector.core.rules import assess, effective_amd_ratio, headroom, rate_terms
 from services.detector.core.windows import (
     WINDOW_KINDS,
-    local_day_bounds,
-    local_day_of,
+    WindowKind,
+    instant_us,
     minute_of,
     minute_start,
 )
@@ -143,32 +142,36 @@ def rule_states(
 def current_windows(
     cumulative: WindowSample, profile: Profile, anchor: PeriodAnchor | None = None
 ) -> list[tuple[str, datetime, datetime]]:
-    """The day and period windows `profile`'s enabled rules judge that the api sums from
-    minute buckets: (sample window name, start, end) of the calendar day in the home zone
-    holding the campaign's newest minute (`CURRENT_DAY`), and of the 30-day period holding
-    it, from `anchor` as in the compliance view (`CURRENT_PERIOD`; None: from the first
+    """The windows `profile`'s enabled rules judge that the api sums from minute buckets
+    (`_summed_kinds`: the calendar day and the 30-day period), each the one holding the
+    campaign's newest minute (`WindowKind.holding`): (sample window name, start, end).
+    The period is anchored as in the compliance view (`anchor`; None: at the first
     minute). `cumulative` is the campaign's cumulative window sample."""
     if cumulative.start is None or cumulative.end is None:
         return []
     first, newest = minute_of(cumulative.start), minute_of(cumulative.end) - 1
-    wanted = {WINDOW_OF_RULE[rule.window] for rule in _summed_rules(profile)}
-    windows: list[tuple[str, datetime, datetime]] = []
-    if CURRENT_DAY in wanted:
-        day = local_day_of(newest, profile.home_zone)
-        start, end = local_day_bounds(day, profile.home_zone)
-        windows.append((CURRENT_DAY, minute_start(start), minute_start(end)))
-    if CURRENT_PERIOD in wanted:
-        period = (anchor or PeriodAnchor(None, {})).current_period(first, newest)
-        windows.append((CURRENT_PERIOD, *period))
-    return windows
-
-
-def _summed_rules(profile: Profile) -> list[RateRule]:
+    first_call = None if anchor is None else anchor.first_call
+    first_call_us = None if first_call is None else instant_us(first_call)
     return [
-        rule
-        for rule in profile.rate_rules
-        if rule.enabled and rule.window in ("daily", "calendar_day", "period_30d")
+        (
+            kind.sample,
+            *kind.holding(
+                newest, first_minute=first, zone=profile.home_zone, first_call_us=first_call_us
+            ),
+        )
+        for kind in _summed_kinds(profile)
     ]
+
+
+def _summed_kinds(profile: Profile) -> list[WindowKind]:
+    """The window kinds of `profile`'s enabled rate rules whose samples the detector does
+    not publish live, one per sample, in `WINDOW_KINDS` order."""
+    used = {rule.window for rule in profile.rate_rules if rule.enabled}
+    kinds: dict[str, WindowKind] = {}
+    for name, kind in WINDOW_KINDS.items():
+        if name in used and not kind.published:
+            kinds.setdefault(kind.sample, kind)
+    return list(kinds.values())
 
 
 def _period_edges(
@@ -380,7 +383,7 @@ class ApiMetrics:
             fingerprint = (sample.end, tuple(sorted(sample.counts.items())))
             anchor = None
             if sample.start is not None and any(
-                rule.window == "period_30d" for rule in _summed_rules(profile)
+                kind.sample == CURRENT_PERIOD for kind in _summed_kinds(profile)
             ):
                 scope = (sample.tenant_id, sample.campaign_id)
                 found = self._anchors.get(scope)

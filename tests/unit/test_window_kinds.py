@@ -194,3 +194,34 @@ def test_a_first_call_after_the_earliest_bucket_is_refused() -> None:
     )
     with pytest.raises(ValueError, match="cannot be the campaign's first call"):
         list(WINDOW_KINDS["period_30d"].over(campaign))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("name", ["cumulative", "calendar_day", "period_30d", "1h"])
+def test_the_window_holding_a_minute_is_the_one_over_the_buckets_that_holds_it(
+    seed: int, name: str
+) -> None:
+    """`holding` (the api's current window) agrees with `over` (the compliance view): for
+    every bucket's minute, the window `over` puts it in has the bounds `holding` gives."""
+    campaign = _random_campaign(seed)
+    kind = WINDOW_KINDS[name]
+    minutes = campaign.minutes
+    windows = list(kind.over(campaign))
+    # A sample of the minutes, and every minute holding a period boundary.
+    for minute in sorted({*minutes[:: max(1, len(minutes) // 40)], *campaign.heads}):
+        start, end = kind.holding(
+            minute,
+            first_minute=minutes[0],
+            zone=campaign.zone,
+            first_call_us=campaign.first_call_us,
+        )
+        # The window holding the minute's last instant (a period boundary may lie inside).
+        last_us = (minute + 1) * MINUTE_US - 1
+        assert instant_us(start) <= last_us < instant_us(end)
+        if name == "1h":  # rolling: the window ending with the minute
+            assert minute_of(end) == minute + 1 and minute_of(start) == minute - 59
+            continue
+        if name == "cumulative":
+            assert (minute_of(start), minute_of(end)) == (minutes[0], minute + 1)
+            continue
+        assert any((w.start, w.end) == (start, end) for w in windows), (minute, start, end)

@@ -228,15 +228,18 @@ class BatchTouch:
 class WindowKind(ABC):
     """What every window kind answers. `name`: a rule's `window`; `regulatory`: a
     regulator's own window (judged by the compliance view), else an early warning;
-    `sample`: the live window the detector publishes (stats) that a rule over this kind is
-    judged on between batches; `alert_scope`: for kinds with one alert per window, the
-    tag of the window in the campaign's alert keys (None: one alert per rule, episodes
-    following one another); `episodic`: judged after every call over the window ending
-    with the campaign's newest minute (the engine's rolling episodes), not per batch."""
+    `sample`: the window sample a rule over this kind is judged on between batches (the
+    api's metrics); `published`: whether the detector publishes that sample live (stats),
+    else the api sums it from the minute buckets; `alert_scope`: for kinds with one alert
+    per window, the tag of the window in the campaign's alert keys (None: one alert per
+    rule, episodes following one another); `episodic`: judged after every call over the
+    window ending with the campaign's newest minute (the engine's rolling episodes), not
+    per batch."""
 
     name: str
     regulatory: bool
     sample: str
+    published: bool = False
     alert_scope: str | None = None
     episodic: bool = False
     length_minutes: int | None = None
@@ -251,6 +254,14 @@ class WindowKind(ABC):
         """Every window of this kind holding at least one of the campaign's buckets, in
         time order."""
 
+    @abstractmethod
+    def holding(
+        self, minute: int, *, first_minute: int, zone: str, first_call_us: int | None
+    ) -> tuple[datetime, datetime]:
+        """[start, end) of this kind's window holding `minute` (the current one when it is
+        the campaign's newest), for a campaign whose first bucket is `first_minute` and
+        first call `first_call_us` (None: that minute's start)."""
+
     def evidence_days(self, window: Window, zone: str) -> list[date] | None:
         """The local days whose sampled silent/abandoned calls are a window's evidence;
         None: the campaign's own recent samples inside the window."""
@@ -263,6 +274,13 @@ class Cumulative(WindowKind):
 
     def __init__(self) -> None:
         self.name, self.regulatory, self.sample = "cumulative", True, "cumulative"
+        self.published = True
+
+    def holding(
+        self, minute: int, *, first_minute: int, zone: str, first_call_us: int | None
+    ) -> tuple[datetime, datetime]:
+        del zone, first_call_us  # from the first bucket, whatever the zone or anchor
+        return minute_start(first_minute), minute_start(minute + 1)
 
     def touched(self, batch: BatchTouch) -> Iterator[Window]:
         start, end = minute_start(batch.first_minute), minute_start(batch.newest_minute + 1)
@@ -296,6 +314,13 @@ class CalendarDay(WindowKind):
         for day, counts in by_day.items():
             yield self._window(day, campaign.zone, counts)
 
+    def holding(
+        self, minute: int, *, first_minute: int, zone: str, first_call_us: int | None
+    ) -> tuple[datetime, datetime]:
+        del first_minute, first_call_us  # midnight to midnight in the zone
+        first, last = local_day_bounds(local_day_of(minute, zone), zone)
+        return minute_start(first), minute_start(last)
+
     def evidence_days(self, window: Window, zone: str) -> list[date] | None:
         del zone  # the key is the local day
         return [date.fromisoformat(window.key)]
@@ -315,7 +340,18 @@ class Rolling(WindowKind):
         self, name: str, length_minutes: int, *, sample: str | None = None, regulatory: bool = False
     ) -> None:
         self.name, self.regulatory, self.length_minutes = name, regulatory, length_minutes
-        self.sample, self.episodic = sample or name, True
+        self.sample, self.episodic, self.published = sample or name, True, True
+
+    def holding(
+        self, minute: int, *, first_minute: int, zone: str, first_call_us: int | None
+    ) -> tuple[datetime, datetime]:
+        del first_minute, zone, first_call_us  # the minutes before `minute`, however many
+        return minute_start(minute - self.length + 1), minute_start(minute + 1)
+
+    @property
+    def length(self) -> int:
+        assert self.length_minutes is not None
+        return self.length_minutes
 
     def touched(self, batch: BatchTouch) -> Iterator[Window]:
         """None: the engine judges these call by call (its episodes), not per batch."""
@@ -405,6 +441,18 @@ class Period30d(WindowKind):
             totals[index] = totals.get(index, EMPTY).merge(counts)
         for index in sorted(totals):
             yield self._window(index, anchor_us, totals[index])
+
+    def holding(
+        self, minute: int, *, first_minute: int, zone: str, first_call_us: int | None
+    ) -> tuple[datetime, datetime]:
+        """The period holding the end of `minute` (the minute's calls after a boundary
+        inside it are that period's)."""
+        del zone  # periods are 30 × 24 h of absolute time
+        anchor_us = first_minute * MINUTE_US if first_call_us is None else first_call_us
+        window = self._window(
+            period_index((minute + 1) * MINUTE_US - 1, anchor_us), anchor_us, EMPTY
+        )
+        return window.start, window.end
 
     def evidence_days(self, window: Window, zone: str) -> list[date] | None:
         first_day = local_day_of(minute_of(window.start), zone)
