@@ -1361,6 +1361,11 @@ class LocalStore:
     broker, and files ahead of a broker's change log make faust refuse to start
     (ConsistencyError) with the marker already gone, so the start after rebuilds.
     Each worker needs a data directory of its own.
+
+    A partition that moved to another worker and back is caught up from the offset in its
+    files, which is exact because the change log of this table holds no deletions whose
+    compaction could be missed: a history is pruned in place (`lockouts.prune`), never
+    deleted, and an untouched one expires locally by the files' TTL.
     """
 
     def __init__(self, tabledir: Path, table: str) -> None:
