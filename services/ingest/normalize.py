@@ -49,14 +49,14 @@ from zoneinfo import available_timezones
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberFormat, PhoneNumberType
-from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, _number_type_helper
-from phonenumbers.re_util import re_compile
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 from phonenumbers.timezone import (
     _country_level_time_zones_for_number,
     time_zones_for_geographical_number,
 )
 
 from schemas.cdr_v1 import CdrV1, FieldError, NormalizedCdrV1, trusted_model
+from services.ingest.numbering import e164_number, number_kind
 
 CALLEE_KEY_HEX_CHARS = 32
 PSEUDONYM_PREFIX = "pseudonym:"
@@ -120,8 +120,11 @@ def parse_callee_number(raw: str, country: str | None) -> CalleeNumber | str:
         text = "+" + text[2:]
     if not text.startswith("+") and country is None:
         return "callee_number must be E.164 (+ and country code) unless callee_country is given"
+    # `+` and digits, what dialers send, read without phonenumbers' general parser.
+    number = e164_number(text) if country is None else None
     try:
-        number = phonenumbers.parse(text, country)
+        if number is None:
+            number = phonenumbers.parse(text, country)
         if text.startswith("00") and not phonenumbers.is_valid_number(number):
             # A `00` prefix where the dialer's country uses another one (e.g. US 011).
             number = phonenumbers.parse("+" + text[2:], None)
@@ -166,19 +169,24 @@ def _region_and_kind(number: phonenumbers.PhoneNumber) -> tuple[str | None, int]
         metadata = PhoneMetadata.metadata_for_region_or_calling_code(number.country_code, region)
         if metadata is None:
             return region, PhoneNumberType.UNKNOWN
-        return region, int(_number_type_helper(nsn, metadata))
+        return region, number_kind(nsn, metadata)
     for region in regions:
         metadata = PhoneMetadata.metadata_for_region(region.upper(), None)
         if metadata is None:
             continue
         if metadata.leading_digits is not None:
-            if re_compile(metadata.leading_digits).match(nsn):
-                return region, int(_number_type_helper(nsn, metadata))
+            if _leading_digits(metadata.leading_digits).match(nsn):
+                return region, number_kind(nsn, metadata)
             continue
-        kind = int(_number_type_helper(nsn, metadata))
+        kind = number_kind(nsn, metadata)
         if kind != PhoneNumberType.UNKNOWN:
             return region, kind
     return None, PhoneNumberType.UNKNOWN
+
+
+@cache
+def _leading_digits(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 def _zones_of(number: phonenumbers.PhoneNumber, kind: int) -> tuple[str, ...]:
