@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from schemas import topics
 from schemas.cdr_batch_v1 import envelopes
 from schemas.cdr_v1 import FieldError, NormalizedCdrV1, excerpt, parse_cdr
+from schemas.cdr_v1_body import Parsed, parse_cdrs
 from services.common.archive import Archive, ArchiveError
 from services.common.auth import Principal
 from services.common.kafka import BrokerHealth, create_producer, send_keyed
@@ -355,6 +356,12 @@ def validate_items(
     policy = policy or RecordPolicy()
     outcome = Validation()
     seen: set[tuple[str | None, str]] = set()
+    try:  # the body's records validated at once (schemas/cdr_v1_body.py)
+        parsed: Sequence[Parsed | None] = parse_cdrs(
+            items, extra_fields_allowed=policy.extra_fields_allowed
+        )
+    except Exception:  # a record whose validation raises: each is then checked alone
+        parsed = [None] * len(items)
     for index, item in enumerate(items):
         try:
             errors, reason, record, encoded = check_item(
@@ -364,6 +371,7 @@ def validate_items(
                 tenant_id=tenant_id,
                 records_carry_tenant=records_carry_tenant,
                 policy=policy,
+                parsed=parsed[index],
             )
         except Exception as exc:  # one record's failure must not fail its neighbours
             log.warning("record_check_failed", extra={"index": index, "error": type(exc).__name__})
@@ -417,13 +425,17 @@ def check_item(
     tenant_id: str | None = None,
     records_carry_tenant: bool = False,
     policy: RecordPolicy | None = None,
+    parsed: Parsed | None = None,
 ) -> tuple[list[FieldError], RejectReason, NormalizedCdrV1 | None, tuple[bytes, bytes] | None]:
     """One raw record: ([], _, the normalised record, its Kafka key and value) or (its
-    errors, the reason, None, None)."""
+    errors, the reason, None, None). `parsed` is its `parse_cdr` result when the caller
+    has it already."""
     policy = policy or RecordPolicy()
     if isinstance(item, UnreadableRecord):
         return [FieldError(field="(record)", message=item.message)], "invalid", None, None
-    cdr, errors = parse_cdr(item, extra_fields_allowed=policy.extra_fields_allowed)
+    if parsed is None:
+        parsed = parse_cdr(item, extra_fields_allowed=policy.extra_fields_allowed)
+    cdr, errors = parsed
     if cdr is None:
         return errors, "invalid", None, None
     tenant, tenant_error = _tenant_error(
