@@ -1169,6 +1169,7 @@ class Detector:
             self.callee_topic.send_soon(
                 key=None, value=value, partition=partition, headers=_replay_headers(replay)
             )
+        self.metrics.callee_calls_forwarded.inc(len(out.callee_events))
         for m in out.minute_stats:
             tenant, campaign = split_scoped(m.campaign_id)
             start = minute_start(m.minute)

@@ -20,6 +20,12 @@ class DetectorMetrics:
             "frequency caps); repeats after a restart included.",
             registry=registry,
         )
+        self.callee_calls_forwarded = Counter(
+            "cdrwatch_detector_callee_calls_forwarded_total",
+            "Calls the CDR stage sent to the per-callee stage (cdrwatch_detector_callee_calls"
+            "_total counts them applied there); repeats after a restart included.",
+            registry=registry,
+        )
         self.duplicates = Counter(
             "cdrwatch_cdrs_duplicate_total",
             "CDRs whose call_id was already accepted; counted once, ignored after.",

@@ -379,6 +379,10 @@ async def test_the_callee_stage_reads_envelopes_and_single_rows_alike(
     hit = {orjson.loads(m["value"])["call_id"] for m in detector.violation_topic.sent}
     assert hit == {f"call-{3600 + i}" for i in range(20)}
     assert all(len(detector.callees[f"t\x1f{i:016x}"]) == 2 for i in range(20))
+    # what CdrwatchCalleeStageStalled compares: calls forwarded and calls applied
+    value = detector.registry.get_sample_value
+    assert value("cdrwatch_detector_callee_calls_forwarded_total") == 40
+    assert value("cdrwatch_detector_callee_calls_total") == 40
 
 
 def envelope(records: list[Any]) -> bytes:

@@ -41,6 +41,7 @@ ALERTS = (
     "CdrwatchComplianceAlertFiring",
     "CdrwatchCampaignFeedStalled",
     "CdrwatchDetectorLagHigh",
+    "CdrwatchCalleeStageStalled",
     "CdrwatchIngestRejectsHigh",
 )
 
