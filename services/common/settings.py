@@ -131,6 +131,10 @@ class DetectorSettings(CommonSettings):
     # (`cdrwatch up` and docker-compose run the two), not a mix of "all" and "callees"
     # (two groups would each run the per-callee stage). README "Design decisions".
     stage: Literal["all", "cdrs", "callees"] = "all"
+    # How often a worker running the per-callee stage (`all`, `callees`) writes its
+    # heartbeat and checks that no worker of the other form is live
+    # (services/detector/stage_guard.py).
+    stage_check_seconds: float = Field(default=30.0, gt=0)
     # faust's own log level: INFO shows assignments, recoveries and commits (diagnosis).
     log_level: str = Field(default="WARNING", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 

@@ -28,6 +28,7 @@ import inspect
 import logging
 import os
 import shutil
+import sys
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -55,7 +56,7 @@ from schemas.cdr_batch_v1 import (
 from services.common.gc_tuning import tune_for_throughput
 from services.common.kafka import BrokerHealth, confirm_log_ends, first_offset_from
 from services.common.settings import DetectorSettings
-from services.detector import wire
+from services.detector import stage_guard, wire
 from services.detector.changelog import BatchedChangelog
 from services.detector.contiguous import ContiguousReads
 from services.detector.core import lockouts
@@ -659,6 +660,17 @@ class Detector:
         self.clock = clock
         self.registry = registry or CollectorRegistry()
         self.metrics = DetectorMetrics(self.registry)
+        # Heartbeats of the per-callee stage's form (stage_guard): `all` and `callees` only.
+        self.stage_guard = (
+            stage_guard.StageGuard(
+                settings.kafka_bootstrap,
+                settings.app_id,
+                settings.stage,
+                settings.stage_check_seconds,
+            )
+            if settings.stage in stage_guard.FORMS
+            else None
+        )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         # The stages this worker runs (DetectorSettings.stage). Topic names derive from
         # `settings.app_id` whatever the stage; a "callees" worker is its own faust app.
@@ -825,6 +837,25 @@ class Detector:
                 await self.configs.stop()
                 await self.changelog.stop()
 
+        if self.stage_guard is not None:
+            guard = self.stage_guard
+
+            @app.service
+            class StageHeartbeats(faust.Service):  # noqa: N801 - faust registers the class
+                async def on_start(inner) -> None:  # noqa: N805
+                    try:
+                        await guard.start()
+                    except Exception as exc:  # the timer's checks retry and say so
+                        log.warning("stage_guard_start_failed", extra={"error": repr(exc)})
+
+                async def on_stop(inner) -> None:  # noqa: N805
+                    with contextlib.suppress(Exception):
+                        await guard.stop(beat=True)
+
+            @app.timer(self.settings.stage_check_seconds)
+            async def stage_check() -> None:
+                await self.check_stage()
+
         if self.settings.metrics_port:
             http = DetectorHttp(
                 self.settings.metrics_host,
@@ -842,6 +873,33 @@ class Detector:
                 async def on_stop(inner) -> None:  # noqa: N805
                     await http.stop()
                     await self.broker_health.stop()
+
+    async def check_stage(self) -> stage_guard.StageConflict | None:
+        """This worker's heartbeat, and whether the per-callee stage runs in both forms
+        (services/detector/stage_guard.py): the gauge says so, and an error is logged each
+        check while it does."""
+        guard = self.stage_guard
+        if guard is None:
+            return None
+        try:
+            if not guard.started:
+                await guard.start()
+            await guard.beat()
+            conflict = await guard.check()
+        except Exception as exc:  # the broker away: the next check tries again
+            log.warning("stage_check_failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return None
+        self.metrics.stage_conflict.set(1 if conflict else 0)
+        if conflict is not None:
+            log.error(
+                "stage_conflict",
+                extra={
+                    "stage": guard.form,
+                    "workers": conflict.workers,
+                    "detail": conflict.message,
+                },
+            )
+        return conflict
 
     async def _run_batches(
         self, stream: Any, stage: str, handle: Callable[[Sequence[EventT]], Any]
@@ -1404,10 +1462,45 @@ class LocalStore:
 
 
 def main(settings: DetectorSettings) -> None:
-    """Run one detector worker in the foreground until SIGINT/SIGTERM."""
+    """Run one detector worker in the foreground until SIGINT/SIGTERM. A worker that would
+    run the per-callee stage a second time refuses to start (exit status 2)."""
+    refuse_a_second_callee_stage(settings)
     detector = Detector(settings)
     worker = faust.Worker(
         detector.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
     )
     tune_for_throughput()  # start-up frozen, a larger young generation (gc_tuning)
     worker.execute_from_commandline()
+
+
+def refuse_a_second_callee_stage(settings: DetectorSettings) -> None:
+    """Exit with status 2 when a worker of the other form of the per-callee stage is live
+    (services/detector/stage_guard.py). A broker that does not answer skips the check: the
+    worker waits for the broker anyway, and checks again with each heartbeat."""
+    if settings.stage not in stage_guard.FORMS:
+        return
+    guard = stage_guard.StageGuard(
+        settings.kafka_bootstrap, settings.app_id, settings.stage, settings.stage_check_seconds
+    )
+
+    async def look() -> stage_guard.StageConflict | None:
+        try:
+            await guard.start()
+            return await guard.check()
+        finally:
+            await guard.stop(beat=False)
+
+    # A loop of its own, never the current one: faust's worker makes and uses that.
+    loop = asyncio.new_event_loop()
+    try:
+        conflict = loop.run_until_complete(asyncio.wait_for(look(), timeout=20))
+    except Exception as exc:
+        log.warning("stage_check_skipped", extra={"error": f"{type(exc).__name__}: {exc}"})
+        return
+    finally:
+        loop.close()
+    if conflict is not None:
+        message = f"cdrwatch detector --stage {settings.stage} refused: {conflict.message}"
+        log.error("stage_conflict", extra={"stage": settings.stage, "detail": message})
+        sys.stderr.write(message + "\n")
+        raise SystemExit(2)

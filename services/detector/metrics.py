@@ -53,6 +53,13 @@ class DetectorMetrics:
             "the detector processing it.",
             registry=registry,
         )
+        self.stage_conflict = Gauge(
+            "cdrwatch_detector_stage_conflict",
+            "1 while workers of both forms of the per-callee stage (`--stage all` and "
+            "`--stage callees`) are live, seen by this worker's heartbeat check "
+            "(services/detector/stage_guard.py), else 0.",
+            registry=registry,
+        )
         self.batch_seconds = Histogram(
             "cdrwatch_detector_batch_seconds",
             "Time to process one batch of CDRs.",

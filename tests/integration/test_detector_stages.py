@@ -8,10 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.common.kafka import confirm_log_ends
+from services.common.settings import DetectorSettings
+from services.detector import stage_guard
+from services.detector.app import Detector
 from tests.helpers import wait_until_async
 from tests.integration.test_detector_pipeline import (
     _poll_check,
@@ -27,10 +31,12 @@ from tests.stack import service_env as stack_env
 pytestmark = pytest.mark.integration
 
 
-def stage_worker(bootstrap: str, tmp_path: Path, stage: str, name: str) -> ServiceProcess:
+def stage_worker(
+    bootstrap: str, tmp_path: Path, stage: str, name: str, **env: str
+) -> ServiceProcess:
     return ServiceProcess(
         ["detector", "--stage", stage],
-        stack_env(bootstrap, tmp_path / "data", CDRWATCH_LOG_LEVEL="INFO"),
+        stack_env(bootstrap, tmp_path / "data", CDRWATCH_LOG_LEVEL="INFO", **env),
         tmp_path / f"{name}.log",
     ).start()
 
@@ -89,6 +95,101 @@ async def test_a_per_callee_worker_stopped_cleanly_restarts_on_its_kept_files_ex
         cdrs.stop()
         callees.stop()
         await reader.stop()
+
+
+async def test_an_all_worker_never_runs_beside_a_callees_worker(
+    broker: str, tmp_path: Path
+) -> None:
+    """The per-callee stage runs in one form only (services/detector/stage_guard.py): an
+    `all` worker refuses to start beside a live `callees` worker, starts once it stopped
+    cleanly, and a `callees` worker started beside it then is refused in turn."""
+    quick = {"CDRWATCH_STAGE_CHECK_SECONDS": "1"}
+    callees = stage_worker(broker, tmp_path, "callees", "callees-1", **quick)
+    whole: ServiceProcess | None = None
+    try:
+        await wait_until_async(
+            lambda: _heartbeats(broker, "callees"),
+            timeout=60,
+            interval=0.5,
+            message="the callees worker wrote no heartbeat",
+        )
+        refused = stage_worker(broker, tmp_path, "all", "all-refused", **quick)
+        assert refused.proc is not None
+        assert refused.proc.wait(60) == 2, refused.log_tail()
+        assert (
+            "cdrwatch detector --stage all refused: 1 `--stage callees` worker(s) run the "
+            "per-callee stage already" in refused.log_path.read_text()
+        ), refused.log_tail()
+
+        callees.stop()  # a clean stop: its last heartbeat says so
+        whole = stage_worker(broker, tmp_path, "all", "all", **quick)
+        await wait_until_async(
+            lambda: _heartbeats(broker, "all"),
+            timeout=60,
+            interval=0.5,
+            message="the all worker wrote no heartbeat",
+        )
+        assert whole.proc is not None and whole.proc.poll() is None, whole.log_tail()
+        late = stage_worker(broker, tmp_path, "callees", "callees-2", **quick)
+        assert late.proc is not None
+        assert late.proc.wait(60) == 2, late.log_tail()
+        assert "`--stage all` worker(s) run the per-callee stage" in late.log_path.read_text()
+        assert whole.proc.poll() is None, "the worker already running keeps running"
+        assert "stage_conflict" not in whole.log_path.read_text(), whole.log_tail()
+    finally:
+        callees.stop()
+        if whole is not None:
+            whole.stop()
+
+
+async def test_a_running_worker_reports_the_other_form_started_beside_it(
+    broker: str, tmp_path: Path
+) -> None:
+    """Two workers started in the same seconds pass each other's start-up check; their
+    heartbeat checks then see the conflict: the gauge, and an error logged."""
+    settings = DetectorSettings(
+        kafka_bootstrap=broker, data_dir=tmp_path / "data", stage="all", callee_store="memory://"
+    )
+    detector = Detector(settings)
+    other = stage_guard.StageGuard(broker, settings.app_id, "callees", 1.0)
+    await other.start()
+    try:
+        assert await detector.check_stage() is None
+        gauge = detector.registry.get_sample_value
+        assert gauge("cdrwatch_detector_stage_conflict") == 0
+        await other.beat()
+        conflict = await detector.check_stage()
+        assert conflict is not None and conflict.form == "callees"
+        assert gauge("cdrwatch_detector_stage_conflict") == 1
+        assert await other.check() is not None, "the callees worker sees the all worker too"
+        await other.stop(beat=True)  # a clean stop
+        assert await detector.check_stage() is None
+        assert gauge("cdrwatch_detector_stage_conflict") == 0
+    finally:
+        await other.stop(beat=False)
+        assert detector.stage_guard is not None
+        await detector.stage_guard.stop(beat=True)
+
+
+def _logged(process: ServiceProcess, text: str) -> bool:
+    return text in process.log_path.read_text()
+
+
+async def _heartbeats(bootstrap: str, form: str) -> int:
+    """How many heartbeats workers of `form` wrote (stage_guard)."""
+    consumer = AIOKafkaConsumer(
+        "cdrwatch-detector-stage-heartbeats",
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=1000)
+    finally:
+        await consumer.stop()
+    values = [orjson.loads(m.value or b"{}") for ms in batch.values() for m in ms]
+    return sum(1 for value in values if value.get("form") == form)
 
 
 async def _two_stages(

@@ -42,6 +42,7 @@ ALERTS = (
     "CdrwatchCampaignFeedStalled",
     "CdrwatchDetectorLagHigh",
     "CdrwatchCalleeStageStalled",
+    "CdrwatchDetectorStageConflict",
     "CdrwatchIngestRejectsHigh",
 )
 
