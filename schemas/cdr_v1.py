@@ -117,6 +117,16 @@ CliPresentation = Literal["allowed", "withheld"]
 
 OptText = Annotated[str | None, Field(default=None, max_length=500)]
 
+# Every instant of a call, in the order of the record's fields.
+INSTANT_FIELDS = (
+    "originated_at",
+    "ringing_at",
+    "answered_at",
+    "greeting_ended_at",
+    "agent_connected_at",
+    "message_started_at",
+    "ended_at",
+)
 # Instants that must lie in [answered_at, ended_at] and need answered_at (SPEC "Precise
 # semantics", classification details).
 ANSWER_RELATIVE_INSTANTS = ("greeting_ended_at", "agent_connected_at", "message_started_at")

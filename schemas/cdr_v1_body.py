@@ -40,6 +40,7 @@ from pydantic.fields import FieldInfo
 from schemas.cdr_v1 import (
     ID_FIELDS,
     ID_MAX_CHARS,
+    INSTANT_FIELDS,
     CdrV1,
     FieldError,
     instant_order_errors,
@@ -48,15 +49,6 @@ from schemas.cdr_v1 import (
 )
 from schemas.instants import EARLIEST_CDR_EPOCH_MS
 
-INSTANT_FIELDS: Final = (
-    "originated_at",
-    "ringing_at",
-    "answered_at",
-    "greeting_ended_at",
-    "agent_connected_at",
-    "message_started_at",
-    "ended_at",
-)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_MS_MAX = 253_402_300_799_999
 # [0-9], never \d: the Rust regex engine's \d is any Unicode digit.

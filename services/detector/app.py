@@ -53,6 +53,7 @@ from schemas.cdr_batch_v1 import (
     message_offset,
     record_in_envelope,
 )
+from schemas.cdr_v1 import INSTANT_FIELDS
 from services.common.gc_tuning import tune_for_throughput
 from services.common.kafka import BrokerHealth, confirm_log_ends, first_offset_from
 from services.common.settings import DetectorSettings
@@ -89,16 +90,7 @@ SEEN_CHUNK = "S\x1f"  # the seen-entries one batch added in one partition (Table
 # is a dead letter before it touches any state.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
-_INSTANT_FIELDS = (
-    "originated_at",
-    "ringing_at",
-    "answered_at",
-    "greeting_ended_at",
-    "agent_connected_at",
-    "message_started_at",
-    "ended_at",
-    "accepted_at",
-)
+_INSTANT_FIELDS = (*INSTANT_FIELDS, "accepted_at")
 
 
 def scoped_key(tenant_id: str, campaign_id: str) -> str:

@@ -55,20 +55,11 @@ from phonenumbers.timezone import (
     time_zones_for_geographical_number,
 )
 
-from schemas.cdr_v1 import CdrV1, FieldError, NormalizedCdrV1, trusted_model
+from schemas.cdr_v1 import INSTANT_FIELDS, CdrV1, FieldError, NormalizedCdrV1, trusted_model
 from services.ingest.numbering import e164_number, number_kind
 
 CALLEE_KEY_HEX_CHARS = 32
 PSEUDONYM_PREFIX = "pseudonym:"
-INSTANT_FIELDS = (
-    "originated_at",
-    "ringing_at",
-    "answered_at",
-    "greeting_ended_at",
-    "agent_connected_at",
-    "message_started_at",
-    "ended_at",
-)
 _PHONE_SCHEME = re.compile(r"^(?:tel|sips?):", re.IGNORECASE)
 _PHONE_SEPARATORS = re.compile(r"[\s.\-/()]")
 _PHONE_SHAPE = re.compile(r"^(\+|00)?(\d{6,15})$")

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import cdr_v1_body
-from schemas.cdr_v1 import CdrV1, FieldError, parse_cdr
-from schemas.cdr_v1_body import INSTANT_FIELDS, parse_cdrs
+from schemas.cdr_v1 import INSTANT_FIELDS, CdrV1, FieldError, parse_cdr
+from schemas.cdr_v1_body import parse_cdrs
 from tests.cdr_strategies import answered_call, fuzzed_record
 
 EXAMPLES = int(os.environ.get("CDRWATCH_FUZZ_EXAMPLES", "200"))
