@@ -1477,7 +1477,7 @@ def refuse_a_second_callee_stage(settings: DetectorSettings) -> None:
 
     async def look() -> stage_guard.StageConflict | None:
         try:
-            await guard.start()
+            await guard.start(write=False)
             return await guard.check()
         finally:
             await guard.stop(beat=False)

@@ -27,6 +27,7 @@ still, and fails on a group it does not know; a topic works the same on every br
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -126,27 +127,33 @@ class StageGuard:
 
     @property
     def started(self) -> bool:
+        """Started for writing (heartbeats and checks)."""
         return self._producer is not None
 
-    async def start(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(self.topic, 1, 1)])
-        except TopicAlreadyExistsError:
-            pass
-        finally:
-            await admin.close()
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+    async def start(self, *, write: bool = True) -> None:
+        """Connect. `write=False` only reads (the start-up check): no topic is created,
+        no producer started, and a topic that does not exist yet holds no heartbeat."""
+        if write:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic(self.topic, 1, 1)])
+            except TopicAlreadyExistsError:
+                pass
+            finally:
+                await admin.close()
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        await producer.start()
+        await consumer.start()
+        self._consumer = consumer
+        if not write:
+            return
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
         try:
-            await consumer.start()
+            await producer.start()
         except BaseException:
-            await producer.stop()
+            await self.stop(beat=False)
             raise
-        consumer.assign([self._partition])
-        self._producer, self._consumer = producer, consumer
+        self._producer = producer
 
     async def stop(self, *, beat: bool) -> None:
         try:
@@ -156,7 +163,7 @@ class StageGuard:
             if self._producer is not None:
                 await self._producer.stop()
             if self._consumer is not None:
-                await self._consumer.stop()
+                await _stop_consumer(self._consumer)
             self._producer = self._consumer = None
 
     async def beat(self, *, running: bool = True) -> None:
@@ -173,6 +180,9 @@ class StageGuard:
     async def _recent(self) -> list[Heartbeat]:
         consumer = self._consumer
         assert consumer is not None, "start() first"
+        if self._producer is None and not consumer.partitions_for_topic(self.topic):
+            return []  # read only, and the topic does not exist: no heartbeat yet
+        consumer.assign([self._partition])
         end = (await consumer.end_offsets([self._partition]))[self._partition]
         consumer.seek(self._partition, max(0, end - _READ_BACK))
         beats: list[Heartbeat] = []
@@ -184,6 +194,18 @@ class StageGuard:
                 if beat is not None:
                     beats.append(beat)
         return beats
+
+
+async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """`consumer.stop()`. aiokafka (0.14) raises CancelledError from the stop of a consumer
+    that never had a partition assigned (its coordinator awaits a task it has just
+    cancelled): that one is not ours and is dropped; a cancellation of this task is not."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
 
 
 def _now_ms() -> int:

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from services.common.kafka import confirm_log_ends
 from services.common.settings import DetectorSettings
 from services.detector import stage_guard
-from services.detector.app import Detector
+from services.detector.app import Detector, refuse_a_second_callee_stage
 from tests.helpers import wait_until_async
 from tests.integration.test_detector_pipeline import (
     _poll_check,
@@ -175,6 +175,16 @@ async def test_a_running_worker_reports_the_other_form_started_beside_it(
         await other.stop(beat=False)
         assert detector.stage_guard is not None
         await detector.stage_guard.stop(beat=True)
+
+
+def test_the_start_up_check_passes_before_any_heartbeat_topic_exists(
+    broker: str, tmp_path: Path
+) -> None:
+    """The first worker of a deployment: nothing to read, nothing refused, no error."""
+    settings = DetectorSettings(
+        kafka_bootstrap=broker, data_dir=tmp_path, stage="all", app_id="fresh-deployment"
+    )
+    refuse_a_second_callee_stage(settings)  # returns: no SystemExit, no exception
 
 
 def _logged(process: ServiceProcess, text: str) -> bool:
