@@ -835,10 +835,10 @@ class Detector:
             @app.service
             class StageHeartbeats(faust.Service):  # noqa: N801 - faust registers the class
                 async def on_start(inner) -> None:  # noqa: N805
-                    try:
-                        await guard.start()
-                    except Exception as exc:  # the timer's checks retry and say so
-                        log.warning("stage_guard_start_failed", extra={"error": repr(exc)})
+                    # The first heartbeat at once, not one interval later: a worker of the
+                    # other form starting in between is then refused. (A failure here is
+                    # logged; each timer tick tries again.)
+                    await self.check_stage()
 
                 async def on_stop(inner) -> None:  # noqa: N805
                     with contextlib.suppress(Exception):
