@@ -659,6 +659,7 @@ class Detector:
                 settings.app_id,
                 settings.stage,
                 settings.stage_check_seconds,
+                replication_factor=settings.kafka_replication_factor,
             )
             if settings.stage in stage_guard.FORMS
             else None

@@ -45,6 +45,7 @@ log = logging.getLogger("cdrwatch.detector.stage_guard")
 FORMS = ("all", "callees")  # the stages that run the per-callee stage
 LIVE_INTERVALS = 3  # a heartbeat counts this many intervals
 _READ_BACK = 1000  # heartbeats read back at most (a few workers, one each interval)
+_RETENTION_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,17 @@ def find_conflict(
 class StageGuard:
     """This worker's heartbeats and its check against the others'."""
 
-    def __init__(self, bootstrap: str, app_id: str, form: str, interval_seconds: float) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        app_id: str,
+        form: str,
+        interval_seconds: float,
+        *,
+        replication_factor: int = 1,
+    ) -> None:
         self.bootstrap = bootstrap
+        self.replication_factor = replication_factor
         self.topic = heartbeat_topic(app_id)
         self.form = form
         self.worker = uuid.uuid4().hex
@@ -137,7 +147,15 @@ class StageGuard:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
             await admin.start()
             try:
-                await admin.create_topics([NewTopic(self.topic, 1, 1)])
+                # Replicated like the other internal topics (acks=all on a cluster whose
+                # min.insync.replicas is 2 needs it); a day of heartbeats at most.
+                topic = NewTopic(
+                    self.topic,
+                    1,
+                    self.replication_factor,
+                    topic_configs={"retention.ms": str(_RETENTION_MS)},
+                )
+                await admin.create_topics([topic])
             except TopicAlreadyExistsError:
                 pass
             finally:
