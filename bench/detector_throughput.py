@@ -245,16 +245,22 @@ async def _end_offsets(bootstrap: str, *, by_partition: bool = False) -> dict[An
 
 
 async def _internal_backlog(bootstrap: str, app_id: str) -> int:
-    """Records of the app's internal stage topics (named after the app id, change logs
-    excepted) that its consumer group has not committed yet."""
+    """Records of the app's internal stage topics (named after the app id; change logs and
+    the stage guard's heartbeats, which no group consumes, excepted) that its consumer
+    group has not committed yet."""
     from aiokafka import TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
+    from services.detector.stage_guard import heartbeat_topic
+
     ends = await _end_offsets(bootstrap, by_partition=True)
+    unconsumed = heartbeat_topic(app_id)
     stages = {
         tp: end
         for tp, end in ends.items()
-        if tp.topic.startswith(app_id) and not tp.topic.endswith("-changelog")
+        if tp.topic.startswith(app_id)
+        and not tp.topic.endswith("-changelog")
+        and tp.topic != unconsumed
     }
     if not stages:
         return 0
