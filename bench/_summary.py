@@ -73,6 +73,8 @@ def _detector_ledger(doc: Doc) -> str | None:
         detector = _detector(doc, engine)
         if not detector:
             return f"{engine} did not finish"
+        if detector.get("timed_out"):
+            return f"{engine}: {detector.get('note')}"
         counted = detector.get("counted", {})
         read = sum(counted.get(k, 0) for k in ("processed", "duplicates", "rejected"))
         if read != counted.get("sent") or counted.get("duplicates") or counted.get("rejected"):

@@ -78,6 +78,7 @@ class Result:
     # The detector's own count of what it read (its metrics at the end), for the ledger
     # check of `make bench`: processed + duplicates + rejected against the records sent.
     counted: dict[str, float] = field(default_factory=dict)
+    timed_out: bool = False  # its figures then cover part of the work: no rate to report
 
     @property
     def rate(self) -> float:
@@ -448,6 +449,7 @@ def _poll_detector(
         f"TIMED OUT after {args.timeout:.0f} s at {fmt_int(sum(counts))} of "
         f"{fmt_int(args.records)} CDRs" + (", stages not drained" if main_done else "")
     )
+    result.timed_out = True
     return result
 
 
