@@ -33,7 +33,8 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from schemas.cdr_v1 import NormalizedCdrV1
+from schemas.cdr_v1 import INSTANT_FIELDS, NormalizedCdrV1
+from schemas.plain_shape import OFFSET_Z, YEARS_2001_8999, instant_text, plain_variant
 
 CDR_BATCH_VERSION = 1
 MAX_CDRS_PER_MESSAGE = 10_000
@@ -51,6 +52,46 @@ class CdrBatchV1(BaseModel):
 
 _ENVELOPE = TypeAdapter(CdrBatchV1)
 _PREFIX = b'{"v":%d,"cdrs":[' % CDR_BATCH_VERSION
+
+# A normalised record in the plain shape (schemas.plain_shape), as the ingest writes it:
+# instants in UTC with `Z` (`format_instant`), years 2001-8999 (the detector refuses
+# instants before 2000 and from 9000 on, so none in this shape is refused for its instants).
+_PlainNormalized = plain_variant(
+    NormalizedCdrV1,
+    name="_PlainNormalized",
+    instants=(*INSTANT_FIELDS, "accepted_at"),
+    instant=instant_text(YEARS_2001_8999, OFFSET_Z),
+    config=ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=True),
+)
+
+
+class _PlainBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1]
+    cdrs: Annotated[
+        list[_PlainNormalized],  # type: ignore[valid-type]
+        Field(min_length=1, max_length=MAX_CDRS_PER_MESSAGE),
+    ]
+
+
+_PLAIN_ENVELOPE = TypeAdapter(_PlainBatch)
+
+
+def plain_records(value: bytes | None) -> list[dict[str, Any]] | None:
+    """The field values of every record of an envelope whose records all have the plain
+    shape, instants still as their texts, checked in one pydantic-core pass; None for any
+    other message, which `cdrs_in_message` reads. A reader that takes these values must
+    come to what `cdrs_in_message` gives for the same message
+    (`services.detector.wire.calls_in_message` does, tests/unit/test_wire_calls.py)."""
+    if not value or not value.startswith(_PREFIX):
+        return None
+    try:
+        batch = _PLAIN_ENVELOPE.validate_json(value)
+    except ValidationError:
+        return None
+    records: list[BaseModel] = batch.cdrs
+    return [record.__dict__ for record in records]
 
 
 def envelopes(

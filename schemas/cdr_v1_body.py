@@ -12,14 +12,10 @@ record the plain shape does not take, or that the loop cannot finish, goes throu
 The contract this module keeps: for any input, `parse_cdrs([record])` is
 `[parse_cdr(record)]` (equal models with equal field values, UTC instants included, and
 equal errors). `_PlainCdr` is `CdrV1` with two field types narrowed to shapes whose
-`CdrV1` validation cannot fail and needs no Python:
-
-- ids: 1..128 printable ASCII characters, no `/`, no space at either end (what
-  `id_problem` accepts, restricted to ASCII);
-- instants: the text above with years 2001-9998, hours 00-23, minutes and seconds 00-59
-  (the shape `schemas.instants._fast_instant` reads with `datetime.fromisoformat`), or an
-  integer of epoch milliseconds in CdrV1's range. Instant texts are not stripped: `CdrV1`
-  refuses an instant with spaces around it.
+`CdrV1` validation cannot fail and needs no Python (`schemas.plain_shape`): ids of
+printable ASCII; instants as the text above with years 2001-9998, or an integer of epoch
+milliseconds in CdrV1's range. Instant texts are not stripped: `CdrV1` refuses an instant
+with spaces around it.
 
 Every other field keeps `CdrV1`'s own type and constraints, so pydantic-core judges it
 the same way in both. A record with `extra`, or with an unknown field the operator keeps
@@ -34,12 +30,9 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
 
-from pydantic import ConfigDict, Field, StringConstraints, TypeAdapter, create_model
-from pydantic.fields import FieldInfo
+from pydantic import ConfigDict, Field, TypeAdapter
 
 from schemas.cdr_v1 import (
-    ID_FIELDS,
-    ID_MAX_CHARS,
     INSTANT_FIELDS,
     CdrV1,
     FieldError,
@@ -48,43 +41,20 @@ from schemas.cdr_v1 import (
     trusted_model,
 )
 from schemas.instants import EARLIEST_CDR_EPOCH_MS
+from schemas.plain_shape import OFFSET_ANY, YEARS_2001_9998, instant_text, plain_variant
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_MS_MAX = 253_402_300_799_999
-# [0-9], never \d: the Rust regex engine's \d is any Unicode digit.
-_YEAR = r"(?:200[1-9]|20[1-9][0-9]|2[1-9][0-9]{2}|[3-8][0-9]{3}|9[0-8][0-9]{2})"
-_PLAIN_TEXT = (
-    rf"^{_YEAR}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
-    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
-    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
-)
 _PlainInstant = (
-    Annotated[str, StringConstraints(strict=True, strip_whitespace=False, pattern=_PLAIN_TEXT)]
+    instant_text(YEARS_2001_9998, OFFSET_ANY)
     | Annotated[int, Field(strict=True, ge=EARLIEST_CDR_EPOCH_MS, le=_EPOCH_MS_MAX)]
 )
-# Printable ASCII but "/", and no space at either end (str_strip_whitespace ran first).
-_PlainId = Annotated[
-    str, Field(pattern=rf"^[!-.0-~](?:[ -.0-~]{{0,{ID_MAX_CHARS - 2}}}[!-.0-~])?$")
-]
-
-
-def _plain_field(name: str, info: FieldInfo) -> tuple[Any, FieldInfo]:
-    """The field `name` of `CdrV1` as `_PlainCdr` has it."""
-    if name in ID_FIELDS:
-        narrowed: Any = _PlainId
-    elif name in INSTANT_FIELDS:
-        narrowed = _PlainInstant
-    else:
-        return info.annotation, info
-    if info.is_required():
-        return narrowed, Field()
-    return narrowed | None, Field(default=info.default)
-
-
-_PlainCdr = create_model(  # type: ignore[call-overload]
-    "_PlainCdr",
-    __config__=ConfigDict(extra="ignore", frozen=False, str_strip_whitespace=True),
-    **{name: _plain_field(name, info) for name, info in CdrV1.model_fields.items()},
+_PlainCdr = plain_variant(
+    CdrV1,
+    name="_PlainCdr",
+    instants=INSTANT_FIELDS,
+    instant=_PlainInstant,
+    config=ConfigDict(extra="ignore", frozen=False, str_strip_whitespace=True),
 )
 # Each item: a `_PlainCdr` when it has the plain shape, else the item itself.
 _BODY: Final = TypeAdapter(

@@ -134,7 +134,7 @@ def to_call(record: dict[str, Any]) -> CallRecord:
     import dataclasses
 
     from schemas import NormalizedCdrV1
-    from services.detector.app import to_call_record
+    from services.detector.wire import to_call_record
 
     call = to_call_record(NormalizedCdrV1.model_validate(record))
     return dataclasses.replace(call, campaign_id=record["campaign_id"])

@@ -46,14 +46,13 @@ from faust.types import TP, EventT
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from schemas import NormalizedCdrV1, topics
+from schemas import topics
 from schemas.cdr_batch_v1 import (
     EnvelopeError,
     input_position,
     message_offset,
     record_in_envelope,
 )
-from schemas.cdr_v1 import INSTANT_FIELDS
 from services.common.gc_tuning import tune_for_throughput
 from services.common.kafka import BrokerHealth, confirm_log_ends, first_offset_from
 from services.common.settings import DetectorSettings
@@ -61,7 +60,6 @@ from services.detector import stage_guard, wire
 from services.detector.changelog import BatchedChangelog
 from services.detector.contiguous import ContiguousReads
 from services.detector.core import lockouts
-from services.detector.core.calendar import validate_zone
 from services.detector.core.engine import (
     BatchOutput,
     BucketState,
@@ -72,96 +70,23 @@ from services.detector.core.engine import (
     Engine,
     Event,
 )
-from services.detector.core.model import CallRecord
 from services.detector.core.profiles import ProfileError, load_profile
 from services.detector.core.retention import bucket_expired, seen_expired
 from services.detector.core.windows import instant_of_us, minute_of, minute_start
 from services.detector.health import DetectorHttp, Readiness
 from services.detector.metrics import DetectorMetrics
+from services.detector.wire import (
+    EARLIEST,
+    LATEST,
+    UnprocessableRecord,
+    scoped_key,
+    split_scoped,
+)
 
 log = logging.getLogger("cdrwatch.detector")
 
 SEEN, BUCKET, CAMPAIGN, VIOLATIONS = "s\x1f", "b\x1f", "c\x1f", "v\x1f"
 SEEN_CHUNK = "S\x1f"  # the seen-entries one batch added in one partition (TableState)
-
-
-# Instants the detector accepts (CONTRACT decision 7 checks the ingest side more tightly);
-# outside, minute and day arithmetic overflows datetime (year 1 .. 9999), so such a record
-# is a dead letter before it touches any state.
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST = datetime(9000, 1, 1, tzinfo=UTC)
-_INSTANT_FIELDS = (*INSTANT_FIELDS, "accepted_at")
-
-
-def scoped_key(tenant_id: str, campaign_id: str) -> str:
-    """The detector's key of a campaign (CONTRACT decision 3): ids contain no `/`."""
-    return f"{tenant_id}/{campaign_id}"
-
-
-def split_scoped(key: str) -> tuple[str, str]:
-    """(tenant_id, campaign_id) of a scoped key."""
-    tenant, _, campaign = key.partition("/")
-    return tenant, campaign
-
-
-class UnprocessableRecord(ValueError):
-    """A decoded record the detector must not apply (a dead letter, never a crash)."""
-
-
-def check_record(cdr: NormalizedCdrV1) -> None:
-    """Refuse what would break the engine's arithmetic or the scoped key, before any state
-    is touched (so the change log of the good records is what it would be without it)."""
-    for name in ("call_id", "campaign_id", "tenant_id"):
-        value = getattr(cdr, name, None)
-        if value is None and name == "tenant_id":
-            continue
-        if not isinstance(value, str) or not value.strip():
-            raise UnprocessableRecord(f"{name} is missing or empty")
-        if "/" in value or not value.isprintable():
-            raise UnprocessableRecord(f"{name} holds `/` or a control character")
-    for zone in cdr.callee_zones or ():
-        try:
-            validate_zone(zone)
-        except ValueError as exc:
-            raise UnprocessableRecord(f"callee_zones: {exc}") from None
-    for name in _INSTANT_FIELDS:
-        value = getattr(cdr, name, None)
-        if value is None and name not in ("originated_at", "ended_at"):
-            continue
-        if not isinstance(value, datetime) or value.tzinfo is None:
-            raise UnprocessableRecord(f"{name} is not an aware instant")
-        if not EARLIEST <= value < LATEST:
-            raise UnprocessableRecord(
-                f"{name} {value.isoformat()} outside [{EARLIEST.date()}, {LATEST.date()})"
-            )
-
-
-def to_call_record(cdr: NormalizedCdrV1, default_tenant: str = "default") -> CallRecord:
-    """The one mapping from the wire model to the core's type. The core's `campaign_id` is
-    the scoped key `tenant/campaign`, so every per-campaign piece of state includes the
-    tenant; a record without a tenant (older messages) belongs to `default_tenant`."""
-    tenant = cdr.tenant_id or default_tenant
-    return CallRecord(
-        call_id=cdr.call_id,
-        campaign_id=scoped_key(tenant, cdr.campaign_id),
-        originated_at=cdr.originated_at,
-        ended_at=cdr.ended_at,
-        callee_key=cdr.callee_key,
-        tenant_id=tenant,
-        dial_mode=cdr.dial_mode,
-        callee_country=cdr.callee_country,
-        callee_zones=tuple(cdr.callee_zones),
-        callee_region=cdr.callee_region,
-        ringing_at=cdr.ringing_at,
-        answered_at=cdr.answered_at,
-        greeting_ended_at=cdr.greeting_ended_at,
-        agent_connected_at=cdr.agent_connected_at,
-        message_started_at=cdr.message_started_at,
-        amd_result=cdr.amd_result,
-        message_type=cdr.message_type,
-        hangup_side=cdr.hangup_side,
-        refusal=cdr.refusal,
-    )
 
 
 @contextlib.contextmanager
@@ -953,19 +878,15 @@ class Detector:
         newest_accepted: datetime | None = None
         for event in events:
             message = event.message
-            envelope, records = wire.cdrs_in_message(event.value)
-            for index, cdr in enumerate(records):
-                try:
-                    if isinstance(cdr, Exception):
-                        raise cdr
-                    check_record(cdr)
-                    call = to_call_record(cdr, self.settings.default_tenant)
-                except Exception as exc:  # one bad record is a dead letter, never a crash loop
-                    in_envelope = envelope and not isinstance(exc, EnvelopeError)
-                    self._reject_cdr(event, exc, index if in_envelope else None)
+            envelope, records = wire.calls_in_message(event.value, self.settings.default_tenant)
+            for index, decoded_call in enumerate(records):
+                if isinstance(decoded_call, Exception):  # a dead letter, never a crash loop
+                    in_envelope = envelope and not isinstance(decoded_call, EnvelopeError)
+                    self._reject_cdr(event, decoded_call, index if in_envelope else None)
                     continue
-                if newest_accepted is None or cdr.accepted_at > newest_accepted:
-                    newest_accepted = cdr.accepted_at
+                call, accepted_at = decoded_call
+                if newest_accepted is None or accepted_at > newest_accepted:
+                    newest_accepted = accepted_at
                 if is_replayed(message):
                     replayed.add(call.campaign_id)
                 position = input_position(message.offset, index)

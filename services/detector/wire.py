@@ -41,8 +41,10 @@ from typing import Any
 
 import orjson
 
+from schemas import NormalizedCdrV1
 from schemas.call_v1 import MAX_CALLS_PER_MESSAGE
-from schemas.cdr_batch_v1 import cdrs_in_message
+from schemas.cdr_batch_v1 import cdrs_in_message, plain_records
+from schemas.cdr_v1 import INSTANT_FIELDS
 from schemas.detector_v1 import (
     CALLEE_BATCH_VERSION,
     MAX_CALLEES_PER_MESSAGE,
@@ -53,10 +55,171 @@ from schemas.instants import format_instant
 from schemas.stats_v1 import rate
 from services.detector.core import lockouts
 from services.detector.core.alerting import AlertUpdate
+from services.detector.core.calendar import validate_zone
 from services.detector.core.lockouts import CalleeCall, LockoutViolation
 from services.detector.core.model import BucketCounts, CallOutcome, CallRecord
 
 __all__ = ["cdrs_in_message"]  # read here like every other message; defined with its model
+
+# Instants the detector accepts (CONTRACT decision 7 checks the ingest side more tightly);
+# outside, minute and day arithmetic overflows datetime (year 1 .. 9999), so such a record
+# is a dead letter before it touches any state.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+_INSTANT_FIELDS = (*INSTANT_FIELDS, "accepted_at")
+
+
+def scoped_key(tenant_id: str, campaign_id: str) -> str:
+    """The detector's key of a campaign (CONTRACT decision 3): ids contain no `/`."""
+    return f"{tenant_id}/{campaign_id}"
+
+
+def split_scoped(key: str) -> tuple[str, str]:
+    """(tenant_id, campaign_id) of a scoped key."""
+    tenant, _, campaign = key.partition("/")
+    return tenant, campaign
+
+
+class UnprocessableRecord(ValueError):
+    """A decoded record the detector must not apply (a dead letter, never a crash)."""
+
+
+def check_record(cdr: NormalizedCdrV1) -> None:
+    """Refuse what would break the engine's arithmetic or the scoped key, before any state
+    is touched (so the change log of the good records is what it would be without it)."""
+    for name in ("call_id", "campaign_id", "tenant_id"):
+        value = getattr(cdr, name, None)
+        if value is None and name == "tenant_id":
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise UnprocessableRecord(f"{name} is missing or empty")
+        if "/" in value or not value.isprintable():
+            raise UnprocessableRecord(f"{name} holds `/` or a control character")
+    for zone in cdr.callee_zones or ():
+        try:
+            validate_zone(zone)
+        except ValueError as exc:
+            raise UnprocessableRecord(f"callee_zones: {exc}") from None
+    for name in _INSTANT_FIELDS:
+        value = getattr(cdr, name, None)
+        if value is None and name not in ("originated_at", "ended_at"):
+            continue
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise UnprocessableRecord(f"{name} is not an aware instant")
+        if not EARLIEST <= value < LATEST:
+            raise UnprocessableRecord(
+                f"{name} {value.isoformat()} outside [{EARLIEST.date()}, {LATEST.date()})"
+            )
+
+
+def to_call_record(cdr: NormalizedCdrV1, default_tenant: str = "default") -> CallRecord:
+    """The one mapping from the wire model to the core's type. The core's `campaign_id` is
+    the scoped key `tenant/campaign`, so every per-campaign piece of state includes the
+    tenant; a record without a tenant (older messages) belongs to `default_tenant`."""
+    tenant = cdr.tenant_id or default_tenant
+    return CallRecord(
+        call_id=cdr.call_id,
+        campaign_id=scoped_key(tenant, cdr.campaign_id),
+        originated_at=cdr.originated_at,
+        ended_at=cdr.ended_at,
+        callee_key=cdr.callee_key,
+        tenant_id=tenant,
+        dial_mode=cdr.dial_mode,
+        callee_country=cdr.callee_country,
+        callee_zones=tuple(cdr.callee_zones),
+        callee_region=cdr.callee_region,
+        ringing_at=cdr.ringing_at,
+        answered_at=cdr.answered_at,
+        greeting_ended_at=cdr.greeting_ended_at,
+        agent_connected_at=cdr.agent_connected_at,
+        message_started_at=cdr.message_started_at,
+        amd_result=cdr.amd_result,
+        message_type=cdr.message_type,
+        hangup_side=cdr.hangup_side,
+        refusal=cdr.refusal,
+    )
+
+
+# -- CDRs -------------------------------------------------------------------------------
+
+# What one record of a CDR message becomes: the call and its `accepted_at`, or why not.
+Decoded = tuple[CallRecord, datetime] | Exception
+_ZONES_SEEN: set[str] = set()  # zones `validate_zone` accepted (tzdata's names: bounded)
+
+
+def calls_in_message(value: bytes | None, default_tenant: str) -> tuple[bool, list[Decoded]]:
+    """(whether the message is an envelope, what each of its records becomes, in order):
+    `cdrs_in_message`, then `check_record` and `to_call_record` of each model.
+
+    An envelope whose records all have the plain shape, as the ingest writes them, is read
+    by `plain_calls`, which comes to the same calls without building the models (their
+    Python validators, the model and the call record were about 30 % of the CDR stage's
+    process: py-spy, a `--split` run of bench/detector_throughput.py);
+    tests/unit/test_wire_calls.py holds the two ways to the same result."""
+    calls = plain_calls(value, default_tenant)
+    if calls is not None:
+        return True, calls
+    envelope, records = cdrs_in_message(value)
+    return envelope, [_checked_call(record, default_tenant) for record in records]
+
+
+def _checked_call(record: NormalizedCdrV1 | Exception, default_tenant: str) -> Decoded:
+    if isinstance(record, Exception):
+        return record
+    try:
+        check_record(record)
+        return to_call_record(record, default_tenant), record.accepted_at
+    except Exception as exc:  # the record's dead letter says why
+        return exc
+
+
+def plain_calls(value: bytes | None, default_tenant: str) -> list[Decoded] | None:
+    """The calls of an envelope of plain records (`schemas.cdr_batch_v1.plain_records`);
+    None when it is not one, or when a record would not pass `check_record` (its only
+    check left for a plain record is the zones) or has a date the calendar lacks: the
+    general way then says why, record by record."""
+    records = plain_records(value)
+    if records is None:
+        return None
+    instant = datetime.fromisoformat
+    calls: list[Decoded] = []
+    try:
+        for r in records:
+            zones = r["callee_zones"]
+            for zone in zones:
+                if zone not in _ZONES_SEEN:
+                    validate_zone(zone)
+                    _ZONES_SEEN.add(zone)
+            tenant = r["tenant_id"] or default_tenant
+            ringing, answered = r["ringing_at"], r["answered_at"]
+            greeting, agent = r["greeting_ended_at"], r["agent_connected_at"]
+            message = r["message_started_at"]
+            call = CallRecord(
+                call_id=r["call_id"],
+                campaign_id=f"{tenant}/{r['campaign_id']}",
+                originated_at=instant(r["originated_at"]),
+                ended_at=instant(r["ended_at"]),
+                callee_key=r["callee_key"],
+                tenant_id=tenant,
+                dial_mode=r["dial_mode"],
+                callee_country=r["callee_country"],
+                callee_zones=zones,
+                callee_region=r["callee_region"],
+                ringing_at=None if ringing is None else instant(ringing),
+                answered_at=None if answered is None else instant(answered),
+                greeting_ended_at=None if greeting is None else instant(greeting),
+                agent_connected_at=None if agent is None else instant(agent),
+                message_started_at=None if message is None else instant(message),
+                amd_result=r["amd_result"],
+                message_type=r["message_type"],
+                hangup_side=r["hangup_side"],
+                refusal=r["refusal"],
+            )
+            calls.append((call, instant(r["accepted_at"])))
+    except ValueError:
+        return None
+    return calls
+
 
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF

@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.cdr_v1 import parse_cdr
-from services.detector.app import scoped_key, to_call_record
 from services.detector.core.classify import classify
 from services.detector.core.compliance import evaluate_windows
 from services.detector.core.engine import (
@@ -34,6 +33,7 @@ from services.detector.core.engine import (
 from services.detector.core.model import EMPTY, BucketCounts
 from services.detector.core.profiles import load_profile
 from services.detector.core.windows import minute_of
+from services.detector.wire import scoped_key, to_call_record
 from services.ingest.normalize import Normalizer
 
 DEFAULT_TENANT = "default"

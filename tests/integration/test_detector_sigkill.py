@@ -253,9 +253,9 @@ def _rolling_episodes(records: list[dict[str, Any]]) -> dict[str, tuple[str, str
     """Rolling episodes (id -> state, severity) of the engine fed `records` in order, as
     one worker without a kill reads them (default tenant and profile, as the detector)."""
     from schemas import NormalizedCdrV1
-    from services.detector.app import to_call_record
     from services.detector.core.engine import CampaignConfig, Engine, Event
     from services.detector.core.profiles import load_profile
+    from services.detector.wire import to_call_record
     from tests.unit.test_engine import DictState
 
     config = CampaignConfig(load_profile("it"))

@@ -25,7 +25,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.cdr_v1 import CdrV1, FieldError, parse_cdr
-from services.detector.app import UnprocessableRecord, check_record, to_call_record
 from services.detector.core.classify import classify
 from services.detector.core.engine import (
     BucketState,
@@ -36,6 +35,7 @@ from services.detector.core.engine import (
     Event,
 )
 from services.detector.core.profiles import load_profile
+from services.detector.wire import UnprocessableRecord, check_record, to_call_record
 from services.ingest.normalize import Normalizer
 from tests.cdr_strategies import (
     IDS,
