@@ -1412,6 +1412,15 @@ def refuse_a_second_callee_stage(settings: DetectorSettings) -> None:
         log.warning("stage_check_skipped", extra={"error": f"{type(exc).__name__}: {exc}"})
         return
     finally:
+        # aiokafka's stop leaves tasks of the consumer's client and fetcher to finish
+        # their cancellation: run them out, or closing the loop logs "Task was destroyed
+        # but it is pending!" at every start.
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.wait(left))
+        loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
     if conflict is not None:
         message = f"cdrwatch detector --stage {settings.stage} refused: {conflict.message}"

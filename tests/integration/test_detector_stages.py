@@ -5,6 +5,8 @@ back (its histories recovered from the change log it shares with the `all` form)
 
 from __future__ import annotations
 
+import gc
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +144,8 @@ async def test_an_all_worker_never_runs_beside_a_callees_worker(
         assert "`--stage all` worker(s) run the per-callee stage" in late.log_path.read_text()
         assert whole.proc.poll() is None, "the worker already running keeps running"
         assert "stage_conflict" not in whole.log_path.read_text(), whole.log_tail()
+        for process in (refused, whole, late):  # the start-up check leaves no task behind
+            assert not _logged(process, "Task was destroyed"), process.log_tail()
     finally:
         callees.stop()
         if whole is not None:
@@ -178,13 +182,17 @@ async def test_a_running_worker_reports_the_other_form_started_beside_it(
 
 
 def test_the_start_up_check_passes_before_any_heartbeat_topic_exists(
-    broker: str, tmp_path: Path
+    broker: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The first worker of a deployment: nothing to read, nothing refused, no error."""
+    """The first worker of a deployment: nothing to read, nothing refused, no error (not
+    even asyncio's "Task was destroyed but it is pending!" for a task the check left)."""
     settings = DetectorSettings(
         kafka_bootstrap=broker, data_dir=tmp_path, stage="all", app_id="fresh-deployment"
     )
-    refuse_a_second_callee_stage(settings)  # returns: no SystemExit, no exception
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        refuse_a_second_callee_stage(settings)  # returns: no SystemExit, no exception
+        gc.collect()  # a task left pending says so when it is collected
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def _logged(process: ServiceProcess, text: str) -> bool:
