@@ -32,6 +32,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as wall_time
 from fractions import Fraction
@@ -559,6 +560,16 @@ class _NamedChangelogTable(faust.Table):  # type: ignore[misc]
         await super().on_stop()
 
 
+@dataclass
+class _Chunk:
+    """The calls of the CDR messages the engine counts at once (`Detector.handle`)."""
+
+    decoded: list[Event] = field(default_factory=list)
+    replayed: set[str] = field(default_factory=set)  # campaigns with a replayed record
+    newest_accepted: datetime | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
 def _faust_broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
@@ -871,40 +882,23 @@ class Detector:
                 applied[message.partition] = message.offset + 1
 
     async def handle(self, events: Sequence[EventT]) -> None:
-        started = time.perf_counter()
+        """Count a batch of CDR messages. The engine takes it in chunks of about
+        `batch_cdrs_max` CDRs (whole messages), and the worker returns to the event loop
+        between two: the engine's work is synchronous, and a batch of 2,000 envelopes of
+        1,000 CDRs each (a single-campaign backfill) would otherwise hold the loop, and the
+        consumer's heartbeats, for minutes, past any session timeout. A chunk is what a
+        smaller batch would have been; faust acknowledges the batch after the last one."""
         self._note_order(events)
-        decoded: list[Event] = []
-        replayed: set[str] = set()  # scoped keys of campaigns with a replayed record
-        newest_accepted: datetime | None = None
-        for event in events:
-            message = event.message
-            envelope, records = wire.calls_in_message(event.value, self.settings.default_tenant)
-            for index, decoded_call in enumerate(records):
-                if isinstance(decoded_call, Exception):  # a dead letter, never a crash loop
-                    in_envelope = envelope and not isinstance(decoded_call, EnvelopeError)
-                    self._reject_cdr(event, decoded_call, index if in_envelope else None)
-                    continue
-                call, accepted_at = decoded_call
-                if newest_accepted is None or accepted_at > newest_accepted:
-                    newest_accepted = accepted_at
-                if is_replayed(message):
-                    replayed.add(call.campaign_id)
-                position = input_position(message.offset, index)
-                decoded.append(Event(message.partition, position, call))
         self.state.bind(events)
-        if self.configs.awaiting_start:
-            # A restarted worker knows its campaigns from the restored table but not yet
-            # their settings: counting now would judge them by the default profile.
-            await self.configs.catch_up()
-        elif any(
-            not self.configs.knows(campaign) and not self.state.has_campaign(campaign)
-            for campaign in {e.call.campaign_id for e in decoded}
-        ):
-            # A campaign seen for the first time: make sure a profile set just before its
-            # first CDRs (SPEC: set the profile first) is applied.
-            await self.configs.catch_up()
-        out = self.engine.process(decoded)
-        self.state.flush_seen()
+        limit = self.settings.batch_cdrs_max
+        chunk = _Chunk()
+        for event in events:
+            self._decode_into(chunk, event)
+            if len(chunk.decoded) >= limit:
+                await self._count_chunk(chunk)
+                await asyncio.sleep(0)  # heartbeats, fetches, the metrics server
+                chunk = _Chunk()
+        await self._count_chunk(chunk)
         if log.isEnabledFor(logging.INFO) and events:
             spans: dict[int, list[int]] = {}
             for event in events:
@@ -915,8 +909,6 @@ class Detector:
                 "batch_processed %s",
                 " ".join(f"p{p}={a}..{b}" for p, (a, b) in sorted(spans.items())),
             )
-        self._publish(out, replayed)
-        self.metrics.observe_batch(out, time.perf_counter() - started)
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self.settings.sweep_interval_seconds
             expired = self.state.sweep(
@@ -924,8 +916,44 @@ class Detector:
                 timedelta(days=self.settings.lateness_days),
             )
             self.metrics.expired.inc(expired)
-        if newest_accepted is not None:
-            self.metrics.lag.set(max(0.0, (self.clock() - newest_accepted).total_seconds()))
+
+    def _decode_into(self, chunk: _Chunk, event: EventT) -> None:
+        """The calls of one CDR message into `chunk`; a record that is not one is a dead
+        letter (never a crash loop)."""
+        message = event.message
+        envelope, records = wire.calls_in_message(event.value, self.settings.default_tenant)
+        replayed = is_replayed(message)
+        for index, decoded_call in enumerate(records):
+            if isinstance(decoded_call, Exception):
+                in_envelope = envelope and not isinstance(decoded_call, EnvelopeError)
+                self._reject_cdr(event, decoded_call, index if in_envelope else None)
+                continue
+            call, accepted_at = decoded_call
+            if chunk.newest_accepted is None or accepted_at > chunk.newest_accepted:
+                chunk.newest_accepted = accepted_at
+            if replayed:
+                chunk.replayed.add(call.campaign_id)
+            position = input_position(message.offset, index)
+            chunk.decoded.append(Event(message.partition, position, call))
+
+    async def _count_chunk(self, chunk: _Chunk) -> None:
+        if self.configs.awaiting_start:
+            # A restarted worker knows its campaigns from the restored table but not yet
+            # their settings: counting now would judge them by the default profile.
+            await self.configs.catch_up()
+        elif any(
+            not self.configs.knows(campaign) and not self.state.has_campaign(campaign)
+            for campaign in {e.call.campaign_id for e in chunk.decoded}
+        ):
+            # A campaign seen for the first time: make sure a profile set just before its
+            # first CDRs (SPEC: set the profile first) is applied.
+            await self.configs.catch_up()
+        out = self.engine.process(chunk.decoded)
+        self.state.flush_seen()
+        self._publish(out, chunk.replayed)
+        self.metrics.observe_batch(out, time.perf_counter() - chunk.started)
+        if chunk.newest_accepted is not None:
+            self.metrics.lag.set(max(0.0, (self.clock() - chunk.newest_accepted).total_seconds()))
 
     def _reject_cdr(self, event: EventT, exc: Exception, index: int | None) -> None:
         """Dead-letter one CDR: the message, or record `cdrs[index]` of an envelope (the
@@ -998,7 +1026,16 @@ class Detector:
             if len(self._callee_campaigns) > 100_000:
                 self._callee_campaigns.clear()
             self._callee_campaigns |= campaigns
-        self._apply_callee_records(records)
+        # In chunks of about `batch_cdrs_max` calls, back to the event loop between two
+        # (see `handle`): each chunk writes the histories it changed.
+        limit, start, calls = self.settings.batch_cdrs_max, 0, 0
+        for end, (_event, entries) in enumerate(records, start=1):
+            calls += len(entries)
+            if calls >= limit and end < len(records):
+                self._apply_callee_records(records[start:end])
+                await asyncio.sleep(0)
+                start, calls = end, 0
+        self._apply_callee_records(records[start:])
 
     def _callee_records(
         self, events: Sequence[EventT]

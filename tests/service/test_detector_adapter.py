@@ -420,6 +420,73 @@ async def test_envelopes_count_as_their_records_one_message_each(tmp_path: Path)
     assert outcomes[1][1]
 
 
+def _in_memory(tmp_path: Path, **settings: Any) -> Detector:
+    d = Detector(
+        DetectorSettings(data_dir=tmp_path, callee_store="memory://", **settings),
+        clock=lambda: T0 + timedelta(days=1),
+    )
+    d.table, d.callees = {}, {}
+    d.state = TableState(d.table)
+    d.engine = Engine(d.state, d.configs.config_for, lateness=timedelta(days=7), clock=d.clock)
+    for name in ("stats", "alerts", "dlq", "callee_topic", "violation_topic"):
+        setattr(d, name, Recorder())
+    return d
+
+
+async def test_a_batch_is_counted_in_chunks_with_the_event_loop_served_between(
+    tmp_path: Path,
+) -> None:
+    """`batch_cdrs_max` splits a batch for the engine and the per-callee stage: the event
+    loop runs between two chunks (the consumer's heartbeats), and the figures, the alerts,
+    the dedup entries and the callee histories are those of the batch counted at once."""
+    profile = {"campaign_id": "campB", "tenant_id": "t0", "profile": "uk"}
+    records = [
+        cdr(i, tenant=f"t{i % 2}", silent=i % 4 == 0, callee=f"{i % 25:016x}") for i in range(120)
+    ]
+    batch = [FakeEvent(envelope(records[i : i + 10]), i // 10) for i in range(0, 120, 10)]
+    results = []
+    for chunk in (1_000_000, 25):
+        d = _in_memory(tmp_path / str(chunk), batch_cdrs_max=chunk)
+        d.configs.apply(orjson.dumps(profile))
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        ticks = 0
+        await d.handle(batch)
+        during_cdrs = ticks
+        calls = [
+            FakeEvent(m["value"], i, partition=m["partition"], topic="callee-calls")
+            for i, m in enumerate(d.callee_topic.sent)
+        ]
+        ticks = 0
+        await d.handle_callee_batch(calls)
+        during_callees = ticks
+        task.cancel()
+        alerts = {
+            v["id"]: (v["state"], v["numerator"], v["denominator"]) for v in d.alerts.values()
+        }
+        counted = {k: v for k, v in d.table.items() if not k.startswith("S\x1f")}
+        seen = {
+            r["call_id"]: d.state.get_seen(f"{r['tenant_id']}\x1f{r['call_id']}") for r in records
+        }
+        violations = sorted(orjson.loads(m["value"])["call_id"] for m in d.violation_topic.sent)
+        results.append((attempts_by_scope(d), alerts, counted, seen, dict(d.callees), violations))
+        if chunk == 25:
+            assert during_cdrs >= 120 // 30, "the loop ran between the CDR chunks"
+            assert during_callees >= 1, "and between the callee chunks"
+    assert results[0] == results[1]
+    assert results[0][0] == {("t0", "campB"): 60, ("t1", "campB"): 60}
+    assert results[0][1] and results[0][5], "alerts and lockout violations to compare"
+    assert all(results[0][3].values()), "every call has its dedup entry"
+
+
 @pytest.mark.parametrize(
     "bad",
     [
