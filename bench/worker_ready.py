@@ -45,8 +45,9 @@ from detector_throughput import (
 )
 
 from services.common.broker import free_port
+from services.common.settings import DetectorSettings
 
-SESSION_TIMEOUT_S = 10.0  # DetectorSettings.session_timeout_seconds' default
+SESSION_TIMEOUT_S = float(DetectorSettings.model_fields["session_timeout_seconds"].default)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

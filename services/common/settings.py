@@ -113,7 +113,12 @@ class DetectorSettings(CommonSettings):
     batch_within_seconds: float = Field(default=0.25, gt=0)
     metrics_host: str = "127.0.0.1"  # containers set 0.0.0.0 so Prometheus can scrape
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics server
-    session_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A worker that sends no heartbeat for this long leaves its group. 6 s, Apache Kafka's
+    # smallest by default (group.min.session.timeout.ms): a dead worker's partitions move
+    # sooner, and the embedded broker holds a group's first join for half of it (10 s made
+    # every start wait 5 s; `bench/worker_ready.py`). The loop is never held that long:
+    # batches are counted in chunks (`batch_cdrs_max`).
+    session_timeout_seconds: float = Field(default=6.0, gt=0)
     store: str = "memory://"
     # Per-callee histories (lockouts, frequency caps) may hold 10 million keys: RocksDB keeps
     # them on disk with bounded memory. An entry untouched for `callee_ttl_days` of wall
