@@ -63,6 +63,12 @@ class BatchedChangelog:
         self._batched: set[str] = set()  # topics whose records go in envelopes
         self._producer: AIOKafkaProducer | None = None
         self._started = asyncio.Event()
+        # One flush at a time: each agent flushes after its batches, and the CDR stage's
+        # batches yield between chunks, so two flushes can overlap; the second must not
+        # send before the first has queued all it took, or an older snapshot of a minute
+        # bucket or an alert could reach the broker after a newer one (the api keeps the
+        # last it reads).
+        self._sending = asyncio.Lock()
         self.records_sent = 0
         # change-log topic -> partition -> offset of the last record the broker acknowledged
         self.delivered: dict[str, dict[int, int]] = {}
@@ -121,9 +127,16 @@ class BatchedChangelog:
     async def flush(self) -> None:
         """Send everything queued, per topic and partition in write order; the futures go
         to the delivery guard before this returns (the batch is acknowledged after)."""
-        if not self._pending:
+        if not self._pending and not self._sending.locked():
             return
-        await self._started.wait()
+        # Also when this batch's records were taken by a flush still sending: this one
+        # returns after that one has handed their futures to the delivery guard.
+        async with self._sending:
+            if self._pending:
+                await self._started.wait()
+                await self._send_pending()
+
+    async def _send_pending(self) -> None:
         assert self._producer is not None
         pending = dict(self._pending)  # the tables' send_changelog append to this dict
         self._pending.clear()

@@ -158,3 +158,54 @@ def test_record_batch_envelopes_close_before_their_size_limit() -> None:
     assert records_in(b'{"n":1}', [("h", b"v")]) == [({"n": 1}, [("h", b"v")])]  # plain
     with pytest.raises(ValueError):
         records_in(b'{"v":1,"records":[{"value":1,"extra":2}]}')
+
+
+async def test_overlapping_flushes_send_in_the_order_their_records_were_queued() -> None:
+    """Two agents flush after their batches, and the CDR stage yields between chunks of a
+    batch, so flushes overlap. A flush held up while sending (here: asking for the
+    partitions of a keyed topic) must not be overtaken by the next: the newer snapshot of
+    a minute bucket would reach the broker first and the api keep the older one. The
+    second flush also returns only once the first has handed over every future."""
+    tracked: list[Any] = []
+    changelog = BatchedChangelog("127.0.0.1:1", tracked.append)
+    producer = FakeProducer()
+    changelog._producer = producer  # type: ignore[assignment]
+    changelog._started.set()
+    release = asyncio.Event()
+    asked = 0
+
+    async def slow_partitions_for(topic: str) -> set[int]:
+        nonlocal asked
+        asked += 1
+        if asked == 1:
+            await release.wait()
+        return {0, 1, 2, 3}
+
+    producer.partitions_for = slow_partitions_for  # type: ignore[method-assign]
+    stats = changelog.topic("stats")
+    stats.send_soon(key=b"t/c", value=b'"older"')
+    first = asyncio.create_task(changelog.flush())
+    await asyncio.sleep(0)  # the first flush took the older record and waits
+    stats.send_soon(key=b"t/c", value=b'"newer"')
+    second = asyncio.create_task(changelog.flush())
+    await asyncio.sleep(0)
+    assert producer.sent == [], "the second flush waits for the first"
+    release.set()
+    await asyncio.gather(first, second)
+    assert [records for _t, _p, records in producer.sent] == [
+        [(b"t/c", b'"older"')],
+        [(b"t/c", b'"newer"')],
+    ]
+
+    # A flush with nothing of its own left to send still waits for the one sending.
+    release.clear()
+    asked = 0
+    stats.send_soon(key=b"t/c", value=b'"taken"')
+    taker = asyncio.create_task(changelog.flush())
+    await asyncio.sleep(0)
+    late = asyncio.create_task(changelog.flush())
+    await asyncio.sleep(0)
+    assert not late.done(), "returned before the records it relies on were tracked"
+    release.set()
+    await asyncio.gather(taker, late)
+    assert len(tracked) == 3
