@@ -82,17 +82,22 @@ def cdr(
     return record
 
 
-@pytest.fixture
-def detector(tmp_path: Path) -> Iterator[Detector]:
-    settings = DetectorSettings(data_dir=tmp_path, callee_store="memory://")
-    d = Detector(settings, clock=lambda: T0 + timedelta(days=1))
-    d.table = {}
-    d.callees = {}
+def in_memory(tmp_path: Path, **settings: Any) -> Detector:
+    d = Detector(
+        DetectorSettings(data_dir=tmp_path, callee_store="memory://", **settings),
+        clock=lambda: T0 + timedelta(days=1),
+    )
+    d.table, d.callees = {}, {}
     d.state = TableState(d.table)
     d.engine = Engine(d.state, d.configs.config_for, lateness=timedelta(days=7), clock=d.clock)
     for name in ("stats", "alerts", "dlq", "callee_topic", "violation_topic"):
         setattr(d, name, Recorder())
-    yield d
+    return d
+
+
+@pytest.fixture
+def detector(tmp_path: Path) -> Iterator[Detector]:
+    yield in_memory(tmp_path)
 
 
 def events(records: list[dict[str, Any] | bytes], first_offset: int = 0) -> list[FakeEvent]:
@@ -188,13 +193,7 @@ async def test_a_bad_record_is_a_dead_letter_and_its_neighbours_count_as_without
     good = [cdr(i, silent=i % 3 == 0) for i in range(50)]
     tables = []
     for with_bad in (True, False):
-        settings = DetectorSettings(data_dir=tmp_path / str(with_bad), callee_store="memory://")
-        d = Detector(settings, clock=lambda: T0 + timedelta(days=1))
-        d.table, d.callees = {}, {}
-        d.state = TableState(d.table)
-        d.engine = Engine(d.state, d.configs.config_for, lateness=timedelta(days=7), clock=d.clock)
-        for name in ("stats", "alerts", "dlq", "callee_topic", "violation_topic"):
-            setattr(d, name, Recorder())
+        d = in_memory(tmp_path / str(with_bad))
         batch = events([*good[:20], bad, *good[20:]])
         if not with_bad:
             del batch[20]  # the same good records at the same offsets, without the bad one
@@ -395,15 +394,7 @@ async def test_envelopes_count_as_their_records_one_message_each(tmp_path: Path)
     records = [cdr(i, tenant=f"t{i % 2}", silent=i % 4 == 0) for i in range(120)]
     outcomes = []
     for as_envelopes in (False, True):
-        d = Detector(
-            DetectorSettings(data_dir=tmp_path / str(as_envelopes), callee_store="memory://"),
-            clock=lambda: T0 + timedelta(days=1),
-        )
-        d.table, d.callees = {}, {}
-        d.state = TableState(d.table)
-        d.engine = Engine(d.state, d.configs.config_for, lateness=timedelta(days=7), clock=d.clock)
-        for name in ("stats", "alerts", "dlq", "callee_topic", "violation_topic"):
-            setattr(d, name, Recorder())
+        d = in_memory(tmp_path / str(as_envelopes))
         if as_envelopes:
             batch = [FakeEvent(envelope(records[i : i + 40]), i // 40) for i in (0, 40, 80)]
         else:
@@ -420,19 +411,6 @@ async def test_envelopes_count_as_their_records_one_message_each(tmp_path: Path)
     assert outcomes[1][1]
 
 
-def _in_memory(tmp_path: Path, **settings: Any) -> Detector:
-    d = Detector(
-        DetectorSettings(data_dir=tmp_path, callee_store="memory://", **settings),
-        clock=lambda: T0 + timedelta(days=1),
-    )
-    d.table, d.callees = {}, {}
-    d.state = TableState(d.table)
-    d.engine = Engine(d.state, d.configs.config_for, lateness=timedelta(days=7), clock=d.clock)
-    for name in ("stats", "alerts", "dlq", "callee_topic", "violation_topic"):
-        setattr(d, name, Recorder())
-    return d
-
-
 async def test_a_batch_is_counted_in_chunks_with_the_event_loop_served_between(
     tmp_path: Path,
 ) -> None:
@@ -446,7 +424,7 @@ async def test_a_batch_is_counted_in_chunks_with_the_event_loop_served_between(
     batch = [FakeEvent(envelope(records[i : i + 10]), i // 10) for i in range(0, 120, 10)]
     results = []
     for chunk in (1_000_000, 25):
-        d = _in_memory(tmp_path / str(chunk), batch_cdrs_max=chunk)
+        d = in_memory(tmp_path / str(chunk), batch_cdrs_max=chunk)
         d.configs.apply(orjson.dumps(profile))
         ticks = 0
 
