@@ -87,6 +87,9 @@ from services.detector.wire import (
 log = logging.getLogger("cdrwatch.detector")
 
 SEEN, BUCKET, CAMPAIGN, VIOLATIONS = "s\x1f", "b\x1f", "c\x1f", "v\x1f"
+# The long poll of the consumers that read a topic to its end on demand (campaign settings,
+# the stage guard's heartbeats): the broker answers other requests on the connection after.
+CATCH_UP_FETCH_WAIT_MS = 50
 SEEN_CHUNK = "S\x1f"  # the seen-entries one batch added in one partition (TableState)
 
 
@@ -365,6 +368,10 @@ class CampaignConfigs:
             bootstrap_servers=self._settings.kafka_bootstrap,
             enable_auto_commit=False,
             group_id=None,
+            # `catch_up` asks for the end offsets on this consumer's connection, where the
+            # broker answers only after the fetch it holds: a long poll of 500 ms (the
+            # default) stalled every catch-up, at each start and each new campaign.
+            fetch_max_wait_ms=CATCH_UP_FETCH_WAIT_MS,
         )
         await self._consumer.start()
         parts = await self._consumer._client.fetch_all_metadata()  # noqa: SLF001

@@ -160,7 +160,11 @@ class StageGuard:
                 pass
             finally:
                 await admin.close()
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        # A short long poll: `_recent` asks for end offsets on this consumer's connection,
+        # which the broker answers only after the fetch it holds (500 ms by default).
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+        )
         await consumer.start()
         self._consumer = consumer
         if not write:
