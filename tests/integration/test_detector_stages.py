@@ -84,6 +84,15 @@ async def test_a_per_callee_worker_stopped_cleanly_restarts_on_its_kept_files_ex
     reader, cdrs, callees = await _two_stages(broker, tmp_path, first)
     try:
         await _counted(reader, 3000)
+        # The per-callee worker has applied calls and the broker acknowledged their change
+        # log (its commit follows the acknowledgement) before it is stopped: a worker that
+        # starts quickly is otherwise stopped before it has written anything to keep.
+        await wait_until_async(
+            lambda: "callee-calls" in _assigned(callees.log_path.read_text()),
+            timeout=30,
+            interval=0.2,
+            message=f"the callees worker committed no callee-calls offset:\n{callees.log_tail()}",
+        )
         callees.stop()  # SIGTERM: a clean stop
         assert "local_store_closed table=callees partitions=[0, 1, 2, 3]" in (
             callees.log_path.read_text()
