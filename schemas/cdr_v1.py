@@ -21,7 +21,7 @@ Ranges checked here, per record (each violation is a field error naming the fiel
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from functools import cache
 from typing import Annotated, Any, Literal, TypeVar
@@ -130,6 +130,8 @@ INSTANT_FIELDS = (
 # Instants that must lie in [answered_at, ended_at] and need answered_at (SPEC "Precise
 # semantics", classification details).
 ANSWER_RELATIVE_INSTANTS = ("greeting_ended_at", "agent_connected_at", "message_started_at")
+# After originated_at, the instants that must not come before the previous one given.
+_ORDERED_INSTANTS = ("ringing_at", "answered_at", "ended_at")
 
 
 class _CallFields(BaseModel):
@@ -233,31 +235,29 @@ class FieldError(BaseModel):
     message: str
 
 
-def instant_order_errors(cdr: _CallFields) -> list[FieldError]:
+def instant_order_errors(values: Mapping[str, Any]) -> list[FieldError]:
     """Errors for instants out of order (SPEC: originated ≤ ringing ≤ answered ≤ ended;
-    greeting/agent/message need answered_at and lie in [answered_at, ended_at])."""
+    greeting/agent/message need answered_at and lie in [answered_at, ended_at]), from a
+    record's field values (a model's `__dict__`, or the same values in a dict)."""
     errors: list[FieldError] = []
-    later: list[tuple[str, datetime | None]] = [
-        ("ringing_at", cdr.ringing_at),
-        ("answered_at", cdr.answered_at),
-        ("ended_at", cdr.ended_at),
-    ]
-    previous_name, previous = "originated_at", cdr.originated_at
-    for name, value in later:
+    previous_name, previous = "originated_at", values["originated_at"]
+    for name in _ORDERED_INSTANTS:
+        value = values[name]
         if value is None:
             continue
         if value < previous:
             errors.append(FieldError(field=name, message=f"{name} before {previous_name}"))
         previous_name, previous = name, value
+    answered, ended = values["answered_at"], values["ended_at"]
     for name in ANSWER_RELATIVE_INSTANTS:
-        value = getattr(cdr, name)
+        value = values[name]
         if value is None:
             continue
-        if cdr.answered_at is None:
+        if answered is None:
             errors.append(FieldError(field=name, message=f"{name} set but answered_at missing"))
-        elif value < cdr.answered_at:
+        elif value < answered:
             errors.append(FieldError(field=name, message=f"{name} before answered_at"))
-        elif value > cdr.ended_at:
+        elif value > ended:
             errors.append(FieldError(field=name, message=f"{name} after ended_at"))
     return errors
 
@@ -359,7 +359,7 @@ def parse_cdr(
         return None, extra_errors + pydantic_field_errors(exc)
     if extra_errors:
         return None, extra_errors
-    errors = instant_order_errors(cdr)
+    errors = instant_order_errors(cdr.__dict__)
     if errors:
         return None, errors
     return cdr, []

@@ -176,7 +176,7 @@ def _make_validator(future_tolerance_seconds: int) -> Callable[[list[dict[str, A
         for item in outcome.rejected:
             reason, message = _reason_of([e.model_dump() for e in item.errors])
             rejected.append((item.index, item.call_id, reason, message))
-        return SinkResult(accepted=len(outcome.good) + outcome.duplicates, rejected=rejected)
+        return SinkResult(accepted=outcome.accepted + outcome.duplicates, rejected=rejected)
 
     return validate
 

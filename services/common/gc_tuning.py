@@ -1,6 +1,6 @@
 """Garbage-collector settings for a process that turns many small objects over.
 
-The ingest allocates some fifty objects a CDR (the parsed dict, two models, instants,
+The ingest allocates some fifty objects a CDR (the parsed dict, its field values, instants,
 encoded bytes) and keeps a callee cache of up to 100,000 entries. With CPython's default
 thresholds (700, 10, 10) a young collection runs every few records and the records of a
 1,000-CDR request, alive until the broker acknowledges them, are promoted and traversed

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import available_timezones
 
 import phonenumbers
@@ -67,7 +67,6 @@ _PHONE_TEXT_MAX = 64  # longer strings are not phone numbers (and are not scanne
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")  # 2026-03-02: a date, not a number
 _ALPHA2 = re.compile(r"^[A-Z]{2}$")
 _UNKNOWN_ZONE = "Etc/Unknown"
-_DIALER_ONLY_FIELDS = ("callee_number", "callee_country", "callee_tz")
 # Names zoneinfo resolves that are not zones a callee can be in.
 _NOT_CALLEE_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 _PARSE_REASONS = {
@@ -311,6 +310,10 @@ class Normalizer:
         digits = phone_digits(value)
         return value if digits is None else self.pseudonym(digits)
 
+    def now(self) -> datetime:
+        """The ingest clock, in UTC: a body's records are accepted at one instant."""
+        return self._clock().astimezone(UTC)
+
     def normalize(
         self,
         cdr: CdrV1,
@@ -320,58 +323,67 @@ class Normalizer:
     ) -> tuple[NormalizedCdrV1 | None, list[FieldError]]:
         """The normalised record (with `tenant_id` when given, else the record's own), or
         the errors that prevent it."""
+        fields, errors = self.normalize_fields(
+            cdr.__dict__.copy(), source=source, tenant_id=tenant_id, now=self.now()
+        )
+        # Every field is valid already (the CdrV1 it comes from, values derived here):
+        # construct without validating them a second time.
+        return (None if fields is None else trusted_model(NormalizedCdrV1, fields)), errors
+
+    def normalize_fields(
+        self,
+        fields: dict[str, Any],
+        *,
+        source: Literal["http", "kafka"],
+        tenant_id: str | None,
+        now: datetime,
+    ) -> tuple[dict[str, Any] | None, list[FieldError]]:
+        """`normalize` on field values: `fields`, a `CdrV1`'s (`schemas.cdr_v1_body`), made
+        into the `NormalizedCdrV1`'s in its field order (the dict is taken over and
+        changed), or None and the errors. `now` (UTC) is the ingest clock's reading for the
+        record, its `accepted_at`."""
         errors: list[FieldError] = []
-        now = self._clock().astimezone(UTC)
         latest = now + self._future_tolerance
         for name in INSTANT_FIELDS:
-            value = getattr(cdr, name)
+            value = fields[name]
             if value is not None and value > latest:
                 errors.append(self.future_errors[name])
-        if (
-            cdr.callee_country is not None
-            and cdr.callee_country not in phonenumbers.SUPPORTED_REGIONS
-        ):
+        number = fields.pop("callee_number")
+        dialer_country = fields.pop("callee_country")
+        dialer_zone = fields.pop("callee_tz")
+        if dialer_country is not None and dialer_country not in phonenumbers.SUPPORTED_REGIONS:
             errors.append(
                 FieldError(
                     field="callee_country",
-                    message=f"callee_country {cdr.callee_country} is not an ISO 3166-1 alpha-2 "
+                    message=f"callee_country {dialer_country} is not an ISO 3166-1 alpha-2 "
                     "country with a numbering plan (e.g. GB, IT, US)",
                 )
             )
             return None, errors
-        parsed = self.callee(cdr.callee_number, cdr.callee_country)
+        parsed = self.callee(number, dialer_country)
         if isinstance(parsed, str):
             errors.append(FieldError(field="callee_number", message=parsed))
-        if cdr.callee_tz is not None and not is_iana_zone(cdr.callee_tz):
+        if dialer_zone is not None and not is_iana_zone(dialer_zone):
             errors.append(
                 FieldError(
                     field="callee_tz",
-                    message=f"callee_tz {cdr.callee_tz!r} is not an IANA time zone "
+                    message=f"callee_tz {dialer_zone!r} is not an IANA time zone "
                     "(e.g. Europe/Rome)",
                 )
             )
         if errors or isinstance(parsed, str):
             return None, errors
         country = parsed.region
-        if cdr.callee_country is not None and cdr.callee_country in parsed.calling_code_regions:
-            country = cdr.callee_country
-        zones = (cdr.callee_tz,) if cdr.callee_tz is not None else parsed.zones
-        # The model's own field values (`dict(cdr)` costs two AttributeErrors a record:
-        # dict() asks a model for `keys` first).
-        fields = cdr.__dict__.copy()
-        for name in _DIALER_ONLY_FIELDS:
-            del fields[name]
+        if dialer_country is not None and dialer_country in parsed.calling_code_regions:
+            country = dialer_country
         if tenant_id is not None:
             fields["tenant_id"] = tenant_id
-        fields.update(
-            callee_key=parsed.key,
-            callee_country=country,
-            callee_zones=zones,
-            source=source,
-            accepted_at=now,
-        )
-        if cdr.extra:
-            fields["extra"] = self.scrub(cdr.extra)
-        # Every field is valid already (the CdrV1 it comes from, values derived here):
-        # construct without validating them a second time.
-        return trusted_model(NormalizedCdrV1, fields), []
+        # Appended in NormalizedCdrV1's order, after the fields it shares with CdrV1.
+        fields["callee_key"] = parsed.key
+        fields["callee_country"] = country
+        fields["callee_zones"] = (dialer_zone,) if dialer_zone is not None else parsed.zones
+        fields["source"] = source
+        fields["accepted_at"] = now
+        if fields["extra"]:
+            fields["extra"] = self.scrub(fields["extra"])
+        return fields, []

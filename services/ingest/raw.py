@@ -311,7 +311,7 @@ def validate_messages(
     validation = validate_items(
         items, normalizer, source="kafka", records_carry_tenant=True, policy=policy
     )
-    batch.published = len(validation.good)
+    batch.published = validation.accepted
     batch.duplicates = validation.duplicates
     batch.rejected.update(validation.reasons)
     batch.records = [

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from schemas.cdr_batch_v1 import envelopes
 from schemas.cdr_v1 import NormalizedCdrV1
 from services.common.auth import TokenStore
 from services.common.db import create_engine, migrate
@@ -23,7 +23,8 @@ from services.ingest.service import PublisherUnavailable, encode_record
 
 
 class FakePublisher:
-    """Records every batch it acknowledged; `fail = True` makes it behave like a dead broker."""
+    """Records every batch it acknowledged, read back from the envelopes it was given;
+    `fail = True` makes it behave like a dead broker."""
 
     def __init__(self) -> None:
         self.batches: list[list[NormalizedCdrV1]] = []
@@ -37,13 +38,25 @@ class FakePublisher:
     async def check_ready(self) -> bool:
         return self.ready
 
-    async def send_batch(
-        self, records: list[NormalizedCdrV1], encoded: Sequence[tuple[bytes, bytes]]
-    ) -> None:
-        assert envelopes([encode_record(r) for r in records]) == list(encoded)
+    async def send_batch(self, encoded: Sequence[tuple[bytes, bytes]]) -> None:
+        batch = [record for key, value in encoded for record in _published(key, value)]
         if self.fail:
             raise PublisherUnavailable("fake broker is down")
-        self.batches.append(list(records))
+        self.batches.append(batch)
+
+
+def _published(key: bytes, value: bytes) -> list[NormalizedCdrV1]:
+    """The records of one envelope, each checked to be what the ingest promises on the
+    topic: a valid `NormalizedCdrV1` whose JSON is byte for byte its `model_dump`'s, keyed
+    by its campaign."""
+    records = []
+    for data in orjson.loads(value)["cdrs"]:
+        record = NormalizedCdrV1.model_validate(data)
+        assert key == record.campaign_id.encode()
+        assert orjson.dumps(data) == orjson.dumps(record.model_dump(mode="json", by_alias=True))
+        assert encode_record(record) == (key, orjson.dumps(data))
+        records.append(record)
+    return records
 
 
 @dataclass

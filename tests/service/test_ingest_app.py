@@ -117,7 +117,7 @@ async def test_kafka_publisher_not_connected_refuses_batches(tmp_path: Path) -> 
 
     assert publisher.ready is False
     with pytest.raises(PublisherUnavailable):
-        await publisher.send_batch([], [])
+        await publisher.send_batch([])
 
 
 async def test_app_with_real_wiring_answers_503_while_the_broker_is_unreachable(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,7 @@ from services.common.auth import Principal
 from services.common.settings import IngestSettings
 from services.ingest.metrics import IngestMetrics
 from services.ingest.normalize import Normalizer
-from services.ingest.service import IngestService, PublisherUnavailable
+from services.ingest.service import VALIDATION_SLICE, IngestService, PublisherUnavailable
 
 if TYPE_CHECKING:
     from tests.service.conftest import FakePublisher
@@ -63,19 +64,37 @@ async def test_records_from_kafka_are_counted_and_marked_by_source(
 async def test_large_batch_gives_the_same_answer_as_record_by_record(
     service: IngestService, fake_publisher: FakePublisher
 ) -> None:
-    """Batches above the threshold are validated in a worker thread; order and counts hold."""
+    """A body above `VALIDATION_SLICE` records is validated a slice at a time, the event
+    loop running between two slices; order, indexes, repeats across slices and counts hold,
+    and every record has the body's one `accepted_at`."""
+    readings = iter(NOW + timedelta(seconds=n) for n in range(10_000))
+    service.normalizer = Normalizer(
+        b"service-test-pseudonym-key", lambda: next(readings), timedelta(hours=1)
+    )
     items: list[object] = [make_cdr(str(i)) for i in range(1000)]
     items[10] = make_cdr("10", amd_result="fax")
-    items[500] = make_cdr("7")  # a repeat of record 7
+    items[500] = make_cdr("7")  # a repeat of record 7, in the second slice
     items[999] = "not a record"
+    ticks = 0
 
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
     result = await service.ingest(items, UNBOUND)
+    task.cancel()
 
+    assert len(items) > VALIDATION_SLICE
+    assert ticks >= len(items) // VALIDATION_SLICE - 1
     assert result.accepted == 997
     assert result.duplicates == 1
     assert [(r.index, r.call_id) for r in result.rejected] == [(10, "10"), (999, None)]
     published = [record.call_id for record in fake_publisher.records]
     assert published == [str(i) for i in range(999) if i not in (10, 500)]
+    assert {record.accepted_at for record in fake_publisher.records} == {NOW}
 
 
 async def test_publisher_failure_propagates_and_reports_nothing_accepted(
