@@ -61,7 +61,7 @@ _PlainNormalized = plain_variant(
     name="_PlainNormalized",
     instants=(*INSTANT_FIELDS, "accepted_at"),
     instant=instant_text(YEARS_2001_8999, OFFSET_Z),
-    config=ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=True),
+    config=ConfigDict(extra="forbid", str_strip_whitespace=True),
 )
 
 
@@ -90,8 +90,8 @@ def plain_records(value: bytes | None) -> list[dict[str, Any]] | None:
         batch = _PLAIN_ENVELOPE.validate_json(value)
     except ValidationError:
         return None
-    records: list[BaseModel] = batch.cdrs
-    return [record.__dict__ for record in records]
+    records: list[dict[str, Any]] = batch.cdrs
+    return records
 
 
 def envelopes(

@@ -5,7 +5,7 @@ field values.
 validators (about 40 µs a record here, half of ingest's time). Most records are in the
 plain shape every dialer we know sends: ids of printable ASCII, instants as
 `YYYY-MM-DDTHH:MM:SS[.ffffff](Z|±HH:MM)` or epoch milliseconds, no `extra`. For those,
-one pydantic-core pass over the body (`_BODY`, a list of `_PlainCdr` or anything) checks
+one pydantic-core pass over the body (`_BODY`, each a `_PlainCdr` or anything) checks
 every field in Rust, and a short loop turns the instant texts into UTC datetimes. Any
 record the plain shape does not take, or that the loop cannot finish, goes through
 `parse_cdr`: it gets the same errors as before, word for word.
@@ -34,7 +34,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
 
-from pydantic import ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter
 
 from schemas.cdr_v1 import (
     INSTANT_FIELDS,
@@ -57,11 +57,19 @@ _PlainCdr = plain_variant(
     name="_PlainCdr",
     instants=INSTANT_FIELDS,
     instant=_PlainInstant,
-    config=ConfigDict(extra="ignore", frozen=False, str_strip_whitespace=True),
+    config=ConfigDict(extra="ignore", str_strip_whitespace=True),
 )
-# Each item: a `_PlainCdr` when it has the plain shape, else the item itself.
+# An item the plain shape does not take.
+_GENERAL: Final = object()
+# Each item: its values (a new dict, every CdrV1 field in order, defaults included) when
+# it has the plain shape, else _GENERAL.
 _BODY: Final = TypeAdapter(
-    list[Annotated[_PlainCdr | Any, Field(union_mode="left_to_right")]]  # type: ignore[valid-type]
+    list[
+        Annotated[
+            _PlainCdr | Annotated[Any, AfterValidator(lambda _: _GENERAL)],  # type: ignore[valid-type]
+            Field(union_mode="left_to_right"),
+        ]
+    ]
 )
 
 # A `CdrV1`'s field values, as its `__dict__` holds them (a new dict the caller owns).
@@ -77,19 +85,19 @@ def parse_cdrs(
     try:
         plain = _BODY.validate_python(list(items))
     except Exception:  # an input pydantic-core cannot walk: every record the general way
-        plain = list(items)
+        plain = [_GENERAL] * len(items)
     allowed = frozenset(extra_fields_allowed)
     fromisoformat = datetime.fromisoformat
     out: list[Parsed] = []
     for item, checked in zip(items, plain, strict=True):
         if (
-            type(checked) is not _PlainCdr
+            checked is _GENERAL
             or "extra" in item  # type: ignore[operator]
             or (allowed and not allowed.isdisjoint(item))  # type: ignore[arg-type]
         ):
             out.append(_general(item, allowed))
             continue
-        values = checked.__dict__
+        values = checked
         try:
             for name in INSTANT_FIELDS:
                 value = values[name]

@@ -5,7 +5,12 @@ detector's envelopes).
 
 A fast path validates with `plain_variant(model, ...)` and takes a record only if it has
 the plain shape; any other record goes the general way, through `model` and its Python
-validators. For that to change nothing, each narrowed type accepts only values the general
+validators. The variant is a TypedDict, not a model: pydantic-core checks it the same way
+and hands back a dict of every field in the model's order, defaults included (what a
+model's `__dict__` holds), at half the cost of building a model instance (2.9 -> 1.3 us
+a dialer record here).
+
+For the fast path to change nothing, each narrowed type accepts only values the general
 validator accepts with the same result:
 
 - ids (`PlainId`): 1..128 printable ASCII characters, no `/`, no space at either end
@@ -23,10 +28,12 @@ Every other field keeps the model's own type and constraints.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Annotated, Any
+from typing import Annotated, Any, Required
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
-from pydantic.fields import FieldInfo
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+# pydantic needs typing_extensions' TypedDict before Python 3.12.
+from typing_extensions import TypedDict
 
 from schemas.cdr_v1 import ID_FIELDS, ID_MAX_CHARS
 
@@ -56,20 +63,30 @@ def plain_variant(
     instants: Collection[str],
     instant: Any,
     config: ConfigDict,
-) -> type[BaseModel]:
+) -> Any:
     """`model` with its ids as `PlainId` and the fields named in `instants` as `instant`
-    (each optional where `model`'s is, with its default)."""
-
-    def field(field_name: str, info: FieldInfo) -> tuple[Any, FieldInfo]:
+    (each optional where `model`'s is, with its default), as a TypedDict under `config`."""
+    fields: dict[str, Any] = {}
+    for field_name, info in model.model_fields.items():
         if field_name in ID_FIELDS:
             narrowed: Any = PlainId
         elif field_name in instants:
             narrowed = instant
         else:
-            return info.annotation, info
+            narrowed = (
+                Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+            )
         if info.is_required():
-            return narrowed, Field()
-        return narrowed | None, Field(default=info.default)
-
-    fields = {n: field(n, info) for n, info in model.model_fields.items()}
-    return create_model(name, __config__=config, **fields)  # type: ignore[call-overload,no-any-return]
+            fields[field_name] = Required[narrowed]
+            continue
+        if field_name in ID_FIELDS or field_name in instants:
+            narrowed = narrowed | None
+        default = (
+            Field(default_factory=info.default_factory)
+            if info.default_factory is not None
+            else Field(default=info.default)
+        )
+        fields[field_name] = Annotated[narrowed, default]
+    shape: Any = TypedDict(name, fields, total=False)  # type: ignore[misc]
+    shape.__pydantic_config__ = config  # type: ignore[attr-defined]
+    return shape
