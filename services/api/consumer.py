@@ -409,6 +409,7 @@ class StoreConsumer:
             client_id="cdrwatch-api",
             auto_offset_reset="earliest",
             enable_auto_commit=False,
+            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
         )
 
     async def run(self) -> None:

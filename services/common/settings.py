@@ -24,6 +24,14 @@ class CommonSettings(BaseSettings):
     kafka_idempotence: bool = False
     kafka_partitions: int = Field(default=4, ge=1, le=1024)
     kafka_replication_factor: int = Field(default=1, ge=1, le=16)
+    # The longest the streaming consumers' fetches (the detector's stages, the api's
+    # outputs consumer) wait at the broker for records. Apache Kafka answers a fetch as
+    # soon as a record arrives, whatever this; the embedded Tansu holds every fetch for
+    # the whole wait (a record sent 0.37 s into a 1.5 s fetch arrived when the 1.5 s were
+    # up), so there each consumer on an alert's path added up to this much latency. faust
+    # hard-codes 1,500 ms, aiokafka's default is 500; 100 ms costs an idle consumer ten
+    # fetch requests a second.
+    kafka_fetch_max_wait_ms: int = Field(default=100, ge=1, le=5_000)
     data_dir: Path = Path(".cdrwatch")
     database_url: str | None = None
     log_json: bool | None = None  # None: JSON when stderr is not a terminal

@@ -499,10 +499,16 @@ class _GuardedApp(faust.App):
     faust reads up to the ListOffsets answer, which the embedded broker gives short)."""
 
     def __init__(
-        self, *args: Any, bootstrap: str, contiguous_topics: Iterable[str], **kwargs: Any
+        self,
+        *args: Any,
+        bootstrap: str,
+        contiguous_topics: Iterable[str],
+        fetch_max_wait_ms: int,
+        **kwargs: Any,
     ) -> None:
         self.delivery_guard = DeliveryGuard()
         self._bootstrap = bootstrap
+        self._fetch_max_wait_ms = fetch_max_wait_ms
 
         async def probe(topic: str, partition: int, offset: int) -> int | None:
             return await first_offset_from(bootstrap, topic, partition, offset)
@@ -532,6 +538,20 @@ class _GuardedApp(faust.App):
             }
 
         consumer.highwaters = confirmed_highwaters
+        # faust builds its aiokafka consumer with fetch_max_wait_ms=1500 and no setting to
+        # change it (CommonSettings.kafka_fetch_max_wait_ms says why that matters): the
+        # consumer is built when faust's consumer thread starts, and takes the wait to its
+        # fetcher when it starts, after this.
+        thread = consumer._thread
+        create_worker_consumer = thread._create_worker_consumer
+        fetch_max_wait_ms = self._fetch_max_wait_ms
+
+        def create_waiting_less(transport: Any) -> Any:
+            worker_consumer = create_worker_consumer(transport)
+            worker_consumer._fetch_max_wait_ms = fetch_max_wait_ms
+            return worker_consumer
+
+        thread._create_worker_consumer = create_waiting_less
         commit = consumer._commit
 
         async def logged_commit(offsets: Any) -> bool:
@@ -618,6 +638,7 @@ class Detector:
             settings.app_id if self.runs_cdrs else f"{settings.app_id}-callees",
             broker=_faust_broker_url(settings.kafka_bootstrap),
             bootstrap=settings.kafka_bootstrap,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             contiguous_topics=(
                 *((topics.CDRS, violations) if self.runs_cdrs else ()),
                 *((callee_calls,) if self.runs_callees else ()),

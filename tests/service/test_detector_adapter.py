@@ -505,3 +505,20 @@ async def test_an_envelope_wrong_as_a_whole_is_one_dead_letter(
     assert dead["reason"] == "unprocessable"
     assert "envelope" in dead["detail"] and not dead["detail"].startswith("cdrs[")
     assert dead["source"]["offset"] == 3
+
+
+async def test_the_workers_consumer_fetches_wait_the_setting_not_fausts_1500_ms(
+    tmp_path: Path,
+) -> None:
+    """faust builds its aiokafka consumer with a hard-coded 1,500 ms fetch wait, which the
+    embedded broker holds in full however soon records arrive; the worker's consumer takes
+    `kafka_fetch_max_wait_ms` instead (aiokafka hands it to its fetcher at start)."""
+    settings = DetectorSettings(
+        data_dir=tmp_path, callee_store="memory://", kafka_fetch_max_wait_ms=37
+    )
+    detector = Detector(settings)
+    consumer = detector.app.consumer._thread._create_worker_consumer(detector.app.transport)
+    try:
+        assert consumer._fetch_max_wait_ms == 37
+    finally:
+        await consumer.stop()
