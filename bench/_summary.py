@@ -59,9 +59,19 @@ class Bench:
     quick: list[str]
     figures: list[Figure]
     ledger: Callable[[Doc], str | None]  # None when the counts check out, else what is wrong
+    # Its name in the logs and the runs' bookkeeping (the script's by default; two benches
+    # of one script need two).
+    name: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.name or Path(self.script).stem
 
 
 SPLIT_ENGINE = "cdrwatch detector, 2 stages"  # bench/detector_throughput.py --split
+# A background load "at 10,000 CDR/s": the load generator paces 100 ms batches and lands
+# within a few CDR/s of its target (9,996-10,009 in the runs of 2026-12-04), either side.
+AT_10K = 9_900
 
 
 def _detector(doc: Doc, engine: str = "cdrwatch detector") -> Doc:
@@ -85,8 +95,8 @@ def _detector_ledger(doc: Doc) -> str | None:
     return None
 
 
-def _quarters(doc: Doc) -> float | None:
-    counted = _detector(doc).get("counted", {})
+def _quarters(doc: Doc, engine: str = "cdrwatch detector") -> float | None:
+    counted = _detector(doc, engine).get("counted", {})
     first, last = counted.get("first_quarter"), counted.get("last_quarter")
     return last / first if first and last else None
 
@@ -166,6 +176,38 @@ BENCHES = [
         _detector_ledger,
     ),
     Bench(
+        "bench/detector_throughput.py",
+        ["--records", "1000000", "--no-quix", "--split"],
+        ["--records", "100000", "--no-quix", "--split"],
+        [
+            Figure(
+                "backfill of 1,000,000 CDRs, 2 stages",
+                lambda d: _detector(d, SPLIT_ENGINE).get("seconds"),
+                "< 60",
+                lambda v: v < 60,
+                " s",
+                not_in_quick="100,000 CDRs, not 1,000,000",
+            ),
+            Figure(
+                "  its last / first quarter",
+                lambda d: _quarters(d, SPLIT_ENGINE),
+                ">= 0.9",
+                lambda v: v >= 0.9,
+                not_in_quick="100,000 CDRs, not 1,000,000",
+            ),
+            Figure(
+                "  in one process",
+                lambda d: _detector(d).get("seconds"),
+                "< 60",
+                lambda v: v < 60,
+                " s",
+                not_in_quick="100,000 CDRs, not 1,000,000",
+            ),
+        ],
+        _detector_ledger,
+        name="backfill",
+    ),
+    Bench(
         "bench/ingest_throughput.py",
         [],
         ["--seconds", "6", "--warmup", "2"],
@@ -239,7 +281,7 @@ BENCHES = [
     Bench(
         "bench/alert_latency.py",
         [],
-        ["--probes", "5", "--warmup", "3"],
+        ["--probes", "5"],
         [
             Figure(
                 "alert latency p99",
@@ -249,15 +291,15 @@ BENCHES = [
                 " ms",
                 unjudged=lambda d: (
                     None
-                    if (d.get("achieved_rate") or 0) >= 10_000
+                    if (d.get("achieved_rate") or 0) >= AT_10K
                     else f"measured at {d.get('achieved_rate') or 0:,.0f} CDR/s of background load"
                 ),
             ),
             Figure(
                 "  at background load",
                 lambda d: d.get("achieved_rate"),
-                ">= 10,000",
-                lambda v: v >= 10_000,
+                ">= 10,000 (within 1 %)",
+                lambda v: v >= AT_10K,
                 " CDR/s",
             ),
         ],
@@ -295,7 +337,7 @@ def _commit() -> str:
 
 
 def _run(bench: Bench, args: argparse.Namespace, run: int) -> tuple[Doc | None, Path, float]:
-    log = args.logs / f"{Path(bench.script).stem}-{run}.log"
+    log = args.logs / f"{bench.key}-{run}.log"
     argv = [sys.executable, str(ROOT / bench.script), *(bench.quick if args.quick else bench.full)]
     started = time.monotonic()
     with log.open("w") as err:
@@ -336,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  failed after {seconds:.0f} s, log {log}", flush=True)
                 continue
             print(f"  {seconds:.0f} s, log {log}", flush=True)
-            docs.setdefault(bench.script, []).append(doc)
+            docs.setdefault(bench.key, []).append(doc)
             wrong = bench.ledger(doc)
             if wrong:
                 problems.append(f"{bench.script} run {run}: ledger check failed: {wrong}")
@@ -356,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     print("  " + "-" * (len(header) - 2))
     notes: list[str] = []
     for bench in BENCHES:
-        got = docs.get(bench.script, [])
+        got = docs.get(bench.key, [])
         ledger = "ok" if got and all(bench.ledger(d) is None for d in got) else "FAILED"
         for figure in bench.figures:
             values = [v for v in (figure.read(d) for d in got) if isinstance(v, int | float)]
