@@ -119,3 +119,29 @@ def cdrs_of(value: bytes) -> list[Any]:
     envelope's records, or the single record of a message without one."""
     body = orjson.loads(value)
     return list(body["cdrs"]) if isinstance(body, dict) and "cdrs" in body else [body]
+
+
+class LoopTurns:
+    """How often the event loop ran another task while the code under test awaited: code
+    that returns to the loop between chunks of work lets `count` grow, code that holds it
+    leaves it at 0. Started with `start()` (which lets the counter settle), reset by
+    setting `count = 0`, ended with `stop()`."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> LoopTurns:
+        async def turn() -> None:
+            while True:
+                self.count += 1
+                await asyncio.sleep(0)
+
+        self._task = asyncio.create_task(turn())
+        await asyncio.sleep(0)
+        self.count = 0
+        return self
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()

@@ -19,6 +19,7 @@ from schemas import AlertV1, StatsV1, topics
 from services.common.settings import DetectorSettings
 from services.detector.app import CampaignConfigs, Detector, TableState
 from services.detector.core.engine import Engine
+from tests.helpers import LoopTurns
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -426,27 +427,17 @@ async def test_a_batch_is_counted_in_chunks_with_the_event_loop_served_between(
     for chunk in (1_000_000, 25):
         d = in_memory(tmp_path / str(chunk), batch_cdrs_max=chunk)
         d.configs.apply(orjson.dumps(profile))
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0)
-
-        task = asyncio.create_task(ticker())
-        await asyncio.sleep(0)
-        ticks = 0
+        turns = await LoopTurns().start()
         await d.handle(batch)
-        during_cdrs = ticks
+        during_cdrs = turns.count
         calls = [
             FakeEvent(m["value"], i, partition=m["partition"], topic="callee-calls")
             for i, m in enumerate(d.callee_topic.sent)
         ]
-        ticks = 0
+        turns.count = 0
         await d.handle_callee_batch(calls)
-        during_callees = ticks
-        task.cancel()
+        during_callees = turns.count
+        turns.stop()
         alerts = {
             v["id"]: (v["state"], v["numerator"], v["denominator"]) for v in d.alerts.values()
         }

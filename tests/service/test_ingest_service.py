@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ from services.common.settings import IngestSettings
 from services.ingest.metrics import IngestMetrics
 from services.ingest.normalize import Normalizer
 from services.ingest.service import VALIDATION_SLICE, IngestService, PublisherUnavailable
+from tests.helpers import LoopTurns
 
 if TYPE_CHECKING:
     from tests.service.conftest import FakePublisher
@@ -75,20 +75,12 @@ async def test_large_batch_gives_the_same_answer_as_record_by_record(
     items[10] = make_cdr("10", amd_result="fax")
     items[500] = make_cdr("7")  # a repeat of record 7, in the second slice
     items[999] = "not a record"
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
+    turns = await LoopTurns().start()
     result = await service.ingest(items, UNBOUND)
-    task.cancel()
+    turns.stop()
 
     assert len(items) > VALIDATION_SLICE
-    assert ticks >= len(items) // VALIDATION_SLICE - 1
+    assert turns.count >= len(items) // VALIDATION_SLICE - 1
     assert result.accepted == 997
     assert result.duplicates == 1
     assert [(r.index, r.call_id) for r in result.rejected] == [(10, "10"), (999, None)]
