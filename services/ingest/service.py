@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 # takes about 5 ms here). Not in a worker thread, as it was: the two threads handing the
 # GIL to each other cost the ingest a third of its throughput
 # (`bench/ingest_throughput.py --batches 20`: 35,800-38,800 CDR/s with the thread,
-# 47,900-51,100 without, same tree; bench/README.md).
+# 47,900-51,800 without, same tree; bench/README.md).
 VALIDATION_SLICE = 500
 _CALL_ID_ECHO_MAX = 128
 
