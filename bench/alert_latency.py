@@ -194,8 +194,8 @@ class AlertWatcher:
     def __init__(self, bootstrap: str) -> None:
         from aiokafka import AIOKafkaConsumer
 
-        # A short fetch wait: the embedded broker holds a fetch for all of it even when
-        # records arrive, which would count towards the detector's share.
+        # A short fetch wait: the embedded broker answers a waiting fetch late (up to about
+        # half its wait), which would count towards the detector's share.
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=None,

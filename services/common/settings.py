@@ -26,11 +26,12 @@ class CommonSettings(BaseSettings):
     kafka_replication_factor: int = Field(default=1, ge=1, le=16)
     # The longest the streaming consumers' fetches (the detector's stages, the api's
     # outputs consumer) wait at the broker for records. Apache Kafka answers a fetch as
-    # soon as a record arrives, whatever this; the embedded Tansu holds every fetch for
-    # the whole wait (a record sent 0.37 s into a 1.5 s fetch arrived when the 1.5 s were
-    # up), so there each consumer on an alert's path added up to this much latency. faust
-    # hard-codes 1,500 ms, aiokafka's default is 500; 100 ms costs an idle consumer ten
-    # fetch requests a second.
+    # soon as a record arrives, whatever this. The embedded Tansu does not: a record sent
+    # to a topic a consumer waited on arrived 12-553 ms after its send with a 1,500 ms
+    # wait, 15-213 ms with 500 and 7-20 ms with 100 (aiokafka, 2026-12-04), so there each
+    # consumer on an alert's path added up to about half this wait. faust hard-codes
+    # 1,500 ms, aiokafka's default is 500; 100 ms costs an idle consumer ten fetch
+    # requests a second.
     kafka_fetch_max_wait_ms: int = Field(default=100, ge=1, le=5_000)
     data_dir: Path = Path(".cdrwatch")
     database_url: str | None = None
