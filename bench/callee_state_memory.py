@@ -19,14 +19,7 @@ import time
 from pathlib import Path
 
 import orjson
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from _common import rss_mib
 
 
 def history(rng: random.Random, n: int) -> list[list[object]]:

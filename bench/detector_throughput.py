@@ -52,6 +52,7 @@ from _common import (
     profile_summary,
     python_module,
     recent_weekday,
+    rss_mib,
     run_main,
     work_dir,
 )
@@ -408,6 +409,7 @@ def _poll_detector(
     main_done: float | None = None
     now = time.perf_counter()
     samples: list[tuple[float, int]] = []
+    memory: list[tuple[int, float]] = []  # (CDRs processed, RSS of the detector's processes)
     counts = [0.0] * len(watch.ports)
     metrics: list[dict[str, float]] = [{} for _ in watch.ports]
     while time.monotonic() < deadline:
@@ -421,6 +423,7 @@ def _poll_detector(
         now = time.perf_counter()
         total = int(sum(counts))
         samples.append((now, total))
+        memory.append((total, sum(rss_mib(c.pid) for c in children)))
         if start is None and all(c > 0 for c in counts):
             busy = max(m.get(BATCH_SECONDS, 0.0) for m in metrics)
             start = (now - busy, 0, _cpu(children), cpu_seconds(watch.broker_pid), now)
@@ -438,6 +441,12 @@ def _poll_detector(
                 early, late = _quarter_rates(samples, start[1], args.records)
                 result.note += f"; first/last quarter {fmt_int(early)}/{fmt_int(late)} CDR/s"
                 result.counted.update(first_quarter=early, last_quarter=late, sent=args.records)
+                rss = _rss_figures(memory, args.records)
+                result.note += (
+                    f"; RSS after the first quarter {rss['rss_warm_mib']:,.0f} MiB, peak "
+                    f"{rss['rss_peak_mib']:,.0f}, at the end {rss['rss_end_mib']:,.0f}"
+                )
+                result.counted.update(rss)
                 return result
         time.sleep(0.2)
     if start is None:
@@ -473,6 +482,19 @@ def _quarter_rates(samples: list[tuple[float, int]], first: int, last: int) -> t
     early = span / max(at(first + span) - at(first), 1e-9)
     late = span / max(at(last) - at(last - span), 1e-9)
     return early, late
+
+
+def _rss_figures(memory: list[tuple[int, float]], records: int) -> dict[str, float]:
+    """The detector's resident memory (all its processes) once a quarter of the CDRs is
+    processed (after warm-up: its campaigns, caches and first windows exist), at its peak
+    and at the end: flat state keeps the end near the warm figure."""
+    known = [(n, mib) for n, mib in memory if not math.isnan(mib)]
+    warm = next((mib for n, mib in known if n >= records / 4), float("nan"))
+    return {
+        "rss_warm_mib": warm,
+        "rss_peak_mib": max((mib for _, mib in known), default=float("nan")),
+        "rss_end_mib": known[-1][1] if known else float("nan"),
+    }
 
 
 def _detector_result(

@@ -56,6 +56,7 @@ from schemas.cdr_batch_v1 import (
 )
 from services.common.gc_tuning import tune_for_throughput
 from services.common.kafka import BrokerHealth, confirm_log_ends, first_offset_from
+from services.common.loops import run_apart
 from services.common.settings import DetectorSettings
 from services.detector import stage_guard, wire
 from services.detector.changelog import BatchedChangelog
@@ -76,6 +77,7 @@ from services.detector.core.retention import bucket_expired, seen_expired
 from services.detector.core.windows import instant_of_us, minute_of, minute_start
 from services.detector.health import DetectorHttp, Readiness
 from services.detector.metrics import DetectorMetrics
+from services.detector.restore import restore_before_start
 from services.detector.wire import (
     EARLIEST,
     LATEST,
@@ -750,6 +752,15 @@ class Detector:
             table.before_stop = lambda: files.close_clean(table.data, topic, delivered)
         return table
 
+    def restore_callee_files(self) -> None:
+        """Before the worker starts: bring the per-callee RocksDB files up to their change
+        log's end in bulk (services/detector/restore.py); faust's recovery reads the rest.
+        Nothing to do without a per-callee stage in RocksDB."""
+        if self._callee_changelog:
+            restore_before_start(
+                self.settings.kafka_bootstrap, self._callee_changelog, self.callees.data
+            )
+
     def _register(self) -> None:
         app = self.app
 
@@ -1388,7 +1399,8 @@ class LocalStore:
     table directory. A start that finds the marker removes it and keeps the files. One that
     does not (the first start, a SIGKILL, a crash, a power loss: RocksDB runs without its
     write-ahead log, `_write_without_wal`, so the files may have lost their last writes)
-    drops them, and faust rebuilds them from the whole change log.
+    drops them, and they are rebuilt from the whole change log (in bulk before the worker
+    joins, `restore.py`; faust's recovery reads whatever that left).
 
     Why a kept copy is exact: the offset written was acknowledged by the broker and every
     write up to it is in the flushed files, so they hold the table as of that offset.
@@ -1445,6 +1457,7 @@ def main(settings: DetectorSettings) -> None:
     run the per-callee stage a second time refuses to start (exit status 2)."""
     refuse_a_second_callee_stage(settings)
     detector = Detector(settings)
+    detector.restore_callee_files()
     worker = faust.Worker(
         detector.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
     )
@@ -1469,24 +1482,11 @@ def refuse_a_second_callee_stage(settings: DetectorSettings) -> None:
         finally:
             await guard.stop(beat=False)
 
-    # A loop of its own, never the current one: faust's worker makes and uses that.
-    loop = asyncio.new_event_loop()
     try:
-        conflict = loop.run_until_complete(asyncio.wait_for(look(), timeout=20))
+        conflict = run_apart(asyncio.wait_for(look(), timeout=20))
     except Exception as exc:
         log.warning("stage_check_skipped", extra={"error": f"{type(exc).__name__}: {exc}"})
         return
-    finally:
-        # aiokafka's stop leaves tasks of the consumer's client and fetcher to finish
-        # their cancellation: run them out, or closing the loop logs "Task was destroyed
-        # but it is pending!" at every start.
-        left = asyncio.all_tasks(loop)
-        for task in left:
-            task.cancel()
-        if left:
-            loop.run_until_complete(asyncio.wait(left))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
     if conflict is not None:
         message = f"cdrwatch detector --stage {settings.stage} refused: {conflict.message}"
         log.error("stage_conflict", extra={"stage": settings.stage, "detail": message})
