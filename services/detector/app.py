@@ -74,7 +74,7 @@ from services.detector.core.engine import (
 )
 from services.detector.core.profiles import ProfileError, load_profile
 from services.detector.core.retention import bucket_expired, seen_expired
-from services.detector.core.windows import instant_of_us, minute_of, minute_start
+from services.detector.core.windows import MinuteIndex, instant_of_us, minute_of, minute_start
 from services.detector.health import DetectorHttp, Readiness
 from services.detector.metrics import DetectorMetrics
 from services.detector.restore import restore_before_start
@@ -125,14 +125,17 @@ class TableState:
         # call key -> (partition, offset, minute, campaign, table key holding the entry)
         self._seen: dict[str, tuple[int, int, int, str, str]] | None = None
         self._pending_seen: dict[int, list[list[Any]]] = {}
+        self._minutes: MinuteIndex | None = None  # the bucket minutes, like the seen index
 
     def bind(self, events: Iterable[EventT]) -> None:
         for event in events:
             self._event_of_partition[event.message.partition] = event
 
-    def forget_seen_index(self) -> None:
-        """Rebuild the seen index from the table on next use (after a reassignment)."""
+    def forget_indexes(self) -> None:
+        """Rebuild the seen and bucket-minute indexes from the table on next use (after a
+        reassignment)."""
         self._seen = None
+        self._minutes = None
 
     def _in_partition(self, partition: int) -> contextlib.AbstractContextManager[None]:
         """Make faust write the change log of what follows to `partition`."""
@@ -149,6 +152,9 @@ class TableState:
             self.flush_seen()
         with self._in_partition(partition):
             del self._table[key]
+        if key.startswith(BUCKET) and self._minutes is not None:
+            campaign_id, _, minute = key[len(BUCKET) :].rpartition("\x1f")
+            self._minutes.discard(campaign_id, int(minute))
 
     # -- dedup entries ---------------------------------------------------------------------
 
@@ -285,6 +291,22 @@ class TableState:
 
     def put_bucket(self, campaign_id: str, minute: int, state: BucketState, partition: int) -> None:
         self._put(f"{BUCKET}{campaign_id}\x1f{minute}", state.to_json(), partition)
+        self._minute_index().add(campaign_id, minute)
+
+    def bucket_minutes(self, campaign_id: str, first: int, last_exclusive: int) -> list[int]:
+        return self._minute_index().between(campaign_id, first, last_exclusive)
+
+    def _minute_index(self) -> MinuteIndex:
+        """{campaign: its bucket minutes}, built from the table on first use after an
+        assignment (recovered by then) and kept by every bucket write and deletion."""
+        if self._minutes is None:
+            index = MinuteIndex()
+            for key in list(self._table.keys()):
+                if key.startswith(BUCKET):
+                    campaign_id, _, minute = key[len(BUCKET) :].rpartition("\x1f")
+                    index.add(campaign_id, int(minute))
+            self._minutes = index
+        return self._minutes
 
     def get_day_violations(self, campaign_id: str, rule_id: str, day: date) -> DayViolations | None:
         raw = self._table.get(f"{VIOLATIONS}{campaign_id}\x1f{rule_id}\x1f{day.isoformat()}")
@@ -788,7 +810,7 @@ class Detector:
         @app.on_partitions_assigned.connect  # type: ignore[misc]
         async def on_assigned(*_args: Any, **_kwargs: Any) -> None:
             self.engine.reset_caches()
-            self.state.forget_seen_index()
+            self.state.forget_indexes()
             self._applied_next.clear()
 
         @app.service

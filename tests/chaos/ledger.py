@@ -32,7 +32,7 @@ from services.detector.core.engine import (
 )
 from services.detector.core.model import EMPTY, BucketCounts
 from services.detector.core.profiles import load_profile
-from services.detector.core.windows import minute_of
+from services.detector.core.windows import MinuteIndex, minute_of
 from services.detector.wire import scoped_key, to_call_record
 from services.ingest.normalize import Normalizer
 
@@ -347,6 +347,7 @@ class _DictState:
 
     def __init__(self) -> None:
         self.data: dict[tuple[str, ...], Any] = {}
+        self.minutes = MinuteIndex()
 
     def get_seen(self, key: str) -> Any:
         return self.data.get(("s", key))
@@ -360,6 +361,10 @@ class _DictState:
 
     def put_bucket(self, campaign_id: str, minute: int, state: BucketState, partition: int) -> None:
         self.data[("b", campaign_id, str(minute))] = state.to_json()
+        self.minutes.add(campaign_id, minute)
+
+    def bucket_minutes(self, campaign_id: str, first: int, last_exclusive: int) -> list[int]:
+        return self.minutes.between(campaign_id, first, last_exclusive)
 
     def get_day_violations(self, campaign_id: str, rule_id: str, day: Any) -> Any:
         raw = self.data.get(("v", campaign_id, rule_id, day.isoformat()))

@@ -45,6 +45,37 @@ def run(state: TableState, calls: list[CallRecord], first_offset: int = 0) -> No
     engine.process([Event(3, first_offset + i, c) for i, c in enumerate(calls)])
 
 
+def _scanned_minutes(table: dict[str, object], campaign: str) -> list[int]:
+    return sorted(
+        int(key.rpartition("\x1f")[2])
+        for key in table
+        if key.startswith("b\x1f") and key[2:].rpartition("\x1f")[0] == campaign
+    )
+
+
+def test_the_bucket_minute_index_follows_writes_sweeps_and_a_reassignment() -> None:
+    """The engine sums windows over `bucket_minutes` alone: a bucket the index misses would
+    drop out of every window, so it must name exactly the table's buckets, whatever wrote
+    or deleted them (a batch, a sweep, faust's recovery before a reassignment)."""
+    table: dict[str, object] = {}
+    state = TableState(table)
+    calls = [call(i, T0 + timedelta(minutes=7 * i), f"c{i % 2}") for i in range(40)]
+    run(state, calls)
+    run(state, [call(100, T0 + timedelta(days=10), "c0")], first_offset=40)
+    for campaign in ("c0", "c1"):
+        assert state.bucket_minutes(campaign, 0, 10**9) == _scanned_minutes(table, campaign)
+    assert state.sweep(timedelta(days=8), timedelta(days=7)) > 0  # c0's old buckets go
+    assert state.bucket_minutes("c0", 0, 10**9) == _scanned_minutes(table, "c0") != []
+    assert state.bucket_minutes("c1", 0, 10**9) == _scanned_minutes(table, "c1") != []
+    # Written behind its back (faust's recovery after an assignment): rebuilt from the table.
+    table[f"b\x1fc1\x1f{minute_of(T0) + 3}"] = table[f"b\x1fc1\x1f{minute_of(T0) + 7}"]
+    state.forget_indexes()
+    assert minute_of(T0) + 3 in state.bucket_minutes("c1", 0, 10**9)
+    assert state.bucket_minutes("c1", 0, 10**9) == _scanned_minutes(table, "c1")
+    first = minute_of(T0) + 7
+    assert state.bucket_minutes("c1", first, first + 15) == [first, first + 14]
+
+
 def test_entries_expire_relative_to_the_campaigns_newest_call_not_the_wall_clock() -> None:
     table: dict[str, object] = {}
     state = TableState(table)

@@ -35,6 +35,7 @@ from services.detector.core.engine import (
     Event,
 )
 from services.detector.core.profiles import load_profile
+from services.detector.core.windows import MinuteIndex
 from services.detector.wire import UnprocessableRecord, check_record, to_call_record
 from services.ingest.normalize import Normalizer
 from tests.cdr_strategies import (
@@ -86,6 +87,7 @@ class _DictState:
 
     def __init__(self) -> None:
         self.data: dict[tuple[str, ...], Any] = {}
+        self.minutes = MinuteIndex()
 
     def get_seen(self, key: str) -> Any:
         return self.data.get(("s", key))
@@ -99,6 +101,10 @@ class _DictState:
 
     def put_bucket(self, campaign_id: str, minute: int, state: BucketState, partition: int) -> None:
         self.data[("b", campaign_id, str(minute))] = state.to_json()
+        self.minutes.add(campaign_id, minute)
+
+    def bucket_minutes(self, campaign_id: str, first: int, last_exclusive: int) -> list[int]:
+        return self.minutes.between(campaign_id, first, last_exclusive)
 
     def get_day_violations(self, campaign_id: str, rule_id: str, day: Any) -> Any:
         raw = self.data.get(("v", campaign_id, rule_id, day.isoformat()))

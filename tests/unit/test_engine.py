@@ -21,7 +21,7 @@ from services.detector.core.engine import (
 )
 from services.detector.core.model import EMPTY, CallRecord
 from services.detector.core.profiles import load_profile
-from services.detector.core.windows import EPOCH, minute_of, sum_buckets
+from services.detector.core.windows import EPOCH, MinuteIndex, minute_of, sum_buckets
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday, 11:00 in Rome
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -33,11 +33,17 @@ class DictState:
     def __init__(self) -> None:
         self.data: dict[tuple[str, ...], Any] = {}
         self.log: list[tuple[tuple[str, ...], Any]] = []
+        self.minutes = MinuteIndex()
 
     def _put(self, key: tuple[str, ...], value: Any) -> None:
         value = copy.deepcopy(value)
         self.data[key] = value
         self.log.append((key, value))
+        if key[0] == "b":
+            self.minutes.add(key[1], int(key[2]))
+
+    def bucket_minutes(self, campaign_id: str, first: int, last_exclusive: int) -> list[int]:
+        return self.minutes.between(campaign_id, first, last_exclusive)
 
     def get_seen(self, key: str) -> tuple[int, int, int, str] | None:
         return self.data.get(("s", key))

@@ -75,6 +75,7 @@ from services.detector.core.windows import (
     WINDOW_KINDS,
     BatchTouch,
     RollingSum,
+    SparseLookup,
     Window,
     WindowKind,
     boundary_in,
@@ -272,6 +273,10 @@ class StateStore(Protocol):
 
     def get_bucket(self, campaign_id: str, minute: int) -> BucketState | None: ...
 
+    def bucket_minutes(self, campaign_id: str, first: int, last_exclusive: int) -> list[int]:
+        """The minutes in [first, last_exclusive) at which the campaign has a bucket,
+        ascending (a `windows.MinuteIndex` kept beside the buckets)."""
+
     def put_bucket(
         self, campaign_id: str, minute: int, state: BucketState, partition: int
     ) -> None: ...
@@ -413,8 +418,10 @@ class _Working:
         "_config_for",
         "_store",
         "anchors_before",
+        "bucket_minutes",
         "buckets",
         "campaigns",
+        "lookups",
         "configs",
         "day_violations",
         "partitions",
@@ -429,6 +436,8 @@ class _Working:
         self.partitions: dict[str, int] = {}
         self.configs: dict[str, CampaignConfig] = {}
         self.buckets: dict[tuple[str, int], BucketState] = {}
+        self.bucket_minutes: dict[str, set[int]] = {}  # the minutes of `buckets` per campaign
+        self.lookups: dict[str, SparseLookup] = {}
         self.day_violations: dict[tuple[str, str, date], DayViolations] = {}
         self.touched_days: dict[str, set[date]] = {}
         self.touched_periods: dict[str, set[int]] = {}
@@ -454,13 +463,35 @@ class _Working:
         working = self.buckets.get((cid, minute))
         return working if working is not None else self._store.get_bucket(cid, minute)
 
-    def counts(self, cid: str) -> Callable[[int], BucketCounts]:
-        """A campaign's bucket counts by minute, as the batch has them."""
+    def put_bucket(self, cid: str, minute: int, bucket: BucketState) -> None:
+        self.buckets[(cid, minute)] = bucket
+        minutes = self.bucket_minutes.get(cid)
+        if minutes is None:
+            self.bucket_minutes[cid] = {minute}
+        else:
+            minutes.add(minute)
 
-        def lookup(minute: int) -> BucketCounts:
-            bucket = self._bucket(cid, minute)
-            return EMPTY if bucket is None else bucket.counts
+    def _minutes(self, cid: str, first: int, last_exclusive: int) -> list[int]:
+        stored = self._store.bucket_minutes(cid, first, last_exclusive)
+        working = self.bucket_minutes.get(cid)
+        if not working:
+            return stored
+        extra = [m for m in working if first <= m < last_exclusive]
+        return sorted({*stored, *extra}) if extra else stored
 
+    def counts(self, cid: str) -> SparseLookup:
+        """A campaign's bucket counts by minute, as the batch has them, and the minutes
+        that hold them."""
+        lookup = self.lookups.get(cid)
+        if lookup is None:
+
+            def counts(minute: int) -> BucketCounts:
+                bucket = self._bucket(cid, minute)
+                return EMPTY if bucket is None else bucket.counts
+
+            lookup = self.lookups[cid] = SparseLookup(
+                counts, lambda first, last: self._minutes(cid, first, last)
+            )
         return lookup
 
     def heads(self, cid: str) -> Callable[[int], BucketCounts]:
@@ -599,7 +630,7 @@ class Engine:
         if bkey not in work.buckets:
             stored_bucket = self._store.get_bucket(cid, minute)
             if stored_bucket is not None:
-                work.buckets[bkey] = stored_bucket
+                work.put_bucket(cid, minute, stored_bucket)
         profile = admitted.config.profile
         work.touch(
             cid,
@@ -653,7 +684,7 @@ class Engine:
                 head = head.merge(delta)
             bucket = BucketState(bucket.counts.merge(delta), event.offset, head)
             self._on_bucket_change(cid, minute, day, delta, profile.home_zone)
-        work.buckets[bkey] = bucket
+        work.put_bucket(cid, minute, bucket)
         work.touch(cid, day, period)
         self._count_day_records(work, event, outcome, minute, day)
         self._apply_to_campaign(state, call, outcome, minute, event.offset)
@@ -809,12 +840,9 @@ class Engine:
             record.count += 1
             _keep_recent(record.samples, (minute, violation.call_id))
         now = self._clock()
+        stored = _Working(self._store, self._config_for)  # the store's buckets, as they are
         for (cid, rule_id, day), (record, partition) in records.items():
-
-            def lookup(minute: int, cid: str = cid) -> BucketCounts:
-                stored = self._store.get_bucket(cid, minute)
-                return EMPTY if stored is None else stored.counts
-
+            lookup = stored.counts(cid)
             self._per_call_alerts(cid, rule_id, day, record, configs[cid], lookup, now, out)
             self._store.put_day_violations(cid, rule_id, day, record, partition)
         return out
