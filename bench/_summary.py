@@ -69,6 +69,8 @@ class Bench:
 
 
 SPLIT_ENGINE = "cdrwatch detector, 2 stages"  # bench/detector_throughput.py --split
+FLAT = ["--campaigns", "2000", "--span-minutes", "10080", "--no-quix"]
+FLAT_QUICK = "50,000 CDRs, not 1,000,000: the state has not grown"
 # A background load "at 10,000 CDR/s": the load generator paces 100 ms batches and lands
 # within a few CDR/s of its target (9,996-10,009 in the runs of 2026-12-04), either side.
 AT_10K = 9_900
@@ -78,8 +80,10 @@ def _detector(doc: Doc, engine: str = "cdrwatch detector") -> Doc:
     return next((r for r in doc.get("results", []) if r["engine"] == engine), {})
 
 
-def _detector_ledger(doc: Doc) -> str | None:
-    for engine in ("cdrwatch detector", SPLIT_ENGINE):
+def _detector_ledger(
+    doc: Doc, engines: tuple[str, ...] = ("cdrwatch detector", SPLIT_ENGINE)
+) -> str | None:
+    for engine in engines:
         detector = _detector(doc, engine)
         if not detector:
             return f"{engine} did not finish"
@@ -99,6 +103,16 @@ def _quarters(doc: Doc, engine: str = "cdrwatch detector") -> float | None:
     counted = _detector(doc, engine).get("counted", {})
     first, last = counted.get("first_quarter"), counted.get("last_quarter")
     return last / first if first and last else None
+
+
+def _rss(doc: Doc, which: str) -> float | None:
+    value = _detector(doc).get("counted", {}).get(f"rss_{which}_mib")
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _rss_growth(doc: Doc) -> float | None:
+    warm, end = _rss(doc, "warm"), _rss(doc, "end")
+    return end / warm if warm and end else None
 
 
 def _ingest_ledger(doc: Doc) -> str | None:
@@ -206,6 +220,47 @@ BENCHES = [
         ],
         _detector_ledger,
         name="backfill",
+    ),
+    Bench(
+        "bench/detector_throughput.py",
+        # Issue 7's flatness target: 1,000,000 CDRs over 7 days of event time and 2,000
+        # campaigns through one detector process.
+        [*FLAT, "--records", "1000000", "--timeout", "1200"],
+        [*FLAT, "--records", "50000"],
+        [
+            Figure(
+                "flat: 7 days, 2,000 campaigns",
+                lambda d: _detector(d).get("rate"),
+                "-",
+                lambda _v: True,
+                " CDR/s",
+                unjudged=lambda _d: "no target of its own (the rate bars are the rows above)",
+            ),
+            Figure(
+                "  last / first quarter",
+                _quarters,
+                ">= 0.9",
+                lambda v: v >= 0.9,
+                not_in_quick=FLAT_QUICK,
+            ),
+            Figure(
+                "  detector RSS at the end",
+                lambda d: _rss(d, "end"),
+                "< 1,024",
+                lambda v: v < 1024,
+                " MiB",
+                not_in_quick=FLAT_QUICK,
+            ),
+            Figure(
+                "  RSS end / first quarter",
+                _rss_growth,
+                "<= 1.1 (flat)",
+                lambda v: v <= 1.1,
+                not_in_quick=FLAT_QUICK,
+            ),
+        ],
+        lambda d: _detector_ledger(d, ("cdrwatch detector",)),
+        name="flat",
     ),
     Bench(
         "bench/ingest_throughput.py",
@@ -361,7 +416,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs per benchmark (3; quick 1)")
     parser.add_argument("--quick", action="store_true", help="short runs, once each (< 5 min)")
     parser.add_argument("--logs", type=Path, default=None, help="log directory (a temp dir)")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated benchmarks to run (" + ", ".join(b.key for b in BENCHES) + ")",
+    )
     args = parser.parse_args(argv)
+    only = {name for name in args.only.split(",") if name}
+    unknown = only - {b.key for b in BENCHES}
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    benches = [b for b in BENCHES if not only or b.key in only]
     runs = args.runs or (1 if args.quick else 3)
     if args.logs is None:
         args.logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"cdrwatch-bench-{os.getpid()}"
@@ -369,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     docs: dict[str, list[Doc]] = {}
     problems: list[str] = []
-    for bench in BENCHES:
+    for bench in benches:
         for run in range(1, runs + 1):
             print(f"running {bench.script} ({run}/{runs}) ...", flush=True)
             doc, log, seconds = _run(bench, args, run)
@@ -397,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("  " + "-" * (len(header) - 2))
     notes: list[str] = []
-    for bench in BENCHES:
+    for bench in benches:
         got = docs.get(bench.key, [])
         ledger = "ok" if got and all(bench.ledger(d) is None for d in got) else "FAILED"
         for figure in bench.figures:
