@@ -123,7 +123,7 @@ class TableState:
         self._table = table
         self._event_of_partition: dict[int, EventT] = {}
         # call key -> (partition, offset, minute, campaign, table key holding the entry)
-        self._seen: dict[str, tuple[int, int, int, str, str]] | None = None
+        self._seen: dict[int, dict[str, list[Any]]] | None = None
         self._pending_seen: dict[int, list[list[Any]]] = {}
         self._minutes: MinuteIndex | None = None  # the bucket minutes, like the seen index
 
@@ -158,31 +158,42 @@ class TableState:
 
     # -- dedup entries ---------------------------------------------------------------------
 
-    def _seen_index(self) -> dict[str, tuple[int, int, int, str, str]]:
+    def _seen_index(self) -> dict[int, dict[str, list[Any]]]:
+        """{partition: {call key: its entry `[call key, offset, minute, campaign]`}}: the
+        very lists the table's seen chunks hold, so an entry costs its chunk's list and a
+        slot here, not another copy (1,000,000 calls within the dedup retention)."""
         if self._seen is None:
-            index: dict[str, tuple[int, int, int, str, str]] = {}
+            index: dict[int, dict[str, list[Any]]] = {}
             for key, value in list(self._table.items()):
                 if key.startswith(SEEN_CHUNK):
                     partition = int(key[len(SEEN_CHUNK) :].partition("\x1f")[0])
-                    for call_key, offset, minute, campaign_id in value:
-                        index[call_key] = (partition, offset, minute, campaign_id, key)
+                    entries = index.setdefault(partition, {})
+                    for entry in value:
+                        entries[entry[0]] = entry
                 elif key.startswith(SEEN):  # one record per call (before chunks)
                     partition, offset, minute, campaign_id = value
-                    index[key[len(SEEN) :]] = (partition, offset, minute, campaign_id, key)
+                    call_key = key[len(SEEN) :]
+                    index.setdefault(partition, {})[call_key] = [
+                        call_key,
+                        offset,
+                        minute,
+                        campaign_id,
+                    ]
             self._seen = index
         return self._seen
 
     def get_seen(self, key: str) -> tuple[int, int, int, str] | None:
-        entry = self._seen_index().get(key)
-        return None if entry is None else entry[:4]
+        for partition, entries in self._seen_index().items():
+            entry = entries.get(key)
+            if entry is not None:
+                return partition, entry[1], entry[2], entry[3]
+        return None
 
     def put_seen(self, key: str, value: tuple[int, int, int, str], partition: int) -> None:
         entry_partition, offset, minute, campaign_id = value
-        pending = self._pending_seen.setdefault(partition, [])
-        first = offset if not pending else pending[0][1]
-        pending.append([key, offset, minute, campaign_id])
-        chunk = f"{SEEN_CHUNK}{partition}\x1f{first}"
-        self._seen_index()[key] = (entry_partition, offset, minute, campaign_id, chunk)
+        entry = [key, offset, minute, campaign_id]
+        self._pending_seen.setdefault(partition, []).append(entry)
+        self._seen_index().setdefault(entry_partition, {})[key] = entry
 
     def flush_seen(self) -> None:
         """Write the seen-entries added since the last flush, one record per partition."""
@@ -265,9 +276,10 @@ class TableState:
             if partition not in self._event_of_partition:
                 continue
             kept_keys = {entry[0] for entry in kept}
+            entries = index.get(partition, {})
             for entry in self._table[chunk]:
                 if entry[0] not in kept_keys:
-                    index.pop(entry[0], None)
+                    entries.pop(entry[0], None)
             if kept:
                 self._put(chunk, kept, partition)
             else:
@@ -276,7 +288,7 @@ class TableState:
         for key, partition in doomed:
             if partition in self._event_of_partition:
                 if key.startswith(SEEN):
-                    index.pop(key[len(SEEN) :], None)
+                    index.get(partition, {}).pop(key[len(SEEN) :], None)
                 self.delete(key, partition)
                 deleted += 1
         return deleted
