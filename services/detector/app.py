@@ -123,8 +123,8 @@ class TableState:
         self._table = table
         self._event_of_partition: dict[int, EventT] = {}
         # call key -> (partition, offset, minute, campaign, table key holding the entry)
-        self._seen: dict[int, dict[str, list[Any]]] | None = None
-        self._pending_seen: dict[int, list[list[Any]]] = {}
+        self._seen: dict[int, dict[str, Sequence[Any]]] | None = None
+        self._pending_seen: dict[int, list[Sequence[Any]]] = {}
         self._minutes: MinuteIndex | None = None  # the bucket minutes, like the seen index
 
     def bind(self, events: Iterable[EventT]) -> None:
@@ -158,12 +158,12 @@ class TableState:
 
     # -- dedup entries ---------------------------------------------------------------------
 
-    def _seen_index(self) -> dict[int, dict[str, list[Any]]]:
-        """{partition: {call key: its entry `[call key, offset, minute, campaign]`}}: the
-        very lists the table's seen chunks hold, so an entry costs its chunk's list and a
+    def _seen_index(self) -> dict[int, dict[str, Sequence[Any]]]:
+        """{partition: {call key: its entry `(call key, offset, minute, campaign)`}}: the
+        very entries the table's seen chunks hold, so an entry costs its chunk's list and a
         slot here, not another copy (1,000,000 calls within the dedup retention)."""
         if self._seen is None:
-            index: dict[int, dict[str, list[Any]]] = {}
+            index: dict[int, dict[str, Sequence[Any]]] = {}
             for key, value in list(self._table.items()):
                 if key.startswith(SEEN_CHUNK):
                     partition = int(key[len(SEEN_CHUNK) :].partition("\x1f")[0])
@@ -173,12 +173,12 @@ class TableState:
                 elif key.startswith(SEEN):  # one record per call (before chunks)
                     partition, offset, minute, campaign_id = value
                     call_key = key[len(SEEN) :]
-                    index.setdefault(partition, {})[call_key] = [
+                    index.setdefault(partition, {})[call_key] = (
                         call_key,
                         offset,
                         minute,
                         campaign_id,
-                    ]
+                    )
             self._seen = index
         return self._seen
 
@@ -191,7 +191,7 @@ class TableState:
 
     def put_seen(self, key: str, value: tuple[int, int, int, str], partition: int) -> None:
         entry_partition, offset, minute, campaign_id = value
-        entry = [key, offset, minute, campaign_id]
+        entry = (key, offset, minute, campaign_id)  # a tuple: untracked by the collector
         self._pending_seen.setdefault(partition, []).append(entry)
         self._seen_index().setdefault(entry_partition, {})[key] = entry
 
@@ -232,7 +232,7 @@ class TableState:
             return top is not None and seen_expired(minute, top, dedup_retention)
 
         doomed: list[tuple[str, int]] = []
-        shrunk: list[tuple[str, list[list[Any]], int]] = []  # (chunk, kept entries, expired)
+        shrunk: list[tuple[str, list[Sequence[Any]], int]] = []  # (chunk, kept entries, expired)
         for key, value in list(self._table.items()):
             if key.startswith(SEEN_CHUNK):
                 kept = [e for e in value if not seen_gone(e[2], e[3])]

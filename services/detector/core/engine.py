@@ -110,12 +110,15 @@ class BucketState:
     watermark: int
     head: BucketCounts = EMPTY
 
-    def to_json(self) -> list[int]:
-        head = () if self.head == EMPTY else self.head.to_list()
-        return [self.watermark, *self.counts.to_list(), *head]
+    def to_json(self) -> tuple[int, ...]:
+        """A tuple, not a list: the collector stops tracking a tuple of ints, so the
+        buckets a worker holds (one a call at 2,000 campaigns) are not walked again by
+        every collection (services/common/gc_tuning.py)."""
+        head = () if self.head == EMPTY else tuple(self.head)
+        return (self.watermark, *self.counts, *head)
 
     @classmethod
-    def from_json(cls, raw: list[int]) -> BucketState:
+    def from_json(cls, raw: Sequence[int]) -> BucketState:
         head = BucketCounts.from_list(raw[9:17]) if len(raw) > 9 else EMPTY
         return cls(BucketCounts.from_list(raw[1:9]), raw[0], head)
 

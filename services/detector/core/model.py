@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -133,14 +134,28 @@ class BucketCounts(NamedTuple):
         )
 
     def minus(self, other: BucketCounts) -> BucketCounts:
-        """Field-wise difference (a window's sum less the buckets that left it)."""
-        return _make(BucketCounts, tuple(x - y for x, y in zip(self, other, strict=True)))
+        """Field-wise difference (a window's sum less the buckets that left it). Spelled
+        out like `merge`: the generator over a zip was 5 % of the detector's time at 2,000
+        campaigns (cProfile, 2026-12-04)."""
+        return _make(
+            BucketCounts,
+            (
+                self.attempts - other.attempts,
+                self.answered - other.answered,
+                self.answered_by_person - other.answered_by_person,
+                self.amd_machine - other.amd_machine,
+                self.silent - other.silent,
+                self.abandoned - other.abandoned,
+                self.out_of_hours - other.out_of_hours,
+                self.short_ring - other.short_ring,
+            ),
+        )
 
     def to_list(self) -> list[int]:
         return list(self)
 
     @classmethod
-    def from_list(cls, values: list[int]) -> BucketCounts:
+    def from_list(cls, values: Sequence[int]) -> BucketCounts:
         return cls(*values)
 
     def as_dict(self) -> dict[str, int]:
