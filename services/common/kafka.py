@@ -227,6 +227,18 @@ async def broker_answers(bootstrap: str, timeout: float = 0.5) -> bool:
     return False
 
 
+def reader(bootstrap: str, client_id: str, **options: Any) -> AIOKafkaConsumer:
+    """A consumer of its own: no group, nothing committed, partitions assigned by the
+    caller, and a fetch that waits at most 100 ms for records (`options` override)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id=client_id,
+        **{"fetch_max_wait_ms": 100, **options},
+    )
+
+
 async def confirm_log_ends(
     bootstrap: str, reported: dict[TopicPartition, int], timeout: float = 3.0
 ) -> dict[TopicPartition, int]:
@@ -247,13 +259,7 @@ async def confirm_log_ends(
     probe = [tp for tp, end in reported.items() if end > 0]
     if not probe:
         return ends
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        client_id="cdrwatch-log-end",
-        fetch_max_wait_ms=100,
-    )
+    consumer = reader(bootstrap, "cdrwatch-log-end")
     await consumer.start()
     try:
         consumer.assign(probe)
@@ -288,14 +294,7 @@ async def first_offset_from(
     its side (the answer is `offset`). A fetch below the log start restarts at the log
     start, hence `auto_offset_reset="earliest"`."""
     tp = TopicPartition(topic, partition)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        client_id="cdrwatch-hole-probe",
-        fetch_max_wait_ms=100,
-    )
+    consumer = reader(bootstrap, "cdrwatch-hole-probe", auto_offset_reset="earliest")
     await consumer.start()
     try:
         consumer.assign([tp])

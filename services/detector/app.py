@@ -55,7 +55,7 @@ from schemas.cdr_batch_v1 import (
     record_in_envelope,
 )
 from services.common.gc_tuning import tune_for_throughput
-from services.common.kafka import BrokerHealth, confirm_log_ends, first_offset_from
+from services.common.kafka import BrokerHealth, confirm_log_ends, first_offset_from, reader
 from services.common.loops import run_apart
 from services.common.settings import DetectorSettings
 from services.detector import stage_guard, wire
@@ -400,10 +400,9 @@ class CampaignConfigs:
         self._starting = True
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap,
-            enable_auto_commit=False,
-            group_id=None,
+        self._consumer = reader(
+            self._settings.kafka_bootstrap,
+            "cdrwatch-campaign-settings",
             # `catch_up` asks for the end offsets on this consumer's connection, where the
             # broker answers only after the fetch it holds: a long poll of 500 ms (the
             # default) stalled every catch-up, at each start and each new campaign.

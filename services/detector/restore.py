@@ -34,7 +34,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.common.kafka import confirm_log_ends
+from services.common.kafka import confirm_log_ends, reader
 from services.common.loops import run_apart
 
 log = logging.getLogger(__name__)
@@ -87,13 +87,10 @@ async def restore_changelog(bootstrap: str, topic: str, files: PartitionFiles) -
     to its confirmed log end into `files`."""
     started = time.perf_counter()
     done = Restored()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
+    consumer = reader(
+        bootstrap,
+        "cdrwatch-callee-restore",
         auto_offset_reset="earliest",
-        client_id="cdrwatch-callee-restore",
-        fetch_max_wait_ms=100,
         max_partition_fetch_bytes=FETCH_BYTES,
         fetch_max_bytes=4 * FETCH_BYTES,
     )
