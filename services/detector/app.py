@@ -122,7 +122,7 @@ class TableState:
     def __init__(self, table: Any) -> None:
         self._table = table
         self._event_of_partition: dict[int, EventT] = {}
-        # call key -> (partition, offset, minute, campaign, table key holding the entry)
+        # partition -> {call key -> the entry its seen chunk holds} (`_seen_index`)
         self._seen: dict[int, dict[str, Sequence[Any]]] | None = None
         self._pending_seen: dict[int, list[Sequence[Any]]] = {}
         self._minutes: MinuteIndex | None = None  # the bucket minutes, like the seen index
@@ -160,8 +160,8 @@ class TableState:
 
     def _seen_index(self) -> dict[int, dict[str, Sequence[Any]]]:
         """{partition: {call key: its entry `(call key, offset, minute, campaign)`}}: the
-        very entries the table's seen chunks hold, so an entry costs its chunk's list and a
-        slot here, not another copy (1,000,000 calls within the dedup retention)."""
+        very entries the table's seen chunks hold, so an entry costs its tuple in the chunk
+        and a slot here, not another copy (1,000,000 calls within the dedup retention)."""
         if self._seen is None:
             index: dict[int, dict[str, Sequence[Any]]] = {}
             for key, value in list(self._table.items()):
