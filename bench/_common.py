@@ -6,6 +6,7 @@ Not a benchmark itself: `make bench` runs only `bench/[!_]*.py`.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import importlib.metadata
@@ -519,26 +520,81 @@ def dialer_traffic(
     start: datetime,
     span: timedelta,
     id_prefix: str,
+    calling_hours: bool = False,
 ) -> list[dict[str, Any]]:
     """`count` dialer CDRs of `campaigns` campaigns, originated in order over `span`
     from `start` (a few seconds of jitter), callees drawn from `numbers` distinct
-    numbers (so some are called more than once), call ids unique."""
+    numbers (so some are called more than once), call ids unique. `calling_hours`: only
+    within `calling_windows` of the span (a well-run campaign's week), not round the
+    clock."""
     rng = random.Random(seed)
     plans = campaign_plans(campaigns, rng)
     weights = [p.weight for p in plans]
     pool = callee_numbers(numbers, rng)
     chosen = rng.choices(plans, weights, k=count)
-    step = span / max(count, 1)
+    at = _spread(count, calling_windows(start, span) if calling_hours else [(start, span)])
     return [
         dialer_cdr(
             plan,
             f"{id_prefix}-{i:09d}",
             pool[rng.randrange(len(pool))],
-            start + step * i - timedelta(seconds=rng.uniform(0, 30)),
+            at(i) - timedelta(seconds=rng.uniform(0, 30)),
             rng,
         )
         for i, plan in enumerate(chosen)
     ]
+
+
+# Rome wall time in which the `it` profile's calling hours (Monday-Friday 09:00-20:00 in
+# the callee's zone) hold for every callee `callee_numbers` draws: 16:00 in Rome is 15:00
+# in London, 10:00 in New York and 09:00 in Chicago (the Central zone of area codes 312,
+# 214 and 713; 10:00 in the weeks Europe and the US switch DST apart), 20:00 in Rome is
+# 13:00 in Chicago. Five minutes are kept clear at each end for the jitter
+# `dialer_traffic` subtracts (tests/unit/test_bench_traffic.py judges every call).
+CALLING_FROM, CALLING_UNTIL = (16, 5), (19, 55)
+
+
+def calling_windows(start: datetime, span: timedelta) -> list[tuple[datetime, timedelta]]:
+    """The parts of [start, start + span) a campaign calling all three countries within
+    the `it` profile's hours may call in: Monday to Friday, CALLING_FROM to CALLING_UNTIL in
+    Rome, no Italian public holiday nor the day before one (shorter hours)."""
+    import holidays
+
+    end = start + span
+    first = start.astimezone(ROME).date()
+    years = range(first.year, end.astimezone(ROME).year + 2)
+    it_holidays = holidays.country_holidays("IT", years=years)
+    windows = []
+    day = first
+    while datetime(day.year, day.month, day.day, tzinfo=ROME) < end:
+        if day.weekday() < 5 and day not in it_holidays and day + timedelta(1) not in it_holidays:
+            opens = max(start, datetime(day.year, day.month, day.day, *CALLING_FROM, tzinfo=ROME))
+            closes = min(end, datetime(day.year, day.month, day.day, *CALLING_UNTIL, tzinfo=ROME))
+            if closes > opens:
+                windows.append((opens, closes - opens))
+        day += timedelta(days=1)
+    if not windows:
+        raise BenchError(f"no calling hours in the {span} from {start}")
+    return windows
+
+
+def _spread(count: int, windows: list[tuple[datetime, timedelta]]) -> Callable[[int], datetime]:
+    """The i-th of `count` instants spread evenly over `windows` (in order), as if their
+    lengths followed one another."""
+    total = sum((length for _, length in windows), timedelta())
+    step = total / max(count, 1)
+    ends: list[timedelta] = []  # the running length at the end of each window
+    for _, length in windows:
+        ends.append((ends[-1] if ends else timedelta()) + length)
+
+    def at(i: int) -> datetime:
+        offset = step * i
+        k = bisect.bisect_right(ends, offset)
+        k = min(k, len(windows) - 1)
+        opens, length = windows[k]
+        return opens + offset - (ends[k] - length)
+
+    return at
 
 
 def recent_weekday(now: datetime, at_hour: int, at_minute: int = 0) -> datetime:

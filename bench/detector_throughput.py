@@ -102,6 +102,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=60.0,
         help="event time the CDRs cover, in order (default 60)",
     )
+    parser.add_argument(
+        "--calling-hours",
+        action="store_true",
+        help="only within the calling hours of a well-run week (Monday-Friday, 16:05-19:55 "
+        "in Rome, no Italian holidays: within the `it` hours for every callee), not round "
+        "the clock; every part of the span then holds the same mix of calls",
+    )
     parser.add_argument("--partitions", type=int, default=4, help="topic partitions (default 4)")
     parser.add_argument(
         "--body",
@@ -170,11 +177,13 @@ def build_records(args: argparse.Namespace) -> list[tuple[bytes, bytes]]:
         campaigns=args.campaigns,
         numbers=args.numbers,
         # 15:00 in Rome is 14:00 in London and 09:00 in New York: within the `it` calling
-        # hours for callees of all three countries, as a well-run campaign would call. The
-        # start is a span before now, so a long span (7 days) still ends in the past.
+        # hours for most callees of the three countries (the US numbers of Central area
+        # codes are at 08:00; `--calling-hours` keeps every call within them). The start
+        # is a span before now, so a long span (7 days) still ends in the past.
         start=recent_weekday(datetime.now(UTC) - timedelta(minutes=args.span_minutes), 15),
         span=timedelta(minutes=args.span_minutes),
         id_prefix=f"bench-{uuid.uuid4().hex[:8]}",
+        calling_hours=args.calling_hours,
     )
     generated = time.perf_counter()
     records = normalized_records(cdrs, b"bench-pseudonym-key-0123456789", lambda: datetime.now(UTC))
@@ -182,7 +191,8 @@ def build_records(args: argparse.Namespace) -> list[tuple[bytes, bytes]]:
     size = sum(len(v) for _, v in records) / max(len(records), 1)
     print(
         f"input     {fmt_int(len(records))} CDRs, {args.campaigns} campaigns, "
-        f"{fmt_int(args.numbers)} numbers, {args.span_minutes:g} min of event time, "
+        f"{fmt_int(args.numbers)} numbers, {args.span_minutes:g} min of event time"
+        f"{' (within calling hours)' if args.calling_hours else ''}, "
         f"{size:,.0f} B each (generated in {generated - started:.1f} s, normalised by the "
         f"ingest code in {done - generated:.1f} s = {len(records) / (done - generated):,.0f} "
         "CDR/s on one core)"
