@@ -126,6 +126,9 @@ class TableState:
         self._seen: dict[int, dict[str, Sequence[Any]]] | None = None
         self._pending_seen: dict[int, list[Sequence[Any]]] = {}
         self._minutes: MinuteIndex | None = None  # the bucket minutes, like the seen index
+        # campaign -> (the record object the table holds, that record decoded): see
+        # `get_campaign`.
+        self._campaigns: dict[str, tuple[Any, CampaignState]] = {}
 
     def bind(self, events: Iterable[EventT]) -> None:
         for event in events:
@@ -136,6 +139,7 @@ class TableState:
         reassignment)."""
         self._seen = None
         self._minutes = None
+        self._campaigns = {}
 
     def _in_partition(self, partition: int) -> contextlib.AbstractContextManager[None]:
         """Make faust write the change log of what follows to `partition`."""
@@ -335,11 +339,26 @@ class TableState:
         return self._table.get(CAMPAIGN + campaign_id) is not None
 
     def get_campaign(self, campaign_id: str) -> CampaignState | None:
+        """The campaign's record, decoded once per write: while the table holds the very
+        object `put_campaign` (or an earlier read) saw, a copy of its decoded state is
+        returned instead of decoding it again. A record faust's recovery put there is
+        another object and is decoded. (A campaign's record is read twice a batch that
+        touches it and its evidence samples and alerts grow: decoding it went from 5 to 8 %
+        of the CDR stage's time over 1,000,000 CDRs of 2,000 campaigns, cProfile.)"""
         raw = self._table.get(CAMPAIGN + campaign_id)
-        return None if raw is None else CampaignState.from_json(raw)
+        if raw is None:
+            return None
+        held = self._campaigns.get(campaign_id)
+        if held is not None and held[0] is raw:
+            return held[1].copy()
+        state = CampaignState.from_json(raw)
+        self._campaigns[campaign_id] = (raw, state.copy())
+        return state
 
     def put_campaign(self, campaign_id: str, state: CampaignState, partition: int) -> None:
-        self._put(CAMPAIGN + campaign_id, {**state.to_json(), "partition": partition}, partition)
+        raw = {**state.to_json(), "partition": partition}
+        self._put(CAMPAIGN + campaign_id, raw, partition)
+        self._campaigns[campaign_id] = (raw, state.copy())
 
 
 class CampaignConfigs:

@@ -207,3 +207,33 @@ def test_the_callee_databases_are_written_without_rocksdb_s_write_ahead_log(tmp_
         db.close()
     assert wal_bytes["plain"] > 0
     assert wal_bytes["hooked"] == 0
+
+
+def test_a_campaign_record_read_back_is_the_stored_one_whatever_its_reader_changed() -> None:
+    # TableState decodes a campaign's record once per write and hands out copies: the
+    # engine changes what it reads in place (samples, alerts, periods), and that must not
+    # reach the next read unless it is written; a record recovered into the table (another
+    # object) is read as it is.
+    table: dict[str, object] = {}
+    state = TableState(table)
+    run(state, [call(n, T0 + timedelta(minutes=n)) for n in range(3)])
+    first = state.get_campaign("c1")
+    assert first is not None
+    again = state.get_campaign("c1")
+    assert again == first and again is not first
+    first.silent_samples.append((1, "changed"))
+    first.alerts["x"] = next(iter(first.alerts.values()), None)  # type: ignore[assignment]
+    if first.periods is not None:
+        first.periods[99] = first.totals
+    first.too_late = 7
+    unchanged = state.get_campaign("c1")
+    assert unchanged == again
+    recovered = dict(table["c\x1fc1"])  # type: ignore[call-overload]
+    recovered["too_late"] = 5
+    table["c\x1fc1"] = recovered
+    read = state.get_campaign("c1")
+    assert read is not None and read.too_late == 5
+    state.put_campaign("c1", read, 3)
+    read.duplicates = 9  # after the write: not in the table
+    latest = state.get_campaign("c1")
+    assert latest is not None and latest.too_late == 5 and latest.duplicates == 0

@@ -260,6 +260,27 @@ class CampaignState:
             alerts=alerts,
         )
 
+    def copy(self) -> CampaignState:
+        """A copy the engine may change without touching this one: its own lists and dicts
+        (their items, tuples, counts and alert statuses, are immutable and shared)."""
+        return CampaignState(
+            campaign_id=self.campaign_id,
+            tenant_id=self.tenant_id,
+            profile=self.profile,
+            first_minute=self.first_minute,
+            newest_minute=self.newest_minute,
+            newest_at=self.newest_at,
+            totals=self.totals,
+            first_at_us=self.first_at_us,
+            periods=None if self.periods is None else dict(self.periods),
+            watermark=self.watermark,
+            too_late=self.too_late,
+            duplicates=self.duplicates,
+            silent_samples=list(self.silent_samples),
+            abandoned_samples=list(self.abandoned_samples),
+            alerts=dict(self.alerts),
+        )
+
     @property
     def anchor_us(self) -> int:
         """Where the campaign's 30-day periods start (µs since the epoch)."""
