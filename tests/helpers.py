@@ -145,3 +145,19 @@ class LoopTurns:
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+
+
+def bench_module(name: str) -> Any:
+    """A script module of bench/ (`_summary`, `_common`), loaded from its file: bench/ is
+    not a package, its scripts import each other as top-level modules."""
+    import importlib.util
+    import sys
+
+    from tests.stack import ROOT
+
+    spec = importlib.util.spec_from_file_location(f"bench{name}", ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[f"bench{name}"] = module
+    spec.loader.exec_module(module)
+    return module

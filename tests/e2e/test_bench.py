@@ -6,25 +6,16 @@ from part of the work."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
 import orjson
 import pytest
 
+from tests.helpers import bench_module
 from tests.stack import ROOT
 
 pytestmark = pytest.mark.e2e
-
-
-def _summary_module():
-    spec = importlib.util.spec_from_file_location("bench_summary", ROOT / "bench" / "_summary.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_summary"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_detector_benchmark_drains_and_its_ledger_holds() -> None:
@@ -54,6 +45,6 @@ def test_the_detector_benchmark_drains_and_its_ledger_holds() -> None:
     assert set(engines) == {"bare faust agent", "cdrwatch detector", "cdrwatch detector, 2 stages"}
     for result in engines.values():
         assert not result["timed_out"], result["note"]
-    assert _summary_module()._detector_ledger(doc) is None
+    assert bench_module("_summary")._detector_ledger(doc) is None
     detector = engines["cdrwatch detector"]["counted"]
     assert detector["processed"] == records

@@ -4,8 +4,6 @@ of calls), as the detector's own calendar judges them."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -14,22 +12,13 @@ import pytest
 
 from services.detector.core.calendar import is_within_calling_hours
 from services.detector.core.profiles import load_profile
-from tests.stack import ROOT
+from tests.helpers import bench_module
 
 ROME = ZoneInfo("Europe/Rome")
 
 
-def _common():
-    spec = importlib.util.spec_from_file_location("bench_common", ROOT / "bench" / "_common.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_common"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _calls(start: datetime, *, calling_hours: bool) -> list[dict[str, object]]:
-    common = _common()
+    common = bench_module("_common")
     cdrs = common.dialer_traffic(
         4000,
         seed=3,
