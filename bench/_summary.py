@@ -70,7 +70,7 @@ class Bench:
 
 SPLIT_ENGINE = "cdrwatch detector, 2 stages"  # bench/detector_throughput.py --split
 # Calls within a well-run week's calling hours: round the clock, the quarters of 7 days
-# held different mixes (the second one the weekend, every call out of the `it` hours; the
+# held different mixes (the second one 57 % Sunday calls, all out of the `it` hours; the
 # last one 57 % night calls, the first 36 %), and a call out of hours costs more (its day
 # record, its alert), so the quarters' rates measured the mix, not the state's growth.
 FLAT = ["--campaigns", "2000", "--span-minutes", "10080", "--no-quix", "--calling-hours"]
