@@ -120,6 +120,11 @@ class DetectorSettings(CommonSettings):
     # Larger batches mean fewer stats and alert updates per CDR; 0.25 s stays far inside the
     # 2 s alert-latency budget.
     batch_within_seconds: float = Field(default=0.25, gt=0)
+    # An alert whose figures change but not its state, severity or window is published at
+    # most once per this many seconds, with its latest figures (services/detector/pacing.py);
+    # a transition goes out at once. 0: every update as the engine makes it. At most 10:
+    # held updates leave before the next offset commit, which waits for them.
+    alert_update_interval_seconds: float = Field(default=1.0, ge=0, le=10)
     metrics_host: str = "127.0.0.1"  # containers set 0.0.0.0 so Prometheus can scrape
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics server
     # A worker that sends no heartbeat for this long leaves its group. 6 s, Apache Kafka's

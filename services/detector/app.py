@@ -31,7 +31,7 @@ import shutil
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as wall_time
@@ -62,6 +62,7 @@ from services.detector import stage_guard, wire
 from services.detector.changelog import BatchedChangelog
 from services.detector.contiguous import ContiguousReads
 from services.detector.core import lockouts
+from services.detector.core.alerting import AlertUpdate
 from services.detector.core.engine import (
     BatchOutput,
     BucketState,
@@ -77,6 +78,7 @@ from services.detector.core.retention import bucket_expired, seen_expired
 from services.detector.core.windows import MinuteIndex, instant_of_us, minute_of, minute_start
 from services.detector.health import DetectorHttp, Readiness
 from services.detector.metrics import DetectorMetrics
+from services.detector.pacing import AlertPacer
 from services.detector.restore import restore_before_start
 from services.detector.wire import (
     EARLIEST,
@@ -507,6 +509,9 @@ class DeliveryGuard:
 
     def __init__(self) -> None:
         self._pending: set[asyncio.Future[Any]] = set()
+        # Run at the start of every flush, before the records to wait for are taken: what
+        # must leave before a commit and is not in the producer yet (held alert updates).
+        self.before_flush: Callable[[], Awaitable[None]] | None = None
 
     def track(self, fut: asyncio.Future[Any]) -> None:
         self._pending.add(fut)
@@ -538,6 +543,8 @@ class DeliveryGuard:
             put(fut)
 
         async def flush_delivered() -> None:
+            if self.before_flush is not None:
+                await self.before_flush()
             sent_before = list(self._pending)
             await flush()
             await self.wait_delivered(sent_before)
@@ -664,6 +671,7 @@ class Detector:
         *,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -720,6 +728,15 @@ class Detector:
         self.changelog = BatchedChangelog(settings.kafka_bootstrap, self.app.delivery_guard.track)
         self.cdrs = self.app.topic(topics.CDRS, key_serializer="raw", value_serializer="raw")
         self.alerts = self.changelog.topic(topics.ALERTS, batched=True)
+        # Transitions at once, new figures at most once per alert and interval; what is
+        # held leaves before the next offset commit (the producer flush faust awaits).
+        self.alert_pacer = AlertPacer(
+            self._send_alert,
+            settings.alert_update_interval_seconds,
+            monotonic,
+            self.metrics.alerts_coalesced.inc,
+        )
+        self.app.delivery_guard.before_flush = self.before_commit
         self.stats = self.changelog.topic(topics.STATS, batched=True)
         self.dlq = self.changelog.topic(topics.CDRS_DLQ)
         self.traces = self.changelog.topic(topics.CALLS)
@@ -855,6 +872,9 @@ class Detector:
 
             async def on_stop(inner) -> None:  # noqa: N805
                 await self.configs.stop()
+                # The agents are done: what they held goes out before the last commit.
+                self.alert_pacer.release_all()
+                await self.changelog.flush()
                 await self.changelog.stop()
 
         if self.stage_guard is not None:
@@ -1296,13 +1316,7 @@ class Detector:
                 replay=w.campaign_id in replayed,
             )
         for payload in out.alerts:
-            scoped = payload["campaign_id"]
-            tenant, campaign = split_scoped(scoped)
-            self.alerts.send_soon(
-                key=scoped.encode(),
-                value=wire.alert_body(payload, campaign_id=campaign, tenant_id=tenant),
-                headers=_replay_headers(scoped in replayed),
-            )
+            self.alert_pacer.offer(payload, payload["campaign_id"] in replayed)
         self._send_calls(
             ((call.campaign_id, wire.traced_call(call, outcome)) for call, outcome in out.calls),
             replayed,
@@ -1317,6 +1331,30 @@ class Detector:
                 dead.detail,
                 stage="cdr",
             )
+
+    def _send_alert(self, update: AlertUpdate, replay: bool) -> None:
+        scoped = update["campaign_id"]
+        tenant, campaign = split_scoped(scoped)
+        self.alerts.send_soon(
+            key=scoped.encode(),
+            value=wire.alert_body(update, campaign_id=campaign, tenant_id=tenant),
+            headers=_replay_headers(replay),
+        )
+        self.metrics.alerts_published.inc()
+
+    async def before_commit(self) -> None:
+        """Run by the producer flush faust awaits before it commits offsets: the alert
+        updates held back (services/detector/pacing.py) are sent, once each is due, and
+        queued with the rest of the change log, so no commit covers a batch whose latest
+        figures were never sent (a kill -9 after it would keep them from the api for good).
+        Waiting here delays the commit, never the agents."""
+        pacer = self.alert_pacer
+        if not pacer.held:
+            return
+        held = pacer.held_ids()  # made by batches before the commit began, maybe covered
+        await asyncio.sleep(pacer.wait_seconds())
+        pacer.release(held)
+        await self.changelog.flush()
 
     def _send_calls(
         self, traced: Iterable[tuple[str, dict[str, Any]]], replayed: set[str] | frozenset[str]

@@ -42,6 +42,13 @@ class DetectorMetrics:
             "Alert transitions and updates published.",
             registry=registry,
         )
+        self.alerts_coalesced = Counter(
+            "cdrwatch_detector_alert_updates_coalesced_total",
+            "Alert updates with new figures only that a newer update of the same alert "
+            "replaced before they were sent (at most one such update per alert per "
+            "alert_update_interval_seconds).",
+            registry=registry,
+        )
         self.expired = Counter(
             "cdrwatch_detector_state_expired_total",
             "Dedup entries and minute buckets dropped from the detector's state (event time).",
@@ -74,5 +81,4 @@ class DetectorMetrics:
         self.duplicates.inc(out.duplicates)
         if out.too_late:
             self.rejected.labels(reason="too_late").inc(out.too_late)
-        self.alerts_published.inc(len(out.alerts))
         self.batch_seconds.observe(seconds)

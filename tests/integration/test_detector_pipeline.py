@@ -153,6 +153,21 @@ async def test_counts_duplicates_alerts_and_dead_letters_on_a_real_broker(
     proc = detector(broker, tmp_path)
     try:
         await wait_for_totals(reader, totals_by_campaign(expected), proc, timeout=90)
+
+        def alerts_final(published: Any) -> bool:
+            """An alert's latest figures may follow the stats by up to about two seconds
+            (services/detector/pacing.py: at most one figures update a second)."""
+            cumulative = [
+                a for a in published.alerts.values() if a["rule"] == "it-silent-rate-cumulative"
+            ]
+            return len(cumulative) == 3 and all(
+                a["numerator"] == published.cumulative[a["campaign_id"]].silent for a in cumulative
+            )
+
+        with contextlib.suppress(WaitTimeout):  # the assertions below say what is missing
+            await wait_until_async(
+                lambda: _poll_check(reader, alerts_final), timeout=10, interval=0.2
+            )
         published = await reader.poll()
         assert published.minutes == expected
         assert {d["reason"] for d in published.dead_letters} == {"unreadable"}
@@ -273,6 +288,21 @@ async def test_a_record_that_overflows_is_a_dead_letter_and_its_batch_counts(
     proc = detector(broker, tmp_path)
     try:
         await wait_for_totals(reader, totals_by_campaign(expected), proc, timeout=90)
+
+        def alerts_final(published: Any) -> bool:
+            """An alert's latest figures may follow the stats by up to about two seconds
+            (services/detector/pacing.py: at most one figures update a second)."""
+            cumulative = [
+                a for a in published.alerts.values() if a["rule"] == "it-silent-rate-cumulative"
+            ]
+            return len(cumulative) == 3 and all(
+                a["numerator"] == published.cumulative[a["campaign_id"]].silent for a in cumulative
+            )
+
+        with contextlib.suppress(WaitTimeout):  # the assertions below say what is missing
+            await wait_until_async(
+                lambda: _poll_check(reader, alerts_final), timeout=10, interval=0.2
+            )
         published = await reader.poll()
         assert published.minutes == expected
         assert sorted(d["record"]["call_id"] for d in published.dead_letters) == [

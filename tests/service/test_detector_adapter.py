@@ -83,15 +83,20 @@ def cdr(
     return record
 
 
-def in_memory(tmp_path: Path, **settings: Any) -> Detector:
+def in_memory(tmp_path: Path, monotonic: Any = None, **settings: Any) -> Detector:
+    """A detector with dicts for tables and recorders for topics. Its alert updates go out
+    as the engine makes them unless a test sets `alert_update_interval_seconds`: nothing
+    here commits offsets, which is what releases held updates (test_detector_pacing.py)."""
+    settings.setdefault("alert_update_interval_seconds", 0)
     d = Detector(
         DetectorSettings(data_dir=tmp_path, callee_store="memory://", **settings),
         clock=lambda: T0 + timedelta(days=1),
+        **({} if monotonic is None else {"monotonic": monotonic}),
     )
     d.table, d.callees = {}, {}
     d.state = TableState(d.table)
     d.engine = Engine(d.state, d.configs.config_for, lateness=timedelta(days=7), clock=d.clock)
-    for name in ("stats", "alerts", "dlq", "callee_topic", "violation_topic"):
+    for name in ("stats", "alerts", "dlq", "callee_topic", "violation_topic", "traces"):
         setattr(d, name, Recorder())
     return d
 
