@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -14,9 +15,11 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
 from schemas.detector_v1 import CalleeBatchV1, DeadLetterV1, LockoutViolationV1
+from schemas.instants import format_instant
 from services.api.models import CampaignConfig as ApiCampaignConfig
 from services.api.publisher import campaign_record
 from services.detector.core.lockouts import CalleeCall, LockoutViolation, to_json
+from services.detector.core.model import BucketCounts
 from services.detector.wire import (
     CalleePartitions,
     callee_batches,
@@ -25,6 +28,7 @@ from services.detector.wire import (
     murmur2,
     read_settings,
     read_violation,
+    stats_body,
     violation_body,
 )
 
@@ -129,3 +133,43 @@ def test_the_api_s_campaign_records_are_the_settings_the_detector_reads() -> Non
     assert read_settings(b'{"campaign_id": "a", "profile": "it"}').profile == "it"
     with pytest.raises(ValueError, match="amd_false_positive_ratio"):
         read_settings(b'{"campaign_id": "a", "amd_false_positive_ratio": 2}')
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (datetime(2026, 3, 2, 9, 0, tzinfo=UTC), datetime(2026, 3, 2, 9, 1, tzinfo=UTC)),
+        (  # a US period boundary: the first call's exact instant
+            datetime(2026, 1, 10, 15, 30, 20, 250000, tzinfo=UTC),
+            datetime(2026, 2, 9, 15, 30, 20, 250000, tzinfo=UTC),
+        ),
+        (  # a calendar day in Rome, as its zone gives it: written in UTC
+            datetime(2026, 3, 29, 0, 0, tzinfo=ZoneInfo("Europe/Rome")),
+            datetime(2026, 3, 30, 0, 0, tzinfo=ZoneInfo("Europe/Rome")),
+        ),
+        (
+            datetime(2026, 3, 2, 9, 0, tzinfo=ZoneInfo("UTC")),
+            datetime(2026, 3, 2, 9, 0, 0, 1, tzinfo=timezone(timedelta(hours=-5))),
+        ),
+    ],
+    ids=["minute", "microseconds", "zone", "other-utc-and-offset"],
+)
+def test_stats_are_written_with_the_instants_of_format_instant(
+    start: datetime, end: datetime
+) -> None:
+    """The stats encoder lets orjson write the instants; the bytes are those written with
+    `format_instant` (RFC 3339 in UTC, a trailing Z, microseconds only when present)."""
+    counts = BucketCounts(200, 160, 150, 3, 5, 7, 2, 1)
+    expected = orjson.dumps(
+        {
+            "campaign_id": "c",
+            "tenant_id": "t",
+            "from": format_instant(start),
+            "to": format_instant(end),
+            **counts.as_dict(),
+            "silent_rate": 5 / 150,
+            "abandoned_rate": 7 / 150,
+            "out_of_hours_rate": 2 / 200,
+        }
+    )
+    assert stats_body("c", start, end, counts, tenant_id="t") == expected
