@@ -40,14 +40,13 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.record_batch_v1 import envelopes
 from services.common.kafka import Headers, send_partitioned
+from services.detector.wire import murmur2
 
 log = logging.getLogger("cdrwatch.detector")
 
-_PARTITIONER = DefaultPartitioner()
 Record = tuple[bytes | None, bytes | None, Headers]
 
 
@@ -70,6 +69,10 @@ class BatchedChangelog:
         # last it reads).
         self._sending = asyncio.Lock()
         self.records_sent = 0
+        # (key, partition count) -> index among the partitions: aiokafka's partitioner
+        # (a byte-wise murmur2 in Python) ran for every keyed record, about four stats
+        # records a CDR at 2,000 campaigns, whose keys are the campaigns (py-spy: 4.6 %).
+        self._keyed: dict[tuple[bytes | None, int], int] = {}
         # change-log topic -> partition -> offset of the last record the broker acknowledged
         self.delivered: dict[str, dict[int, int]] = {}
 
@@ -149,7 +152,7 @@ class BatchedChangelog:
                 continue
             available = sorted(await self._producer.partitions_for(topic))
             for record in records:
-                chosen = _PARTITIONER(record[0], available, available)
+                chosen = available[self._index_of(record[0], len(available))]
                 partitions.setdefault(chosen, []).append(record)
         for topic, by_partition in by_topic.items():
             if topic in self._batched:
@@ -167,6 +170,18 @@ class BatchedChangelog:
             )
             for future in sent:
                 self._track(future)
+
+    def _index_of(self, key: bytes | None, count: int) -> int:
+        """Where aiokafka's `DefaultPartitioner` puts `key` among `count` partitions (sorted):
+        murmur2 of the key, a random one for no key (never here: `send_soon` refuses a
+        record without key or partition), memoised per key."""
+        index = self._keyed.get((key, count))
+        if index is None:
+            assert key is not None
+            if len(self._keyed) > 100_000:
+                self._keyed.clear()
+            index = self._keyed[(key, count)] = (murmur2(key) & 0x7FFFFFFF) % count
+        return index
 
 
 def _note(acked: dict[int, int], partition: int, offset: int) -> None:
