@@ -12,6 +12,7 @@ the same id and downstream upserts it, never duplicating.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -57,9 +58,13 @@ class AlertUpdate(TypedDict):
     reference: str
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def alert_id(rule_id: str, campaign_id: str, window_key: str) -> str:
     """Deterministic id from rule, campaign and window key (the window's start, or a
-    fixed key such as `cumulative` for whole-campaign windows)."""
+    fixed key such as `cumulative` for whole-campaign windows). Memoised: the engine asks
+    for it at every judgement of every touched window, and a UUIDv5 (SHA-1, a UUID
+    object, its text) was 1.3 % of the detector in py-spy (bench/README.md, eleventh
+    pass); a window's judgements recur batch after batch with the same three strings."""
     return str(uuid.uuid5(_NAMESPACE, f"{rule_id}\x1f{campaign_id}\x1f{window_key}"))
 
 
