@@ -82,8 +82,8 @@ async def test_a_commit_waits_until_held_figures_are_a_second_old(tmp_path: Path
     d = in_memory(tmp_path, alert_update_interval_seconds=1.0)  # the real monotonic clock
     producer = guarded_flush(d)
     first, second = batches()[:2]
+    opened = time.monotonic()  # before the alert's first update is sent
     await d.handle(first)
-    opened = time.monotonic()
     await d.handle(second)
     assert d.alert_pacer.held
     n = len(d.alerts.sent)  # type: ignore[attr-defined]
