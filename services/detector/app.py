@@ -1349,12 +1349,12 @@ class Detector:
         figures were never sent (a kill -9 after it would keep them from the api for good).
         Waiting here delays the commit, never the agents."""
         pacer = self.alert_pacer
-        if not pacer.held:
-            return
         held = pacer.held_ids()  # made by batches before the commit began, maybe covered
-        await asyncio.sleep(pacer.wait_seconds())
-        pacer.release(held)
-        await self.changelog.flush()
+        if held:
+            await asyncio.sleep(pacer.wait_seconds())
+        pacer.release(held)  # also forgets the alerts sent over an interval ago
+        if held:
+            await self.changelog.flush()
 
     def _send_calls(
         self, traced: Iterable[tuple[str, dict[str, Any]]], replayed: set[str] | frozenset[str]

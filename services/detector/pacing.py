@@ -93,14 +93,15 @@ class AlertPacer:
         """Seconds until every update held now may be sent (0 when none is held)."""
         if not self._held:
             return 0.0
-        oldest_due = max(self._sent[aid].at for aid in self._held) + self.interval
-        return max(0.0, oldest_due - self._clock())
+        last_due = max(self._sent[aid].at for aid in self._held) + self.interval
+        return max(0.0, last_due - self._clock())
 
     def release(self, ids: Iterable[str]) -> int:
         """Send the updates still held of alerts `ids`, due or not (the caller waited
         `wait_seconds`: an offset commit must not pass them), and forget the alerts sent
-        longer ago than the interval (a later update of theirs goes out at once anyway).
-        Returns how many were sent."""
+        longer ago than the interval (a later update of theirs goes out at once anyway):
+        called before every commit, held updates or not, so what the pacer remembers is
+        the alerts of the last second. Returns how many were sent."""
         now = self._clock()
         released = 0
         for aid in ids:

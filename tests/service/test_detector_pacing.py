@@ -91,3 +91,20 @@ async def test_a_commit_waits_until_held_figures_are_a_second_old(tmp_path: Path
     await producer.flush()
     assert time.monotonic() - opened >= 1.0
     assert len(d.alerts.sent) > n and not d.alert_pacer.held  # type: ignore[attr-defined]
+
+
+async def test_every_commit_forgets_the_alerts_sent_over_a_second_ago(tmp_path: Path) -> None:
+    """What the pacer remembers of sent alerts is pruned at each commit even when nothing
+    is held: a worker whose alerts are never updated within a second would otherwise keep
+    every alert id it ever sent."""
+    ticks = Ticks()
+    d = in_memory(tmp_path, ticks, alert_update_interval_seconds=1.0)
+    producer = guarded_flush(d)
+    await d.handle(batches()[0])
+    ticks.now = 2.0
+    await producer.flush()  # sends what the batch held
+    assert d.alerts.sent and not d.alert_pacer.held  # type: ignore[attr-defined]
+    assert d.alert_pacer._sent
+    ticks.now = 4.0
+    await producer.flush()  # nothing held
+    assert not d.alert_pacer._sent
